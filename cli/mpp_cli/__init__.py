@@ -1,0 +1,1 @@
+"""mpp-admin: the operator's command line over the shared pool state."""

@@ -1,0 +1,155 @@
+"""Pool configuration: MPP's failoverpool string, parsed and rendered, and new pools from it.
+
+The failoverpool string is ``name:<pool>;primary:<host>[:<port>];secondary:<host>[:<port>]...``
+(mpp-behaviour.md 1.1): entries split on ``;``, each entry on ``:`` into (type, host, port),
+port default 3306, type exactly ``name``, ``primary`` or ``secondary``, at most one primary.
+Priority order is the primary first, then the secondaries as written.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from mpp_agent.model import (
+    DEFAULT_INTERVAL,
+    DEFAULT_MAX_REQUESTS,
+    NodeId,
+    NodeIdError,
+    NodeState,
+    NodeType,
+    PoolState,
+)
+
+POOL_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+class PoolConfigError(ValueError):
+    """A pool configuration that MPP (or this project) refuses, with a message for operators."""
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """What an operator configures for a pool: members in priority order and its settings."""
+
+    name: str
+    members: tuple[tuple[NodeId, NodeType], ...]
+    max_requests: int = DEFAULT_MAX_REQUESTS
+    interval: float = DEFAULT_INTERVAL
+
+    def __post_init__(self) -> None:
+        validate_pool_name(self.name)
+        if not self.members:
+            raise PoolConfigError(f"Pool {self.name} has no servers.")
+        seen: set[NodeId] = set()
+        for node, _ in self.members:
+            if node in seen:
+                raise PoolConfigError(f"Server {node} is listed twice in pool {self.name}.")
+            seen.add(node)
+        if sum(1 for _, t in self.members if t is NodeType.PRIMARY) > 1:
+            raise PoolConfigError(f"Pool {self.name} has more than one primary.")
+        if self.members[0][1] is not NodeType.PRIMARY and any(
+            t is NodeType.PRIMARY for _, t in self.members
+        ):
+            raise PoolConfigError(f"The primary of pool {self.name} must come first.")
+        if not 1 <= self.max_requests <= 1000:
+            raise PoolConfigError(f"max_requests must be 1-1000, not {self.max_requests}.")
+        if not 0.1 <= self.interval <= 86400:
+            raise PoolConfigError(f"interval must be between 0.1 and 86400 s, not {self.interval}.")
+
+    @property
+    def nodes(self) -> tuple[NodeId, ...]:
+        return tuple(n for n, _ in self.members)
+
+
+def validate_pool_name(name: str) -> str:
+    if not POOL_NAME_RE.match(name):
+        raise PoolConfigError(
+            f"Bad pool name {name!r}: use 1-128 letters, digits, '.', '_' or '-'."
+        )
+    return name
+
+
+def parse_failoverpool(
+    text: str,
+    *,
+    max_requests: int = DEFAULT_MAX_REQUESTS,
+    interval: float = DEFAULT_INTERVAL,
+) -> PoolConfig:
+    """Parse MPP's failoverpool string with MPP's validation and error texts."""
+    name: str | None = None
+    primary: NodeId | None = None
+    secondaries: list[NodeId] = []
+    for entry in text.strip().split(";"):
+        if not entry.strip():
+            continue
+        fields = entry.strip().split(":")
+        kind = fields[0]
+        host = fields[1] if len(fields) > 1 else ""
+        if kind == "name":
+            name = host
+            continue
+        node = parse_member(host, fields[2] if len(fields) > 2 else "", text)
+        if kind == "primary":
+            if primary is not None:
+                # MPP's text; the second host name is always empty there because of a bug.
+                raise PoolConfigError(
+                    f'Cannot designate host "{node}" as primary, because host "" is already '
+                    f"defined as primary!"
+                )
+            primary = node
+        elif kind == "secondary":
+            secondaries.append(node)
+        else:
+            raise PoolConfigError(f"Type of {kind} is not recognized for host {node}.")
+    if not name:
+        raise PoolConfigError(f"No pool name (name:<pool>) in failoverpool string {text!r}.")
+    members = ([(primary, NodeType.PRIMARY)] if primary is not None else []) + [
+        (s, NodeType.SECONDARY) for s in secondaries
+    ]
+    return PoolConfig(name, tuple(members), max_requests=max_requests, interval=interval)
+
+
+def parse_member(host: str, port: str, text: str) -> NodeId:
+    try:
+        return NodeId.parse(f"{host}:{port}" if port else host)
+    except NodeIdError as exc:
+        raise PoolConfigError(f"{exc} in failoverpool string {text!r}") from None
+
+
+def render_failoverpool(config: PoolConfig) -> str:
+    """The failoverpool string for a configuration (the reverse of ``parse_failoverpool``)."""
+    parts = [f"name:{config.name}"]
+    parts += [f"{t.value.lower()}:{n.host}:{n.port}" for n, t in config.members]
+    return ";".join(parts)
+
+
+def config_of(pool: PoolState) -> PoolConfig:
+    return PoolConfig(
+        pool.name,
+        tuple((n.node, n.type) for n in pool.nodes),
+        max_requests=pool.max_requests,
+        interval=pool.interval,
+    )
+
+
+def new_pool(config: PoolConfig) -> PoolState:
+    """A fresh pool: every node UNKNOWN/OK, never polled (mpp-behaviour 1.1)."""
+    return PoolState(
+        config.name,
+        tuple(NodeState(node, kind) for node, kind in config.members),
+        max_requests=config.max_requests,
+        interval=config.interval,
+    )
+
+
+def apply_config(pool: PoolState, config: PoolConfig) -> PoolState:
+    """Replace a pool's configuration (DIVERGENCE: removed nodes leave, TYPE changes apply).
+
+    Nodes that stay keep their state, status, R and message; new ones start UNKNOWN."""
+    existing = {n.node: n for n in pool.nodes}
+    nodes = tuple(
+        replace(existing[node], type=kind) if node in existing else NodeState(node, kind)
+        for node, kind in config.members
+    )
+    return replace(pool, nodes=nodes, max_requests=config.max_requests, interval=config.interval)

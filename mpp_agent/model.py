@@ -1,0 +1,214 @@
+"""The domain model of MPP: nodes, pools, observations and events, as frozen values.
+
+Everything here is a plain immutable value with no I/O. The state machine (`state.py`), the
+Redis store, the agent and the CLI all speak these types. Enum members are ``str`` valued and
+spelled as MPP spells them (``State.ACTIVE == "ACTIVE"``), so they serialise as themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+DEFAULT_PORT = 3306
+DEFAULT_MAX_REQUESTS = 4
+DEFAULT_INTERVAL = 10.0
+
+
+class NodeType(StrEnum):
+    PRIMARY = "PRIMARY"
+    SECONDARY = "SECONDARY"
+
+
+class State(StrEnum):
+    UNKNOWN = "UNKNOWN"
+    STANDBY = "STANDBY"
+    ACTIVE = "ACTIVE"
+    FAILED_OFFLINE = "FAILED_OFFLINE"
+    FAILED_ONLINE = "FAILED_ONLINE"
+
+    @property
+    def is_failed(self) -> bool:
+        return self in (State.FAILED_OFFLINE, State.FAILED_ONLINE)
+
+
+class Status(StrEnum):
+    """The stored node STATUS: the poller only ever writes these three (mpp-behaviour 1.4a)."""
+
+    OK = "OK"
+    OK_WARN = "OK_WARN"
+    FAIL = "FAIL"
+
+    @property
+    def is_ok(self) -> bool:
+        """MPP's `host_status_ok`: OK or OK_WARN."""
+        return self in (Status.OK, Status.OK_WARN)
+
+
+class PoolStatus(StrEnum):
+    OK = "OK"
+    FAIL = "FAIL"
+
+
+class Outcome(StrEnum):
+    """What one probe of a node found (mpp-behaviour 2.3)."""
+
+    HEALTHY = "healthy"
+    CONNECT = "connect"  # connect-class errors: rules B
+    REQUEST = "request"  # request-class (replication) errors: rules C
+
+
+# Request-level labels of R (mpp-behaviour 1.4b), indexed by min(R, 4).
+REQUEST_LEVELS = ("OK", "OK INFO", "OK WARN", "OK CRITICAL", "FAIL CRITICAL")
+
+
+def request_level(requests: int | None, max_requests: int = DEFAULT_MAX_REQUESTS) -> str:
+    """The display label of a request counter, capped at M (and at the last label)."""
+    r = min(requests or 0, max_requests, len(REQUEST_LEVELS) - 1)
+    return REQUEST_LEVELS[r]
+
+
+class NodeIdError(ValueError):
+    """A node written in a form that is not ``host[:port]``."""
+
+
+@dataclass(frozen=True, order=True)
+class NodeId:
+    """A pool member, always keyed as ``host:port``."""
+
+    host: str
+    port: int = DEFAULT_PORT
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> NodeId:
+        """Parse ``host[:port]``; the port defaults to 3306."""
+        text = text.strip()
+        host, sep, port_text = text.partition(":")
+        if not host or any(c.isspace() for c in host) or host != host.strip(";"):
+            raise NodeIdError(f"not a node (host[:port]): {text!r}")
+        if not sep:
+            return cls(host)
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise NodeIdError(f"bad port in node {text!r}: expected 1-65535")
+        return cls(host, int(port_text))
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One merged probe verdict for a node in a tick: the outcome and its message."""
+
+    outcome: Outcome
+    message: str = ""
+
+    @classmethod
+    def healthy(cls) -> Observation:
+        return cls(Outcome.HEALTHY)
+
+    @classmethod
+    def connect_error(cls, node: NodeId, text: str) -> Observation:
+        """A connect failure, worded as MPP's probe words it."""
+        return cls(Outcome.CONNECT, f"Could not connect to mysql host {node}: {text}")
+
+    @property
+    def is_healthy(self) -> bool:
+        return self.outcome is Outcome.HEALTHY
+
+
+@dataclass(frozen=True)
+class Override:
+    """An operator's override of what the agent answers for a node (MPP's proxy admin --set)."""
+
+    state: State
+    status: Status | None
+    reason: str
+    set_by: str = "admin"
+    set_at: float = 0.0
+    expires_at: float | None = None
+
+    def is_expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """A node as the pool sees it. ``requests`` is None for a node never polled; ``message`` is
+    None when there is no message (MPP's "absent")."""
+
+    node: NodeId
+    type: NodeType
+    state: State = State.UNKNOWN
+    status: Status = Status.OK
+    requests: int | None = None
+    message: str | None = None
+    last_request_time: float | None = None
+    override: Override | None = None
+
+    @property
+    def is_primary(self) -> bool:
+        return self.type is NodeType.PRIMARY
+
+    @property
+    def r(self) -> int:
+        """R for comparisons: unset counts as 0 (mpp-behaviour 1.5)."""
+        return self.requests or 0
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """A whole failover pool: its nodes in priority order, its status and its settings.
+
+    ``version`` is owned by the store (bumped on every committed change); ``last_round`` is the
+    last round whose tick was committed. The pure core carries both through unchanged."""
+
+    name: str
+    nodes: tuple[NodeState, ...]
+    status: PoolStatus = PoolStatus.OK
+    max_requests: int = DEFAULT_MAX_REQUESTS
+    interval: float = DEFAULT_INTERVAL
+    version: int = 0
+    last_round: int = -1
+
+    @property
+    def primary(self) -> NodeState | None:
+        return next((n for n in self.nodes if n.is_primary), None)
+
+    @property
+    def active_nodes(self) -> tuple[NodeState, ...]:
+        return tuple(n for n in self.nodes if n.state is State.ACTIVE)
+
+    def find(self, node: NodeId) -> NodeState | None:
+        return next((n for n in self.nodes if n.node == node), None)
+
+    def has_node(self, node: NodeId) -> bool:
+        return self.find(node) is not None
+
+
+class EventKind(StrEnum):
+    TRANSITION = "transition"  # a node's state, status or message changed in a tick
+    RECOVER = "recover"
+    RECOVER_POOL = "recover-pool"
+    ACTIVATE_PRIMARY = "activate-primary"
+    DELETE = "delete"
+    CONFIGURE = "configure"
+    OVERRIDE = "override"
+    RELEASE = "release"
+    POOL_STATUS = "pool-status"
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that changed, and why; the shell adds who caused it and when."""
+
+    kind: EventKind
+    pool: str
+    node: str = ""
+    from_state: str = ""
+    to_state: str = ""
+    from_status: str = ""
+    to_status: str = ""
+    requests: int | None = None
+    message: str = ""
+    extra: dict[str, str] = field(default_factory=dict, compare=False)

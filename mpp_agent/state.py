@@ -1,0 +1,476 @@
+"""The MPP failover state machine as pure functions.
+
+``tick(pool, observations, now)`` applies the per-node rules A to E and the commit steps of
+mpp-behaviour.md 2.4 to a whole pool, node by node in priority order, each node seeing the
+decisions already made in the same tick. The admin transitions (recover, recover pool,
+activate-primary, delete, override, release) are pure too. Nothing here does I/O, reads a
+clock or logs: time comes in as ``now``, reasons go out as events.
+
+Deliberate divergences from the original (architecture.md section 3) are marked DIVERGENCE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from mpp_agent.model import (
+    Event,
+    EventKind,
+    NodeId,
+    NodeState,
+    Observation,
+    Outcome,
+    Override,
+    PoolState,
+    PoolStatus,
+    State,
+    Status,
+)
+
+CLEAR = "--"  # MPP's sentinel: "healthy, clear the message"
+
+MSG_RELINQUISH_CONTROL = "Relinquishing ACTIVE control to PRIMARY"
+MSG_NOT_FAILING = "Not failing from ACTIVE state because no other server is on standby"
+MSG_INSTATEMENT = "PRIMARY instatement to ACTIVE complete."
+MSG_WAITING = "Waiting for SECONDARY to stand down before instatement to ACTIVE."
+MSG_FAILED_PRIMARY_RECOVERY = (
+    "FAILED PRIMARY server is reporting recovery. Manual intervention required."
+)
+MSG_RELINQUISHING = "Relinquishing ACTIVE state to PRIMARY."
+MSG_READY_TO_RELINQUISH = "Ready to relinquish ACTIVE state to PRIMARY."
+MSG_FAILOVER = "FAILOVER: Taking over ACTIVE state."
+MSG_FAILED_RECOVERY = "FAILED server is reporting recovery. Manual intervention required."
+MSG_MANUAL_RECOVERY = "Manual Recovery Initiated."
+MSG_MANUALLY_REINSTATED = "PRIMARY Manually reinstated as ACTIVE."
+RECOVERING_PREFIX = "(recovering) "
+
+
+def pool_override_suffix(pool_status: PoolStatus) -> str:
+    # Commit step C1; "wile" is MPP's spelling, kept word for word.
+    return f" (Server not allowed to be active wile POOL has {pool_status} status.)"
+
+
+class Exit(StrEnum):
+    OK = "OK"
+    WARN = "WARN"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one evaluation of a node decided, before the commit steps."""
+
+    exit: Exit
+    state: State | None = None
+    status: Status | None = None
+    message: str | None = None
+    rule: str = ""
+
+
+@dataclass(frozen=True)
+class TickResult:
+    pool: PoolState
+    events: tuple[Event, ...]
+    rules: Mapping[NodeId, str]  # which rule decided each evaluated node
+
+
+class AdminRefused(Exception):
+    """An admin transition that MPP refuses; the message is MPP's text where MPP has one."""
+
+
+@dataclass(frozen=True)
+class AdminResult:
+    pool: PoolState
+    output: str
+    events: tuple[Event, ...]
+
+
+# --------------------------------------------------------------------------- the tick
+
+
+def tick(
+    pool: PoolState,
+    observations: Mapping[NodeId, Observation],
+    now: float,
+    *,
+    pool_failed: bool = False,
+) -> TickResult:
+    """One poll cycle of a pool. Nodes without an observation are not evaluated this tick.
+
+    ``pool_failed`` reports a pool FAIL detected this cycle; pool FAIL is sticky until
+    ``recover_pool`` (mpp-behaviour 1.8)."""
+    status = PoolStatus.FAIL if pool_failed or pool.status is PoolStatus.FAIL else PoolStatus.OK
+    events: list[Event] = []
+    if status is not pool.status:
+        events.append(Event(EventKind.POOL_STATUS, pool.name, message=f"{pool.status} -> {status}"))
+    current = replace(pool, status=status)
+    rules: dict[NodeId, str] = {}
+    for index, before in enumerate(pool.nodes):
+        observation = observations.get(before.node)
+        if observation is None:
+            continue
+        decision = decide(current, index, observation)
+        after = commit(before, decision, status, now)
+        rules[before.node] = decision.rule
+        current = with_node(current, index, after)
+        event = transition_event(pool.name, before, after, decision.rule)
+        if event is not None:
+            events.append(event)
+    return TickResult(current, tuple(events), rules)
+
+
+def decide(pool: PoolState, index: int, observation: Observation) -> Decision:
+    """Rules A to E for the node at ``index``, seeing ``pool`` as updated so far this tick."""
+    node = pool.nodes[index]
+    pre = rule_a(pool, node)
+    if observation.outcome is Outcome.CONNECT:
+        decision = rules_b(pool, index, observation.message)
+    elif observation.outcome is Outcome.REQUEST:
+        decision = rules_c(pool, node, observation.message)
+    elif node.is_primary:
+        decision = rules_d(pool, index)
+    else:
+        decision = rules_e(pool, index)
+    if pre is not None and decision.state is None:
+        # Rule A is a pre-step: its state survives unless a later rule sets one.
+        decision = replace(decision, state=pre.state, rule=f"A+{decision.rule}")
+    return decision
+
+
+def rule_a(pool: PoolState, node: NodeState) -> Decision | None:
+    primary = pool.primary
+    if (
+        primary is not None
+        and primary.state is State.ACTIVE
+        and not node.is_primary
+        and node.state is State.ACTIVE
+    ):
+        return Decision(Exit.OK, state=State.STANDBY, message=MSG_RELINQUISH_CONTROL, rule="A")
+    return None
+
+
+def is_failing_threshold(pool: PoolState, node: NodeState) -> bool:
+    """The M-th consecutive failed poll: pre-poll R >= M-1 (mpp-behaviour 1.5)."""
+    return node.r >= pool.max_requests - 1
+
+
+def rules_b(pool: PoolState, index: int, errors: str) -> Decision:
+    node = pool.nodes[index]
+    if not is_failing_threshold(pool, node):
+        return Decision(Exit.WARN, status=Status.OK_WARN, message=errors, rule="B2")
+    if node.state is State.ACTIVE and not has_other_serving_node(pool, index):
+        # DIVERGENCE: the last ACTIVE node is not failed; it stays ACTIVE, counting.
+        return Decision(
+            Exit.WARN,
+            status=Status.OK_WARN,
+            message=f"{errors}; {MSG_NOT_FAILING}",
+            rule="B1-last-active",
+        )
+    return Decision(
+        Exit.FAIL, state=State.FAILED_OFFLINE, status=Status.FAIL, message=errors, rule="B1"
+    )
+
+
+def has_other_serving_node(pool: PoolState, index: int) -> bool:
+    """DIVERGENCE (fixes MPP bugs #1 and #2): any other node, higher or lower, STANDBY or ACTIVE."""
+    return any(
+        n.state in (State.STANDBY, State.ACTIVE) for i, n in enumerate(pool.nodes) if i != index
+    )
+
+
+def rules_c(pool: PoolState, node: NodeState, errors: str) -> Decision:
+    if not is_failing_threshold(pool, node):
+        return Decision(Exit.WARN, status=Status.OK_WARN, message=errors, rule="C3")
+    if node.state is State.ACTIVE:
+        # An ACTIVE node is never failed for replication errors.
+        return Decision(Exit.WARN, status=Status.OK_WARN, message=errors, rule="C1")
+    return Decision(
+        Exit.FAIL, state=State.FAILED_ONLINE, status=Status.FAIL, message=errors, rule="C2"
+    )
+
+
+def rules_d(pool: PoolState, index: int) -> Decision:
+    node = pool.nodes[index]
+    if node.state is State.ACTIVE:
+        return Decision(Exit.OK, status=Status.OK, message=CLEAR, rule="D1")
+    if node.state is State.STANDBY:
+        if any(n.state is State.ACTIVE for n in pool.nodes[index + 1 :]):
+            return Decision(Exit.OK, status=Status.OK_WARN, message=MSG_WAITING, rule="D3")
+        return Decision(
+            Exit.WARN,
+            state=State.ACTIVE,
+            status=Status.OK_WARN,
+            message=MSG_INSTATEMENT,
+            rule="D2",
+        )
+    if node.state is State.UNKNOWN:
+        return Decision(Exit.OK, state=State.STANDBY, status=Status.OK, rule="D4")
+    return Decision(Exit.OK, status=Status.OK_WARN, message=MSG_FAILED_PRIMARY_RECOVERY, rule="D5")
+
+
+def rules_e(pool: PoolState, index: int) -> Decision:
+    node = pool.nodes[index]
+    if node.state is State.ACTIVE:
+        return rules_e_active(pool, node)
+    if node.state is State.STANDBY:
+        if any(is_blocking_higher(n) for n in pool.nodes[:index]):
+            return Decision(Exit.OK, status=Status.OK, message=CLEAR, rule="E5")
+        if any(n.state is State.ACTIVE for n in pool.nodes[index + 1 :]):
+            # DIVERGENCE: a lower node is already ACTIVE; taking over would leave two ACTIVE.
+            return Decision(Exit.OK, status=Status.OK, message=CLEAR, rule="E5-lower-active")
+        return Decision(
+            Exit.WARN, state=State.ACTIVE, status=Status.OK_WARN, message=MSG_FAILOVER, rule="E6"
+        )
+    if node.state is State.UNKNOWN:
+        return Decision(Exit.OK, state=State.STANDBY, status=Status.OK, rule="E7")
+    return Decision(Exit.OK, status=Status.OK, message=MSG_FAILED_RECOVERY, rule="E8")
+
+
+def is_blocking_higher(node: NodeState) -> bool:
+    """Rule E5: a HIGHER node whose STATUS is OK or OK_WARN blocks a secondary's takeover.
+    DIVERGENCE (MPP bug #3): a FAILED_* node never blocks, whatever its STATUS."""
+    return node.status.is_ok and not node.state.is_failed
+
+
+def rules_e_active(pool: PoolState, node: NodeState) -> Decision:
+    primary = pool.primary
+    primary_state = primary.state if primary is not None else None
+    if primary_state is State.ACTIVE:
+        return Decision(
+            Exit.WARN,
+            state=State.STANDBY,
+            status=Status.OK_WARN,
+            message=MSG_RELINQUISHING,
+            rule="E1",
+        )
+    if primary_state is State.STANDBY and node.r >= 1:
+        return Decision(
+            Exit.OK,
+            state=State.STANDBY,
+            status=Status.OK_WARN,
+            message=MSG_RELINQUISHING,
+            rule="E2",
+        )
+    if primary_state is State.STANDBY:
+        return Decision(
+            Exit.WARN, status=Status.OK_WARN, message=MSG_READY_TO_RELINQUISH, rule="E3"
+        )
+    return Decision(Exit.OK, status=Status.OK, message=CLEAR, rule="E4")
+
+
+def commit(node: NodeState, decision: Decision, pool_status: PoolStatus, now: float) -> NodeState:
+    """The commit steps of ``poll_exit`` (mpp-behaviour 2.4), in MPP's order."""
+    state, message = decision.state, decision.message
+    # Step C1: no node may be ACTIVE while the pool status is not OK.
+    would_be_active = state is State.ACTIVE or (state is None and node.state is State.ACTIVE)
+    if pool_status is not PoolStatus.OK and would_be_active:
+        state = State.STANDBY
+        message = (message or "") + pool_override_suffix(pool_status)
+    # Step 2: R, and the "(recovering)" rule on an OK exit after trouble.
+    if decision.exit is Exit.OK:
+        if node.r >= 1:
+            shown = message if message is not None and message != CLEAR else node.message
+            message = RECOVERING_PREFIX + (shown or "")
+        requests = 0
+    else:
+        requests = node.r + 1
+    # Step 3: write what was set; "--" deletes the message.
+    if message == CLEAR:
+        new_message: str | None = None
+    elif message is None:
+        new_message = node.message
+    else:
+        new_message = message
+    return replace(
+        node,
+        state=state if state is not None else node.state,
+        status=decision.status if decision.status is not None else node.status,
+        requests=requests,
+        message=new_message,
+        last_request_time=now,
+    )
+
+
+def transition_event(pool: str, before: NodeState, after: NodeState, rule: str) -> Event | None:
+    if (before.state, before.status, before.message) == (after.state, after.status, after.message):
+        return None
+    return Event(
+        EventKind.TRANSITION,
+        pool,
+        node=str(before.node),
+        from_state=before.state,
+        to_state=after.state,
+        from_status=before.status,
+        to_status=after.status,
+        requests=after.requests,
+        message=after.message or "",
+        extra={"rule": rule},
+    )
+
+
+# --------------------------------------------------------------------------- admin transitions
+
+
+def node_index(pool: PoolState, node: NodeId) -> int:
+    for i, n in enumerate(pool.nodes):
+        if n.node == node:
+            return i
+    raise AdminRefused(f"Server {node} is not a member of pool {pool.name}.")
+
+
+def with_node(pool: PoolState, index: int, node: NodeState) -> PoolState:
+    return replace(pool, nodes=(*pool.nodes[:index], node, *pool.nodes[index + 1 :]))
+
+
+def admin_event(kind: EventKind, pool: str, before: NodeState, after: NodeState) -> Event:
+    return Event(
+        kind,
+        pool,
+        node=str(before.node),
+        from_state=before.state,
+        to_state=after.state,
+        from_status=before.status,
+        to_status=after.status,
+        requests=after.requests,
+        message=after.message or "",
+    )
+
+
+def recover_node(pool: PoolState, node: NodeId) -> AdminResult:
+    """``--recover=<host:port>`` (mpp-behaviour 2.6.1)."""
+    index = node_index(pool, node)
+    before = pool.nodes[index]
+    if before.requests is None:
+        return AdminResult(pool, f"Server {node} requests number not set.", ())
+    after = replace(
+        before,
+        requests=0,
+        message=MSG_MANUAL_RECOVERY,
+        state=State.UNKNOWN,
+        status=Status.OK_WARN,
+    )
+    output = (
+        f"OK: Cached level reset from {before.status}/{before.requests} ({before.state}) "
+        f"to OK_WARN/0 (UNKNOWN) for {node}"
+    )
+    event = admin_event(EventKind.RECOVER, pool.name, before, after)
+    return AdminResult(with_node(pool, index, after), output, (event,))
+
+
+def recover_pool(pool: PoolState) -> AdminResult:
+    """``--recover=pool:<name>`` (mpp-behaviour 2.6.2): the pool status goes back to OK."""
+    output = f"OK: Pool status reset from {pool.status} to OK"
+    event = Event(EventKind.RECOVER_POOL, pool.name, message=output)
+    return AdminResult(replace(pool, status=PoolStatus.OK), output, (event,))
+
+
+def activate_primary(pool: PoolState) -> AdminResult:
+    """``--activate-primary`` (mpp-behaviour 2.6.3).
+
+    DIVERGENCE: any other ACTIVE node is demoted to STANDBY in the same change, so there are
+    never two ACTIVE nodes. Refused while the pool status is FAIL (commit step C1 would
+    otherwise be bypassed)."""
+    primary = pool.primary
+    if primary is None:
+        raise AdminRefused(f"Pool {pool.name} has no PRIMARY server to activate.")
+    if primary.state is not State.STANDBY:
+        raise AdminRefused(
+            f"PRIMARY SERVER {primary.node} IS NOT READY. STATE must be STANDBY for activation."
+        )
+    if pool.status is not PoolStatus.OK:
+        raise AdminRefused(
+            f"PRIMARY SERVER {primary.node} IS NOT READY. "
+            f"POOL status must be OK for activation (it is {pool.status})."
+        )
+    events: list[Event] = []
+    nodes: list[NodeState] = []
+    for n in pool.nodes:
+        if n is primary:
+            after = replace(n, state=State.ACTIVE, message=MSG_MANUALLY_REINSTATED)
+        elif n.state is State.ACTIVE:
+            after = replace(n, state=State.STANDBY, message=MSG_RELINQUISHING)
+        else:
+            nodes.append(n)
+            continue
+        events.append(admin_event(EventKind.ACTIVATE_PRIMARY, pool.name, n, after))
+        nodes.append(after)
+    output = f"PRIMARY SERVER {primary.node} STATE is now ACTIVE."
+    return AdminResult(replace(pool, nodes=tuple(nodes)), output, tuple(events))
+
+
+def delete_node(pool: PoolState, node: NodeId) -> AdminResult:
+    """``--delete=<host:port>`` (mpp-behaviour 2.6.4). DIVERGENCE: the node also leaves the
+    pool's configuration, so it is not recreated by the next configure."""
+    index = node_index(pool, node)
+    before = pool.nodes[index]
+    output = f"OK: Cached server {node} with {before.r} request attempts was deleted."
+    event = Event(
+        EventKind.DELETE,
+        pool.name,
+        node=str(node),
+        from_state=before.state,
+        from_status=before.status,
+        requests=before.requests,
+        message=output,
+    )
+    nodes = pool.nodes[:index] + pool.nodes[index + 1 :]
+    return AdminResult(replace(pool, nodes=nodes), output, (event,))
+
+
+def set_override(pool: PoolState, node: NodeId, override: Override) -> AdminResult:
+    """Pin what the agent answers for a node; the state machine keeps running underneath."""
+    index = node_index(pool, node)
+    before = pool.nodes[index]
+    after = replace(before, override=override)
+    status = f"/{override.status}" if override.status else ""
+    until = f" until {override.expires_at:.0f}" if override.expires_at is not None else ""
+    output = f"OK: Override {override.state}{status} set for {node}{until}: {override.reason}"
+    event = Event(
+        EventKind.OVERRIDE,
+        pool.name,
+        node=str(node),
+        to_state=override.state,
+        to_status=override.status or "",
+        message=override.reason,
+    )
+    return AdminResult(with_node(pool, index, after), output, (event,))
+
+
+def release_override(pool: PoolState, node: NodeId) -> AdminResult:
+    index = node_index(pool, node)
+    before = pool.nodes[index]
+    if before.override is None:
+        raise AdminRefused(f"Server {node} has no override to release.")
+    after = replace(before, override=None)
+    event = Event(EventKind.RELEASE, pool.name, node=str(node), message=before.override.reason)
+    return AdminResult(with_node(pool, index, after), f"OK: Override released for {node}", (event,))
+
+
+def expire_overrides(pool: PoolState, now: float) -> PoolState:
+    """Drop overrides whose expiry has passed (applied by every writer before it commits)."""
+    if not any(n.override is not None and n.override.is_expired(now) for n in pool.nodes):
+        return pool
+    nodes = tuple(
+        replace(n, override=None) if n.override is not None and n.override.is_expired(now) else n
+        for n in pool.nodes
+    )
+    return replace(pool, nodes=nodes)
+
+
+# --------------------------------------------------------------------------- invariants
+
+
+def active_count(pool: PoolState) -> int:
+    return len(pool.active_nodes)
+
+
+def check_invariants(pool: PoolState) -> list[str]:
+    """The properties every reachable pool state keeps; returns what is violated."""
+    problems = []
+    if active_count(pool) > 1:
+        problems.append("more than one ACTIVE node")
+    if pool.status is PoolStatus.FAIL and active_count(pool) > 0:
+        problems.append("an ACTIVE node while the pool status is FAIL")
+    return problems
