@@ -1,0 +1,38 @@
+-- commit_pool.lua: write a pool's new state if nobody else wrote it first (compare-and-set).
+--
+-- KEYS[1]  pool hash      ns:{pool}:pool     (fields doc, version, round)
+-- KEYS[2]  events stream  ns:{pool}:events
+-- ARGV[1]  expected version (the version the writer read)
+-- ARGV[2]  round of this tick, or "" for an admin change (the round is then left as it is)
+-- ARGV[3]  the new pool document (JSON)
+-- ARGV[4]  approximate maximum length of the events stream
+-- ARGV[5]  pub/sub channel to notify
+-- ARGV[6]  message to publish (the pool name)
+-- ARGV[7]  number of events N, then ARGV[8 .. 7+N]: one JSON event each
+--
+-- Returns {1, new_version} on success,
+--         {0, "missing"} if the pool does not exist,
+--         {0, "version", current_version} if the version moved,
+--         {0, "round", last_round} if the round is not newer than the last committed one.
+local current = redis.call('HGET', KEYS[1], 'version')
+if not current then
+  return {0, 'missing'}
+end
+if current ~= ARGV[1] then
+  return {0, 'version', current}
+end
+if ARGV[2] ~= '' then
+  local last = tonumber(redis.call('HGET', KEYS[1], 'round') or '-1')
+  if tonumber(ARGV[2]) <= last then
+    return {0, 'round', tostring(last)}
+  end
+  redis.call('HSET', KEYS[1], 'round', ARGV[2])
+end
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'doc', ARGV[3])
+local n = tonumber(ARGV[7])
+for i = 1, n do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[7 + i])
+end
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return {1, version}

@@ -1,0 +1,18 @@
+-- create_pool.lua: create a pool's state unless it already exists.
+--
+-- KEYS[1]  pool hash      ns:{pool}:pool
+-- KEYS[2]  events stream  ns:{pool}:events
+-- ARGV[1]  the pool document (JSON)
+-- ARGV[2]  approximate maximum length of the events stream
+-- ARGV[3]  pub/sub channel to notify
+-- ARGV[4]  message to publish (the pool name)
+-- ARGV[5]  one JSON event describing the creation
+--
+-- Returns 1 if created (version 1), 0 if the pool already exists (nothing changed).
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'version', 1, 'round', -1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[5])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1

@@ -1,0 +1,32 @@
+-- record_observation.lua: record one poller's observations of a pool for one round,
+-- refresh its heartbeat for that pool, and say whether the round is now complete.
+--
+-- KEYS[1]  observations hash  ns:{pool}:obs:<round>
+-- KEYS[2]  pollers zset       ns:{pool}:pollers
+-- KEYS[3]  metrics hash       ns:{pool}:metrics
+-- ARGV[1]  poller id
+-- ARGV[2]  its observations of the round (JSON)
+-- ARGV[3]  TTL of the observations and metrics, in ms
+-- ARGV[4]  now, in ms of Redis time (the caller read TIME for this round)
+-- ARGV[5]  heartbeat expiry of this poller, in ms of Redis time
+-- ARGV[6]  number of metrics fields N, then ARGV[7 ..]: node, metrics JSON, node, ...
+--
+-- Returns {live, reported}: the number of live pollers of this pool and how many of them have
+-- recorded this round. The round is complete when reported == live.
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
+local n = tonumber(ARGV[6])
+if n > 0 then
+  for i = 0, n - 1 do
+    redis.call('HSET', KEYS[3], ARGV[7 + 2 * i], ARGV[8 + 2 * i])
+  end
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+end
+local live = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[4], '+inf')
+local reported = 0
+for _, id in ipairs(live) do
+  reported = reported + redis.call('HEXISTS', KEYS[1], id)
+end
+return {#live, reported}
