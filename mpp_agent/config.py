@@ -143,10 +143,19 @@ def new_pool(config: PoolConfig) -> PoolState:
     )
 
 
-def apply_config(pool: PoolState, config: PoolConfig) -> PoolState:
+def apply_config(pool: PoolState, config: PoolConfig, *, force: bool = False) -> PoolState:
     """Replace a pool's configuration (DIVERGENCE: removed nodes leave, TYPE changes apply).
 
-    Nodes that stay keep their state, status, R and message; new ones start UNKNOWN."""
+    Nodes that stay keep their state, status, R and message; new ones start UNKNOWN.
+    Removing the ACTIVE node is refused with PoolConfigError unless ``force`` (architecture.md
+    section 3): it would silently leave the pool without a serving node."""
+    kept = set(config.nodes)
+    removed_active = [n.node for n in pool.active_nodes if n.node not in kept]
+    if removed_active and not force:
+        raise PoolConfigError(
+            f"Refusing to remove the ACTIVE server {removed_active[0]} from pool {pool.name}; "
+            f"use force to remove it anyway."
+        )
     existing = {n.node: n for n in pool.nodes}
     nodes = tuple(
         replace(existing[node], type=kind) if node in existing else NodeState(node, kind)

@@ -12,7 +12,7 @@ Deliberate divergences from the original (architecture.md section 3) are marked 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from mpp_agent.model import (
@@ -74,6 +74,8 @@ class TickResult:
     pool: PoolState
     events: tuple[Event, ...]
     rules: Mapping[NodeId, str]  # which rule decided each evaluated node
+    # How each evaluated node's evaluation exited (OK resets R, WARN and FAIL count it).
+    exits: Mapping[NodeId, Exit] = field(default_factory=dict)
 
 
 class AdminRefused(Exception):
@@ -107,6 +109,7 @@ def tick(
         events.append(Event(EventKind.POOL_STATUS, pool.name, message=f"{pool.status} -> {status}"))
     current = replace(pool, status=status)
     rules: dict[NodeId, str] = {}
+    exits: dict[NodeId, Exit] = {}
     for index, before in enumerate(pool.nodes):
         observation = observations.get(before.node)
         if observation is None:
@@ -114,11 +117,12 @@ def tick(
         decision = decide(current, index, observation)
         after = commit(before, decision, status, now)
         rules[before.node] = decision.rule
+        exits[before.node] = decision.exit
         current = with_node(current, index, after)
         event = transition_event(pool.name, before, after, decision.rule)
         if event is not None:
             events.append(event)
-    return TickResult(current, tuple(events), rules)
+    return TickResult(current, tuple(events), rules, exits)
 
 
 def decide(pool: PoolState, index: int, observation: Observation) -> Decision:

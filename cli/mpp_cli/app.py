@@ -2,6 +2,8 @@
 
 import typer
 
+from mpp_cli.simulate_cmd import simulate
+
 app = typer.Typer(
     name="mpp-admin",
     help="Operate MPP failover pools: list, report, recover, activate-primary, overrides.",
@@ -13,6 +15,9 @@ app = typer.Typer(
 @app.callback()
 def root() -> None:
     """Operate MPP failover pools."""
+
+
+app.command("simulate")(simulate)
 
 
 def main() -> None:

@@ -1,0 +1,413 @@
+"""Run the pure MPP state machine over a scripted sequence: no Redis, no MySQL, no clock.
+
+A script is one step a line, split like a shell line (``shlex``: quotes allowed, a ``#`` outside
+quotes starts a comment; blank and comment lines are ignored)::
+
+    pool <failoverpool string> [max_requests=N] [force]
+    cycle [<node>=connect:<text>] [<node>=request:<text>] [pool:<name>=fail] ...
+    recover <node> [pool=<name>]
+    recover pool:<name>
+    activate-primary <pool>
+    delete <node> [pool=<name>]
+
+* ``pool`` creates a pool from MPP's failoverpool string; naming an existing pool re-applies
+  the configuration, which replaces it (architecture.md section 3; removing the ACTIVE node
+  needs ``force``).
+* ``cycle`` ticks every pool once, in the order the pools were created. A node not listed is
+  healthy this tick. ``connect:<text>`` becomes MPP's probe message ``Could not connect to mysql
+  host <node>: <text>``; ``request:<text>`` is the request-error message verbatim. A node in
+  several pools gets the same outcome in each. ``pool:<name>=fail`` reports that the pool's
+  checkpoints all failed this cycle (pool FAIL, sticky until ``recover pool:<name>``).
+* ``recover`` and ``delete`` act on the one pool holding the node; a node in several pools must
+  be written with ``pool=<name>``, or the step is refused.
+
+Every tick gets the step number as ``now``. A refused step (MPP's refusal, an unknown node or
+pool) is reported and the run goes on; a malformed line raises ``ScriptError`` before anything
+runs. ``parse_script`` and ``run_steps`` are pure; the renderers turn results into text.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mpp_agent.config import PoolConfig, PoolConfigError, apply_config, new_pool, parse_failoverpool
+from mpp_agent.model import (
+    NodeId,
+    NodeIdError,
+    NodeState,
+    NodeType,
+    Observation,
+    Outcome,
+    PoolState,
+)
+from mpp_agent.state import (
+    AdminRefused,
+    activate_primary,
+    delete_node,
+    recover_node,
+    recover_pool,
+    tick,
+)
+
+POOL_PREFIX = "pool:"  # MPP's --recover=pool:<name> form
+
+
+class ScriptError(ValueError):
+    """A malformed script line: nothing of the script runs."""
+
+    def __init__(self, line_no: int, line: str, reason: str) -> None:
+        super().__init__(f"line {line_no}: {reason}: {line}")
+        self.line_no = line_no
+        self.line = line
+        self.reason = reason
+
+
+class LineError(ValueError):
+    """What is wrong with one line; ``parse_script`` adds the line number."""
+
+
+# --------------------------------------------------------------------------- steps
+
+
+@dataclass(frozen=True)
+class CreatePool:
+    config: PoolConfig
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Cycle:
+    observations: tuple[tuple[NodeId, Observation], ...] = ()
+    failed_pools: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RecoverNode:
+    node: NodeId
+    pool: str | None = None
+
+
+@dataclass(frozen=True)
+class RecoverPool:
+    name: str
+
+
+@dataclass(frozen=True)
+class ActivatePrimary:
+    name: str
+
+
+@dataclass(frozen=True)
+class DeleteNode:
+    node: NodeId
+    pool: str | None = None
+
+
+Action = CreatePool | Cycle | RecoverNode | RecoverPool | ActivatePrimary | DeleteNode
+
+
+@dataclass(frozen=True)
+class Step:
+    number: int  # 1-based count of steps; also the tick's ``now``
+    line_no: int  # 1-based line in the script
+    command: str  # the line as written, stripped
+    action: Action
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: int
+    command: str
+    output: str  # what the step printed (MPP's text), or ""
+    error: str  # why the step was refused, or ""
+    pools: tuple[PoolState, ...]  # every pool after the step, in creation order
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_script(text: str) -> tuple[Step, ...]:
+    """Parse a whole script; the first malformed line raises ``ScriptError``."""
+    steps: list[Step] = []
+    for line_no, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        try:
+            words = shlex.split(line, comments=True)
+            if not words:
+                continue
+            action = parse_action(words[0], words[1:])
+        except (LineError, ValueError) as exc:
+            # shlex raises ValueError on an unclosed quote.
+            raise ScriptError(line_no, line, str(exc)) from None
+        steps.append(Step(len(steps) + 1, line_no, line, action))
+    return tuple(steps)
+
+
+def parse_action(verb: str, args: list[str]) -> Action:
+    if verb == "pool":
+        return parse_pool(args)
+    if verb == "cycle":
+        return parse_cycle(args)
+    if verb == "recover":
+        if len(args) == 1 and args[0].startswith(POOL_PREFIX):
+            return RecoverPool(pool_name(args[0].removeprefix(POOL_PREFIX)))
+        node, pool = parse_node_and_pool(verb, args)
+        return RecoverNode(node, pool)
+    if verb == "activate-primary":
+        if len(args) != 1:
+            raise LineError("activate-primary takes one pool name")
+        return ActivatePrimary(pool_name(args[0]))
+    if verb == "delete":
+        node, pool = parse_node_and_pool(verb, args)
+        return DeleteNode(node, pool)
+    raise LineError(
+        f"unknown step {verb!r} (expected pool, cycle, recover, activate-primary or delete)"
+    )
+
+
+def parse_pool(args: list[str]) -> CreatePool:
+    if not args:
+        raise LineError("pool needs a failoverpool string")
+    max_requests: int | None = None
+    force = False
+    for arg in args[1:]:
+        if arg == "force":
+            force = True
+        elif arg.startswith("max_requests="):
+            value = arg.removeprefix("max_requests=")
+            if not value.isdigit():
+                raise LineError(f"max_requests must be a whole number, not {value!r}")
+            max_requests = int(value)
+        else:
+            raise LineError(f"unknown pool option {arg!r} (expected max_requests=N or force)")
+    try:
+        if max_requests is None:
+            return CreatePool(parse_failoverpool(args[0]), force)
+        return CreatePool(parse_failoverpool(args[0], max_requests=max_requests), force)
+    except PoolConfigError as exc:
+        raise LineError(f"bad failoverpool string: {exc}") from None
+
+
+def parse_cycle(args: list[str]) -> Cycle:
+    observations: dict[NodeId, Observation] = {}
+    failed: list[str] = []
+    for arg in args:
+        target, sep, outcome = arg.partition("=")
+        if not sep:
+            raise LineError(f"bad outcome {arg!r} (expected <node>=connect:<text> or ...)")
+        if target.startswith(POOL_PREFIX):
+            if outcome != "fail":
+                raise LineError(f"bad pool outcome {arg!r} (expected pool:<name>=fail)")
+            failed.append(pool_name(target.removeprefix(POOL_PREFIX)))
+            continue
+        node = parse_node(target)
+        if node in observations:
+            raise LineError(f"node {node} is given two outcomes")
+        observations[node] = parse_outcome(node, outcome)
+    return Cycle(tuple(observations.items()), tuple(failed))
+
+
+def parse_outcome(node: NodeId, outcome: str) -> Observation:
+    kind, sep, text = outcome.partition(":")
+    if kind == "connect" and sep:
+        # Connect errors are worded as MPP's probe words them (mpp-behaviour 3.1).
+        return Observation.connect_error(node, text)
+    if kind == "request" and sep and text:
+        return Observation(Outcome.REQUEST, text)
+    raise LineError(
+        f"bad outcome {outcome!r} for {node} (expected connect:<text> or request:<text>)"
+    )
+
+
+def parse_node_and_pool(verb: str, args: list[str]) -> tuple[NodeId, str | None]:
+    if len(args) == 1:
+        return parse_node(args[0]), None
+    if len(args) == 2 and args[1].startswith("pool="):
+        return parse_node(args[0]), pool_name(args[1].removeprefix("pool="))
+    raise LineError(f"{verb} takes <host[:port]> [pool=<name>]")
+
+
+def parse_node(text: str) -> NodeId:
+    try:
+        return NodeId.parse(text)
+    except NodeIdError as exc:
+        raise LineError(str(exc)) from None
+
+
+def pool_name(text: str) -> str:
+    if not text:
+        raise LineError("empty pool name")
+    return text
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_steps(steps: Iterable[Step]) -> tuple[StepResult, ...]:
+    """Run parsed steps from no pools at all; each result holds the pools after its step."""
+    pools: dict[str, PoolState] = {}
+    results: list[StepResult] = []
+    for step in steps:
+        output, error = "", ""
+        try:
+            pools, output = run_action(pools, step.action, step.number)
+        except AdminRefused as exc:
+            error = str(exc)
+        results.append(StepResult(step.number, step.command, output, error, tuple(pools.values())))
+    return tuple(results)
+
+
+def run_action(
+    pools: Mapping[str, PoolState], action: Action, now: int
+) -> tuple[dict[str, PoolState], str]:
+    """One step: the pools after it and what it printed; a refusal raises AdminRefused."""
+    after = dict(pools)
+    if isinstance(action, CreatePool):
+        after[action.config.name] = configure(pools.get(action.config.name), action)
+        return after, ""
+    if isinstance(action, Cycle):
+        return run_cycle(pools, action, now), ""
+    if isinstance(action, RecoverPool):
+        result = recover_pool(find_pool(pools, action.name))
+    elif isinstance(action, ActivatePrimary):
+        result = activate_primary(find_pool(pools, action.name))
+    elif isinstance(action, RecoverNode):
+        result = recover_node(pool_of(pools, action.node, action.pool, "recover"), action.node)
+    else:
+        result = delete_node(pool_of(pools, action.node, action.pool, "delete"), action.node)
+    after[result.pool.name] = result.pool
+    return after, result.output
+
+
+def configure(existing: PoolState | None, action: CreatePool) -> PoolState:
+    if existing is None:
+        return new_pool(action.config)
+    try:
+        return apply_config(existing, action.config, force=action.force)
+    except PoolConfigError as exc:
+        raise AdminRefused(str(exc)) from None
+
+
+def run_cycle(pools: Mapping[str, PoolState], cycle: Cycle, now: int) -> dict[str, PoolState]:
+    known = {n.node for p in pools.values() for n in p.nodes}
+    for node, _ in cycle.observations:
+        if node not in known:
+            raise AdminRefused(f"Server {node} is not a member of any pool.")
+    for name in cycle.failed_pools:
+        find_pool(pools, name)
+    outcomes = dict(cycle.observations)
+    after = {}
+    for name, pool in pools.items():
+        # Every node is probed every cycle; a node not listed answered healthily.
+        observations = {n.node: outcomes.get(n.node, Observation.healthy()) for n in pool.nodes}
+        failed = name in cycle.failed_pools
+        after[name] = tick(pool, observations, now, pool_failed=failed).pool
+    return after
+
+
+def find_pool(pools: Mapping[str, PoolState], name: str) -> PoolState:
+    if name not in pools:
+        raise AdminRefused(f"No pool named {name}.")
+    return pools[name]
+
+
+def pool_of(pools: Mapping[str, PoolState], node: NodeId, name: str | None, verb: str) -> PoolState:
+    """The pool a node-level admin step acts on (architecture.md 4: several pools need a pool)."""
+    if name is not None:
+        return find_pool(pools, name)
+    holding = [p for p in pools.values() if p.has_node(node)]
+    if not holding:
+        raise AdminRefused(f"Server {node} is not a member of any pool.")
+    if len(holding) > 1:
+        names = ", ".join(p.name for p in holding)
+        raise AdminRefused(f"Server {node} is in pools {names}; write: {verb} {node} pool=<name>")
+    return holding[0]
+
+
+def simulate(text: str) -> tuple[StepResult, ...]:
+    """Parse and run a whole script (``ScriptError`` if it is malformed)."""
+    return run_steps(parse_script(text))
+
+
+# --------------------------------------------------------------------------- rendering
+
+# MPP's --list layout (mpp-behaviour 4.2) without the time column: T, Server Name, req,
+# Status, State, Last Status Message; each left-aligned, padded, followed by two spaces.
+LIST_WIDTHS = (1, 30, 3, 7, 14, 19)
+LIST_HEADER = ("T", "Server Name", "req", "Status", "State", "Last Status Message")
+TYPE_LETTER = {NodeType.PRIMARY: "P", NodeType.SECONDARY: "S"}
+
+
+def list_row(values: Sequence[str]) -> str:
+    return "".join(f"{v:<{w}}  " for v, w in zip(values, LIST_WIDTHS, strict=True))
+
+
+def list_node(node: NodeState) -> str:
+    requests = "" if node.requests is None else str(node.requests)  # unset R prints blank
+    return list_row(
+        (
+            TYPE_LETTER.get(node.type, "U"),
+            str(node.node),
+            requests,
+            node.status,
+            node.state,
+            node.message or "",
+        )
+    )
+
+
+def render_listing(pools: Iterable[PoolState]) -> list[str]:
+    """MPP's --list-cached-pools: header once, then each pool line and its nodes, in priority
+    order (MPP sorted them by name, a cosmetic bug #21 we do not copy in simulate)."""
+    lines = [list_row(LIST_HEADER), list_row(tuple("-" * w for w in LIST_WIDTHS))]
+    for pool in pools:
+        lines.append(f"*  [ {pool.name} ] status={pool.status}")
+        lines.extend(list_node(n) for n in pool.nodes)
+    return lines
+
+
+def render_text(results: Iterable[StepResult]) -> str:
+    blocks = []
+    for result in results:
+        lines = [f"== step {result.step}: {result.command}"]
+        lines.extend(result.output.splitlines())
+        lines.extend(f"error: {line}" for line in result.error.splitlines())
+        lines.extend(render_listing(result.pools))
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+def result_document(result: StepResult) -> dict[str, Any]:
+    return {
+        "step": result.step,
+        "command": result.command,
+        "output": result.output,
+        "error": result.error,
+        "pools": [pool_document(p) for p in result.pools],
+    }
+
+
+def pool_document(pool: PoolState) -> dict[str, Any]:
+    return {
+        "name": pool.name,
+        "status": str(pool.status),
+        "nodes": [
+            {
+                "node": str(n.node),
+                "type": str(n.type),
+                "requests": n.r,  # 0 for a node never polled
+                "status": str(n.status),
+                "state": str(n.state),
+                "message": n.message or "",
+            }
+            for n in pool.nodes
+        ],
+    }
+
+
+def render_json_lines(results: Iterable[StepResult]) -> str:
+    return "".join(json.dumps(result_document(r)) + "\n" for r in results)
