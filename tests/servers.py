@@ -95,7 +95,9 @@ def short_tempdir(prefix: str = "mpp") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> float:
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, interval: float = 0.02
+) -> float:
     """Poll ``check`` until it is true; return the seconds waited, raise TimeoutError if not."""
     start = time.monotonic()
     while True:
@@ -376,7 +378,12 @@ class MariaDBNode:
         """A TCP connection as ``user`` (what a client or the probe sees)."""
         kwargs.setdefault("connect_timeout", 5)
         return pymysql.connect(
-            host="127.0.0.1", port=self.port, user=user, password=password, autocommit=True, **kwargs
+            host="127.0.0.1",
+            port=self.port,
+            user=user,
+            password=password,
+            autocommit=True,
+            **kwargs,
         )
 
     def sql(self, stmt: str, timeout: float = 30) -> list[tuple[Any, ...]]:

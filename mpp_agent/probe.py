@@ -1,0 +1,347 @@
+"""The probe of one MySQL/MariaDB node: the only module that talks to MySQL (PyMySQL).
+
+It owns what a poll checks (mpp-behaviour.md section 3) and the exact MPP message texts:
+
+* connect phase, failures are **connect-class** (``Outcome.CONNECT``): connect to the monitoring
+  database (``Could not connect to mysql host <host:port>: <error>``), then list its tables
+  (``Query Error: No tables found for database <db> on server <host:port>``);
+* request phase, failures are **request-class** (``Outcome.REQUEST``): the first row of
+  ``SHOW SLAVE STATUS`` (``SHOW REPLICA STATUS`` on MySQL >= 8.0.22) checked by
+  ``slave_status_errors``; no row gives ``Could not get slave status for mysql host <host:port>.``
+
+Guarantees: ``probe_node`` never raises for a sick node (every failure is an observation), and
+never waits longer than its timeouts: each socket read during connect is bounded by
+``connect_timeout``, each read or write of a query by ``read_timeout``. It is synchronous and
+blocking-socket based; the poller runs probes concurrently under gevent (PyMySQL is pure Python,
+so monkey-patching makes it cooperative). The password lives only in ``ProbeSettings`` and is
+kept out of its ``repr``; no message built here contains it.
+
+Divergences from MPP, on purpose: a connection lost or timed out *during* the request phase is
+connect-class (the node stopped answering; MPP filed it as a request error), and a server error
+on the slave-status query (e.g. a missing privilege) is reported with its text appended.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pymysql
+
+from mpp_agent.model import NodeId, Observation, Outcome
+
+DEFAULT_MONITOR_DATABASE = "mppmon"
+DEFAULT_CONNECT_TIMEOUT = 2.0
+DEFAULT_READ_TIMEOUT = 2.0
+
+# Client-side error codes meaning "the server stopped answering": connect-class whatever phase.
+_CR_CONNECTION_LOST = frozenset({2002, 2003, 2006, 2013, 2055})
+
+# What a node that is not a MySQL server (or a broken one) can make PyMySQL raise besides its own
+# errors: garbage where a handshake packet should be.
+_PROTOCOL_ERRORS: tuple[type[Exception], ...] = (struct.error, IndexError, UnicodeError)
+
+# SHOW REPLICA STATUS (MySQL >= 8.0.22) column names -> the SHOW SLAVE STATUS names MPP checks.
+_REPLICA_COLUMNS = {
+    "Replica_IO_Running": "Slave_IO_Running",
+    "Replica_SQL_Running": "Slave_SQL_Running",
+    "Read_Source_Log_Pos": "Read_Master_Log_Pos",
+    "Exec_Source_Log_Pos": "Exec_Master_Log_Pos",
+    "Seconds_Behind_Source": "Seconds_Behind_Master",
+}
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How to log in to every node of a pool. The password is never part of the repr."""
+
+    user: str
+    password: str = field(repr=False)
+    database: str = DEFAULT_MONITOR_DATABASE
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if not self.user:
+            raise ValueError("the probe needs a MySQL user")
+        if not self.database:
+            raise ValueError("the probe needs a monitoring database (with at least one table)")
+        for name in ("connect_timeout", "read_timeout"):
+            value = getattr(self, name)
+            if not 0 < value <= 3600:
+                raise ValueError(f"{name} must be > 0 and <= 3600 s, not {value}")
+
+    @property
+    def worst_case(self) -> float:
+        """An upper bound on one probe's duration, for the "probe timeout < deadline" check:
+        TCP connect, handshake and auth reads, then four queries of one read and write each."""
+        return 4 * self.connect_timeout + 8 * self.read_timeout
+
+
+@dataclass(frozen=True)
+class NodeMetrics:
+    """What the probe learnt about a node besides its verdict; None when not known."""
+
+    read_only: bool | None = None
+    threads_connected: int | None = None
+    max_connections: int | None = None
+    seconds_behind: int | None = None
+    server_version: str | None = None
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One probe of one node: the verdict, the metrics and how long it took (seconds)."""
+
+    node: NodeId
+    observation: Observation
+    metrics: NodeMetrics
+    latency: float
+
+
+class _NodeGone(Exception):
+    """The connection failed or was lost: the probe ends with a connect-class observation."""
+
+
+# ---------------------------------------------------------------------------------------------
+# pure rules
+
+
+def normalize_slave_status(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A slave-status row with MySQL 8's ``Replica_*``/``Source`` names mapped to MPP's."""
+    return {_REPLICA_COLUMNS.get(key, key): value for key, value in row.items()}
+
+
+def _text(value: Any) -> str:
+    """A column as MPP's Perl interpolated it: NULL (undef) is the empty string."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)
+
+
+def _number(value: Any) -> int:
+    """A column compared numerically as Perl does: NULL or non-numeric counts as 0."""
+    match = re.match(r"\s*(-?\d+)", _text(value))
+    return int(match.group(1)) if match else 0
+
+
+def _is_yes(value: Any) -> bool:
+    # MPP: `!~ /YES/i`, a case-insensitive substring match.
+    return "yes" in _text(value).lower()
+
+
+def slave_status_errors(row: Mapping[str, Any]) -> list[str]:
+    """MPP's request-phase checks of one ``SHOW SLAVE STATUS`` row (mpp-behaviour.md 3.2).
+
+    Only one thread error is reported (SQL before IO); lag is only looked at when the positions
+    differ, and then only when > 0; ``Last_Error`` counts when it holds a word character."""
+    status = normalize_slave_status(row)
+    errors: list[str] = []
+    sql_running = status.get("Slave_SQL_Running")
+    io_running = status.get("Slave_IO_Running")
+    if not _is_yes(sql_running):
+        errors.append(
+            f"Slave Error: Slave SQL is not running, Slave_SQL_Running={_text(sql_running)}."
+        )
+    elif not _is_yes(io_running):
+        errors.append(
+            f"Slave Error: Slave IO is not running, Slave_IO_Running={_text(io_running)}."
+        )
+    read = _number(status.get("Read_Master_Log_Pos"))
+    executed = _number(status.get("Exec_Master_Log_Pos"))
+    if read != executed:
+        errors.append(
+            f"Slave Error: Replication out of sync by {read - executed} positions, "
+            f"Read={read}, Execute={executed}."
+        )
+        behind = _number(status.get("Seconds_Behind_Master"))
+        if behind > 0:
+            errors.append(f"Slave Error: Seconds Behind Master: {behind}")
+    last_error = _text(status.get("Last_Error"))
+    if re.search(r"\w", last_error):
+        errors.append(f"Last_Error: {last_error}")
+    return errors
+
+
+def uses_replica_syntax(server_version: str) -> bool:
+    """True for MySQL >= 8.0.22 (``SHOW REPLICA STATUS``); MariaDB keeps ``SHOW SLAVE STATUS``."""
+    if "mariadb" in server_version.lower():
+        return False
+    match = re.match(r"(\d+)\.(\d+)\.(\d+)", server_version)
+    if not match:
+        return False
+    return tuple(int(part) for part in match.groups()) >= (8, 0, 22)
+
+
+def server_version(handshake_version: str) -> str:
+    """The version an operator knows: MariaDB prefixes its handshake version with "5.5.5-" for
+    the sake of old clients; ``SELECT @@version`` has no such prefix."""
+    prefix = "5.5.5-"
+    if handshake_version.startswith(prefix) and "mariadb" in handshake_version.lower():
+        return handshake_version[len(prefix) :]
+    return handshake_version
+
+
+def error_text(exc: BaseException) -> str:
+    """The server's (or PyMySQL's) message of an error, without the ``(code, ...)`` tuple."""
+    args: tuple[Any, ...] = exc.args
+    if len(args) >= 2 and isinstance(args[1], str) and args[1]:
+        return args[1]
+    return str(exc) or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# I/O
+
+
+def probe_node(node: NodeId, settings: ProbeSettings) -> ProbeResult:
+    """Probe one node as MPP's ``host/mysql.pm`` does, bounded by the settings' timeouts."""
+    started = time.monotonic()
+    metrics = NodeMetrics()
+    try:
+        conn = _connect(node, settings)
+    except _NodeGone as gone:
+        observation = Observation.connect_error(node, str(gone))
+    else:
+        try:
+            observation, metrics = _check(conn, node, settings)
+        finally:
+            _close(conn)
+    return ProbeResult(node, observation, metrics, time.monotonic() - started)
+
+
+def _connect(node: NodeId, settings: ProbeSettings) -> Any:
+    try:
+        conn = pymysql.connect(
+            host=node.host,
+            port=node.port,
+            user=settings.user,
+            password=settings.password,
+            database=settings.database,
+            connect_timeout=settings.connect_timeout,
+            # PyMySQL reads the handshake with the read timeout: during connect that must be the
+            # connect timeout, or a SIGSTOPped server (TCP accepted, no greeting) holds us.
+            read_timeout=settings.connect_timeout,
+            write_timeout=settings.connect_timeout,
+            autocommit=None,  # no extra round trip: the probe only reads
+            charset="utf8mb4",
+            program_name="mpp-poller",
+        )
+    except pymysql.err.MySQLError as exc:
+        raise _NodeGone(error_text(exc)) from None
+    except OSError as exc:
+        raise _NodeGone(error_text(exc)) from None
+    except _PROTOCOL_ERRORS as exc:
+        raise _NodeGone(f"Bad handshake, not a MySQL server? ({exc})") from None
+    # From here on every query read and write is bounded by the read timeout. PyMySQL has no
+    # public setter; it compares these before each socket operation, so changing them works.
+    conn._read_timeout = settings.read_timeout
+    conn._write_timeout = settings.read_timeout
+    return conn
+
+
+def _close(conn: Any) -> None:
+    try:
+        conn.close()
+    except (pymysql.err.MySQLError, OSError):
+        # The QUIT packet could not be sent: the node is gone, nothing is left to close.
+        conn._force_close()
+
+
+def _check(conn: Any, node: NodeId, settings: ProbeSettings) -> tuple[Observation, NodeMetrics]:
+    """The connect-phase table check, then the request phase, then the metrics."""
+    version = server_version(_text(conn.get_server_info()))
+    try:
+        if not _has_tables(conn):
+            message = (
+                f"Query Error: No tables found for database {settings.database} on server {node}"
+            )
+            return Observation(Outcome.CONNECT, message), NodeMetrics(server_version=version)
+        status, errors = _slave_status(conn, node, version)
+        metrics = _metrics(conn, version, status)
+    except _NodeGone as gone:
+        return Observation.connect_error(node, str(gone)), NodeMetrics(server_version=version)
+    if errors:
+        return Observation(Outcome.REQUEST, ", ".join(errors)), metrics
+    return Observation.healthy(), metrics
+
+
+def _query(conn: Any, sql: str) -> list[dict[str, Any]]:
+    """Rows as dicts by column name; a lost connection or timeout raises ``_NodeGone``."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            names = [column[0] for column in cur.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    except pymysql.err.OperationalError as exc:
+        if exc.args and exc.args[0] in _CR_CONNECTION_LOST:
+            raise _NodeGone(error_text(exc)) from None
+        raise
+    except (pymysql.err.InterfaceError, OSError) as exc:
+        raise _NodeGone(error_text(exc)) from None
+
+
+def _has_tables(conn: Any) -> bool:
+    try:
+        return bool(_query(conn, "SHOW TABLES"))
+    except pymysql.err.MySQLError:
+        # MPP's DBI tables() gives an empty list on error: "No tables found" as well.
+        return False
+
+
+def _slave_status(conn: Any, node: NodeId, version: str) -> tuple[dict[str, Any] | None, list[str]]:
+    sql = "SHOW REPLICA STATUS" if uses_replica_syntax(version) else "SHOW SLAVE STATUS"
+    try:
+        rows = _query(conn, sql)
+    except pymysql.err.MySQLError as exc:
+        # A server error (e.g. 1227, the monitor user lacks SLAVE MONITOR): say which.
+        return None, [f"Could not get slave status for mysql host {node}: {error_text(exc)}"]
+    if not rows:
+        return None, [f"Could not get slave status for mysql host {node}."]
+    status = normalize_slave_status(rows[0])
+    return status, slave_status_errors(status)
+
+
+def _metrics(conn: Any, version: str, status: Mapping[str, Any] | None) -> NodeMetrics:
+    """Best effort: a server error here (not a lost connection) leaves a metric unknown."""
+    behind = status.get("Seconds_Behind_Master") if status else None
+    values: dict[str, Any] = {}
+    try:
+        rows = _query(
+            conn, "SELECT @@global.read_only AS read_only, @@global.max_connections AS max_conn"
+        )
+        values.update(rows[0] if rows else {})
+        rows = _query(conn, "SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+        values["threads"] = _first_value(rows, "Value")
+    except pymysql.err.MySQLError:
+        pass
+    return NodeMetrics(
+        read_only=_optional_bool(values.get("read_only")),
+        threads_connected=_optional_int(values.get("threads")),
+        max_connections=_optional_int(values.get("max_conn")),
+        seconds_behind=_optional_int(behind),
+        server_version=version,
+    )
+
+
+def _first_value(rows: Sequence[Mapping[str, Any]], column: str) -> Any:
+    return rows[0].get(column) if rows else None
+
+
+def _optional_int(value: Any) -> int | None:
+    text = _text(value).strip()
+    return int(text) if re.fullmatch(r"-?\d+", text) else None
+
+
+def _optional_bool(value: Any) -> bool | None:
+    number = _optional_int(value)
+    if number is not None:
+        return number != 0
+    text = _text(value).upper()
+    return {"ON": True, "OFF": False}.get(text)

@@ -1,0 +1,229 @@
+"""The probe against real MariaDB nodes: every failure an operator meets, as MPP words it."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pymysql
+import pytest
+
+from mpp_agent.model import NodeId, Outcome
+from mpp_agent.probe import ProbeResult, ProbeSettings, probe_node
+from tests.servers import (
+    APP_PASSWORD,
+    APP_USER,
+    MONITOR_PASSWORD,
+    MONITOR_USER,
+    MariaDBCluster,
+    MariaDBNode,
+    free_port,
+)
+
+pytestmark = pytest.mark.integration
+
+SETTINGS = ProbeSettings(MONITOR_USER, MONITOR_PASSWORD, connect_timeout=1.0, read_timeout=1.0)
+
+
+def probe(node: MariaDBNode, settings: ProbeSettings = SETTINGS) -> ProbeResult:
+    return probe_node(NodeId.parse(node.node_id), settings)
+
+
+def test_healthy_node(mariadb_cluster: MariaDBCluster) -> None:
+    for node in mariadb_cluster.nodes:
+        result = probe(node)
+        assert result.observation.outcome is Outcome.HEALTHY, result.observation.message
+        assert result.observation.message == ""
+        assert result.node == NodeId("127.0.0.1", node.port)
+        metrics = result.metrics
+        assert metrics.read_only is False
+        assert metrics.max_connections == 50
+        assert metrics.threads_connected is not None and metrics.threads_connected >= 1
+        assert metrics.seconds_behind == 0
+        assert metrics.server_version is not None and "MariaDB" in metrics.server_version
+        assert 0 < result.latency < 1.0
+
+
+def test_read_only_is_a_metric_not_an_error(mariadb_cluster: MariaDBCluster) -> None:
+    mariadb_cluster.node2.sql("SET GLOBAL read_only=ON")
+    result = probe(mariadb_cluster.node2)
+    assert result.observation.is_healthy  # MPP does not check read_only (3.3)
+    assert result.metrics.read_only is True
+
+
+def test_killed_node_is_a_connect_error(mariadb_cluster: MariaDBCluster) -> None:
+    node = mariadb_cluster.node2
+    node.kill9()
+    result = probe(node)
+    assert result.observation.outcome is Outcome.CONNECT
+    assert result.observation.message.startswith(
+        f"Could not connect to mysql host {node.node_id}: Can't connect to MySQL server"
+    )
+    assert result.latency < SETTINGS.connect_timeout
+
+
+def test_frozen_node_is_a_connect_error_within_the_timeout(
+    mariadb_cluster: MariaDBCluster,
+) -> None:
+    node = mariadb_cluster.node2
+    node.sigstop()
+    started = time.monotonic()
+    result = probe(node)
+    elapsed = time.monotonic() - started
+    assert result.observation.outcome is Outcome.CONNECT
+    assert result.observation.message.startswith(f"Could not connect to mysql host {node.node_id}:")
+    assert elapsed < SETTINGS.connect_timeout + 1.0
+
+
+@contextlib.contextmanager
+def connections_exhausted(node: MariaDBNode) -> Iterator[None]:
+    """max_connections=2 (clamped to 10) and app sessions held until the server refuses one."""
+    node.sql("SET GLOBAL max_connections=2")
+    held: list[Any] = []
+    try:
+        for _ in range(20):
+            try:
+                held.append(node.connect_tcp(APP_USER, APP_PASSWORD))
+            except pymysql.err.OperationalError as exc:
+                assert exc.args[0] == 1040 or "Too many connections" in str(exc)
+                break
+        else:
+            pytest.fail("the server never refused a connection")
+        yield
+    finally:
+        for conn in held:
+            with contextlib.suppress(pymysql.err.MySQLError, OSError):
+                conn.close()
+
+
+def test_too_many_connections_is_a_connect_error(mariadb_cluster: MariaDBCluster) -> None:
+    node = mariadb_cluster.node2
+    with connections_exhausted(node):
+        result = probe(node)
+    assert result.observation.outcome is Outcome.CONNECT
+    assert result.observation.message == (
+        f"Could not connect to mysql host {node.node_id}: Too many connections"
+    )
+
+
+def test_stopped_replication_is_a_request_error(mariadb_cluster: MariaDBCluster) -> None:
+    node = mariadb_cluster.node2
+    node.sql("STOP SLAVE")
+    result = probe(node)
+    assert result.observation.outcome is Outcome.REQUEST
+    assert (
+        result.observation.message == "Slave Error: Slave SQL is not running, Slave_SQL_Running=No."
+    )
+    assert result.metrics.seconds_behind is None  # NULL while stopped
+
+
+def test_stopped_io_thread_is_a_request_error(mariadb_cluster: MariaDBCluster) -> None:
+    node = mariadb_cluster.node3
+    node.sql("STOP SLAVE IO_THREAD")
+    result = probe(node)
+    assert result.observation.outcome is Outcome.REQUEST
+    assert (
+        result.observation.message == "Slave Error: Slave IO is not running, Slave_IO_Running=No."
+    )
+
+
+def test_node_without_replication_is_a_request_error(mariadb_cluster: MariaDBCluster) -> None:
+    node = mariadb_cluster.node3
+    node.sql("STOP SLAVE; RESET SLAVE ALL")
+    result = probe(node)
+    assert result.observation.outcome is Outcome.REQUEST
+    assert (
+        result.observation.message == f"Could not get slave status for mysql host {node.node_id}."
+    )
+
+
+def test_empty_monitoring_database_is_a_connect_error(mariadb_cluster: MariaDBCluster) -> None:
+    node = mariadb_cluster.node2
+    node.sql(
+        "SET sql_log_bin=0; CREATE DATABASE mppempty;"
+        f" GRANT SELECT ON mppempty.* TO '{MONITOR_USER}'@'127.0.0.1'"
+    )
+    try:
+        settings = ProbeSettings(MONITOR_USER, MONITOR_PASSWORD, database="mppempty")
+        result = probe(node, settings)
+    finally:
+        node.sql(
+            f"SET sql_log_bin=0; REVOKE SELECT ON mppempty.* FROM '{MONITOR_USER}'@'127.0.0.1';"
+            " DROP DATABASE mppempty"
+        )
+    assert result.observation.outcome is Outcome.CONNECT
+    assert result.observation.message == (
+        f"Query Error: No tables found for database mppempty on server {node.node_id}"
+    )
+
+
+def test_unknown_database_is_a_connect_error(mariadb_cluster: MariaDBCluster) -> None:
+    node = mariadb_cluster.node1
+    result = probe(node, ProbeSettings(MONITOR_USER, MONITOR_PASSWORD, database="nosuchdb"))
+    assert result.observation.outcome is Outcome.CONNECT
+    assert result.observation.message.startswith(
+        f"Could not connect to mysql host {node.node_id}: Access denied for user 'monitor'"
+    )
+
+
+def test_wrong_password_is_a_connect_error_that_hides_the_password(
+    mariadb_cluster: MariaDBCluster,
+) -> None:
+    secret = "s3cret-Wr0ng-pw"
+    settings = ProbeSettings(MONITOR_USER, secret)
+    node = mariadb_cluster.node1
+    result = probe(node, settings)
+    assert result.observation.outcome is Outcome.CONNECT
+    assert result.observation.message == (
+        f"Could not connect to mysql host {node.node_id}: "
+        f"Access denied for user 'monitor'@'127.0.0.1' (using password: YES)"
+    )
+    for text in (repr(result), str(result), repr(settings), str(settings)):
+        assert secret not in text
+
+
+def test_nothing_listening_is_a_connect_error() -> None:
+    node = NodeId("127.0.0.1", free_port())
+    result = probe_node(node, SETTINGS)
+    assert result.observation.outcome is Outcome.CONNECT
+    assert result.observation.message.startswith(f"Could not connect to mysql host {node}:")
+
+
+@contextlib.contextmanager
+def garbage_server(reply: bytes) -> Iterator[int]:
+    """A TCP server that answers every connection with ``reply`` (not a MySQL greeting)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(reply)
+                time.sleep(0.1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"HTTP/1.1 400 Bad Request\r\n\r\n", b"\x01\x00\x00\x00\xff", b"\x05\x00\x00\x00\x0a\x35"],
+    ids=["http", "error-byte", "short-greeting"],
+)
+def test_a_server_that_is_not_mysql_is_a_connect_error(reply: bytes) -> None:
+    with garbage_server(reply) as port:
+        result = probe_node(NodeId("127.0.0.1", port), SETTINGS)
+    assert result.observation.outcome is Outcome.CONNECT
+    assert result.observation.message.startswith(
+        f"Could not connect to mysql host 127.0.0.1:{port}:"
+    )
