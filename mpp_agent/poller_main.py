@@ -1,8 +1,185 @@
-"""Entry point of mpp-poller."""
+"""Entry point of mpp-poller: options, gevent patching, signals, then the poller's loop."""
 
-import sys
+from gevent import monkey
+
+monkey.patch_all()  # first thing: PyMySQL and redis-py sockets become cooperative
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from mpp_agent.daemon import ExitCode, StopFlag, setup_logging  # noqa: E402
+from mpp_agent.keys import DEFAULT_NAMESPACE  # noqa: E402
+from mpp_agent.poller import Poller, PollerSettings  # noqa: E402
+from mpp_agent.probe import (  # noqa: E402
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MONITOR_DATABASE,
+    DEFAULT_READ_TIMEOUT,
+    ProbeSettings,
+)
+from mpp_agent.store import (  # noqa: E402
+    DEFAULT_REDIS_URL,
+    REDIS_DOWN_ERRORS,
+    Store,
+    StoreError,
+    read_password,
+    redact_url,
+)
+
+log = logging.getLogger("mpp.poller")
+
+EPILOG = """\
+The MySQL password is read from --mysql-password-file or the MPP_MYSQL_PASSWORD environment
+variable, the Redis password from the URL, MPP_REDIS_PASSWORD or --redis-password-file; never
+from the command line. Pools, their interval and max_requests live in Redis (mpp-admin pool ...).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every option once: default, environment variable and help text together."""
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="mpp-poller",
+        description="Probe MySQL/MariaDB nodes and advance each pool's MPP state in Redis.",
+        epilog=EPILOG,
+    )
+    p.add_argument(
+        "--redis-url",
+        default=env("MPP_REDIS_URL", DEFAULT_REDIS_URL),
+        help="Redis URL (env MPP_REDIS_URL; default %(default)s)",
+    )
+    p.add_argument(
+        "--redis-password-file",
+        default=env("MPP_REDIS_PASSWORD_FILE"),
+        help="file whose first line is the Redis password",
+    )
+    p.add_argument(
+        "--namespace",
+        default=env("MPP_NAMESPACE", DEFAULT_NAMESPACE),
+        help="key prefix in Redis (env MPP_NAMESPACE; default %(default)s)",
+    )
+    p.add_argument(
+        "--mysql-user",
+        default=env("MPP_MYSQL_USER", "monitor"),
+        help="MySQL monitoring user (env MPP_MYSQL_USER; default %(default)s)",
+    )
+    p.add_argument(
+        "--mysql-password-file",
+        default=env("MPP_MYSQL_PASSWORD_FILE"),
+        help="file whose first line is the MySQL password (else env MPP_MYSQL_PASSWORD)",
+    )
+    p.add_argument(
+        "--database",
+        default=env("MPP_DATABASE", DEFAULT_MONITOR_DATABASE),
+        help="monitoring database; must hold at least one table (default %(default)s)",
+    )
+    p.add_argument(
+        "--poller-id",
+        default=env("MPP_POLLER_ID", f"{socket.gethostname()}:{os.getpid()}"),
+        help="this poller's name in Redis (default host:pid)",
+    )
+    p.add_argument(
+        "--pool",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="poll only this pool (repeatable; default every pool)",
+    )
+    p.add_argument("--once", action="store_true", help="one cycle then exit (MPP's cron mode)")
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        help="MySQL connect timeout in seconds (default %(default)s)",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=DEFAULT_READ_TIMEOUT,
+        help="MySQL read/write timeout per query in seconds (default %(default)s)",
+    )
+    p.add_argument(
+        "--probe-timeout",
+        type=float,
+        default=None,
+        help="hard bound on one whole probe in seconds; must be below half of every "
+        "pool's interval (default: connect + read timeout + 0.5)",
+    )
+    p.add_argument(
+        "--log-level",
+        default=env("MPP_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+        help="default %(default)s",
+    )
+    return p
+
+
+def mysql_password(path: str | None) -> str:
+    if path:
+        lines = Path(path).read_text().splitlines()
+        return lines[0] if lines else ""
+    return os.environ.get("MPP_MYSQL_PASSWORD", "")
+
+
+def settings_from(args: argparse.Namespace) -> PollerSettings:
+    probe = ProbeSettings(
+        user=args.mysql_user,
+        password=mysql_password(args.mysql_password_file),
+        database=args.database,
+        connect_timeout=args.connect_timeout,
+        read_timeout=args.read_timeout,
+    )
+    timeout = args.probe_timeout or args.connect_timeout + args.read_timeout + 0.5
+    if timeout <= 0:
+        raise ValueError("--probe-timeout must be positive")
+    return PollerSettings(args.poller_id, probe, tuple(args.pool), probe_timeout=timeout)
 
 
 def main() -> None:
-    print("mpp-poller: not yet implemented", file=sys.stderr)
-    sys.exit(2)
+    args = build_parser().parse_args()
+    setup_logging(args.log_level)
+    try:
+        settings = settings_from(args)
+        store = Store.from_url(
+            args.redis_url, args.namespace, read_password(args.redis_password_file)
+        )
+    except (OSError, ValueError, StoreError) as exc:
+        print(f"mpp-poller: {exc}", file=sys.stderr)
+        sys.exit(ExitCode.USAGE)
+    poller = Poller(store, settings)
+    try:
+        problems = settings.problems(poller.load_pools())
+    except REDIS_DOWN_ERRORS as exc:
+        log.warning(
+            "Redis at %s unreachable at start-up (%s); will keep retrying",
+            redact_url(args.redis_url),
+            exc,
+        )
+        problems = []
+    if problems:
+        for problem in problems:
+            print(f"mpp-poller: {problem}", file=sys.stderr)
+        sys.exit(ExitCode.USAGE)
+    log.info(
+        "poller %s starting (redis %s, namespace %s, pools %s, probe timeout %gs)",
+        settings.poller_id,
+        redact_url(args.redis_url),
+        args.namespace,
+        ", ".join(settings.pools) or "all",
+        settings.probe_timeout,
+    )
+    if args.once:
+        try:
+            poller.run_once()
+        except REDIS_DOWN_ERRORS as exc:
+            print(f"mpp-poller: Redis unreachable: {exc}", file=sys.stderr)
+            sys.exit(ExitCode.UNAVAILABLE)
+        sys.exit(ExitCode.OK)
+    stop = StopFlag()
+    stop.install()
+    poller.run(lambda: stop.is_set, stop.wait)
+    log.info("poller %s stopped (%s)", settings.poller_id, stop.signal_name or "done")
+    sys.exit(ExitCode.OK)
