@@ -1,8 +1,171 @@
-"""Entry point of mpp-agent."""
+"""Entry point of ``mpp-agent``: options, logging, signals; the work is in ``agent_server``.
 
+gevent's monkey-patching is the first thing ``main()`` does (house style rule 7). This module
+imports nothing at import time that opens sockets or starts threads, so tests can import it (for
+``build_parser``) without patching the pytest process; everything else is imported after the
+patch.
+
+Each option is declared once (``OPTIONS``): flag, environment variable, default, parser, help.
+The Redis password is never an option: it comes in the URL, ``MPP_REDIS_PASSWORD`` or the
+store's password handling, and the URL is redacted in every log line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) for a listening socket."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    env: str
+    default: str | None
+    parse: Callable[[str], Any]
+    help: str
+
+
+OPTIONS = (
+    Option("--redis-url", "MPP_REDIS_URL", "redis://127.0.0.1:6379/0", str,
+           "redis://, rediss://, unix:// or redis+sentinel://h1:p1,h2:p2/<master>/<db>"),
+    Option("--namespace", "MPP_NAMESPACE", "mpp", str, "key prefix shared with the pollers"),
+    Option("--listen", "MPP_AGENT_LISTEN", "127.0.0.1:9777", parse_address,
+           "HOST:PORT for HAProxy agent-checks"),
+    Option("--metrics-listen", "MPP_AGENT_METRICS_LISTEN", None, parse_address,
+           "HOST:PORT for HTTP /metrics (Prometheus) and /healthz; off by default"),
+    Option("--stale-after", "MPP_AGENT_STALE_AFTER", "5", positive_float,
+           "seconds without a successful refresh from Redis before answers are marked stale"),
+    Option("--refresh-interval", "MPP_AGENT_REFRESH_INTERVAL", "1", positive_float,
+           "seconds between full reloads of every pool (notifications reload sooner)"),
+    Option("--read-timeout", "MPP_AGENT_READ_TIMEOUT", "1", positive_float,
+           "seconds a client has to send its request line"),
+    Option("--max-connections", "MPP_AGENT_MAX_CONNECTIONS", "4096", positive_int,
+           "connections handled at once; more wait in the listen backlog"),
+    Option("--log-level", "MPP_LOG_LEVEL", "INFO", str.upper, "DEBUG, INFO, WARNING or ERROR"),
+)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mpp-agent",
+        description="Answer HAProxy agent-check probes from the MPP pool state in Redis.",
+    )
+    for opt in OPTIONS:
+        default = os.environ.get(opt.env, opt.default)
+        parser.add_argument(
+            opt.flag,
+            type=opt.parse,
+            default=None if default is None else opt.parse(default),
+            help=f"{opt.help} (env {opt.env}; default {opt.default})",
+        )
+    return parser
+
+
+def raise_nofile_limit() -> None:
+    """Every held connection is a descriptor: lift the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def run(argv: Sequence[str]) -> int:
+    """Run the agent until SIGTERM or SIGINT; the exit code."""
+    import logging  # imported after the gevent patch, like all below
+
+    import gevent
+    import gevent.event
+
+    from mpp_agent.agent_server import Agent, AgentSettings
+    from mpp_agent.store import Store, StoreError, redact_url
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    log = logging.getLogger("mpp.agent")
+    raise_nofile_limit()
+    try:
+        store = Store.from_url(args.redis_url, namespace=args.namespace)
+    except StoreError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    settings = AgentSettings(
+        listen=args.listen,
+        metrics_listen=args.metrics_listen,
+        stale_after=args.stale_after,
+        refresh_interval=args.refresh_interval,
+        read_timeout=args.read_timeout,
+        max_connections=args.max_connections,
+    )
+    agent = Agent(store, settings)
+    try:
+        agent.start()
+    except OSError as exc:
+        log.error("cannot listen: %s", exc)
+        return EXIT_USAGE
+    stop = gevent.event.Event()
+    stopped_by: list[str] = []
+
+    def on_signal(name: str) -> None:  # only sets the flag (house style rule 6)
+        stopped_by.append(name)
+        stop.set()
+
+    gevent.signal_handler(15, on_signal, "SIGTERM")
+    gevent.signal_handler(2, on_signal, "SIGINT")
+    log.info(
+        "mpp-agent listening on %s:%d (metrics %s), Redis %s, namespace %s, stale after %gs",
+        *agent.address,
+        "{}:{}".format(*settings.metrics_listen) if settings.metrics_listen else "off",
+        redact_url(args.redis_url),
+        args.namespace,
+        settings.stale_after,
+    )
+    stop.wait()
+    log.info("%s received: stopping", stopped_by[0] if stopped_by else "stop")
+    agent.stop()
+    log.info("stopped")
+    return EXIT_OK
 
 
 def main() -> None:
-    print("mpp-agent: not yet implemented", file=sys.stderr)
-    sys.exit(2)
+    from gevent import monkey  # first thing: patch before anything else runs
+
+    monkey.patch_all()
+    sys.exit(run(sys.argv[1:]))

@@ -1,0 +1,470 @@
+"""The agent's shell: a gevent TCP server answering HAProxy agent-checks from an in-memory snapshot.
+
+This is the only module that imports ``gevent.server``. It owns:
+
+* **the probe path** (``Agent.handle``): read at most one short line within ``read_timeout``
+  (``MAX_REQUEST_BYTES``; oversized, slow or binary input is answered ``down #bad request``),
+  look the answer up in the snapshot, one ``sendall``, close. A probe never waits on Redis: the
+  answer is a dict lookup of reply bytes precomputed per (pool, node, role);
+* **the snapshot**: rebuilt by a background greenlet from ``Store.load_pools`` on each pub/sub
+  notification (only the notified pools) and every ``refresh_interval`` (all pools);
+* **staleness** (architecture.md 2.6), two kinds, both answered with the last known decision and
+  ``stale`` in the reason, logged once per transition and exported as metrics:
+
+  - *snapshot stale*: no successful refresh from Redis for more than ``stale_after`` seconds
+    (Redis down, unreachable or hung). Checked on every probe against the monotonic clock;
+  - *pollers stale*: a pool with nodes whose last committed round is more than
+    ``POLLER_STALE_ROUNDS`` rounds behind the current round, by Redis server time (round ``k``
+    starts at ``k x interval``, architecture.md 2.3). Pollers commit every round, so this means
+    no poller has ticked the pool for about three intervals. A pool never ticked is stale.
+
+* **before the first snapshot** (agent just started, Redis not reachable yet) probes are closed
+  *without a reply*: HAProxy then ignores the check and keeps what it had (haproxy-agent.md 3),
+  rather than hearing ``down`` for every node from an agent that knows nothing;
+* **metrics** (Prometheus text on ``/metrics``) and ``/healthz`` (200 ``ok`` when serving from a
+  fresh snapshot, 503 otherwise);
+* **graceful stop**: ``stop()`` closes the listener, lets in-flight probes finish (bounded), and
+  stops the background greenlets.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+from gevent.event import Event
+from gevent.pool import Pool
+from gevent.pywsgi import WSGIServer
+from gevent.server import StreamServer
+
+from mpp_agent.agent_protocol import (
+    BAD_REQUEST,
+    MAX_REQUEST_BYTES,
+    BadRequest,
+    Reply,
+    Role,
+    decide_pool,
+    next_expiry,
+    parse_request,
+    unknown_node,
+    unknown_pool,
+)
+from mpp_agent.model import PoolState
+from mpp_agent.store import REDIS_DOWN_ERRORS, Store
+
+log = logging.getLogger("mpp.agent")
+
+POLLER_STALE_ROUNDS = 3
+STOP_GRACE = 2.0
+
+Key = tuple[str, str, Role]
+
+
+class StoreLooksEmpty(Exception):
+    """A full load found no pool at all where the snapshot had some.
+
+    Redis restarted without its data, or the URL or namespace points elsewhere: either way the
+    monitor is sick, not every database gone. The last snapshot is kept (and goes stale) rather
+    than answering ``down`` for every node. Deleting pools one by one is honoured (the
+    notification reloads just that pool); deleting the very last one is not, until a restart."""
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """How the agent runs; ``agent_main`` declares the options that fill it."""
+
+    listen: tuple[str, int] = ("127.0.0.1", 9777)
+    metrics_listen: tuple[str, int] | None = None
+    stale_after: float = 5.0
+    refresh_interval: float = 1.0
+    read_timeout: float = 1.0
+    max_connections: int = 4096
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One precomputed answer: the line when fresh, the line when stale, the metrics label."""
+
+    fresh: bytes
+    stale: bytes
+    label: str
+
+    @classmethod
+    def of(cls, reply: Reply, pool_stale: bool = False) -> Entry:
+        stale = reply.encode(stale=True)
+        return cls(stale if pool_stale else reply.encode(), stale, reply.label)
+
+
+@dataclass
+class RenderedPool:
+    """A pool's entries and what they were computed from (re-render only when that changes)."""
+
+    version: int
+    stale: bool
+    expiry: float | None
+    entries: dict[Key, Entry]
+
+
+@dataclass
+class Snapshot:
+    """What probes read. Replaced whole on change; ``by_line`` caches request bytes -> entry."""
+
+    entries: dict[Key, Entry]
+    pools: frozenset[str]
+    by_line: dict[bytes, Entry] = field(default_factory=dict)
+
+    @property
+    def line_cache_limit(self) -> int:
+        return 2 * len(self.entries) + 1024
+
+
+@dataclass
+class Metrics:
+    probes: Counter[str] = field(default_factory=Counter)
+    bad_requests: Counter[str] = field(default_factory=Counter)
+    redis_errors: int = 0
+    refreshes: int = 0
+    socket_errors: int = 0
+
+
+def is_pool_stale(pool: PoolState, now: float) -> bool:
+    """Pollers stale: the pool has nodes and its last committed round is too far behind."""
+    if not pool.nodes:
+        return False
+    current_round = math.floor(now / pool.interval)
+    return current_round - pool.last_round > POLLER_STALE_ROUNDS
+
+
+def render_pool(pool: PoolState, now: float, stale: bool) -> RenderedPool:
+    entries = {key: Entry.of(reply, stale) for key, reply in decide_pool(pool, now)}
+    return RenderedPool(pool.version, stale, next_expiry(pool, now), entries)
+
+
+def read_line(sock: Any, timeout: float) -> bytes | None:
+    """Up to the first newline (included), at most MAX_REQUEST_BYTES + 1 bytes, within
+    ``timeout`` seconds in total; what came before EOF; None if the client was too slow."""
+    deadline = time.monotonic() + timeout
+    buf: bytes = b""
+    while True:
+        sock.settimeout(max(deadline - time.monotonic(), 0.0))
+        try:
+            chunk: bytes = sock.recv(MAX_REQUEST_BYTES + 1 - len(buf))
+        except TimeoutError:
+            return None
+        if not chunk:
+            return buf
+        buf += chunk
+        newline = buf.find(b"\n")
+        if newline >= 0:
+            return buf[: newline + 1]
+        if len(buf) > MAX_REQUEST_BYTES:
+            return buf
+
+
+class Agent:
+    """The snapshot, the probe handler, the refresher and the servers."""
+
+    def __init__(self, store: Store, settings: AgentSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self.metrics = Metrics()
+        self.snapshot: Snapshot | None = None
+        self.pools: dict[str, PoolState] = {}
+        self.stale_pools: set[str] = set()
+        self.last_ok = -math.inf  # monotonic time of the last successful refresh
+        self._rendered: dict[str, RenderedPool] = {}
+        self._clock_offset = 0.0  # Redis server time minus our wall clock
+        self._was_stale = False
+        self._redis_failing = False
+        self._dirty: set[str] = set()
+        self._wakeup = Event()
+        self._stopping = Event()
+        self._greenlets: list[gevent.Greenlet] = []
+        self._server: StreamServer | None = None
+        self._metrics_server: WSGIServer | None = None
+
+    # ------------------------------------------------------------------ the probe path
+
+    def is_stale(self) -> bool:
+        return time.monotonic() - self.last_ok > self.settings.stale_after
+
+    def answer(self, line: bytes) -> bytes:
+        """The reply bytes for one request line; empty when there is no snapshot yet."""
+        snap = self.snapshot
+        if snap is None:
+            self.metrics.probes["no_snapshot"] += 1
+            return b""
+        entry = snap.by_line.get(line)
+        if entry is None:
+            try:
+                entry = self._lookup(snap, line)
+            except BadRequest:
+                self.metrics.probes["bad_request"] += 1
+                self.metrics.bad_requests["malformed"] += 1
+                return BAD_REQUEST
+        self.metrics.probes[entry.label] += 1
+        return entry.stale if self.is_stale() else entry.fresh
+
+    def _lookup(self, snap: Snapshot, line: bytes) -> Entry:
+        request = parse_request(line)
+        entry = snap.entries.get(request.key)
+        if entry is None:
+            if request.pool in snap.pools:
+                reply = unknown_node(request.pool, str(request.node))
+            else:
+                reply = unknown_pool(request.pool)
+            entry = Entry.of(reply)
+        if len(snap.by_line) < snap.line_cache_limit:
+            snap.by_line[line] = entry
+        return entry
+
+    def handle(self, sock: Any, _address: Any) -> None:
+        """One probe: one short line in, one line out, close."""
+        try:
+            line = read_line(sock, self.settings.read_timeout)
+            if line is None:
+                self.metrics.probes["bad_request"] += 1
+                self.metrics.bad_requests["timeout"] += 1
+                reply = BAD_REQUEST
+            else:
+                reply = self.answer(line)
+            if reply:
+                sock.sendall(reply)
+        except OSError:
+            self.metrics.socket_errors += 1
+        finally:
+            sock.close()
+
+    # ------------------------------------------------------------------ the snapshot
+
+    def refresh(self, names: Iterable[str] | None = None) -> None:
+        """Reload all pools (``names`` None) or just these, and rebuild what changed."""
+        redis_now = self.store.server_time()
+        if names is None:
+            pools = {p.name: p for p in self.store.load_pools()}
+            if not pools and self.pools:
+                raise StoreLooksEmpty(f"no pools in Redis, {len(self.pools)} known before")
+        else:
+            wanted = sorted(names)
+            pools = {n: p for n, p in self.pools.items() if n not in wanted}
+            pools.update((p.name, p) for p in self.store.load_pools(wanted))
+        self._clock_offset = redis_now - time.time()
+        self.pools = pools
+        self.last_ok = time.monotonic()
+        self.metrics.refreshes += 1
+        self._rebuild(redis_now)
+
+    def now(self) -> float:
+        """Our best estimate of Redis server time (overrides and rounds are in that clock)."""
+        return time.time() + self._clock_offset
+
+    def _rebuild(self, now: float) -> None:
+        changed = self.snapshot is None or set(self._rendered) != set(self.pools)
+        rendered: dict[str, RenderedPool] = {}
+        for name, pool in self.pools.items():
+            stale = is_pool_stale(pool, now)
+            old = self._rendered.get(name)
+            if (
+                old is None
+                or old.version != pool.version
+                or old.stale != stale
+                or (old.expiry is not None and now >= old.expiry)
+            ):
+                old = render_pool(pool, now, stale)
+                changed = True
+            rendered[name] = old
+        self._rendered = rendered
+        self._note_stale_pools({n for n, r in rendered.items() if r.stale})
+        if changed:
+            entries: dict[Key, Entry] = {}
+            for r in rendered.values():
+                entries.update(r.entries)
+            self.snapshot = Snapshot(entries, frozenset(rendered))
+
+    def _note_stale_pools(self, stale: set[str]) -> None:
+        for name in sorted(stale - self.stale_pools):
+            pool = self.pools[name]
+            log.warning(
+                "pool %s: no round committed since round %d (interval %gs): pollers look dead; "
+                "answering its last known decisions marked stale",
+                name,
+                pool.last_round,
+                pool.interval,
+            )
+        for name in sorted(self.stale_pools - stale):
+            if name in self.pools:
+                log.info("pool %s: pollers committing again; answers fresh", name)
+        self.stale_pools = stale
+
+    def _note_staleness(self) -> None:
+        stale = self.is_stale()
+        if stale and not self._was_stale and self.snapshot is not None:
+            log.warning(
+                "snapshot stale: no successful refresh from Redis for over %gs; "
+                "answering the last known decisions marked stale",
+                self.settings.stale_after,
+            )
+        elif not stale and self._was_stale:
+            log.info("snapshot fresh again")
+        self._was_stale = stale
+
+    def _note_redis_error(self, exc: Exception) -> None:
+        self.metrics.redis_errors += 1
+        if isinstance(exc, (*REDIS_DOWN_ERRORS, StoreLooksEmpty)):
+            if not self._redis_failing:
+                log.warning("Redis unusable, keeping the last snapshot: %s", exc)
+            self._redis_failing = True
+        else:
+            log.exception("refreshing the snapshot failed")
+
+    def _note_redis_ok(self) -> None:
+        if self._redis_failing:
+            log.info("Redis reachable again")
+        self._redis_failing = False
+
+    # ------------------------------------------------------------------ background greenlets
+
+    def refresh_loop(self) -> None:
+        """Refresh on each notification (those pools) and every refresh_interval (all)."""
+        next_full = 0.0
+        while not self._stopping.is_set():
+            self._wakeup.wait(timeout=max(0.0, next_full - time.monotonic()))
+            self._wakeup.clear()
+            if self._stopping.is_set():
+                break
+            # a wake-up with no notified pool (start, resubscribe) asks for a full catch-up
+            full = time.monotonic() >= next_full or not self._dirty
+            names = None if full else self._dirty
+            self._dirty = set()
+            try:
+                self.refresh(names)
+                self._note_redis_ok()
+            except Exception as exc:
+                self._note_redis_error(exc)
+                if self.snapshot is not None:  # overrides still expire, rounds still pass
+                    self._rebuild(self.now())
+            if full:
+                next_full = time.monotonic() + self.settings.refresh_interval
+            self._note_staleness()
+
+    def subscribe_loop(self) -> None:
+        """Mark notified pools dirty and wake the refresher; resubscribe after errors."""
+        while not self._stopping.is_set():
+            pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.store.notify_channel)
+                self._wakeup.set()  # catch up on anything missed while unsubscribed
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        self._dirty.add(message["data"].decode())
+                        self._wakeup.set()
+            except Exception as exc:
+                if not isinstance(exc, REDIS_DOWN_ERRORS):
+                    log.exception("pub/sub listener failed")
+                self._stopping.wait(timeout=1.0)
+            finally:
+                pubsub.close()
+
+    # ------------------------------------------------------------------ metrics
+
+    def metrics_text(self) -> str:
+        m = self.metrics
+        age = time.monotonic() - self.last_ok if self.snapshot is not None else -1
+        snap = self.snapshot
+        lines = [
+            "# HELP mpp_agent_probes_total Agent-check probes answered, by reply.",
+            "# TYPE mpp_agent_probes_total counter",
+        ]
+        labels = ("up_ready", "up_drain", "down", "bad_request", "no_snapshot")
+        for label in sorted(set(labels) | set(m.probes)):
+            lines.append(f'mpp_agent_probes_total{{reply="{label}"}} {m.probes[label]}')
+        lines += [
+            "# HELP mpp_agent_bad_requests_total Requests answered 'down #bad request', by kind.",
+            "# TYPE mpp_agent_bad_requests_total counter",
+        ]
+        for kind in sorted({"malformed", "timeout"} | set(m.bad_requests)):
+            lines.append(f'mpp_agent_bad_requests_total{{kind="{kind}"}} {m.bad_requests[kind]}')
+        gauges: list[tuple[str, str, str, float]] = [
+            ("snapshot_age_seconds", "gauge", "Seconds since the last successful refresh.", age),
+            ("stale", "gauge", "1 when the snapshot is stale (Redis).", int(self.is_stale())),
+            (
+                "stale_pools",
+                "gauge",
+                "Pools whose pollers stopped committing.",
+                len(self.stale_pools),
+            ),
+            ("pools", "gauge", "Pools in the snapshot.", len(snap.pools) if snap else 0),
+            ("redis_errors_total", "counter", "Failed refreshes from Redis.", m.redis_errors),
+            ("refreshes_total", "counter", "Successful refreshes from Redis.", m.refreshes),
+            ("socket_errors_total", "counter", "Probes lost to socket errors.", m.socket_errors),
+        ]
+        for name, kind, text, value in gauges:
+            lines += [
+                f"# HELP mpp_agent_{name} {text}",
+                f"# TYPE mpp_agent_{name} {kind}",
+                f"mpp_agent_{name} {value:g}"
+                if isinstance(value, float)
+                else f"mpp_agent_{name} {value}",
+            ]
+        return "\n".join(lines) + "\n"
+
+    def health(self) -> tuple[bool, str]:
+        if self.snapshot is None:
+            return False, "no snapshot yet"
+        if self.is_stale():
+            return False, "stale"
+        return True, "ok"
+
+    def wsgi_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            status, ctype, body = "200 OK", "text/plain; version=0.0.4", self.metrics_text()
+        elif path == "/healthz":
+            ok, text = self.health()
+            status, ctype, body = (
+                ("200 OK" if ok else "503 Service Unavailable"),
+                "text/plain",
+                text,
+            )
+        else:
+            status, ctype, body = "404 Not Found", "text/plain", "not found"
+        data = (body if body.endswith("\n") else body + "\n").encode()
+        start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(data)))])
+        return [data]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Bind the servers (raises OSError if a port is taken) and start the greenlets."""
+        pool = Pool(self.settings.max_connections)
+        self._server = StreamServer(self.settings.listen, self.handle, spawn=pool, backlog=4096)
+        self._server.start()
+        if self.settings.metrics_listen is not None:
+            self._metrics_server = WSGIServer(
+                self.settings.metrics_listen, self.wsgi_app, log=None, error_log=log
+            )
+            self._metrics_server.start()
+        self._greenlets = [gevent.spawn(self.refresh_loop), gevent.spawn(self.subscribe_loop)]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._server is not None
+        host, port = self._server.address[:2]
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        """Stop accepting, let in-flight probes finish (at most STOP_GRACE s), stop the rest."""
+        self._stopping.set()
+        self._wakeup.set()
+        if self._server is not None:
+            self._server.stop(timeout=STOP_GRACE)
+        if self._metrics_server is not None:
+            self._metrics_server.stop(timeout=STOP_GRACE)
+        gevent.killall(self._greenlets, timeout=STOP_GRACE)
