@@ -136,6 +136,15 @@ def _is_yes(value: Any) -> bool:
     return "yes" in _text(value).lower()
 
 
+def _is_reconnecting(value: Any) -> bool:
+    """DIVERGENCE: an IO thread that is (re)connecting to its source is not this node's fault.
+
+    When the ACTIVE primary of a master-master pair dies, the secondary's IO thread goes to
+    ``Connecting`` at once. MPP counted that as a request error, so the secondary failed in the
+    same tick as the primary and nobody took over. The source's own probe sees the outage."""
+    return _text(value).strip().lower() in ("connecting", "preparing")
+
+
 def slave_status_errors(row: Mapping[str, Any]) -> list[str]:
     """MPP's request-phase checks of one ``SHOW SLAVE STATUS`` row (mpp-behaviour.md 3.2).
 
@@ -149,7 +158,7 @@ def slave_status_errors(row: Mapping[str, Any]) -> list[str]:
         errors.append(
             f"Slave Error: Slave SQL is not running, Slave_SQL_Running={_text(sql_running)}."
         )
-    elif not _is_yes(io_running):
+    elif not _is_yes(io_running) and not _is_reconnecting(io_running):
         errors.append(
             f"Slave Error: Slave IO is not running, Slave_IO_Running={_text(io_running)}."
         )

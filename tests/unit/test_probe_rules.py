@@ -41,8 +41,8 @@ CASES = [
     ),
     pytest.param(
         row(Slave_IO_Running="Connecting"),
-        ["Slave Error: Slave IO is not running, Slave_IO_Running=Connecting."],
-        id="io-connecting",
+        [],
+        id="io-connecting-source-down-is-not-this-nodes-error",
     ),
     pytest.param(
         row(Slave_IO_Running="No", Slave_SQL_Running="No"),

@@ -1,0 +1,118 @@
+"""Our own daemons as real subprocesses for tests: mpp-poller (and helpers to watch its ticks).
+
+The pytest process stays unpatched by gevent; every poller runs as its own process, started
+with the console script exactly as an operator would, and is stopped by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mpp_agent.model import PoolState
+from mpp_agent.store import Store
+from tests.servers import MONITOR_PASSWORD, MONITOR_USER, short_tempdir, spawn, terminate
+
+# Probe timeouts that fit a 1 s interval (the deadline is half of it).
+FAST_PROBE = ["--connect-timeout", "0.3", "--read-timeout", "0.3", "--probe-timeout", "0.45"]
+
+
+@dataclass
+class PollerProcess:
+    redis_url: str
+    poller_id: str
+    namespace: str = "mpp"
+    user: str = MONITOR_USER
+    password: str = MONITOR_PASSWORD
+    extra: list[str] = field(default_factory=list)
+    workdir: Path = field(default_factory=short_tempdir)
+
+    def __post_init__(self) -> None:
+        self.log = self.workdir / f"{self.poller_id}.log"
+        self.password_file = self.workdir / "mysql.pw"
+        self.password_file.write_text(self.password + "\n")
+        self.proc = None
+
+    def argv(self) -> list[str]:
+        exe = shutil.which("mpp-poller") or "mpp-poller"
+        return [
+            exe,
+            "--redis-url",
+            self.redis_url,
+            "--namespace",
+            self.namespace,
+            "--poller-id",
+            self.poller_id,
+            "--mysql-user",
+            self.user,
+            "--mysql-password-file",
+            str(self.password_file),
+            *FAST_PROBE,
+            *self.extra,
+        ]
+
+    def start(self) -> PollerProcess:
+        self.proc = spawn(self.argv(), self.log)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc is None:
+            return None
+        terminate(self.proc, sig)
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    @property
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def watch_ticks(
+    store: Store,
+    pool: str,
+    until: Callable[[list[PoolState]], bool],
+    timeout: float,
+    poll: float = 0.02,
+) -> list[PoolState]:
+    """Every distinct committed round of ``pool`` (one snapshot per round) until ``until``
+    holds over the list or ``timeout`` passes (then AssertionError with what was seen)."""
+    seen: list[PoolState] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = store.load_pool(pool)
+        if not seen or state.last_round != seen[-1].last_round:
+            seen.append(state)
+            if until(seen):
+                return seen
+        time.sleep(poll)
+    raise AssertionError(f"condition not reached in {timeout}s; ticks seen: {describe(seen)}")
+
+
+def describe(pools: list[PoolState]) -> str:
+    return "\n".join(
+        f"round {p.last_round} v{p.version}: "
+        + "; ".join(f"{n.node} {n.requests}/{n.status}/{n.state}/{n.message!r}" for n in p.nodes)
+        for p in pools
+    )
+
+
+def row(pool: PoolState, index: int) -> tuple[int | None, str, str, str | None]:
+    """A node as MPP's scenarios write it: R / STATUS / STATE / message."""
+    n = pool.nodes[index]
+    return (n.requests, n.status.value, n.state.value, n.message)
