@@ -7,17 +7,19 @@ import math
 import resource
 import signal
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mpp_agent.config import parse_failoverpool
-from mpp_agent.model import NodeState, Override, PoolState, State, Status
+from mpp_agent.model import Override, PoolState, State, Status
 from mpp_agent.state import AdminResult
 from mpp_agent.store import Store
 from tests.servers import RedisServer, free_ports, spawn, terminate, wait_until
@@ -67,7 +69,7 @@ def metric(port: int, name: str) -> float:
 
 @dataclass
 class AgentProcess:
-    proc: object
+    proc: subprocess.Popen[bytes]
     port: int
     metrics_port: int
     log: Path
@@ -92,7 +94,7 @@ class AgentProcess:
 
 @pytest.fixture
 def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
-    started = []
+    started: list[subprocess.Popen[bytes]] = []
 
     def start(redis_url: str, *args: str, wait_snapshot: bool = True) -> AgentProcess:
         port, metrics_port = free_ports(2)
@@ -117,7 +119,7 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
 
     yield start
     for proc in started:
-        terminate(proc)  # type: ignore[arg-type]
+        terminate(proc)
 
 
 def tick(store: Store, name: str) -> PoolState:
@@ -128,14 +130,13 @@ def tick(store: Store, name: str) -> PoolState:
     return store.load_pool(name)
 
 
-def set_nodes(store: Store, name: str, **changes: dict[str, object]) -> None:
-    """Replace fields of nodes (by ``host:port`` with ':' written '_') in one admin change."""
+def set_nodes(store: Store, name: str, changes: Mapping[str, Mapping[str, Any]]) -> None:
+    """Replace fields of nodes (keyed ``host:port``) in one atomic admin change."""
 
     def change(pool: PoolState) -> AdminResult:
         nodes = []
         for node in pool.nodes:
-            fields = changes.get(str(node.node).replace(".", "_").replace(":", "_"), {})
-            nodes.append(replace(node, **fields))  # type: ignore[arg-type]
+            nodes.append(replace(node, **changes.get(str(node.node), {})))
         return AdminResult(replace(pool, nodes=tuple(nodes)), "", ())
 
     store.admin(name, change)
@@ -146,27 +147,19 @@ def make_pool(url: str, interval: float = INTERVAL) -> Store:
     store = Store.from_url(url)
     spec = f"name:p1;primary:{N1};secondary:{N2}"
     store.create_pool(parse_failoverpool(spec, interval=interval))
-    set_nodes(
-        store,
-        "p1",
-        **{
-            "127_0_0_1_3306": {"state": State.ACTIVE},
-            "127_0_0_1_3307": {"state": State.STANDBY, "requests": 1},
-        },
-    )
+    standby = {"state": State.STANDBY, "requests": 1}
+    set_nodes(store, "p1", {N1: {"state": State.ACTIVE}, N2: standby})
     tick(store, "p1")
     return store
-
-
-A = "127_0_0_1_3306"
-B = "127_0_0_1_3307"
 
 
 # ---------------------------------------------------------------------------------------------
 # tests
 
 
-def test_replies_follow_state_changes(redis_url: str, start_agent: Callable[..., AgentProcess]):
+def test_replies_follow_state_changes(
+    redis_url: str, start_agent: Callable[..., AgentProcess]
+) -> None:
     store = make_pool(redis_url)
     agent = start_agent(redis_url)
     assert agent.ask(f"p1 {N1} rw") == "up ready #ACTIVE OK level=OK\n"
@@ -178,14 +171,8 @@ def test_replies_follow_state_changes(redis_url: str, start_agent: Callable[...,
     assert agent.ask("p1 127.0.0.9 rw") == "down #unknown node 127.0.0.9:3306 in pool p1\n"
 
     # failover: the notification refreshes the snapshot well within one refresh interval
-    set_nodes(
-        store,
-        "p1",
-        **{
-            A: {"state": State.FAILED_OFFLINE, "status": Status.FAIL, "requests": 4},
-            B: {"state": State.ACTIVE, "requests": 0},
-        },
-    )
+    failed = {"state": State.FAILED_OFFLINE, "status": Status.FAIL, "requests": 4}
+    set_nodes(store, "p1", {N1: failed, N2: {"state": State.ACTIVE, "requests": 0}})
     waited = agent.wait_reply(f"p1 {N1} rw", lambda r: r.startswith("down #FAILED_OFFLINE FAIL"))
     assert waited < 1.0
     assert agent.ask(f"p1 {N2} rw") == "up ready #ACTIVE OK level=OK\n"
@@ -193,7 +180,7 @@ def test_replies_follow_state_changes(redis_url: str, start_agent: Callable[...,
 
     # an operator override, with who and why
     override = Override(State.STANDBY, None, "backup window", "alice", 0.0, None)
-    set_nodes(store, "p1", **{B: {"override": override}})
+    set_nodes(store, "p1", {N2: {"override": override}})
     agent.wait_reply(
         f"p1 {N2} rw",
         lambda r: r == "up drain #STANDBY OK level=OK; override: backup window by alice\n",
@@ -205,11 +192,11 @@ def test_replies_follow_state_changes(redis_url: str, start_agent: Callable[...,
     assert metric(agent.metrics_port, "mpp_agent_stale") == 0
 
 
-def test_overrides_expire(redis_url: str, start_agent: Callable[..., AgentProcess]):
+def test_overrides_expire(redis_url: str, start_agent: Callable[..., AgentProcess]) -> None:
     store = make_pool(redis_url)
     now = store.server_time()
     override = Override(State.FAILED_OFFLINE, None, "short", "bob", now, now + 1.5)
-    set_nodes(store, "p1", **{A: {"override": override}})
+    set_nodes(store, "p1", {N1: {"override": override}})
     agent = start_agent(redis_url)
     assert agent.ask(f"p1 {N1}").startswith("down #FAILED_OFFLINE OK level=OK; override: short")
     agent.wait_reply(f"p1 {N1}", lambda r: r == "up ready #ACTIVE OK level=OK\n", timeout=5)
@@ -241,7 +228,9 @@ def test_bad_input(data: bytes, redis_url: str, start_agent: Callable[..., Agent
     assert metric(agent.metrics_port, 'mpp_agent_probes_total{reply="bad_request"}') >= 1
 
 
-def test_huge_input_is_not_buffered(redis_url: str, start_agent: Callable[..., AgentProcess]):
+def test_huge_input_is_not_buffered(
+    redis_url: str, start_agent: Callable[..., AgentProcess]
+) -> None:
     make_pool(redis_url)
     agent = start_agent(redis_url)
     with socket.create_connection(("127.0.0.1", agent.port), timeout=5) as sock:
@@ -295,7 +284,7 @@ def test_redis_down_keeps_answers_marked_stale(
 
     # the state is back: fresh again, and the new state is answered
     store = make_pool(fresh_redis.url)
-    set_nodes(store, "p1", **{A: {"state": State.STANDBY}, B: {"state": State.ACTIVE}})
+    set_nodes(store, "p1", {N1: {"state": State.STANDBY}, N2: {"state": State.ACTIVE}})
     agent.wait_reply(f"p1 {N1}", lambda r: r == "up drain #STANDBY OK level=OK\n", timeout=5)
     assert metric(agent.metrics_port, "mpp_agent_stale") == 0
     assert http_get(agent.metrics_port, "/healthz")[0] == 200
@@ -361,11 +350,11 @@ def test_sigterm_finishes_in_flight_probes_and_exits_0(
     proc = agent.proc
     with socket.create_connection(("127.0.0.1", agent.port), timeout=5) as sock:
         time.sleep(0.1)  # accepted, waiting for its line
-        proc.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+        proc.send_signal(signal.SIGTERM)
         time.sleep(0.2)
         sock.sendall(f"p1 {N1}\n".encode())
         assert recv_all(sock) == b"up ready #ACTIVE OK level=OK\n"
-    assert proc.wait(timeout=10) == 0  # type: ignore[attr-defined]
+    assert proc.wait(timeout=10) == 0
     with pytest.raises(OSError):
         probe(agent.port, b"p1 127.0.0.1\n", timeout=1)
     assert "SIGTERM received" in agent.log.read_text()
