@@ -1,22 +1,91 @@
-"""The mpp-admin typer application."""
+"""The mpp-admin typer application: global options, then one command per operator task.
+
+Commands live in pool_cmd.py (configuration), view_cmd.py (read-only views) and admin_cmd.py
+(state changes); exit codes in errors.py; the shared Redis session in session.py.
+"""
+
+from typing import Annotated
 
 import typer
 
+from mpp_agent.keys import DEFAULT_NAMESPACE
+from mpp_agent.store import DEFAULT_REDIS_URL
+from mpp_cli import admin_cmd, view_cmd
+from mpp_cli.pool_cmd import list_pools, pool_app
+from mpp_cli.session import Session
 from mpp_cli.simulate_cmd import simulate
+
+EPILOG = """\
+\b
+Examples:
+  mpp-admin pool create pool1 --primary 10.0.0.1 --secondary 10.0.0.2
+  mpp-admin pool create --failoverpool "name:pool1;primary:db1;secondary:db2"
+  mpp-admin list
+  mpp-admin report 10.0.0.1
+  mpp-admin is-active 10.0.0.1:3306 || echo "not the ACTIVE node"
+  mpp-admin recover 10.0.0.1
+  mpp-admin activate-primary pool1
+  mpp-admin override 10.0.0.2 --state STANDBY --reason "kernel upgrade" --for 2h
+  mpp-admin history --pool pool1 --follow
+  mpp-admin haproxy-config pool1 --role rw
+
+\b
+Exit codes: 0 ok, 1 is-active NO, 2 usage, 3 not found, 4 refused,
+5 conflict, 6 Redis unavailable, 7 unreadable stored state (docs/admin.md).
+"""
 
 app = typer.Typer(
     name="mpp-admin",
     help="Operate MPP failover pools: list, report, recover, activate-primary, overrides.",
+    epilog=EPILOG,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+    add_completion=False,
 )
 
 
 @app.callback()
-def root() -> None:
-    """Operate MPP failover pools."""
+def root(
+    ctx: typer.Context,
+    redis_url: Annotated[
+        str,
+        typer.Option(
+            "--redis-url",
+            envvar="MPP_REDIS_URL",
+            help="Redis URL: redis://, rediss://, unix:// or redis+sentinel://.",
+        ),
+    ] = DEFAULT_REDIS_URL,
+    namespace: Annotated[
+        str, typer.Option("--namespace", envvar="MPP_NAMESPACE", help="Key prefix in Redis.")
+    ] = DEFAULT_NAMESPACE,
+    redis_password_file: Annotated[
+        str | None,
+        typer.Option(
+            "--redis-password-file",
+            envvar="MPP_REDIS_PASSWORD_FILE",
+            help="File whose first line is the Redis password (or set MPP_REDIS_PASSWORD).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Operate MPP failover pools kept in Redis by mpp-poller and served by mpp-agent."""
+    ctx.obj = Session(redis_url, namespace, redis_password_file)
 
 
+app.add_typer(pool_app, name="pool")
+app.command("pools")(list_pools)
+app.command("list")(view_cmd.list_)
+app.command("report")(view_cmd.report)
+app.command("is-active")(view_cmd.is_active)
+app.command("recover")(admin_cmd.recover)
+app.command("activate-primary")(admin_cmd.activate_primary_cmd)
+app.command("delete")(admin_cmd.delete)
+app.command("override")(admin_cmd.override)
+app.command("release")(admin_cmd.release)
+app.command("history")(view_cmd.history)
+app.command("pollers")(view_cmd.pollers)
+app.command("haproxy-config")(view_cmd.haproxy_config)
 app.command("simulate")(simulate)
 
 

@@ -1,0 +1,281 @@
+"""Pure renderers: plain data in, text (or JSON-ready dicts) out. No Redis, no clock.
+
+MPP's own formats are reproduced exactly: the listing of mpp-behaviour.md 4.2 (column widths 1,
+30, 3, 20, 7, 14, 19, each followed by two spaces, values left-aligned and never truncated) and
+the report line of 4.3. Two choices of ours: nodes are listed in priority order (the order that
+decides failover) rather than MPP's lexical order, and a never-polled node shows a blank time
+rather than MPP's "current time" quirk. An override is shown on its own line under its node.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from mpp_agent.codec import override_to_dict
+from mpp_agent.config import config_of, render_failoverpool
+from mpp_agent.model import NodeState, Override, PoolState, request_level
+
+LIST_WIDTHS = (1, 30, 3, 20, 7, 14, 19)
+LIST_HEADER = (
+    "T",
+    "Server Name",
+    "req",
+    "Time of Last Request",
+    "Status",
+    "State",
+    "Last Status Message",
+)
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def local_time(epoch: float | None) -> str:
+    """Epoch seconds as MPP prints them: local time, ``YYYY-MM-DD HH:MM:SS``."""
+    return "" if epoch is None else time.strftime(TIME_FORMAT, time.localtime(epoch))
+
+
+def to_json(document: Any) -> str:
+    return json.dumps(document, indent=2)
+
+
+def to_json_line(document: Any) -> str:
+    return json.dumps(document, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- list
+
+
+def listing_row(values: Sequence[str]) -> str:
+    return "".join(v.ljust(w) + "  " for v, w in zip(values, LIST_WIDTHS, strict=True))
+
+
+def listing(pools: Iterable[PoolState]) -> str:
+    """MPP's ``--list-cached-pools`` table: header once, then per pool its line and nodes."""
+    lines = [listing_row(LIST_HEADER), listing_row(["-" * w for w in LIST_WIDTHS])]
+    for pool in pools:
+        lines.append(f"*  [ {pool.name} ] status={pool.status}")
+        for node in pool.nodes:
+            lines.append(listing_row(node_columns(node)))
+            if node.override is not None:
+                lines.append(f"  O {override_text(node.override)}")
+    return "\n".join(lines) + "\n"
+
+
+def node_columns(node: NodeState) -> list[str]:
+    return [
+        "P" if node.is_primary else "S",
+        str(node.node),
+        "" if node.requests is None else str(node.requests),
+        local_time(node.last_request_time),
+        node.status.value,
+        node.state.value,
+        node.message or "",
+    ]
+
+
+def override_text(override: Override) -> str:
+    """``override STANDBY/OK by admin:alice at <time> until <time>: <reason>``."""
+    status = f"/{override.status}" if override.status is not None else ""
+    until = f" until {local_time(override.expires_at)}" if override.expires_at else ""
+    return (
+        f"override {override.state}{status} by {override.set_by} at {local_time(override.set_at)}"
+        f"{until}: {override.reason}"
+    )
+
+
+def listing_json(pools: Iterable[PoolState]) -> dict[str, Any]:
+    return {"pools": [pool_json(p) for p in pools]}
+
+
+def pool_json(pool: PoolState) -> dict[str, Any]:
+    return {
+        "name": pool.name,
+        "status": pool.status.value,
+        "interval": pool.interval,
+        "max_requests": pool.max_requests,
+        "nodes": [node_json(n, pool.max_requests) for n in pool.nodes],
+    }
+
+
+def node_json(node: NodeState, max_requests: int) -> dict[str, Any]:
+    return {
+        "node": str(node.node),
+        "type": node.type.value,
+        "requests": node.requests,
+        "level": request_level(node.requests, max_requests),
+        "status": node.status.value,
+        "state": node.state.value,
+        "message": node.message,
+        "last_request_time": node.last_request_time,
+        "override": override_to_dict(node.override) if node.override else None,
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def report_line(pool: PoolState, node: NodeState) -> str:
+    """MPP's ``--report`` line (mpp-behaviour 4.3): with a message (even an empty one)
+    ``<STATUS>/<STATE> (<TYPE>) : (<STATUS>/<R>) <message>``, else ``<label>/<STATE> (<TYPE>)``."""
+    if node.message is not None:
+        r = "" if node.requests is None else str(node.requests)
+        return f"{node.status}/{node.state} ({node.type}) : ({node.status}/{r}) {node.message}"
+    return f"{request_level(node.requests, pool.max_requests)}/{node.state} ({node.type})"
+
+
+# --------------------------------------------------------------------------- pools
+
+
+def pools_table(pools: Iterable[PoolState]) -> str:
+    rows = [("POOL", "STATUS", "ACTIVE", "NODES", "INTERVAL", "M")]
+    for pool in pools:
+        active = ", ".join(str(n.node) for n in pool.active_nodes) or "-"
+        rows.append(
+            (
+                pool.name,
+                pool.status.value,
+                active,
+                str(len(pool.nodes)),
+                f"{pool.interval:g}s",
+                str(pool.max_requests),
+            )
+        )
+    return table(rows)
+
+
+def pools_json(pools: Iterable[PoolState]) -> dict[str, Any]:
+    return {
+        "pools": [
+            {
+                "name": p.name,
+                "status": p.status.value,
+                "active": [str(n.node) for n in p.active_nodes],
+                "nodes": len(p.nodes),
+                "interval": p.interval,
+                "max_requests": p.max_requests,
+            }
+            for p in pools
+        ]
+    }
+
+
+def pool_config_json(pool: PoolState) -> dict[str, Any]:
+    config = config_of(pool)
+    return {
+        "name": config.name,
+        "interval": config.interval,
+        "max_requests": config.max_requests,
+        "members": [{"node": str(n), "type": t.value} for n, t in config.members],
+        "failoverpool": render_failoverpool(config),
+    }
+
+
+def pool_config_text(pool: PoolState) -> str:
+    data = pool_config_json(pool)
+    lines = [
+        f"pool          {data['name']}",
+        f"interval      {data['interval']:g}s",
+        f"max_requests  {data['max_requests']}",
+        "members       (priority order)",
+    ]
+    lines += [f"  {i}. {m['type']:<9}  {m['node']}" for i, m in enumerate(data["members"], 1)]
+    lines.append(f"failoverpool  {data['failoverpool']}")
+    return "\n".join(lines) + "\n"
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces (the last one not padded)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- history
+
+
+def event_change(event: dict[str, Any]) -> str:
+    """``FROM_STATE/FROM_STATUS -> TO_STATE/TO_STATUS`` (either side may be absent)."""
+    before = "/".join(x for x in (event.get("from_state"), event.get("from_status")) if x)
+    after = "/".join(x for x in (event.get("to_state"), event.get("to_status")) if x)
+    if before or after:
+        return f"{before or '-'} -> {after or '-'}"
+    return ""
+
+
+def history_line(event: dict[str, Any]) -> str:
+    """One event: time, pool, kind, node, change, actor, message (fixed layout, streamable)."""
+    return (
+        f"{local_time(event.get('at'))}  {event.get('pool', ''):<16}  {event.get('kind', ''):<16}  "
+        f"{event.get('node') or '-':<21}  {event_change(event):<34}  "
+        f"{event.get('actor', ''):<16}  {event.get('message', '')}"
+    ).rstrip()
+
+
+def history_json(event_id: str, event: dict[str, Any]) -> dict[str, Any]:
+    return {"id": event_id, **event}
+
+
+# --------------------------------------------------------------------------- pollers
+
+
+def poller_value(key: str, value: Any, now: float) -> str:
+    """A heartbeat value, rendered by the shape of its key: ``*_at`` are times, ``*seconds``
+    and ``lag`` durations, lists are joined; anything else as JSON."""
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if key.endswith("_at") and is_number:
+        return f"{local_time(value)} ({age(now - value)} ago)"
+    if (key.endswith("seconds") or key == "lag") and is_number:
+        return f"{value:.3f}s"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "-"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def pollers_text(pollers: Sequence[tuple[str, bool, dict[str, Any]]], now: float) -> str:
+    if not pollers:
+        return "No pollers have reported.\n"
+    lines = []
+    for poller_id, alive, info in pollers:
+        lines.append(f"{poller_id}  {'alive' if alive else 'EXPIRED'}")
+        keys = [k for k in info if k != "poller_id"]
+        width = max((len(k) for k in keys), default=0)
+        lines += [f"  {k:<{width}}  {poller_value(k, info[k], now)}" for k in keys]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- haproxy
+
+SERVER_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def haproxy_server_name(pool: str, node: NodeState) -> str:
+    return SERVER_NAME_UNSAFE.sub("_", f"{pool}_{node.node.host}_{node.node.port}")
+
+
+def haproxy_server_lines(
+    pool: PoolState, role: str, agent_addr: str, agent_port: int, agent_inter: str
+) -> str:
+    """``server`` lines for a backend, each with the agent-check that asks mpp-agent about it."""
+    lines = [f"    # pool {pool.name}, role {role}: paste into the pool's backend section"]
+    for node in pool.nodes:
+        send = f"{pool.name} {node.node} {role}".replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(
+            f"    server {haproxy_server_name(pool.name, node)} {node.node} check agent-check "
+            f"agent-addr {agent_addr} agent-port {agent_port} agent-inter {agent_inter} "
+            f'agent-send "{send}\\n"'
+        )
+    return "\n".join(lines) + "\n"
