@@ -263,6 +263,8 @@ class MariaDBNode:
         self.socket = workdir / "s.sock"
         self._proc: subprocess.Popen[bytes] | None = None
         self.is_sigstopped = False
+        # The poller benchmark listens on every 127.0.0.x alias (one server, many "nodes").
+        self.bind_address = "127.0.0.1"
 
     def __repr__(self) -> str:
         return f"MariaDBNode(node{self.index}, {self.node_id})"
@@ -301,7 +303,7 @@ class MariaDBNode:
             f"--datadir={self.datadir}",
             f"--port={self.port}",
             f"--socket={self.socket}",
-            "--bind-address=127.0.0.1",
+            f"--bind-address={self.bind_address}",
             f"--pid-file={self.workdir / 'mysqld.pid'}",
             f"--log-error={self.workdir / 'error.log'}",
             f"--server-id={self.index}",
