@@ -13,8 +13,9 @@ from typing import Annotated
 import typer
 
 from mpp_agent.simulate import ScriptError, parse_script, render_json_lines, render_text, run_steps
+from mpp_cli.errors import ExitCode
 
-EXIT_BAD_SCRIPT = 2  # a malformed or unreadable script; nothing ran
+EXIT_BAD_SCRIPT = ExitCode.USAGE  # 2: a malformed or unreadable script; nothing ran
 
 
 def simulate(
