@@ -1,0 +1,140 @@
+"""Benchmark of one mpp-poller cycle: wall time, CPU time and Redis round trips per cycle.
+
+One poller (in this process, gevent-patched like the real one), a real Redis, and real MariaDB
+servers. Many "nodes" are aliases of one server on 127.0.0.x addresses (the server listens on
+all of them), so N nodes cost N real connections, handshakes and queries per cycle. Rows:
+
+* 1 pool of N nodes for N = 10, 100, 500, then 500 nodes split into 10 and 50 pools: round
+  trips per cycle should stay flat as nodes grow and grow with pools;
+* 500 nodes of which one is a separate server that is SIGSTOPped: the cycle should take about
+  the probe timeout, no more.
+
+Run: ``.venv/bin/python bench/poller.py`` (needs mariadbd and redis-server; about a minute).
+Target (architecture.md 5): 500 nodes within a 2 s interval on one core.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import redis.connection  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mpp_agent.config import PoolConfig  # noqa: E402
+from mpp_agent.model import NodeId, NodeType  # noqa: E402
+from mpp_agent.poller import Poller, PollerSettings  # noqa: E402
+from mpp_agent.probe import ProbeSettings  # noqa: E402
+from mpp_agent.store import Store  # noqa: E402
+from tests.servers import MariaDBCluster, RedisServer  # noqa: E402
+
+INTERVAL = 2.0
+CYCLES = 3
+PROBE = ProbeSettings("bench", "benchpass", "mppmon", connect_timeout=0.5, read_timeout=0.5)
+PROBE_TIMEOUT = 0.9  # below the 1 s deadline of a 2 s interval
+
+ROUND_TRIPS = 0
+_send = redis.connection.Connection.send_packed_command
+
+
+def counting_send(self, command, check_health=True):  # type: ignore[no-untyped-def]
+    """Every request sent to Redis, a pipeline counting once: one round trip each."""
+    global ROUND_TRIPS
+    ROUND_TRIPS += 1
+    return _send(self, command, check_health)
+
+
+redis.connection.Connection.send_packed_command = counting_send  # type: ignore[method-assign]
+
+
+def aliases(cluster: MariaDBCluster, count: int) -> list[NodeId]:
+    """``count`` distinct nodes: 127.0.0.x aliases of node1 and node2."""
+    ports = [cluster.node1.port, cluster.node2.port]
+    return [NodeId(f"127.0.0.{i // 2 + 1}", ports[i % 2]) for i in range(count)]
+
+
+def make_pools(store: Store, nodes: list[NodeId], pools: int, tag: str) -> list[str]:
+    names = []
+    size = len(nodes) // pools
+    for p in range(pools):
+        members = nodes[p * size : (p + 1) * size]
+        kinds = [NodeType.PRIMARY] + [NodeType.SECONDARY] * (len(members) - 1)
+        name = f"{tag}-{p}"
+        store.create_pool(PoolConfig(name, tuple(zip(members, kinds, strict=True)), 4, INTERVAL))
+        names.append(name)
+    return names
+
+
+def measure(store: Store, names: list[str]) -> dict[str, float]:
+    global ROUND_TRIPS
+    poller = Poller(
+        store, PollerSettings("bench", PROBE, tuple(names), probe_timeout=PROBE_TIMEOUT)
+    )
+    walls, cpus, trips = [], [], []
+    for _ in range(CYCLES + 1):
+        now = store.server_time()
+        time.sleep((int(now / INTERVAL) + 1) * INTERVAL - now + 0.01)  # a round start
+        ROUND_TRIPS = 0
+        wall, cpu = time.perf_counter(), time.process_time()
+        report = poller.cycle()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+        trips.append(ROUND_TRIPS)
+        assert set(report.committed) == set(names), report.sentence()
+    poller.leave()
+    # The first cycle also warms up connections and caches: report the steady ones.
+    return {
+        "wall": statistics.median(walls[1:]),
+        "wall_max": max(walls[1:]),
+        "cpu": statistics.median(cpus[1:]),
+        "trips": statistics.median(trips[1:]),
+    }
+
+
+def main() -> None:
+    redis_server = RedisServer().start()
+    cluster = MariaDBCluster(3)
+    for node in (cluster.node1, cluster.node2):
+        node.bind_address = "0.0.0.0"  # every 127.0.0.x alias; traffic stays on loopback
+    try:
+        cluster.start()
+        for node in cluster.nodes:
+            node.sql(
+                "SET sql_log_bin=0; SET GLOBAL max_connections=1000;"
+                "CREATE USER 'bench'@'127.%' IDENTIFIED BY 'benchpass';"
+                "GRANT SLAVE MONITOR, BINLOG MONITOR, PROCESS ON *.* TO 'bench'@'127.%';"
+                "GRANT SELECT ON mppmon.* TO 'bench'@'127.%'"
+            )
+        store = Store.from_url(redis_server.url, "bench")
+        rows = []
+        for nodes, pools in ((10, 1), (100, 1), (500, 1), (500, 10), (500, 50)):
+            names = make_pools(store, aliases(cluster, nodes), pools, f"n{nodes}p{pools}")
+            rows.append((f"{nodes} nodes, {pools} pool(s)", measure(store, names)))
+        hung = [*aliases(cluster, 499), NodeId.parse(cluster.node3.node_id)]
+        names = make_pools(store, hung, 1, "hung")
+        cluster.node3.sigstop()
+        rows.append(("500 nodes, 1 SIGSTOPped", measure(store, names)))
+        cluster.node3.sigcont()
+        print_table(rows)
+    finally:
+        cluster.cleanup()
+        redis_server.cleanup()
+
+
+def print_table(rows: list[tuple[str, dict[str, float]]]) -> None:
+    print(
+        f"\nmpp-poller cycle, interval {INTERVAL:g}s, probe timeout {PROBE_TIMEOUT:g}s, "
+        f"median of {CYCLES} cycles"
+    )
+    print(f"{'case':28} {'wall s':>8} {'max s':>8} {'cpu s':>8} {'redis round trips':>18}")
+    for name, m in rows:
+        print(f"{name:28} {m['wall']:8.3f} {m['wall_max']:8.3f} {m['cpu']:8.3f} {m['trips']:18.0f}")
+
+
+if __name__ == "__main__":
+    main()
