@@ -154,7 +154,8 @@ class Poller:
         return self.store.load_pools(names)
 
     def due_pools(self, pools: Sequence[PoolState], now: float) -> list[PoolState]:
-        return [p for p in pools if round_of(now, p.interval) > self.handled.get(p.name, -1)]
+        # "!=" rather than ">": a pool whose interval changed has re-numbered its rounds.
+        return [p for p in pools if round_of(now, p.interval) != self.handled.get(p.name, -1)]
 
     def cycle(self, *, force: bool = False) -> CycleReport:
         """Probe and record every pool whose new round has started; commit the complete ones.

@@ -303,7 +303,9 @@ class Store:
             pool = self.load_pool(name)
             now = self.server_time()
             result = change(expire_overrides(pool, now))
-            ok, _ = self.commit(pool, result.pool, result.events, actor, now, None)
+            # A new interval re-numbers the rounds (round = time // interval): start afresh.
+            renumber = "=-1" if result.pool.interval != pool.interval else None
+            ok, _ = self.commit(pool, result.pool, result.events, actor, now, renumber)
             if ok:
                 return result
         raise Conflict(f"Pool {name} kept changing under concurrent writers; try again.")
@@ -315,12 +317,16 @@ class Store:
         events: Sequence[Event],
         actor: str,
         now: float,
-        round_: int | None,
+        round_: int | str | None,
     ) -> tuple[bool, str]:
         """Compare-and-set ``after`` over ``before``. Returns (committed, reason-if-not).
 
+        ``round_`` is the tick's round (refused unless newer than the last), None for an admin
+        change, or ``"=<n>"`` to re-number the rounds.
+
         Raises UnknownPool if the pool is gone."""
-        payload = [event_to_json(e, actor, now, round_) for e in events]
+        tag = round_ if isinstance(round_, int) else None
+        payload = [event_to_json(e, actor, now, tag) for e in events]
         result = self._commit(
             keys=[self.keys.pool(before.name), self.keys.events(before.name)],
             args=[

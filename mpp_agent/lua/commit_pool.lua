@@ -3,7 +3,8 @@
 -- KEYS[1]  pool hash      ns:{pool}:pool     (fields doc, version, round)
 -- KEYS[2]  events stream  ns:{pool}:events
 -- ARGV[1]  expected version (the version the writer read)
--- ARGV[2]  round of this tick, or "" for an admin change (the round is then left as it is)
+-- ARGV[2]  round of this tick; "" for an admin change (the round is left as it is); "=<n>"
+--          for an admin change that re-numbers the rounds (a new interval): round set to n
 -- ARGV[3]  the new pool document (JSON)
 -- ARGV[4]  approximate maximum length of the events stream
 -- ARGV[5]  pub/sub channel to notify
@@ -21,7 +22,9 @@ end
 if current ~= ARGV[1] then
   return {0, 'version', current}
 end
-if ARGV[2] ~= '' then
+if string.sub(ARGV[2], 1, 1) == '=' then
+  redis.call('HSET', KEYS[1], 'round', string.sub(ARGV[2], 2))
+elseif ARGV[2] ~= '' then
   local last = tonumber(redis.call('HGET', KEYS[1], 'round') or '-1')
   if tonumber(ARGV[2]) <= last then
     return {0, 'round', tostring(last)}

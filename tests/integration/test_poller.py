@@ -346,3 +346,26 @@ def test_scripts_survive_script_flush_and_redis_restart(
     assert is_steady(ticks[-1])
     assert p.is_running
     assert "Redis unreachable" in p.output()
+
+
+def test_changing_the_interval_renumbers_rounds_and_ticks_go_on(
+    store, mariadb_cluster, pollers, redis_url
+):
+    from mpp_agent.config import apply_config, config_of
+    from mpp_agent.state import AdminResult
+
+    make_pool(store, mariadb_cluster)
+    start_poller(pollers, redis_url, "p-a")
+    wait_steady(store)
+    for interval in (3.0, 1.0):  # longer rounds give smaller round numbers, then larger
+
+        def change(p: PoolState, i: float = interval) -> AdminResult:
+            config = config_of(p)
+            new = type(config)(config.name, config.members, config.max_requests, i)
+            return AdminResult(apply_config(p, new), "", ())
+
+        store.admin("p1", change)
+        assert store.load_pool("p1").last_round == -1
+        ticks = watch_ticks(store, "p1", lambda s: len(s) >= 3, 4 * interval + 2)
+        assert ticks[-1].last_round == round(store.server_time() // interval)
+        assert is_steady(ticks[-1])
