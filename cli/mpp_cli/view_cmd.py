@@ -121,14 +121,19 @@ def history(
     """
     store = session_of(ctx).store
     names = [store.load_pool(pool).name] if pool is not None else store.pool_names()
-    events = recent_events(store, names, limit)
+    newest = {name: store.last_events(name, limit) for name in names}
+    events = sorted(
+        ((name, i, e) for name, rows in newest.items() for i, e in rows),
+        key=time_order,
+    )[-limit:]
     if json_output and not follow:
         typer.echo(to_json({"events": [history_json(i, e) for _, i, e in events]}))
         return
     for _, event_id, event in events:
         print_event(event_id, event, json_output)
     if follow:
-        last = {name: newest_id(store, name) for name in names}
+        # Follow from what was read, not from a second read: nothing committed between is lost.
+        last = {name: rows[-1][0] if rows else "0-0" for name, rows in newest.items()}
         try:
             follow_events(store, pool, last, json_output)
         except KeyboardInterrupt:
@@ -140,18 +145,10 @@ def stream_key(event_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def recent_events(
-    store: Store, names: list[str], limit: int
-) -> list[tuple[str, str, dict[str, Any]]]:
-    """The ``limit`` newest events over the pools, oldest first, as (pool, id, event)."""
-    merged = [(name, i, e) for name in names for i, e in store.last_events(name, limit)]
-    merged.sort(key=lambda row: stream_key(row[1]))
-    return merged[-limit:]
-
-
-def newest_id(store: Store, pool: str) -> str:
-    newest = store.last_events(pool, 1)
-    return newest[0][0] if newest else "0-0"
+def time_order(row: tuple[str, str, dict[str, Any]]) -> tuple[float, int, int]:
+    """Events of several pools in time order: by Redis time, then stream id (ties in one ms)."""
+    _, event_id, event = row
+    return (float(event.get("at") or 0.0), *stream_key(event_id))
 
 
 def follow_events(store: Store, pool: str | None, last: dict[str, str], as_json: bool) -> None:
@@ -163,7 +160,7 @@ def follow_events(store: Store, pool: str | None, last: dict[str, str], as_json:
             for name in names
             for i, e in store.events(name, 1000, last.get(name, "0-0"))
         ]
-        fresh.sort(key=lambda row: stream_key(row[1]))
+        fresh.sort(key=time_order)
         for name, event_id, event in fresh:
             last[name] = event_id
             print_event(event_id, event, as_json)
@@ -181,7 +178,7 @@ def pollers(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     """Show the pollers, their liveness and last cycle."""
     store = session_of(ctx).store
     now = store.server_time()
-    found = store.pollers()
+    found = sorted(store.pollers(), key=lambda p: p.poller_id)
     if json_output:
         rows = [{"poller_id": p.poller_id, "alive": p.alive, "info": p.info} for p in found]
         typer.echo(to_json({"now": now, "pollers": rows}))
