@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from mpp_cli.app import app
 from typer.testing import CliRunner
 
 from mpp_agent.model import PoolStatus, State
@@ -22,6 +21,7 @@ from mpp_agent.simulate import (
     run_steps,
     simulate,
 )
+from mpp_cli.app import app
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 SIM_FILES = sorted(SCRIPTS.glob("*.sim"))
