@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint
+.PHONY: setup test lint demo demo-down
 
 # Install what is missing: OS packages (apt), the virtualenv, the package with [test] extras.
 setup:
@@ -15,3 +15,13 @@ lint: setup
 
 test: lint
 	$(PY) -m pytest
+
+# The whole system on loopback ports (MariaDB x2, Redis, 2 pollers, the agent, HAProxy), then a
+# kill -9 failover through HAProxy and the hand-back (scripts/demo.py). It keeps running:
+# `make demo-down` stops exactly what it started, by pid. DEMO_ARGS=--ci: no pauses, exit 1 on
+# any failed step; add --teardown to stop everything at the end.
+demo: setup
+	$(PY) scripts/demo.py up $(DEMO_ARGS)
+
+demo-down:
+	$(PY) scripts/demo.py down
