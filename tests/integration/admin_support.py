@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import redis
-from mpp_cli.app import app
 from typer.testing import CliRunner, Result
 
 from mpp_agent import state
 from mpp_agent.config import parse_failoverpool
 from mpp_agent.model import NodeId, Observation, Outcome, PoolState
 from mpp_agent.store import Store
+from mpp_cli.app import app
 
 POOL1 = "name:pool1;primary:10.0.0.1;secondary:10.0.0.2;secondary:10.0.0.3:3307"
 P, S1, S2 = NodeId("10.0.0.1"), NodeId("10.0.0.2"), NodeId("10.0.0.3", 3307)

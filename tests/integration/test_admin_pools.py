@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from mpp_cli.errors import ExitCode
 
 from mpp_agent.model import NodeId, NodeType, State
+from mpp_cli.errors import ExitCode
 from tests.integration.admin_support import (
     POOL1,
     S1,

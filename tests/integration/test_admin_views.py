@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from mpp_cli.errors import ExitCode
-from mpp_cli.render import local_time
 
 from mpp_agent import state
 from mpp_agent.model import Outcome, Override, State
+from mpp_cli.errors import ExitCode
+from mpp_cli.render import local_time
 from tests.integration.admin_support import (
     S1,
     S2,
