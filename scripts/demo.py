@@ -360,7 +360,18 @@ class Demo:
             wait_until(lambda: self.agent_says(1).startswith("up ready"), 20, "the agent")
         with self.step(f"HAProxy: haproxy/haproxy.cfg, read-write on 127.0.0.1:{rw}"):
             cfg = self.workdir / "haproxy.cfg"
-            cfg.write_text(render_haproxy_config(HAPROXY_CFG.read_text(), self))
+            cfg.write_text(
+                render_haproxy_config(
+                    HAPROXY_CFG.read_text(),
+                    rw_port=rw,
+                    ro_port=ro,
+                    node1=self.node_id(1),
+                    node2=self.node_id(2),
+                    pool=POOL,
+                    agent_port=agent,
+                    admin_socket=self.workdir / "haproxy.sock",
+                )
+            )
             checked = subprocess.run(
                 [find_binary("haproxy"), "-c", "-q", "-f", str(cfg)],
                 capture_output=True,
@@ -601,29 +612,38 @@ def install_datadir(datadir: Path, log: Path) -> None:
         raise DemoError(f"mariadb-install-db failed:\n{log_tail(log)}")
 
 
-def render_haproxy_config(text: str, demo: Demo) -> str:
-    """haproxy/haproxy.cfg on the demo's ports: the listeners on 127.0.0.1, the example nodes
-    10.0.0.1/10.0.0.2:3306 replaced by node1/node2, the pool name and the agent port; plus a
-    global section with an admin socket in the demo dir. Everything else is the shipped config
-    (check, agent-inter 1s, balance first, redispatch). Fails loudly if the shipped config no
-    longer has what is rewritten, rather than running something else."""
+def render_haproxy_config(
+    text: str,
+    *,
+    rw_port: int,
+    ro_port: int,
+    node1: str,
+    node2: str,
+    pool: str,
+    agent_port: int,
+    admin_socket: Path | None = None,
+) -> str:
+    """haproxy/haproxy.cfg on local ports: the listeners on 127.0.0.1, the example nodes
+    10.0.0.1/10.0.0.2:3306 replaced by ``node1``/``node2``, the pool name and the agent port;
+    plus, with ``admin_socket``, a global section with the runtime API. Everything else is the
+    shipped config (mysql-check, agent-inter 1s, balance first, redispatch). Fails loudly if the
+    shipped config no longer has what is rewritten, rather than running something else."""
     replacements = {
-        "0.0.0.0:6446": f"127.0.0.1:{demo.ports['rw']}",
-        "0.0.0.0:6447": f"127.0.0.1:{demo.ports['ro']}",
-        "10.0.0.1:3306": demo.node_id(1),
-        "10.0.0.2:3306": demo.node_id(2),
-        "app_pool ": f"{POOL} ",
-        "agent-port 9777": f"agent-port {demo.ports['agent']}",
+        "0.0.0.0:6446": f"127.0.0.1:{rw_port}",
+        "0.0.0.0:6447": f"127.0.0.1:{ro_port}",
+        "10.0.0.1:3306": node1,
+        "10.0.0.2:3306": node2,
+        "app_pool ": f"{pool} ",
+        "agent-port 9777": f"agent-port {agent_port}",
     }
     for old, new in replacements.items():
         if old not in text:
             raise DemoError(f"haproxy/haproxy.cfg no longer contains {old!r}: update the demo")
         text = text.replace(old, new)
-    admin = demo.workdir / "haproxy.sock"
-    return (
-        f"# Rendered by scripts/demo.py from {HAPROXY_CFG}\n"
-        f"global\n    stats socket {admin} mode 600 level admin\n\n{text}"
-    )
+    header = f"# Rendered by scripts/demo.py from {HAPROXY_CFG}\n"
+    if admin_socket is not None:
+        header += f"global\n    stats socket {admin_socket} mode 600 level admin\n\n"
+    return header + text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,13 +6,20 @@ so a test may kill, freeze or misconfigure nodes without cleaning up after itsel
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.servers import HAProxy, MariaDBCluster, RedisServer, require_binary, short_tempdir
+
+# Tests start the console scripts by name (mpp-poller, mpp-agent, mpp-admin): those of the
+# interpreter running pytest come first, since `make test` runs `.venv/bin/python -m pytest`
+# without activating the venv (a fresh CI machine has them nowhere else on PATH).
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 @pytest.fixture(scope="session")

@@ -178,13 +178,17 @@ def _log_tail(path: Path, lines: int = 20) -> str:
 
 
 class RedisServer:
-    """One redis-server on a free loopback port, no persistence (``--save '' --appendonly no``)."""
+    """One redis-server on a free loopback port, no persistence (``--save '' --appendonly no``),
+    or with an append-only file in ``workdir`` when ``persistent`` (a restart keeps the data)."""
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path | None = None, port: int | None = None, *, persistent: bool = False
+    ) -> None:
         self.binary = require_binary("redis-server")
         self.workdir = workdir or short_tempdir("mppr")
         self._own_workdir = workdir is None
         self.port = port or free_port()
+        self.persistent = persistent
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -216,7 +220,7 @@ class RedisServer:
             "--bind", "127.0.0.1",
             "--dir", str(self.workdir),
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.persistent else "no",
             "--daemonize", "no",
         ]  # fmt: skip
         log = self.workdir / "redis.log"
@@ -238,7 +242,7 @@ class RedisServer:
         self._proc = None
 
     def restart(self) -> RedisServer:
-        """Stop and start on the same port; the data is lost (no persistence)."""
+        """Stop and start on the same port; the data is lost unless ``persistent``."""
         self.stop()
         return self.start()
 
