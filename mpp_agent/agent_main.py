@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -111,21 +108,18 @@ def run(argv: Sequence[str]) -> int:
     import gevent.event
 
     from mpp_agent.agent_server import Agent, AgentSettings
+    from mpp_agent.daemon import ExitCode, setup_logging
     from mpp_agent.store import Store, StoreError, redact_url
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(args.log_level)
     log = logging.getLogger("mpp.agent")
     raise_nofile_limit()
     try:
         store = Store.from_url(args.redis_url, namespace=args.namespace)
     except StoreError as exc:
         log.error("%s", exc)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     settings = AgentSettings(
         listen=args.listen,
         metrics_listen=args.metrics_listen,
@@ -139,7 +133,7 @@ def run(argv: Sequence[str]) -> int:
         agent.start()
     except OSError as exc:
         log.error("cannot listen: %s", exc)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     stop = gevent.event.Event()
     stopped_by: list[str] = []
 
@@ -147,8 +141,9 @@ def run(argv: Sequence[str]) -> int:
         stopped_by.append(name)
         stop.set()
 
-    gevent.signal_handler(15, on_signal, "SIGTERM")
-    gevent.signal_handler(2, on_signal, "SIGINT")
+    # gevent's handlers run in the hub, so the Event wakes the main greenlet at once.
+    gevent.signal_handler(signal.SIGTERM, on_signal, "SIGTERM")
+    gevent.signal_handler(signal.SIGINT, on_signal, "SIGINT")
     log.info(
         "mpp-agent listening on %s:%d (metrics %s), Redis %s, namespace %s, stale after %gs",
         *agent.address,
@@ -161,7 +156,7 @@ def run(argv: Sequence[str]) -> int:
     log.info("%s received: stopping", stopped_by[0] if stopped_by else "stop")
     agent.stop()
     log.info("stopped")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def main() -> None:
