@@ -12,6 +12,7 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(PY) -m mypy --strict --explicit-package-bases scripts/demo.py bench/failover.py
 
 test: lint
 	$(PY) -m pytest

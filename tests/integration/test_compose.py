@@ -41,12 +41,17 @@ def test_build_context_and_dockerfile_exist() -> None:
         dockerfile = context / build["dockerfile"]
         assert dockerfile.is_file()
         text = dockerfile.read_text()
-        for path in re.findall(r"^COPY (\S+)", text, re.MULTILINE):
-            assert (context / path).exists(), path
-        assert "pip install" in text
+        sources = [
+            path
+            for line in re.findall(r"^COPY (.+)$", text, re.MULTILINE)
+            for path in line.split()[:-1]
+        ]
+        assert "pyproject.toml" in sources and "README.md" in sources  # pyproject's readme
         ignore = dockerfile.with_name(dockerfile.name + ".dockerignore").read_text()
-        for path in re.findall(r"^COPY (\S+)", text, re.MULTILINE):
+        for path in sources:
+            assert (context / path).exists(), path
             assert f"!{path}" in ignore, f"{path} is excluded from the build context"
+        assert "pip install" in text
 
 
 def bind_sources() -> list[tuple[str, Path]]:
