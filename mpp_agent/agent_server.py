@@ -16,7 +16,12 @@ This is the only module that imports ``gevent.server``. It owns:
   - *pollers stale*: a pool with nodes whose last committed round is more than
     ``POLLER_STALE_ROUNDS`` rounds behind the current round, by Redis server time (round ``k``
     starts at ``k x interval``, architecture.md 2.3). Pollers commit every round, so this means
-    no poller has ticked the pool for about three intervals. A pool never ticked is stale.
+    no poller has ticked the pool for about three intervals. A pool never ticked is stale;
+  - *pool vanished*: a full load no longer finds a pool that the snapshot has, and no removal
+    was notified for it (Redis restarted without its data, a flush, a wrong namespace). Its
+    last decisions are kept, marked stale, until it reappears. A pool removed through the store
+    (``remove_pool`` notifies) is dropped at once: its nodes become unknown, i.e. ``down``.
+    If that notification was missed, the pool stays (stale) until the agent restarts.
 
 * **before the first snapshot** (agent just started, Redis not reachable yet) probes are closed
   *without a reply*: HAProxy then ignores the check and keeps what it had (haproxy-agent.md 3),
@@ -64,15 +69,6 @@ POLLER_STALE_ROUNDS = 3
 STOP_GRACE = 2.0
 
 Key = tuple[str, str, Role]
-
-
-class StoreLooksEmpty(Exception):
-    """A full load found no pool at all where the snapshot had some.
-
-    Redis restarted without its data, or the URL or namespace points elsewhere: either way the
-    monitor is sick, not every database gone. The last snapshot is kept (and goes stale) rather
-    than answering ``down`` for every node. Deleting pools one by one is honoured (the
-    notification reloads just that pool); deleting the very last one is not, until a restart."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +173,7 @@ class Agent:
         self.snapshot: Snapshot | None = None
         self.pools: dict[str, PoolState] = {}
         self.stale_pools: set[str] = set()
+        self.vanished: set[str] = set()  # pools a full load no longer found (kept, stale)
         self.last_ok = -math.inf  # monotonic time of the last successful refresh
         self._rendered: dict[str, RenderedPool] = {}
         self._clock_offset = 0.0  # Redis server time minus our wall clock
@@ -247,13 +244,17 @@ class Agent:
         """Reload all pools (``names`` None) or just these, and rebuild what changed."""
         redis_now = self.store.server_time()
         if names is None:
+            # A pool missing from a full load was not deleted through mpp-admin (that notifies
+            # and is handled below): Redis lost it. Keep its last decisions, marked stale.
             pools = {p.name: p for p in self.store.load_pools()}
-            if not pools and self.pools:
-                raise StoreLooksEmpty(f"no pools in Redis, {len(self.pools)} known before")
+            vanished = set(self.pools) - set(pools)
+            pools.update((n, self.pools[n]) for n in vanished)
         else:
-            wanted = sorted(names)
+            wanted = set(names)
             pools = {n: p for n, p in self.pools.items() if n not in wanted}
-            pools.update((p.name, p) for p in self.store.load_pools(wanted))
+            pools.update((p.name, p) for p in self.store.load_pools(sorted(wanted)))
+            vanished = self.vanished - wanted
+        self.vanished = vanished
         self._clock_offset = redis_now - time.time()
         self.pools = pools
         self.last_ok = time.monotonic()
@@ -268,7 +269,7 @@ class Agent:
         changed = self.snapshot is None or set(self._rendered) != set(self.pools)
         rendered: dict[str, RenderedPool] = {}
         for name, pool in self.pools.items():
-            stale = is_pool_stale(pool, now)
+            stale = name in self.vanished or is_pool_stale(pool, now)
             old = self._rendered.get(name)
             if (
                 old is None
@@ -290,6 +291,13 @@ class Agent:
     def _note_stale_pools(self, stale: set[str]) -> None:
         for name in sorted(stale - self.stale_pools):
             pool = self.pools[name]
+            if name in self.vanished:
+                log.warning(
+                    "pool %s is gone from Redis without being removed (Redis lost its data?): "
+                    "answering its last known decisions marked stale",
+                    name,
+                )
+                continue
             log.warning(
                 "pool %s: no round committed since round %d (interval %gs): pollers look dead; "
                 "answering its last known decisions marked stale",
@@ -316,9 +324,9 @@ class Agent:
 
     def _note_redis_error(self, exc: Exception) -> None:
         self.metrics.redis_errors += 1
-        if isinstance(exc, (*REDIS_DOWN_ERRORS, StoreLooksEmpty)):
+        if isinstance(exc, REDIS_DOWN_ERRORS):
             if not self._redis_failing:
-                log.warning("Redis unusable, keeping the last snapshot: %s", exc)
+                log.warning("Redis unreachable, keeping the last snapshot: %s", exc)
             self._redis_failing = True
         else:
             log.exception("refreshing the snapshot failed")
@@ -334,12 +342,17 @@ class Agent:
         """Refresh on each notification (those pools) and every refresh_interval (all)."""
         next_full = 0.0
         while not self._stopping.is_set():
-            self._wakeup.wait(timeout=max(0.0, next_full - time.monotonic()))
+            self._wakeup.wait(timeout=max(0.0, self._next_wake(next_full) - time.monotonic()))
+            notified = self._wakeup.is_set()
             self._wakeup.clear()
             if self._stopping.is_set():
                 break
+            self._note_staleness()
+            due = time.monotonic() >= next_full
+            if not (notified or due):
+                continue  # woken only to log the moment the snapshot went stale
             # a wake-up with no notified pool (start, resubscribe) asks for a full catch-up
-            full = time.monotonic() >= next_full or not self._dirty
+            full = due or not self._dirty
             names = None if full else self._dirty
             self._dirty = set()
             try:
@@ -352,6 +365,12 @@ class Agent:
             if full:
                 next_full = time.monotonic() + self.settings.refresh_interval
             self._note_staleness()
+
+    def _next_wake(self, next_full: float) -> float:
+        """The next full refresh, or the moment the snapshot turns stale if that is sooner."""
+        if self._was_stale or self.snapshot is None:
+            return next_full
+        return min(next_full, self.last_ok + self.settings.stale_after + 0.001)
 
     def subscribe_loop(self) -> None:
         """Mark notified pools dirty and wake the refresher; resubscribe after errors."""

@@ -291,6 +291,7 @@ def test_redis_down_keeps_answers_marked_stale(
     log = agent.log.read_text()
     assert log.count("snapshot stale") == 1
     assert "snapshot fresh again" in log
+    assert "gone from Redis without being removed" in log
 
 
 def test_dead_pollers_mark_the_pool_stale(
