@@ -63,7 +63,7 @@ OPTIONS = (
     Option("--listen", "MPP_AGENT_LISTEN", "127.0.0.1:9777", parse_address,
            "HOST:PORT for HAProxy agent-checks"),
     Option("--metrics-listen", "MPP_AGENT_METRICS_LISTEN", None, parse_address,
-           "HOST:PORT for HTTP /metrics (Prometheus) and /healthz; off by default"),
+           "HOST:PORT for HTTP /metrics (Prometheus) and /healthz"),
     Option("--stale-after", "MPP_AGENT_STALE_AFTER", "5", positive_float,
            "seconds without a successful refresh from Redis before answers are marked stale"),
     Option("--refresh-interval", "MPP_AGENT_REFRESH_INTERVAL", "1", positive_float,
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
             opt.flag,
             type=opt.parse,
             default=None if default is None else opt.parse(default),
-            help=f"{opt.help} (env {opt.env}; default {opt.default})",
+            help=f"{opt.help} (env {opt.env}; default {opt.default or 'off'})",
         )
     return parser
 
