@@ -6,8 +6,8 @@ imports nothing at import time that opens sockets or starts threads, so tests ca
 patch.
 
 Each option is declared once (``OPTIONS``): flag, environment variable, default, parser, help.
-The Redis password is never an option: it comes in the URL, ``MPP_REDIS_PASSWORD`` or the
-store's password handling, and the URL is redacted in every log line.
+The Redis password is never an option's value: it comes in the URL, a file
+(``--redis-password-file``) or ``MPP_REDIS_PASSWORD``, and the URL is redacted in every log line.
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ class Option:
 OPTIONS = (
     Option("--redis-url", "MPP_REDIS_URL", "redis://127.0.0.1:6379/0", str,
            "redis://, rediss://, unix:// or redis+sentinel://h1:p1,h2:p2/<master>/<db>"),
+    Option("--redis-password-file", "MPP_REDIS_PASSWORD_FILE", None, str,
+           "file whose first line is the Redis password (else the URL or MPP_REDIS_PASSWORD)"),
     Option("--namespace", "MPP_NAMESPACE", "mpp", str, "key prefix shared with the pollers"),
     Option("--listen", "MPP_AGENT_LISTEN", "127.0.0.1:9777", parse_address,
            "HOST:PORT for HAProxy agent-checks"),
@@ -109,15 +111,16 @@ def run(argv: Sequence[str]) -> int:
 
     from mpp_agent.agent_server import Agent, AgentSettings
     from mpp_agent.daemon import ExitCode, setup_logging
-    from mpp_agent.store import Store, StoreError, redact_url
+    from mpp_agent.store import Store, StoreError, read_password, redact_url
 
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     log = logging.getLogger("mpp.agent")
     raise_nofile_limit()
     try:
-        store = Store.from_url(args.redis_url, namespace=args.namespace)
-    except StoreError as exc:
+        password = read_password(args.redis_password_file)
+        store = Store.from_url(args.redis_url, namespace=args.namespace, password=password)
+    except (OSError, StoreError) as exc:
         log.error("%s", exc)
         return ExitCode.USAGE
     settings = AgentSettings(

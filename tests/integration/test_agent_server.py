@@ -359,3 +359,24 @@ def test_sigterm_finishes_in_flight_probes_and_exits_0(
     with pytest.raises(OSError):
         probe(agent.port, b"p1 127.0.0.1\n", timeout=1)
     assert "SIGTERM received" in agent.log.read_text()
+
+
+def test_password_protected_redis_from_a_file_never_logged(
+    fresh_redis: RedisServer, start_agent: Callable[..., AgentProcess], tmp_path: Path
+) -> None:
+    secret = "s3cret-redis-pw"
+    with fresh_redis.client() as client:
+        client.config_set("requirepass", secret)
+    store = Store.from_url(fresh_redis.url, "mpp", password=secret)
+    store.create_pool(parse_failoverpool("name:pw;primary:10.0.0.1;secondary:10.0.0.2"))
+    tick(store, "pw")
+    pw_file = tmp_path / "redis.pw"
+    pw_file.write_text(secret + "\n")
+    agent = start_agent(fresh_redis.url, "--redis-password-file", str(pw_file))
+    assert agent.ask("pw 10.0.0.1 rw").startswith("down #UNKNOWN")
+    # Without the password: a clear refusal in the log, still no secret anywhere.
+    other = start_agent(fresh_redis.url, wait_snapshot=False)
+    time.sleep(1.5)
+    for log in (agent.log, other.log):
+        assert secret not in log.read_text()
+    assert "Authentication required" in other.log.read_text() or "NOAUTH" in other.log.read_text()
