@@ -138,13 +138,21 @@ def _is_yes(value: Any) -> bool:
     return "yes" in _text(value).lower()
 
 
-def _is_reconnecting(value: Any) -> bool:
-    """DIVERGENCE: an IO thread that is (re)connecting to its source is not this node's fault.
+# Last_IO_Errno values that mean "the source cannot be reached" (or no error yet).
+_SOURCE_UNREACHABLE = frozenset({0, 2002, 2003, 2005, 2006, 2013})
+
+
+def _is_reconnecting(status: Mapping[str, Any]) -> bool:
+    """DIVERGENCE: an IO thread (re)connecting to an unreachable source is not this node's fault.
 
     When the ACTIVE primary of a master-master pair dies, the secondary's IO thread goes to
     ``Connecting`` at once. MPP counted that as a request error, so the secondary failed in the
-    same tick as the primary and nobody took over. The source's own probe sees the outage."""
-    return _text(value).strip().lower() in ("connecting", "preparing")
+    same tick as the primary and nobody took over. The source's own probe sees the outage. Any
+    other reason to be stuck connecting (e.g. 1045, a wrong replication password) stays an
+    error of this node."""
+    state = _text(status.get("Slave_IO_Running")).strip().lower()
+    errno = _number(status.get("Last_IO_Errno"))
+    return state in ("connecting", "preparing") and errno in _SOURCE_UNREACHABLE
 
 
 def slave_status_errors(row: Mapping[str, Any]) -> list[str]:
@@ -160,7 +168,7 @@ def slave_status_errors(row: Mapping[str, Any]) -> list[str]:
         errors.append(
             f"Slave Error: Slave SQL is not running, Slave_SQL_Running={_text(sql_running)}."
         )
-    elif not _is_yes(io_running) and not _is_reconnecting(io_running):
+    elif not _is_yes(io_running) and not _is_reconnecting(status):
         errors.append(
             f"Slave Error: Slave IO is not running, Slave_IO_Running={_text(io_running)}."
         )

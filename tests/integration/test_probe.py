@@ -22,6 +22,7 @@ from tests.servers import (
     MariaDBCluster,
     MariaDBNode,
     free_port,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -129,6 +130,33 @@ def test_stopped_io_thread_is_a_request_error(mariadb_cluster: MariaDBCluster) -
     assert (
         result.observation.message == "Slave Error: Slave IO is not running, Slave_IO_Running=No."
     )
+
+
+def test_io_thread_reconnecting_to_a_dead_source_is_not_an_error(
+    mariadb_cluster: MariaDBCluster,
+) -> None:
+    # node3 replicates from node1: with node1 gone its IO thread keeps "Connecting" (2003).
+    mariadb_cluster.node1.kill9()
+    node = mariadb_cluster.node3
+    wait_until(lambda: (node.slave_status() or {}).get("Last_IO_Errno") in (2003, 2013), 15, "IO")
+    result = probe(node)
+    assert result.observation.outcome is Outcome.HEALTHY, result.observation.message
+
+
+def test_io_thread_refused_by_its_source_is_a_request_error(
+    mariadb_cluster: MariaDBCluster,
+) -> None:
+    node = mariadb_cluster.node3
+    try:
+        node.sql("STOP SLAVE; CHANGE MASTER TO MASTER_PASSWORD='wrong'; START SLAVE")
+        wait_until(lambda: (node.slave_status() or {}).get("Last_IO_Errno") == 1045, 15, "1045")
+        result = probe(node)
+        assert result.observation.outcome is Outcome.REQUEST
+        assert "Slave_IO_Running=Connecting" in result.observation.message
+    finally:
+        node.sql("STOP SLAVE")
+        node.change_master(mariadb_cluster.node1)
+        node.sql("START SLAVE")
 
 
 def test_node_without_replication_is_a_request_error(mariadb_cluster: MariaDBCluster) -> None:

@@ -40,9 +40,14 @@ CASES = [
         id="sql-stopped",
     ),
     pytest.param(
-        row(Slave_IO_Running="Connecting"),
+        row(Slave_IO_Running="Connecting", Last_IO_Errno=2003),
         [],
         id="io-connecting-source-down-is-not-this-nodes-error",
+    ),
+    pytest.param(
+        row(Slave_IO_Running="Connecting", Last_IO_Errno=1045),
+        ["Slave Error: Slave IO is not running, Slave_IO_Running=Connecting."],
+        id="io-connecting-access-denied-is-this-nodes-error",
     ),
     pytest.param(
         row(Slave_IO_Running="No", Slave_SQL_Running="No"),
