@@ -114,6 +114,7 @@ class CycleReport:
     deferred: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     probe_seconds: float = 0.0
+    pools: list[PoolState] = field(default_factory=list)  # every pool this poller polls
 
     def sentence(self) -> str:
         parts = [f"committed {describe_pool(p)}" for p in self.committed.values()]
@@ -164,6 +165,7 @@ class Poller:
         now = self.sync_clock()
         report = CycleReport()
         pools = self.load_pools()
+        report.pools = pools
         for pool in pools:
             problem = self.settings.problem(pool)
             if problem is not None:
@@ -306,14 +308,9 @@ class Poller:
     def heartbeat(self, report: CycleReport, cycle_seconds: float) -> None:
         now = self.now()
         pools = sorted(self.handled)
-        lag = max(
-            (
-                now - r * p.interval
-                for p in report.committed.values()
-                for r in [report.rounds[p.name]]
-            ),
-            default=0.0,
-        )
+        # Lag: how long after its round started the latest round was committed.
+        starts = [report.rounds[name] * p.interval for name, p in report.committed.items()]
+        lag = max((now - start for start in starts), default=0.0)
         info = {
             "poller_id": self.settings.poller_id,
             "pools": pools,
@@ -334,7 +331,6 @@ class Poller:
 
     def run(self, stop: Callable[[], bool], wait: Callable[[float], bool]) -> None:
         """Cycle until ``stop()``; ``wait(seconds)`` sleeps and returns True if stopping."""
-        pools: list[PoolState] = []
         while not stop():
             started = time.monotonic()
             try:
@@ -342,8 +338,7 @@ class Poller:
                 if report.rounds:
                     log.info("%s", report.sentence())
                     self.heartbeat(report, time.monotonic() - started)
-                pools = self.load_pools()
-                delay = self.next_wake(pools)
+                delay = self.next_wake(report.pools)
             except REDIS_DOWN_ERRORS as exc:
                 log.warning("Redis unreachable (%s); retrying in %gs", exc, REDIS_RETRY_DELAY)
                 delay = REDIS_RETRY_DELAY
