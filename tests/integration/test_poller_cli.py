@@ -114,3 +114,15 @@ def test_sigterm_stops_gracefully_and_leaves(redis_url, mariadb_cluster):
         assert "stopped (SIGTERM)" in poller.output()
     finally:
         poller.cleanup()
+
+
+def test_pool_option_polls_only_the_named_pools(redis_url, mariadb_cluster, tmp_path):
+    store = Store.from_url(redis_url)
+    create_pool(store, mariadb_cluster)
+    text = f"name:p2;primary:{mariadb_cluster.node3.node_id}"
+    store.create_pool(parse_failoverpool(text, interval=1.0))
+    untouched = store.load_pool("p2")
+    result = run_poller(redis_url, tmp_path, "--once", "--pool", "p1", *FAST_PROBE)
+    assert result.returncode == 0, result.stderr
+    assert store.load_pool("p1").last_round >= 0
+    assert store.load_pool("p2") == untouched
