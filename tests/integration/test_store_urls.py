@@ -99,3 +99,33 @@ def test_redact_url_hides_the_password() -> None:
     assert redact_url("redis://:hunter2@10.0.0.9:6379/0") == "redis://:***@10.0.0.9:6379/0"
     assert redact_url("rediss://app:hunter2@r:6380/1") == "rediss://app:***@r:6380/1"
     assert redact_url("redis://10.0.0.9:6379/0") == "redis://10.0.0.9:6379/0"
+
+
+def test_rediss_url_over_tls(workdir: Path) -> None:
+    openssl = require_binary("openssl")
+    cert, key = workdir / "cert.pem", workdir / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    port = free_port()
+    argv = [require_binary("redis-server"), "--port", "0", "--tls-port", str(port)]
+    argv += ["--bind", "127.0.0.1", "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+    argv += ["--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no", "--save", ""]
+    proc = spawn(argv, workdir / "tls.log")
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    try:
+        store = Store.from_url(url, "mpp")
+        wait_until(lambda: tls_ping(store), 10, "redis over TLS")
+        round_trip(store)
+    finally:
+        terminate(proc)
+
+
+def tls_ping(store: Store) -> bool:
+    try:
+        return bool(store.client.ping())
+    except redis.ConnectionError:
+        return False
