@@ -23,18 +23,8 @@ from mpp_agent.state import (
     set_override,
 )
 from mpp_cli.errors import CliError, cli_errors
-from mpp_cli.session import locate, parse_node, run_admin, session_of
+from mpp_cli.session import NodeArg, PoolOpt, locate, parse_node, run_admin, session_of
 
-NodeArg = Annotated[str, typer.Argument(help="The node, host[:port] (port 3306 by default).")]
-PoolOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--pool",
-        "-p",
-        help="The pool (needed when the node is in several pools).",
-        show_default=False,
-    ),
-]
 DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 

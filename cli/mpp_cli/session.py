@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import typer
 
@@ -18,6 +19,18 @@ from mpp_agent.model import NodeId, NodeState, PoolState
 from mpp_agent.state import AdminResult, expire_overrides
 from mpp_agent.store import Store, StoreError, read_password, redact_url
 from mpp_cli.errors import AmbiguousNode, CliError, UnknownNode
+
+# The NODE argument and --pool option that every node command shares.
+NodeArg = Annotated[str, typer.Argument(help="The node, host[:port] (port 3306 by default).")]
+PoolOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pool",
+        "-p",
+        help="The pool (needed when the node is in several pools).",
+        show_default=False,
+    ),
+]
 
 
 @dataclass

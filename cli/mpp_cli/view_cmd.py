@@ -28,18 +28,8 @@ from mpp_cli.render import (
     to_json,
     to_json_line,
 )
-from mpp_cli.session import locate, parse_node, session_of
+from mpp_cli.session import NodeArg, PoolOpt, locate, parse_node, session_of
 
-NodeArg = Annotated[str, typer.Argument(help="The node, host[:port] (port 3306 by default).")]
-PoolOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--pool",
-        "-p",
-        help="The pool (needed when the node is in several pools).",
-        show_default=False,
-    ),
-]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 FOLLOW_POLL_SECONDS = 0.5
 
