@@ -134,7 +134,10 @@ def is_pool_stale(pool: PoolState, now: float) -> bool:
     if not pool.nodes:
         return False
     current_round = math.floor(now / pool.interval)
-    return current_round - pool.last_round > POLLER_STALE_ROUNDS
+    # A last round ahead of the clock (numbered under another interval, or Redis time went
+    # back after a failover of Redis) means no commit is landing either.
+    behind = current_round - pool.last_round
+    return behind > POLLER_STALE_ROUNDS or behind < -1
 
 
 def render_pool(pool: PoolState, now: float, stale: bool) -> RenderedPool:
@@ -277,7 +280,13 @@ class Agent:
                 or old.stale != stale
                 or (old.expiry is not None and now >= old.expiry)
             ):
-                old = render_pool(pool, now, stale)
+                try:
+                    old = render_pool(pool, now, stale)
+                except Exception:  # one pool's bad state must not stop the others' answers
+                    log.exception("cannot render pool %s; keeping its last answers", name)
+                    old = self._rendered.get(name)
+                    if old is None:
+                        continue
                 changed = True
             rendered[name] = old
         self._rendered = rendered

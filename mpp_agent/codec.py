@@ -101,8 +101,8 @@ def pool_from_doc(doc: str | bytes, version: int, last_round: int) -> PoolState:
         data = json.loads(doc)
         if data.get("schema") != SCHEMA:
             raise DocumentError(f"unsupported pool document schema {data.get('schema')!r}")
-        return PoolState(
-            name=data["name"],
+        pool = PoolState(
+            name=str(data["name"]),
             nodes=tuple(node_from_dict(n) for n in data["nodes"]),
             status=PoolStatus(data["status"]),
             max_requests=int(data["max_requests"]),
@@ -110,8 +110,26 @@ def pool_from_doc(doc: str | bytes, version: int, last_round: int) -> PoolState:
             version=version,
             last_round=last_round,
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DocumentError(f"unreadable pool document: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DocumentError(f"unreadable pool document: {exc!r}") from None
+    problem = pool_problem(pool)
+    if problem:
+        raise DocumentError(f"unreadable pool document of {pool.name!r}: {problem}")
+    return pool
+
+
+def pool_problem(pool: PoolState) -> str:
+    """What makes a decoded pool unusable (every reader divides by the interval, compares R)."""
+    if not pool.interval > 0:
+        return f"interval {pool.interval!r} is not positive"
+    if pool.max_requests < 1:
+        return f"max_requests {pool.max_requests!r} is below 1"
+    for n in pool.nodes:
+        if n.requests is not None and (type(n.requests) is not int or n.requests < 0):
+            return f"requests {n.requests!r} of {n.node} is not a count"
+        if n.message is not None and not isinstance(n.message, str):
+            return f"message of {n.node} is not text"
+    return ""
 
 
 def event_to_json(event: Event, actor: str, at: float, round_: int | None = None) -> str:
@@ -139,8 +157,11 @@ def observations_to_json(observations: dict[NodeId, Observation]) -> str:
 
 
 def observations_from_json(text: str | bytes) -> dict[NodeId, Observation]:
-    data = json.loads(text)
-    return {
-        NodeId.parse(node): Observation(Outcome(outcome), message)
-        for node, (outcome, message) in data.items()
-    }
+    try:
+        data = json.loads(text)
+        return {
+            NodeId.parse(node): Observation(Outcome(outcome), str(message))
+            for node, (outcome, message) in data.items()
+        }
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise DocumentError(f"unreadable observations: {exc!r}") from None

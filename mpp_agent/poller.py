@@ -208,8 +208,11 @@ class Poller:
                 return self.probe(node, self.settings.probe)
         except gevent.Timeout:
             text = f"probe timed out after {timeout:g}s"
-            observation = Observation.connect_error(node, text)
-            return ProbeResult(node, observation, NodeMetrics(), time.monotonic() - started)
+        except Exception as exc:  # a probe bug must cost one node's verdict, not the round
+            log.exception("probe of %s failed unexpectedly", node)
+            text = f"probe failed: {type(exc).__name__}"
+        observation = Observation.connect_error(node, text)
+        return ProbeResult(node, observation, NodeMetrics(), time.monotonic() - started)
 
     def record_of(
         self, pool: PoolState, round_: int, results: Mapping[NodeId, ProbeResult]
@@ -243,7 +246,10 @@ class Poller:
             for (name, round_), (pool, reports) in zip(
                 todo, self.store.load_round(todo), strict=True
             ):
-                outcome = self.commit_round(name, round_, pool, reports)
+                try:
+                    outcome = self.commit_round(name, round_, pool, reports)
+                except UnknownPool:
+                    outcome = "was removed"
                 if isinstance(outcome, PoolState):
                     committed[name] = outcome
                 elif outcome == "version":
@@ -266,9 +272,13 @@ class Poller:
             return "was removed"
         if pool.last_round >= round_:
             return f"round {round_} already committed"
+        now = self.now()
+        if round_ > round_of(now, pool.interval):
+            # Numbered with an interval the pool no longer has: committing it would put the
+            # pool's last round far ahead of every round under the new interval.
+            return f"round {round_} belongs to the pool's previous interval; not ticked"
         if not reports:
             return f"round {round_} has no observations; not ticked"
-        now = self.now()
         result = tick(expire_overrides(pool, now), merge_observations(reports), now)
         ok, why = self.store.commit(
             pool, result.pool, result.events, self.settings.poller_id, now, round_
@@ -296,7 +306,8 @@ class Poller:
         except REDIS_DOWN_ERRORS as exc:
             log.warning("deadline commit of %s round %d: Redis unreachable: %s", pool, round_, exc)
             return
-        except UnknownPool:
+        except Exception:  # a greenlet of its own: nothing above it would log this
+            log.exception("deadline commit of %s round %d failed", pool, round_)
             return
         if report.committed:
             log.info(
@@ -354,6 +365,7 @@ class Poller:
         report = self.cycle(force=True)
         log.info("%s", report.sentence())
         self.heartbeat(report, report.probe_seconds)
+        self.leave()  # not a live poller between cron runs: others need not wait for it
         return report
 
     def leave(self) -> None:

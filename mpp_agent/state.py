@@ -427,6 +427,15 @@ def set_override(pool: PoolState, node: NodeId, override: Override) -> AdminResu
     """Pin what the agent answers for a node; the state machine keeps running underneath."""
     index = node_index(pool, node)
     before = pool.nodes[index]
+    if override.state is State.ACTIVE:
+        # Never two writers: an ACTIVE override only where no other node answers ACTIVE.
+        for other in pool.nodes:
+            shown = other.override.state if other.override is not None else other.state
+            if other is not before and shown is State.ACTIVE:
+                raise AdminRefused(
+                    f"Server {node} cannot be overridden to ACTIVE while {other.node} is "
+                    f"ACTIVE; override {other.node} to STANDBY first."
+                )
     after = replace(before, override=override)
     status = f"/{override.status}" if override.status else ""
     until = f" until {override.expires_at:.0f}" if override.expires_at is not None else ""

@@ -13,18 +13,20 @@ environment (``MPP_REDIS_PASSWORD``) or a file, and never appears in a log line 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import redis
 import redis.sentinel
 
 from mpp_agent.codec import (
+    DocumentError,
     event_from_json,
     event_to_json,
     observations_from_json,
@@ -36,6 +38,8 @@ from mpp_agent.config import PoolConfig, new_pool
 from mpp_agent.keys import DEFAULT_NAMESPACE, Keys
 from mpp_agent.model import Event, EventKind, NodeId, Observation, PoolState
 from mpp_agent.state import AdminResult, expire_overrides
+
+log = logging.getLogger("mpp.store")
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 EVENTS_MAXLEN = 10_000
@@ -86,11 +90,16 @@ class RedisUnavailable(StoreError):
 def redact_url(url: str) -> str:
     """The URL with any password replaced, for log lines and error messages."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    netloc = f"{user}:***@{parts.netloc.rsplit('@', 1)[1]}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        user = parts.username or ""
+        parts = parts._replace(netloc=f"{user}:***@{parts.netloc.rsplit('@', 1)[1]}")
+    if "password" in parts.query.lower():  # redis-py also takes ?password=...
+        query = [
+            f"{k}=***" if k.lower() == "password" else f"{k}={v}"
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        parts = parts._replace(query="&".join(query))
+    return urlunsplit(parts)
 
 
 def read_password(password_file: str | None = None) -> str | None:
@@ -227,7 +236,7 @@ class Store:
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(self.keys.pool(name))
-        return [p for p in (decode_pool(raw) for raw in pipe.execute()) if p is not None]
+        return decode_pools(pipe.execute())
 
     def load_pool(self, name: str) -> PoolState:
         pool = decode_pool(self.client.hgetall(self.keys.pool(name)))
@@ -252,8 +261,7 @@ class Store:
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
     def round_observations(self, pool: str, round_: int) -> dict[str, dict[NodeId, Observation]]:
-        raw = self.client.hgetall(self.keys.observations(pool, round_))
-        return {k.decode(): observations_from_json(v) for k, v in raw.items()}
+        return decode_reports(self.client.hgetall(self.keys.observations(pool, round_)))
 
     # ---------------------------------------------------------------- pools
 
@@ -391,14 +399,18 @@ class Store:
     ) -> list[tuple[PoolState | None, dict[str, dict[NodeId, Observation]]]]:
         """For each (pool, round): the pool and every poller's observations of that round."""
         pipe = self.client.pipeline(transaction=False)
-        for pool, round_ in names:
-            pipe.hgetall(self.keys.pool(pool))
-            pipe.hgetall(self.keys.observations(pool, round_))
+        for name, round_ in names:
+            pipe.hgetall(self.keys.pool(name))
+            pipe.hgetall(self.keys.observations(name, round_))
         raw = pipe.execute()
-        out = []
-        for i in range(len(names)):
-            obs = {k.decode(): observations_from_json(v) for k, v in raw[2 * i + 1].items()}
-            out.append((decode_pool(raw[2 * i]), obs))
+        out: list[tuple[PoolState | None, dict[str, dict[NodeId, Observation]]]] = []
+        for i, (name, _) in enumerate(names):
+            try:
+                pool = decode_pool(raw[2 * i])
+            except DocumentError as exc:
+                log.error("not ticking pool %s: %s", name, exc)
+                pool = None
+            out.append((pool, decode_reports(raw[2 * i + 1])))
         return out
 
     def heartbeat(self, poller_id: str, info: dict[str, Any], now: float, ttl: float) -> None:
@@ -440,6 +452,37 @@ class Store:
 
 
 def decode_pool(raw: dict[bytes, bytes]) -> PoolState | None:
+    """The pool of a raw pool hash; None if absent; DocumentError if unreadable."""
     if not raw or b"doc" not in raw:
         return None
-    return pool_from_doc(raw[b"doc"], int(raw[b"version"]), int(raw[b"round"]))
+    try:
+        version, round_ = int(raw[b"version"]), int(raw[b"round"])
+    except (KeyError, ValueError) as exc:
+        raise DocumentError(f"unreadable pool hash: {exc!r}") from None
+    return pool_from_doc(raw[b"doc"], version, round_)
+
+
+def decode_pools(raws: Iterable[dict[bytes, bytes]]) -> list[PoolState]:
+    """Every readable pool; an unreadable one is logged and left out, so that one bad
+    document never stops the pollers or the agent from serving the others."""
+    pools = []
+    for raw in raws:
+        try:
+            pool = decode_pool(raw)
+        except DocumentError as exc:
+            log.error("skipping a pool: %s", exc)
+            continue
+        if pool is not None:
+            pools.append(pool)
+    return pools
+
+
+def decode_reports(raw: dict[bytes, bytes]) -> dict[str, dict[NodeId, Observation]]:
+    """Every poller's readable observations of a round; an unreadable report is left out."""
+    reports = {}
+    for poller, text in raw.items():
+        try:
+            reports[poller.decode()] = observations_from_json(text)
+        except DocumentError as exc:
+            log.error("ignoring the report of poller %s: %s", poller.decode(), exc)
+    return reports

@@ -156,6 +156,11 @@ def test_report_without_message_uses_the_request_level_label(redis_url: str) -> 
 
 def test_report_shows_the_override_on_a_second_line(redis_url: str) -> None:
     bootstrap(store_for(redis_url))
+    # Never two writers: the ACTIVE primary must be overridden away first.
+    refused = mpp_admin(redis_url, "override", "10.0.0.2", "--state", "ACTIVE", "--reason", "x")
+    assert refused.exit_code == ExitCode.REFUSED
+    assert "while 10.0.0.1:3306 is ACTIVE" in refused.stderr
+    mpp_admin(redis_url, "override", "10.0.0.1", "--state", "STANDBY", "--reason", "drill")
     mpp_admin(redis_url, "override", "10.0.0.2", "--state", "ACTIVE", "--reason", "drill")
     out = mpp_admin(redis_url, "report", "10.0.0.2").stdout.splitlines()
     assert out[0] == "OK/STANDBY (SECONDARY)"

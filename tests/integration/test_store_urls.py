@@ -99,6 +99,9 @@ def test_redact_url_hides_the_password() -> None:
     assert redact_url("redis://:hunter2@10.0.0.9:6379/0") == "redis://:***@10.0.0.9:6379/0"
     assert redact_url("rediss://app:hunter2@r:6380/1") == "rediss://app:***@r:6380/1"
     assert redact_url("redis://10.0.0.9:6379/0") == "redis://10.0.0.9:6379/0"
+    assert (
+        redact_url("redis://r:6379/0?password=hunter2&db=1") == "redis://r:6379/0?password=***&db=1"
+    )
 
 
 def test_rediss_url_over_tls(workdir: Path) -> None:

@@ -1,0 +1,89 @@
+"""What a broken stored document, a probe bug or a changed interval must not break (real Redis)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from mpp_agent.agent_server import is_pool_stale
+from mpp_agent.config import apply_config, config_of, parse_failoverpool
+from mpp_agent.model import NodeId, Observation, Outcome
+from mpp_agent.poller import Poller, PollerSettings, round_of
+from mpp_agent.probe import NodeMetrics, ProbeResult, ProbeSettings
+from mpp_agent.state import AdminResult
+from mpp_agent.store import Store
+
+pytestmark = pytest.mark.integration
+
+SETTINGS = PollerSettings("p-test", ProbeSettings("monitor", "x"), probe_timeout=0.4)
+
+
+@pytest.fixture
+def store(redis_url: str) -> Store:
+    return Store.from_url(redis_url, "mpp")
+
+
+def create(store: Store, name: str, interval: float = 2.0) -> None:
+    text = f"name:{name};primary:10.0.0.1;secondary:10.0.0.2"
+    store.create_pool(parse_failoverpool(text, interval=interval))
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        pytest.param(lambda d: {**d, "interval": 0}, id="zero-interval"),
+        pytest.param(lambda d: {k: v for k, v in d.items() if k != "nodes"}, id="no-nodes"),
+        pytest.param(
+            lambda d: {**d, "nodes": [{**d["nodes"][0], "requests": "many"}]}, id="bad-requests"
+        ),
+    ],
+)
+def test_one_unreadable_pool_does_not_hide_the_others(store: Store, corrupt) -> None:
+    create(store, "good")
+    create(store, "bad")
+    key = store.keys.pool("bad")
+    doc = json.loads(store.client.hget(key, "doc"))
+    store.client.hset(key, "doc", json.dumps(corrupt(doc)))
+    assert [p.name for p in store.load_pools()] == ["good"]
+    # A poller still ticks the readable pool (its probes answer healthy here).
+    healthy = lambda node, _s: ProbeResult(node, Observation.healthy(), NodeMetrics(), 0.0)  # noqa: E731
+    poller = Poller(store, SETTINGS, probe=healthy)
+    report = poller.cycle(force=True)
+    assert list(report.committed) == ["good"]
+
+
+def test_a_probe_bug_costs_one_verdict_not_the_round(store: Store) -> None:
+    create(store, "p1")
+
+    def probe(node: NodeId, _settings: ProbeSettings) -> ProbeResult:
+        if node.host == "10.0.0.2":
+            raise IndexError("garbage from the server")
+        return ProbeResult(node, Observation.healthy(), NodeMetrics(), 0.0)
+
+    report = Poller(store, SETTINGS, probe=probe).cycle(force=True)
+    pool = report.committed["p1"]
+    assert pool.nodes[0].requests == 0
+    assert pool.nodes[1].requests == 1
+    assert pool.nodes[1].message == (
+        "Could not connect to mysql host 10.0.0.2:3306: probe failed: IndexError"
+    )
+
+
+def test_a_round_numbered_under_the_old_interval_is_not_committed(store: Store) -> None:
+    create(store, "p1", interval=2.0)
+    poller = Poller(store, SETTINGS)
+    old_round = round_of(store.server_time(), 2.0)
+
+    def longer(p):  # type: ignore[no-untyped-def]
+        return AdminResult(apply_config(p, replace(config_of(p), interval=10.0)), "", ())
+
+    store.admin("p1", longer)
+    pool = store.load_pool("p1")
+    reports = {"p-test": {n.node: Observation(Outcome.HEALTHY) for n in pool.nodes}}
+    outcome = poller.commit_round("p1", old_round, pool, reports)
+    assert outcome == f"round {old_round} belongs to the pool's previous interval; not ticked"
+    assert store.load_pool("p1").last_round == -1
+    # The agent would call such a pool stale rather than trust it.
+    assert is_pool_stale(replace(pool, last_round=old_round), store.server_time())
