@@ -50,7 +50,9 @@ UNKNOWN, FAILED_*              ``down``        ``down``
   standing" case of architecture.md section 3): the state machine alone decides who takes writes.
 * Overrides: an unexpired override replaces the node's state (and its status, when it gives one)
   in the table above, also when other nodes look at it for the healthy-STANDBY rule; the reason
-  says ``override: <reason> by <who>``.
+  says ``override: <reason> by <who>``. While a node is overridden to ACTIVE, a node that is
+  ACTIVE by the state machine alone answers as a STANDBY (reason ``ACTIVE, writes pinned to
+  <node> by override``): never two writers.
 * Pool status FAIL: nothing changes in the table (no node is ACTIVE then, by construction of the
   state machine); the reason says ``pool FAIL``.
 * Stale (the snapshot is old, or the pollers stopped committing): the same words (the last known
@@ -63,7 +65,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from mpp_agent.config import POOL_NAME_RE
@@ -251,9 +253,25 @@ def _reason(pool: PoolState, me: _Effective) -> str:
     return "; ".join(parts)
 
 
+def _pin_writer(effective: list[_Effective]) -> list[_Effective]:
+    """An ACTIVE override pins the writer: a node that is ACTIVE by the state machine alone
+    (say, after a failover that came after the override) answers as a STANDBY meanwhile, so
+    that HAProxy never has two writers. ``mpp-admin`` refuses to set a second ACTIVE override."""
+    pinned = [e for e in effective if e.override_note and e.state is State.ACTIVE]
+    if not pinned:
+        return effective
+    note = f"ACTIVE, writes pinned to {pinned[0].node.node} by override"
+    return [
+        replace(e, state=State.STANDBY, override_note=note)
+        if e.state is State.ACTIVE and not e.override_note
+        else e
+        for e in effective
+    ]
+
+
 def decide(pool: PoolState, node: NodeId, role: Role, now: float) -> Reply:
     """The reply for one node of a pool (``now``, wall-clock seconds, expires overrides)."""
-    effective = [_effective(n, now) for n in pool.nodes]
+    effective = _pin_writer([_effective(n, now) for n in pool.nodes])
     for me in effective:
         if me.node.node == node:
             others = [o for o in effective if o is not me]

@@ -292,3 +292,21 @@ def test_request_at_the_limit_is_accepted() -> None:
     head = b"p1 "
     host = b"h" * (MAX_REQUEST_BYTES - len(head) - 1)
     assert parse_request(head + host + b"\n").node.host == host.decode()
+
+
+def test_an_active_override_pins_the_writer_over_a_later_failover() -> None:
+    a, b = NodeId("10.0.0.1"), NodeId("10.0.0.2")
+    pin = Override(State.ACTIVE, None, "drill", set_by="admin:ops")
+    # b was pinned ACTIVE by an operator; the state machine later made a ACTIVE too.
+    pool = PoolState(
+        "p1",
+        (
+            NodeState(a, NodeType.PRIMARY, State.ACTIVE, Status.OK, 0),
+            NodeState(b, NodeType.SECONDARY, State.STANDBY, Status.OK, 0, override=pin),
+        ),
+    )
+    writer = decide(pool, b, Role.RW, 0.0)
+    other = decide(pool, a, Role.RW, 0.0)
+    assert writer.encode().startswith(b"up ready #ACTIVE")
+    assert other.encode().startswith(b"up drain #STANDBY")
+    assert b"writes pinned to 10.0.0.2:3306 by override" in other.encode()
