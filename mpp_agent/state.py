@@ -470,20 +470,3 @@ def expire_overrides(pool: PoolState, now: float) -> PoolState:
         for n in pool.nodes
     )
     return replace(pool, nodes=nodes)
-
-
-# --------------------------------------------------------------------------- invariants
-
-
-def active_count(pool: PoolState) -> int:
-    return len(pool.active_nodes)
-
-
-def check_invariants(pool: PoolState) -> list[str]:
-    """The properties every reachable pool state keeps; returns what is violated."""
-    problems = []
-    if active_count(pool) > 1:
-        problems.append("more than one ACTIVE node")
-    if pool.status is PoolStatus.FAIL and active_count(pool) > 0:
-        problems.append("an ACTIVE node while the pool status is FAIL")
-    return problems

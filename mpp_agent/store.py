@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -74,14 +74,6 @@ class PoolExists(StoreError):
 
 class Conflict(StoreError):
     """A compare-and-set kept losing to other writers."""
-
-
-class StaleRound(StoreError):
-    """The round was already committed (by another poller) or is older than the last one."""
-
-
-class RedisUnavailable(StoreError):
-    """Redis could not be reached; the message never contains a password."""
 
 
 # --------------------------------------------------------------------------- connecting
@@ -441,14 +433,6 @@ class Store:
             )
             for (m, score), raw in zip(members, infos, strict=True)
         ]
-
-    def subscribe(self) -> Iterator[str]:
-        """Pool names as commits are notified (blocking generator)."""
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(self.notify_channel)
-        for message in pubsub.listen():
-            if message["type"] == "message":
-                yield message["data"].decode()
 
 
 def decode_pool(raw: dict[bytes, bytes]) -> PoolState | None:

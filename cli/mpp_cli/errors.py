@@ -40,7 +40,6 @@ from mpp_agent.store import (
     REDIS_DOWN_ERRORS,
     Conflict,
     PoolExists,
-    RedisUnavailable,
     StoreError,
     UnknownPool,
 )
@@ -90,7 +89,7 @@ EXIT_CODES: tuple[tuple[tuple[type[BaseException], ...], ExitCode], ...] = (
     ((UnknownPool,), ExitCode.NOT_FOUND),
     ((AdminRefused,), ExitCode.REFUSED),
     ((PoolExists, Conflict), ExitCode.CONFLICT),
-    ((RedisUnavailable, *REDIS_DOWN_ERRORS), ExitCode.UNAVAILABLE),
+    (REDIS_DOWN_ERRORS, ExitCode.UNAVAILABLE),
     ((DocumentError,), ExitCode.BAD_STATE),
     ((StoreError,), ExitCode.USAGE),  # what is left: a bad Redis URL
 )
