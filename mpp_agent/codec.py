@@ -12,6 +12,7 @@ from dataclasses import asdict
 from typing import Any
 
 from mpp_agent.model import (
+    DEFAULT_MAX_LAG,
     Event,
     EventKind,
     NodeId,
@@ -65,6 +66,7 @@ def node_to_dict(node: NodeState) -> dict[str, Any]:
         "message": node.message,
         "last_request_time": node.last_request_time,
         "override": override_to_dict(node.override) if node.override else None,
+        "monitor_note": node.monitor_note,
     }
 
 
@@ -79,6 +81,7 @@ def node_from_dict(data: dict[str, Any]) -> NodeState:
         message=data.get("message"),
         last_request_time=data.get("last_request_time"),
         override=override_from_dict(override) if override else None,
+        monitor_note=data.get("monitor_note"),
     )
 
 
@@ -90,6 +93,7 @@ def pool_to_doc(pool: PoolState) -> str:
             "status": pool.status.value,
             "max_requests": pool.max_requests,
             "interval": pool.interval,
+            "max_lag": pool.max_lag,
             "nodes": [node_to_dict(n) for n in pool.nodes],
         },
         separators=(",", ":"),
@@ -107,6 +111,7 @@ def pool_from_doc(doc: str | bytes, version: int, last_round: int) -> PoolState:
             status=PoolStatus(data["status"]),
             max_requests=int(data["max_requests"]),
             interval=float(data["interval"]),
+            max_lag=float(data.get("max_lag", DEFAULT_MAX_LAG)),
             version=version,
             last_round=last_round,
         )
@@ -124,11 +129,15 @@ def pool_problem(pool: PoolState) -> str:
         return f"interval {pool.interval!r} is not positive"
     if pool.max_requests < 1:
         return f"max_requests {pool.max_requests!r} is below 1"
+    if not pool.max_lag >= 0:
+        return f"max_lag {pool.max_lag!r} is not a number of seconds"
     for n in pool.nodes:
         if n.requests is not None and (type(n.requests) is not int or n.requests < 0):
             return f"requests {n.requests!r} of {n.node} is not a count"
         if n.message is not None and not isinstance(n.message, str):
             return f"message of {n.node} is not text"
+        if n.monitor_note is not None and not isinstance(n.monitor_note, str):
+            return f"monitor_note of {n.node} is not text"
     return ""
 
 

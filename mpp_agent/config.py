@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 from mpp_agent.model import (
     DEFAULT_INTERVAL,
+    DEFAULT_MAX_LAG,
     DEFAULT_MAX_REQUESTS,
     NodeId,
     NodeIdError,
@@ -21,6 +22,7 @@ from mpp_agent.model import (
     PoolState,
 )
 
+MAX_LAG_LIMIT = 86400.0
 POOL_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
 
@@ -36,6 +38,7 @@ class PoolConfig:
     members: tuple[tuple[NodeId, NodeType], ...]
     max_requests: int = DEFAULT_MAX_REQUESTS
     interval: float = DEFAULT_INTERVAL
+    max_lag: float = DEFAULT_MAX_LAG
 
     def __post_init__(self) -> None:
         validate_pool_name(self.name)
@@ -56,6 +59,10 @@ class PoolConfig:
             raise PoolConfigError(f"max_requests must be 1-1000, not {self.max_requests}.")
         if not 0.1 <= self.interval <= 86400:
             raise PoolConfigError(f"interval must be between 0.1 and 86400 s, not {self.interval}.")
+        if not 0 <= self.max_lag <= MAX_LAG_LIMIT:
+            raise PoolConfigError(
+                f"max_lag must be between 0 and {MAX_LAG_LIMIT:g} s, not {self.max_lag}."
+            )
 
     @property
     def nodes(self) -> tuple[NodeId, ...]:
@@ -130,6 +137,7 @@ def config_of(pool: PoolState) -> PoolConfig:
         tuple((n.node, n.type) for n in pool.nodes),
         max_requests=pool.max_requests,
         interval=pool.interval,
+        max_lag=pool.max_lag,
     )
 
 
@@ -140,6 +148,7 @@ def new_pool(config: PoolConfig) -> PoolState:
         tuple(NodeState(node, kind) for node, kind in config.members),
         max_requests=config.max_requests,
         interval=config.interval,
+        max_lag=config.max_lag,
     )
 
 
@@ -161,4 +170,10 @@ def apply_config(pool: PoolState, config: PoolConfig, *, force: bool = False) ->
         replace(existing[node], type=kind) if node in existing else NodeState(node, kind)
         for node, kind in config.members
     )
-    return replace(pool, nodes=nodes, max_requests=config.max_requests, interval=config.interval)
+    return replace(
+        pool,
+        nodes=nodes,
+        max_requests=config.max_requests,
+        interval=config.interval,
+        max_lag=config.max_lag,
+    )

@@ -13,6 +13,7 @@ from enum import StrEnum
 DEFAULT_PORT = 3306
 DEFAULT_MAX_REQUESTS = 4
 DEFAULT_INTERVAL = 10.0
+DEFAULT_MAX_LAG = 30.0
 
 
 class NodeType(StrEnum):
@@ -56,6 +57,9 @@ class Outcome(StrEnum):
     HEALTHY = "healthy"
     CONNECT = "connect"  # connect-class errors: rules B
     REQUEST = "request"  # request-class (replication) errors: rules C
+    # The poller could not judge the node because the fault is its own (bad credentials, no
+    # monitoring database, its checkpoints unreachable): never counted as failing.
+    ABSTAIN = "abstain"
 
 
 # Request-level labels of R (mpp-behaviour 1.4b), indexed by min(R, 4).
@@ -98,14 +102,23 @@ class NodeId:
 
 @dataclass(frozen=True)
 class Observation:
-    """One merged probe verdict for a node in a tick: the outcome and its message."""
+    """One probe verdict for a node: the outcome and its message.
+
+    A merged verdict (what a tick sees) may carry ``monitor_note``: why some or all pollers
+    could not judge the node this round, shown to operators but never a failure."""
 
     outcome: Outcome
     message: str = ""
+    monitor_note: str = ""
 
     @classmethod
     def healthy(cls) -> Observation:
         return cls(Outcome.HEALTHY)
+
+    @classmethod
+    def abstain(cls, text: str) -> Observation:
+        """The poller is at fault: it cannot judge the node (architecture 2.8)."""
+        return cls(Outcome.ABSTAIN, text)
 
     @classmethod
     def connect_error(cls, node: NodeId, text: str) -> Observation:
@@ -115,6 +128,10 @@ class Observation:
     @property
     def is_healthy(self) -> bool:
         return self.outcome is Outcome.HEALTHY
+
+    @property
+    def is_abstained(self) -> bool:
+        return self.outcome is Outcome.ABSTAIN
 
 
 @dataclass(frozen=True)
@@ -145,6 +162,9 @@ class NodeState:
     message: str | None = None
     last_request_time: float | None = None
     override: Override | None = None
+    # Why the monitor could not judge this node in the last round it was polled (some or all
+    # pollers abstained), or None. Not a state: it never makes an event.
+    monitor_note: str | None = None
 
     @property
     def is_primary(self) -> bool:
@@ -168,6 +188,7 @@ class PoolState:
     status: PoolStatus = PoolStatus.OK
     max_requests: int = DEFAULT_MAX_REQUESTS
     interval: float = DEFAULT_INTERVAL
+    max_lag: float = DEFAULT_MAX_LAG
     version: int = 0
     last_round: int = -1
 

@@ -71,27 +71,44 @@ def round_of(now: float, interval: float) -> int:
 def merge_observations(
     reports: Mapping[str, Mapping[NodeId, Observation]],
 ) -> dict[NodeId, Observation]:
-    """Corroborate the pollers' views of a round (architecture.md 2.4).
+    """Corroborate the pollers' views of a round (architecture.md 2.4 and 2.8).
 
-    A node counts as failing only when more than half of the pollers that observed it report an
-    error (a tie is healthy); the error reported is the majority's among the failing reports.
-    Nodes nobody observed are left out, so they are not evaluated."""
+    Abstentions are not votes: among the pollers that judged a node, it counts as failing only
+    when more than half of them report an error (a tie is healthy), and the error reported is
+    the majority's among the failing reports. A node every poller abstained on merges into an
+    abstention (not evaluated); any abstention is carried as the verdict's ``monitor_note``.
+    Nodes nobody observed are left out, so they are not evaluated either."""
     by_node: dict[NodeId, list[Observation]] = {}
     for observations in reports.values():
         for node, obs in observations.items():
             by_node.setdefault(node, []).append(obs)
-    merged = {}
-    for node, seen in by_node.items():
-        failing = [o for o in seen if not o.is_healthy]
-        if 2 * len(failing) > len(seen):
-            counts = Counter((o.outcome, o.message) for o in failing)
-            (outcome, message), _ = min(
-                counts.items(), key=lambda item: (-item[1], item[0][0] != Outcome.CONNECT, item[0])
-            )
-            merged[node] = Observation(outcome, message)
-        else:
-            merged[node] = Observation.healthy()
-    return merged
+    return {node: merge_node(seen) for node, seen in by_node.items()}
+
+
+def merge_node(seen: Sequence[Observation]) -> Observation:
+    """One node's verdict from every poller's observation of it in a round."""
+    abstained = [o for o in seen if o.is_abstained]
+    judged = [o for o in seen if not o.is_abstained]
+    note = abstention_note(abstained, len(seen))
+    if not judged:
+        return Observation(Outcome.ABSTAIN, note, monitor_note=note)
+    failing = [o for o in judged if not o.is_healthy]
+    if 2 * len(failing) <= len(judged):
+        return Observation(Outcome.HEALTHY, monitor_note=note)
+    counts = Counter((o.outcome, o.message) for o in failing)
+    (outcome, message), _ = min(
+        counts.items(), key=lambda item: (-item[1], item[0][0] != Outcome.CONNECT, item[0])
+    )
+    return Observation(outcome, message, monitor_note=note)
+
+
+def abstention_note(abstained: Sequence[Observation], pollers: int) -> str:
+    """``monitor cannot check: <the most common reason>``, with how many pollers if not all."""
+    if not abstained:
+        return ""
+    reason, _ = min(Counter(o.message for o in abstained).items(), key=lambda i: (-i[1], i[0]))
+    share = "" if len(abstained) == pollers else f" ({len(abstained)} of {pollers} pollers)"
+    return f"monitor cannot check{share}: {reason}"
 
 
 def describe_pool(pool: PoolState) -> str:

@@ -4,7 +4,8 @@ A script is one step a line, split like a shell line (``shlex``: quotes allowed,
 quotes starts a comment; blank and comment lines are ignored)::
 
     pool <failoverpool string> [max_requests=N] [force]
-    cycle [<node>=connect:<text>] [<node>=request:<text>] [pool:<name>=fail] ...
+    cycle [<node>=connect:<text>] [<node>=request:<text>] [<node>=abstain:<text>]
+          [pool:<name>=fail] ...
     recover <node> [pool=<name>]
     recover pool:<name>
     activate-primary <pool>
@@ -15,7 +16,9 @@ quotes starts a comment; blank and comment lines are ignored)::
   needs ``force``).
 * ``cycle`` ticks every pool once, in the order the pools were created. A node not listed is
   healthy this tick. ``connect:<text>`` becomes MPP's probe message ``Could not connect to mysql
-  host <node>: <text>``; ``request:<text>`` is the request-error message verbatim. A node in
+  host <node>: <text>``; ``request:<text>`` is the request-error message verbatim;
+  ``abstain:<text>`` is a round in which every poller abstained on the node (the monitor was at
+  fault, e.g. its password was refused): the node is not evaluated. A node in
   several pools gets the same outcome in each. ``pool:<name>=fail`` reports that the pool's
   checkpoints all failed this cycle (pool FAIL, sticky until ``recover pool:<name>``).
 * ``recover`` and ``delete`` act on the one pool holding the node; a node in several pools must
@@ -218,8 +221,13 @@ def parse_outcome(node: NodeId, outcome: str) -> Observation:
         return Observation.connect_error(node, text)
     if kind == "request" and sep and text:
         return Observation(Outcome.REQUEST, text)
+    if kind == "abstain" and sep and text:
+        # Every poller blamed itself this round (architecture 2.8): the node is not evaluated.
+        note = f"monitor cannot check: {text}"
+        return Observation(Outcome.ABSTAIN, note, monitor_note=note)
     raise LineError(
-        f"bad outcome {outcome!r} for {node} (expected connect:<text> or request:<text>)"
+        f"bad outcome {outcome!r} for {node} "
+        "(expected connect:<text>, request:<text> or abstain:<text>)"
     )
 
 
@@ -366,7 +374,10 @@ def render_listing(pools: Iterable[PoolState]) -> list[str]:
     lines = [list_row(LIST_HEADER), list_row(tuple("-" * w for w in LIST_WIDTHS))]
     for pool in pools:
         lines.append(f"*  [ {pool.name} ] status={pool.status}")
-        lines.extend(list_node(n) for n in pool.nodes)
+        for node in pool.nodes:
+            lines.append(list_node(node))
+            if node.monitor_note:
+                lines.append(f"  M {node.monitor_note}")
     return lines
 
 
@@ -403,6 +414,7 @@ def pool_document(pool: PoolState) -> dict[str, Any]:
                 "status": str(n.status),
                 "state": str(n.state),
                 "message": n.message or "",
+                "monitor_note": n.monitor_note or "",
             }
             for n in pool.nodes
         ],

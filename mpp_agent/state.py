@@ -99,7 +99,8 @@ def tick(
     *,
     pool_failed: bool = False,
 ) -> TickResult:
-    """One poll cycle of a pool. Nodes without an observation are not evaluated this tick.
+    """One poll cycle of a pool. Nodes without an observation are not evaluated this tick, nor
+    are nodes whose observation is an abstention (every poller was at fault, not the node).
 
     ``pool_failed`` reports a pool FAIL detected this cycle; pool FAIL is sticky until
     ``recover_pool`` (mpp-behaviour 1.8)."""
@@ -114,8 +115,14 @@ def tick(
         observation = observations.get(before.node)
         if observation is None:
             continue
-        decision = decide(current, index, observation)
-        after = commit(before, decision, status, now)
+        note = observation.monitor_note or None
+        if observation.is_abstained:
+            # Every poller that saw the node blamed itself: not evaluated (R, status and state
+            # unchanged), only the reason is kept for operators (architecture 2.8).
+            current = with_node(current, index, replace(before, monitor_note=note))
+            continue
+        decision = decide(current, index, observation, observations)
+        after = replace(commit(before, decision, status, now), monitor_note=note)
         rules[before.node] = decision.rule
         exits[before.node] = decision.exit
         current = with_node(current, index, after)
@@ -125,12 +132,19 @@ def tick(
     return TickResult(current, tuple(events), rules, exits)
 
 
-def decide(pool: PoolState, index: int, observation: Observation) -> Decision:
-    """Rules A to E for the node at ``index``, seeing ``pool`` as updated so far this tick."""
+def decide(
+    pool: PoolState,
+    index: int,
+    observation: Observation,
+    observations: Mapping[NodeId, Observation] | None = None,
+) -> Decision:
+    """Rules A to E for the node at ``index``, seeing ``pool`` as updated so far this tick and
+    this round's ``observations`` of every node (default: only this node's)."""
     node = pool.nodes[index]
+    seen = observations if observations is not None else {node.node: observation}
     pre = rule_a(pool, node)
     if observation.outcome is Outcome.CONNECT:
-        decision = rules_b(pool, index, observation.message)
+        decision = rules_b(pool, index, observation.message, seen)
     elif observation.outcome is Outcome.REQUEST:
         decision = rules_c(pool, node, observation.message)
     elif node.is_primary:
@@ -160,12 +174,15 @@ def is_failing_threshold(pool: PoolState, node: NodeState) -> bool:
     return node.r >= pool.max_requests - 1
 
 
-def rules_b(pool: PoolState, index: int, errors: str) -> Decision:
+def rules_b(
+    pool: PoolState, index: int, errors: str, observations: Mapping[NodeId, Observation]
+) -> Decision:
     node = pool.nodes[index]
     if not is_failing_threshold(pool, node):
         return Decision(Exit.WARN, status=Status.OK_WARN, message=errors, rule="B2")
-    if node.state is State.ACTIVE and not has_other_serving_node(pool, index):
-        # DIVERGENCE: the last ACTIVE node is not failed; it stays ACTIVE, counting.
+    if node.state is State.ACTIVE and not can_take_over(pool, index, observations):
+        # DIVERGENCE: the ACTIVE node is not failed while no other node can take over this
+        # tick; it stays ACTIVE, counting, and takes writes again when it comes back.
         return Decision(
             Exit.WARN,
             status=Status.OK_WARN,
@@ -177,11 +194,19 @@ def rules_b(pool: PoolState, index: int, errors: str) -> Decision:
     )
 
 
-def has_other_serving_node(pool: PoolState, index: int) -> bool:
-    """DIVERGENCE (fixes MPP bugs #1 and #2): any other node, higher or lower, STANDBY or ACTIVE."""
+def can_take_over(pool: PoolState, index: int, observations: Mapping[NodeId, Observation]) -> bool:
+    """DIVERGENCE (fixes MPP bugs #1 and #2, and the all-nodes-fail-at-once case): another
+    node, higher or lower, that is STANDBY or ACTIVE *and* observed healthy in this round."""
     return any(
-        n.state in (State.STANDBY, State.ACTIVE) for i, n in enumerate(pool.nodes) if i != index
+        n.state in (State.STANDBY, State.ACTIVE) and is_observed_healthy(n, observations)
+        for i, n in enumerate(pool.nodes)
+        if i != index
     )
+
+
+def is_observed_healthy(node: NodeState, observations: Mapping[NodeId, Observation]) -> bool:
+    observation = observations.get(node.node)
+    return observation is not None and observation.is_healthy
 
 
 def rules_c(pool: PoolState, node: NodeState, errors: str) -> Decision:
@@ -298,7 +323,9 @@ def commit(node: NodeState, decision: Decision, pool_status: PoolStatus, now: fl
 
 
 def transition_event(pool: str, before: NodeState, after: NodeState, rule: str) -> Event | None:
-    if (before.state, before.status, before.message) == (after.state, after.status, after.message):
+    """DIVERGENCE: only a change of state or status is an event; a tick that leaves both as
+    they were (R counting, a new error text) writes nothing to the history."""
+    if (before.state, before.status) == (after.state, after.status):
         return None
     return Event(
         EventKind.TRANSITION,

@@ -228,6 +228,7 @@ def test_json_line_has_exactly_the_documented_shape() -> None:
                         "status": "OK",
                         "state": "UNKNOWN",
                         "message": "",
+                        "monitor_note": "",
                     },
                     {
                         "node": "b:3306",
@@ -236,6 +237,7 @@ def test_json_line_has_exactly_the_documented_shape() -> None:
                         "status": "OK",
                         "state": "UNKNOWN",
                         "message": "",
+                        "monitor_note": "",
                     },
                 ],
             }
