@@ -255,6 +255,7 @@ def test_json_line_has_exactly_the_documented_shape() -> None:
         "status": "OK_WARN",
         "state": "UNKNOWN",
         "message": "Manual Recovery Initiated.",
+        "monitor_note": "",
     }
 
 
