@@ -115,14 +115,14 @@ def tick(
         observation = observations.get(before.node)
         if observation is None:
             continue
-        note = observation.monitor_note or None
+        note = observation.monitor_note or (observation.message if observation.is_abstained else "")
         if observation.is_abstained:
             # Every poller that saw the node blamed itself: not evaluated (R, status and state
             # unchanged), only the reason is kept for operators (architecture 2.8).
-            current = with_node(current, index, replace(before, monitor_note=note))
+            current = with_node(current, index, replace(before, monitor_note=note or None))
             continue
         decision = decide(current, index, observation, observations)
-        after = replace(commit(before, decision, status, now), monitor_note=note)
+        after = replace(commit(before, decision, status, now), monitor_note=note or None)
         rules[before.node] = decision.rule
         exits[before.node] = decision.exit
         current = with_node(current, index, after)

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from mpp_agent.model import NodeId, NodeState, NodeType, Observation, PoolState, State, Status
+from mpp_agent.model import (
+    NodeId,
+    NodeState,
+    NodeType,
+    Observation,
+    Outcome,
+    PoolState,
+    State,
+    Status,
+)
 from mpp_agent.state import TickResult, recover_node, tick
 
 NOT_FAILING = "; Not failing from ACTIVE state because no other server is on standby"
@@ -134,6 +143,104 @@ LAST_ACTIVE_ROWS = [
         id="higher-standby-secondary-lets-lower-active-fail",
     ),
 ]
+
+
+ALL_FAIL_ROWS = [
+    pytest.param(
+        pool_of(
+            node("a", "P", 3, "OK_WARN", "ACTIVE", conn("a")),
+            node("b", "S", 3, "OK_WARN", "STANDBY", conn("b")),
+        ),
+        ("a", "b"),
+        # b is STANDBY but failing in this very round: it cannot take over, so a stays.
+        [
+            (4, "OK_WARN", "ACTIVE", conn("a") + NOT_FAILING),
+            (4, "FAIL", "FAILED_OFFLINE", conn("b")),
+        ],
+        (),
+        id="every-node-fails-at-once-active-stays",
+    ),
+    pytest.param(
+        pool_of(
+            node("a", "P", 3, "OK_WARN", "ACTIVE", conn("a")),
+            node("b", "S", 0, "OK", "STANDBY", None),
+        ),
+        ("a",),
+        # b is STANDBY but nobody observed it this round (not probed): it does not count.
+        [(4, "OK_WARN", "ACTIVE", conn("a") + NOT_FAILING), (0, "OK", "STANDBY", None)],
+        ("a",),
+        id="unobserved-standby-does-not-count",
+    ),
+    pytest.param(
+        pool_of(
+            node("a", "P", 3, "OK_WARN", "ACTIVE", conn("a")),
+            node("b", "S", 0, "OK", "STANDBY", None),
+        ),
+        ("a",),
+        [(4, "FAIL", "FAILED_OFFLINE", conn("a")), (1, "OK_WARN", "ACTIVE", FAILOVER)],
+        (),
+        id="healthy-standby-takes-over-as-before",
+    ),
+]
+
+
+@pytest.mark.parametrize(("pool", "down", "after", "only"), ALL_FAIL_ROWS)
+def test_active_stays_while_no_node_can_take_over_this_tick(
+    pool: PoolState, down: tuple[str, ...], after: list[Tup], only: tuple[str, ...]
+) -> None:
+    assert tuples(run_result(pool, down, only=only).pool) == after
+
+
+def test_writes_resume_by_themselves_after_every_node_failed_together() -> None:
+    pool = pool_of(
+        node("a", "P", 0, "OK", "ACTIVE", None), node("b", "S", 0, "OK", "STANDBY", None)
+    )
+    for _ in range(8):  # both down for twice M ticks
+        pool = run(pool, ("a", "b"))
+    assert [n.state for n in pool.nodes] == [State.ACTIVE, State.FAILED_OFFLINE]
+    pool = run(pool)  # both back: a takes writes again with no recover
+    assert [(n.state, n.requests) for n in pool.nodes] == [
+        (State.ACTIVE, 0),
+        (State.FAILED_OFFLINE, 0),
+    ]
+    assert pool.nodes[0].message is not None and pool.nodes[0].message.startswith(REC)
+
+
+def test_an_abstained_node_is_not_evaluated() -> None:
+    pool = pool_of(
+        node("a", "P", 2, "OK_WARN", "ACTIVE", conn("a")), node("b", "S", 0, "OK", "STANDBY", None)
+    )
+    note = "monitor cannot check: Access denied for user 'monitor'@'127.0.0.1'"
+    obs = {
+        NodeId("a"): Observation.abstain(note),
+        NodeId("b"): Observation(Outcome.HEALTHY, monitor_note="monitor cannot check (1 of 2)"),
+    }
+    for _ in range(10):
+        result = tick(pool, obs, now=1.0)
+        assert NodeId("a") not in result.rules
+        assert result.events == ()
+        pool = result.pool
+    a, b = pool.nodes
+    assert (a.requests, a.status, a.state, a.message) == (2, "OK_WARN", "ACTIVE", conn("a"))
+    assert a.monitor_note == note
+    assert b.monitor_note == "monitor cannot check (1 of 2)"
+    # The note goes as soon as the node is judged again.
+    pool = tick(pool, {NodeId("a"): Observation.healthy()}, now=2.0).pool
+    assert pool.nodes[0].monitor_note is None
+
+
+def test_a_tick_that_changes_neither_state_nor_status_writes_no_event() -> None:
+    pool = pool_of(
+        node("a", "P", 0, "OK", "ACTIVE", None),
+        node("b", "S", 6, "FAIL", "FAILED_ONLINE", "Slave Error: Seconds Behind Master: 40"),
+    )
+    obs = {
+        NodeId("a"): Observation.healthy(),
+        NodeId("b"): Observation(Outcome.REQUEST, "Slave Error: Seconds Behind Master: 41"),
+    }
+    result = tick(pool, obs, now=1.0)
+    assert result.pool.nodes[1].message == "Slave Error: Seconds Behind Master: 41"
+    assert result.events == ()
 
 
 @pytest.mark.parametrize(("pool", "down", "after"), LAST_ACTIVE_ROWS)

@@ -6,7 +6,12 @@ steps on pools of 1 to 4 nodes (house-style rule 1; architecture.md sections 2 a
 * after every evaluation R is 0 exactly when the evaluation exited OK;
 * a pool whose status is FAIL has no ACTIVE node, and FAIL is sticky until recover pool;
 * STATUS FAIL only ever goes with a FAILED_* state;
-* a tick with no observations changes nothing.
+* a tick with no observations changes nothing;
+* an abstention is never counted as failing: a node every poller abstained on keeps its state,
+  status and R (architecture.md 2.8);
+* a tick in which no node is observed healthy never takes the ACTIVE node away (only a pool
+  FAIL does): simultaneous failures of every node never leave the pool without a writer;
+* a TRANSITION event always changes the node's state or status.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from hypothesis import strategies as st
 
 from mpp_agent.config import PoolConfig, new_pool
 from mpp_agent.model import (
+    EventKind,
     NodeId,
     NodeType,
     Observation,
@@ -38,7 +44,7 @@ from mpp_agent.state import (
     tick,
 )
 
-OUTCOMES = ("ok", "conn", "req")
+OUTCOMES = ("ok", "conn", "req", "abs")
 
 
 @dataclass(frozen=True)
@@ -69,12 +75,13 @@ def pools(draw: st.DrawFn) -> PoolState:
 
 
 def ticks(size: int) -> st.SearchStrategy[Tick]:
-    outcome = st.sampled_from(("ok", "ok", "conn", "req"))
+    outcome = st.sampled_from(("ok", "ok", "conn", "req", "abs"))
     full = st.tuples(*[outcome] * size).map(lambda o: Tick(o, False))
-    failed = st.tuples(*[outcome] * size).map(lambda o: Tick(o, True))
+    judged = st.sampled_from(("ok", "ok", "conn", "req"))
+    failed = st.tuples(*[judged] * size).map(lambda o: Tick(o, True))
     partial = st.tuples(*[st.one_of(st.none(), outcome)] * size).map(lambda o: Tick(o, False))
-    # A pool FAIL is only ever reported with every node observed: the tick cannot demote an
-    # ACTIVE node it did not evaluate (a poller probes every node of a pool each round).
+    # A pool FAIL is only ever reported with every node observed and judged (no abstention):
+    # the tick cannot demote an ACTIVE node it did not evaluate (a poller probes every node of a pool each round).
     return st.one_of(full, full, full, partial, failed)
 
 
@@ -101,6 +108,8 @@ def observations(pool: PoolState, outcomes: tuple[str | None, ...]) -> dict[Node
             obs[n.node] = Observation.connect_error(n.node, "down")
         elif outcome == "req":
             obs[n.node] = Observation(Outcome.REQUEST, "Slave Error: x")
+        elif outcome == "abs":
+            obs[n.node] = Observation.abstain("monitor cannot check: Access denied")
     return obs
 
 
@@ -136,9 +145,35 @@ def check_tick(before: PoolState, after: PoolState, exits: dict[NodeId, Exit]) -
         if old.node in exits:
             assert (new.requests == 0) == (exits[old.node] is Exit.OK)
         else:
-            assert new == old, "a node that was not probed changed"
+            assert replace(new, monitor_note=None) == replace(old, monitor_note=None), (
+                "a node that was not evaluated changed"
+            )
     if before.status is PoolStatus.FAIL:
         assert after.status is PoolStatus.FAIL, "pool FAIL cleared by a tick"
+
+
+def check_writer_kept(
+    before: PoolState, after: PoolState, obs: dict[NodeId, Observation], pool_failed: bool
+) -> None:
+    """No node observed healthy this tick: the ACTIVE node (if any) is still ACTIVE."""
+    if pool_failed or after.status is PoolStatus.FAIL:
+        return
+    if any(o.is_healthy for o in obs.values()):
+        return
+    for old, new in zip(before.nodes, after.nodes, strict=True):
+        if old.state is State.ACTIVE:
+            assert new.state is State.ACTIVE, f"{old.node} lost ACTIVE with no node to take over"
+
+
+def check_events(result_events: tuple[object, ...]) -> None:
+    for event in result_events:
+        kind = getattr(event, "kind", None)
+        if kind is EventKind.TRANSITION:
+            changed = (event.from_state, event.from_status) != (  # type: ignore[attr-defined]
+                event.to_state,  # type: ignore[attr-defined]
+                event.to_status,  # type: ignore[attr-defined]
+            )
+            assert changed, "a TRANSITION event that changed neither state nor status"
 
 
 def run(pool: PoolState, script: list[Step]) -> None:
@@ -149,6 +184,10 @@ def run(pool: PoolState, script: list[Step]) -> None:
             obs = observations(pool, step.outcomes)
             result = tick(pool, obs, now, pool_failed=step.pool_failed)
             check_tick(pool, result.pool, dict(result.exits))
+            check_writer_kept(pool, result.pool, obs, step.pool_failed)
+            check_events(result.events)
+            abstained = {n for n, o in obs.items() if o.is_abstained}
+            assert abstained.isdisjoint(result.exits), "an abstained node was evaluated"
             pool = result.pool
         else:
             pool = apply_admin(pool, step)
@@ -191,6 +230,12 @@ ALL_UP = Tick(("ok", "ok", "ok"), False)
 )
 # pool FAIL reported in the very tick a primary would be instated (commit step C1):
 @example((three_nodes(4), [ALL_UP, Tick(("ok", "ok", "ok"), True)]))
+# every node fails at once, for longer than M ticks, then comes back (the ACTIVE must stay):
+@example(
+    (three_nodes(2), [ALL_UP, ALL_UP] + [Tick(("conn", "conn", "conn"), False)] * 4 + [ALL_UP])
+)
+# the monitor abstains on every node for longer than M ticks:
+@example((three_nodes(1), [ALL_UP, ALL_UP] + [Tick(("abs", "abs", "abs"), False)] * 3))
 def test_invariants_hold_over_random_sequences(scenario: tuple[PoolState, list[Step]]) -> None:
     run(*scenario)
 
