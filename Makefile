@@ -14,8 +14,10 @@ lint: setup
 	$(PY) -m mypy
 	$(PY) -m mypy --strict --explicit-package-bases scripts/demo.py bench/failover.py
 
+# Tests run in parallel, one worker per core (pytest-xdist); each worker starts its own servers
+# on free ports, and a module's tests stay on one worker so module fixtures are shared.
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadscope
 
 # The whole system on loopback ports (MariaDB x2, Redis, 2 pollers, the agent, HAProxy), then a
 # kill -9 failover through HAProxy and the hand-back (scripts/demo.py). It keeps running:
