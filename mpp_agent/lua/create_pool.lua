@@ -8,7 +8,14 @@
 -- ARGV[4]  message to publish (the pool name)
 -- ARGV[5]  one JSON event describing the creation
 --
--- Returns 1 if created (version 1), 0 if the pool already exists (nothing changed).
+-- Returns 1 if created (version 1), 0 if the pool already exists (nothing changed), or an
+-- error reply "<key> is a <type>, not a <type>" if a key has the wrong type (nothing written).
+for i, want in ipairs({'hash', 'stream'}) do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= want and t ~= 'none' then
+    return redis.error_reply(KEYS[i] .. ' is a ' .. t .. ', not a ' .. want)
+  end
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end

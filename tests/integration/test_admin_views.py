@@ -96,13 +96,13 @@ def test_list_shows_overrides_and_json(redis_url: str) -> None:
     )
     doc = json.loads(mpp_admin(redis_url, "list", "--json").stdout)
     [pool] = doc["pools"]
-    assert {k: pool[k] for k in ("name", "status", "interval", "max_requests")} == {
-        "name": "pool1", "status": "OK", "interval": 10.0, "max_requests": 4,
+    assert {k: pool[k] for k in ("name", "status", "interval", "max_requests", "max_lag")} == {
+        "name": "pool1", "status": "OK", "interval": 10.0, "max_requests": 4, "max_lag": 30.0,
     }  # fmt: skip
     primary, _, overridden = pool["nodes"]
     assert set(primary) == {
         "node", "type", "requests", "level", "status", "state", "message",
-        "last_request_time", "override",
+        "last_request_time", "override", "lag", "monitor_note",
     }  # fmt: skip
     assert (primary["node"], primary["state"], primary["level"]) == (
         "10.0.0.1:3306",
