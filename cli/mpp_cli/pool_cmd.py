@@ -32,7 +32,7 @@ from mpp_agent.model import (
     PoolState,
 )
 from mpp_agent.state import AdminRefused, AdminResult
-from mpp_agent.store import PollerInfo, Store
+from mpp_agent.store import BadKey, PollerInfo, Store
 from mpp_cli.errors import CliError, NotConfirmed, cli_errors, report_unusable
 from mpp_cli.render import pool_config_json, pool_config_text, pools_json, pools_table, to_json
 from mpp_cli.session import readable_pools, run_admin, session_of
@@ -118,7 +118,12 @@ def is_seconds(value: object) -> bool:
 
 def warn_about_interval(store: Store, interval: float) -> None:
     """Warnings on stderr only: the pool is configured (exit 0) either way."""
-    for text in interval_warnings(interval, store.pollers()):
+    try:
+        pollers = store.pollers()
+    except BadKey as exc:
+        typer.echo(f"warning: cannot tell which intervals the pollers serve: {exc}", err=True)
+        return
+    for text in interval_warnings(interval, pollers):
         typer.echo(text, err=True)
 
 
