@@ -203,7 +203,9 @@ def connect_sentinel(url: str, password: str | None) -> redis.Redis:
 
 
 def load_script(name: str) -> str:
-    return resources.files("mpp_agent").joinpath("lua", f"{name}.lua").read_text()
+    """A script's source, after the helper every script may call (``check_key_types``)."""
+    lua = resources.files("mpp_agent").joinpath("lua")
+    return lua.joinpath("check_key_types.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
 
 
 # --------------------------------------------------------------------------- the store

@@ -10,11 +10,9 @@
 --
 -- Returns 1 if created (version 1), 0 if the pool already exists (nothing changed), or an
 -- error reply "<key> is a <type>, not a <type>" if a key has the wrong type (nothing written).
-for i, want in ipairs({'hash', 'stream'}) do
-  local t = redis.call('TYPE', KEYS[i]).ok
-  if t ~= want and t ~= 'none' then
-    return redis.error_reply(KEYS[i] .. ' is a ' .. t .. ', not a ' .. want)
-  end
+local wrong = check_key_types({'hash', 'stream'})
+if wrong then
+  return wrong
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0

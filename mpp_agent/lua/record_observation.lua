@@ -13,13 +13,11 @@
 --
 -- Returns {live, reported}: the number of live pollers of this pool and how many of them have
 -- recorded this round. The round is complete when reported == live. An error reply
--- "<key> is a <type>, not a <type>" if a key has the wrong type (checked before anything is
--- written).
-for i, want in ipairs({'hash', 'zset', 'hash'}) do
-  local t = redis.call('TYPE', KEYS[i]).ok
-  if t ~= want and t ~= 'none' then
-    return redis.error_reply(KEYS[i] .. ' is a ' .. t .. ', not a ' .. want)
-  end
+-- "<key> is a <type>, not a <type>" if a key has the wrong type (checked by
+-- check_key_types before anything is written).
+local wrong = check_key_types({'hash', 'zset', 'hash'})
+if wrong then
+  return wrong
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
