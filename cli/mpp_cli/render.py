@@ -5,7 +5,8 @@ MPP's own formats are reproduced exactly: the listing of mpp-behaviour.md 4.2 (c
 the report line of 4.3. Two choices of ours: nodes are listed in priority order (the order that
 decides failover) rather than MPP's lexical order, and a never-polled node shows a blank time
 rather than MPP's "current time" quirk. An override is shown on its own line under its node
-(``O``), and so is why the monitor could not judge a node in its last round (``M``).
+(``O``), and so is why the monitor could not judge a node in its last round (``M``); the pool's
+settings follow its ``status=``.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def listing(pools: Iterable[PoolState]) -> str:
     """MPP's ``--list-cached-pools`` table: header once, then per pool its line and nodes."""
     lines = [listing_row(LIST_HEADER), listing_row(["-" * w for w in LIST_WIDTHS])]
     for pool in pools:
-        lines.append(f"*  [ {pool.name} ] status={pool.status}")
+        lines.append(f"*  [ {pool.name} ] status={pool.status}  {pool_settings(pool)}")
         for node in pool.nodes:
             lines.append(listing_row(node_columns(node)))
             if node.override is not None:
@@ -68,6 +69,12 @@ def listing(pools: Iterable[PoolState]) -> str:
             if node.monitor_note:
                 lines.append(f"  M {node.monitor_note}")
     return "\n".join(lines) + "\n"
+
+
+def pool_settings(pool: PoolState) -> str:
+    """The pool's settings, after MPP's ``status=`` on its line (so ``status=(\\S+)`` still
+    parses): ``interval=2s max_requests=4 max_lag=30s``."""
+    return f"interval={pool.interval:g}s max_requests={pool.max_requests} max_lag={pool.max_lag:g}s"
 
 
 def node_columns(node: NodeState) -> list[str]:

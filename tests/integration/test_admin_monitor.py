@@ -50,6 +50,9 @@ def test_max_lag_is_set_shown_and_kept(redis_url: str) -> None:
     assert mpp_admin(redis_url, "pools").stdout.splitlines()[1].endswith("  12.5s")
     assert json.loads(mpp_admin(redis_url, "pools", "--json").stdout)["pools"][0]["max_lag"] == 12.5
     assert json.loads(mpp_admin(redis_url, "list", "--json").stdout)["pools"][0]["max_lag"] == 12.5
+    assert mpp_admin(redis_url, "list").stdout.splitlines()[2] == (
+        "*  [ pool1 ] status=OK  interval=10s max_requests=4 max_lag=12.5s"
+    )
 
     # apply without --max-lag keeps it; with it, replaces it
     kept = mpp_admin(
