@@ -120,13 +120,7 @@ def history(
     """
     store = session_of(ctx).store
     names = [store.load_pool(pool).name] if pool is not None else store.pool_names()
-    newest: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    unusable: dict[str, BadKey] = {}
-    for name in names:
-        try:
-            newest[name] = store.last_events(name, limit)
-        except BadKey as exc:
-            unusable[name] = exc
+    newest, unusable = newest_events(store, names, limit)
     events = sorted(
         ((name, i, e) for name, rows in newest.items() for i, e in rows),
         key=time_order,
@@ -147,6 +141,23 @@ def history(
         follow_events(store, pool, last, json_output, set(unusable))
     except KeyboardInterrupt:
         return
+
+
+Rows = list[tuple[str, dict[str, Any]]]
+
+
+def newest_events(
+    store: Store, names: list[str], limit: int
+) -> tuple[dict[str, Rows], dict[str, BadKey]]:
+    """The newest ``limit`` events of each pool, and the pools whose stream is unusable."""
+    newest: dict[str, Rows] = {}
+    unusable: dict[str, BadKey] = {}
+    for name in names:
+        try:
+            newest[name] = store.last_events(name, limit)
+        except BadKey as exc:
+            unusable[name] = exc
+    return newest, unusable
 
 
 def stream_key(event_id: str) -> tuple[int, int]:
