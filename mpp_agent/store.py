@@ -61,6 +61,9 @@ REDIS_DOWN_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.ReadOnlyError,
 )
 
+# Command errors that are no key's fault: raised as they are, never taken for a BadKey.
+NOT_KEY_ERRORS: tuple[type[Exception], ...] = (*REDIS_DOWN_ERRORS, redis.exceptions.NoScriptError)
+
 
 class StoreError(Exception):
     """Base of the store's refusals."""
@@ -285,13 +288,16 @@ class Store:
                 return BadKey(key, f"is a {kind}, not a {want}")
         return BadKey(expected[0][0], f"cannot be used: {error}")
 
+    def key_error(self, error: Exception, expected: Expected) -> BadKey:
+        """The BadKey of a command error caused by one of ``expected``'s keys; an error that is
+        no key's fault (Redis down, read-only, loading, a flushed script) is raised as it is."""
+        if not isinstance(error, redis.ResponseError) or isinstance(error, NOT_KEY_ERRORS):
+            raise error
+        return self.diagnose(error, expected)
+
     def checked(self, reply: Any, expected: Expected) -> Any:
         """A pipelined reply, or BadKey in its place if the command failed on a key."""
-        if isinstance(reply, redis.ResponseError):
-            return self.diagnose(reply, expected)
-        if isinstance(reply, Exception):  # pragma: no cover - only command errors are kept
-            raise reply
-        return reply
+        return self.key_error(reply, expected) if isinstance(reply, Exception) else reply
 
     # ---------------------------------------------------------------- reading
 
@@ -305,7 +311,7 @@ class Store:
         try:
             members = self.client.smembers(key)
         except redis.ResponseError as exc:
-            raise self.diagnose(exc, [(key, "set")]) from None
+            raise self.key_error(exc, [(key, "set")]) from None
         return sorted(m.decode() for m in members)
 
     def read_pools(self, names: Iterable[str] | None = None) -> dict[str, PoolState | BadKey]:
@@ -332,7 +338,7 @@ class Store:
         try:
             raw = self.client.hgetall(key)
         except redis.ResponseError as exc:
-            raise self.diagnose(exc, [(key, "hash")]) from None
+            raise self.key_error(exc, [(key, "hash")]) from None
         pool = decode_pool(key, name, raw)
         if pool is None:
             raise UnknownPool(name)
@@ -362,7 +368,7 @@ class Store:
         try:
             rows = self.client.xrange(key, min=start, count=count)
         except redis.ResponseError as exc:
-            raise self.diagnose(exc, [(key, "stream")]) from None
+            raise self.key_error(exc, [(key, "stream")]) from None
         return decode_events(key, rows)
 
     def last_events(self, pool: str, count: int) -> list[tuple[str, dict[str, Any]]]:
@@ -371,7 +377,7 @@ class Store:
         try:
             rows = self.client.xrevrange(key, count=count)
         except redis.ResponseError as exc:
-            raise self.diagnose(exc, [(key, "stream")]) from None
+            raise self.key_error(exc, [(key, "stream")]) from None
         return decode_events(key, list(reversed(rows)))
 
     def metrics(self, pool: str) -> dict[str, dict[str, Any]]:
@@ -414,7 +420,7 @@ class Store:
                 ],
             )
         except redis.ResponseError as exc:
-            raise self.diagnose(exc, list(zip(keys, ("hash", "stream"), strict=True))) from None
+            raise self.key_error(exc, list(zip(keys, ("hash", "stream"), strict=True))) from None
         self.client.sadd(self.keys.pools(), pool.name)
         if not created:
             raise PoolExists(pool.name)
@@ -489,7 +495,7 @@ class Store:
             )
         except redis.ResponseError as exc:
             expected = list(zip(keys, ("hash", "stream"), strict=True))
-            raise self.problems.bad(self.diagnose(exc, expected)) from None
+            raise self.problems.bad(self.key_error(exc, expected)) from None
         self.problems.good(*keys)
         if int(result[0]) == 1:
             return CommitResult(True)
@@ -579,9 +585,9 @@ class Store:
         pipe.zremrangebyscore(self.keys.pollers(), "-inf", f"({int(now * 1000) - 3600_000}")
         replies = pipe.execute(raise_on_error=False)
         expected = [(self.keys.poller(poller_id), "string"), (self.keys.pollers(), "zset")]
-        errors = [r for r in replies if isinstance(r, redis.ResponseError)]
+        errors = [r for r in replies if isinstance(r, Exception)]
         if errors:
-            self.problems.bad(self.diagnose(errors[0], expected))
+            self.problems.bad(self.key_error(errors[0], expected))
         else:
             self.problems.good(*(key for key, _ in expected))
 
@@ -603,7 +609,7 @@ class Store:
         try:
             members = self.client.zrange(key, 0, -1, withscores=True)
         except redis.ResponseError as exc:
-            raise self.diagnose(exc, [(key, "zset")]) from None
+            raise self.key_error(exc, [(key, "zset")]) from None
         if not members:
             return []
         ids = [m.decode() for m, _ in members]

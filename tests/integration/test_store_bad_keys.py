@@ -7,11 +7,13 @@ from __future__ import annotations
 import logging
 
 import pytest
+import redis
 
 from mpp_agent.config import parse_failoverpool
 from mpp_agent.model import Observation
 from mpp_agent.state import tick
 from mpp_agent.store import BadKey, CommitRefusal, CommitResult, Store
+from tests.servers import RedisServer, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +116,25 @@ def test_each_bad_key_is_logged_once_and_once_more_when_repaired(
         "mpp:{b}:metrics is usable again",
     ]
     assert caplog.records[0].levelname == "ERROR"
+
+
+def test_a_read_only_redis_is_not_taken_for_bad_keys(
+    redis_url: str, fresh_redis: RedisServer
+) -> None:
+    """A replica (a Sentinel failover not yet seen) refuses writes: Redis is unavailable, which
+    the daemons retry, not a pool's bad key."""
+    source = Store.from_url(redis_url)
+    source.create_pool(parse_failoverpool("name:a;primary:db1"))
+    replica = Store.from_url(fresh_redis.url)
+    host, port = redis_url.split("//")[1].split("/")[0].split(":")
+    replica.client.replicaof(host, port)
+    try:
+        wait_until(lambda: replica.pool_names() == ["a"], 10, "the replica in sync")
+        with pytest.raises(redis.exceptions.ReadOnlyError):
+            record(replica, 1)
+        pool = replica.load_pool("a")
+        with pytest.raises(redis.exceptions.ReadOnlyError):
+            replica.commit(pool, pool, [], "p1", replica.server_time(), 1)
+        assert replica.problems.known == {}
+    finally:
+        replica.client.replicaof("no", "one")
