@@ -324,7 +324,8 @@ class Agent:
             pool = self.pools[name]
             if name in self.vanished:
                 log.warning(
-                    "pool %s is gone from Redis without being removed (Redis lost its data?): "
+                    "pool %s is gone from Redis without being removed (Redis lost its data? "
+                    "or one of its keys is unusable, logged above): "
                     "answering its last known decisions marked stale",
                     name,
                 )
