@@ -26,8 +26,9 @@ This is the only module that imports ``gevent.server``. It owns:
 * **before the first snapshot** (agent just started, Redis not reachable yet) probes are closed
   *without a reply*: HAProxy then ignores the check and keeps what it had (haproxy-agent.md 3),
   rather than hearing ``down`` for every node from an agent that knows nothing;
-* **metrics** (Prometheus text on ``/metrics``) and ``/healthz`` (200 ``ok`` when serving from a
-  fresh snapshot, 503 otherwise);
+* **metrics** (Prometheus text on ``/metrics``: probes, staleness, Redis errors, and per node
+  ``mpp_node_monitor_abstained``) and ``/healthz`` (200 ``ok`` when serving from a fresh
+  snapshot, 503 otherwise);
 * **graceful stop**: ``stop()`` closes the listener, lets in-flight probes finish (bounded), and
   stops the background greenlets.
 """
@@ -138,6 +139,27 @@ def is_pool_stale(pool: PoolState, now: float) -> bool:
     # back after a failover of Redis) means no commit is landing either.
     behind = current_round - pool.last_round
     return behind > POLLER_STALE_ROUNDS or behind < -1
+
+
+def node_metrics(pools: Iterable[PoolState]) -> list[str]:
+    """Per-node gauges: ``mpp_node_monitor_abstained`` is 1 while the pollers could not judge
+    the node in its last polled round (all or some of them abstained: its monitor note), 0
+    otherwise."""
+    lines = [
+        "# HELP mpp_node_monitor_abstained 1 when pollers could not judge the node in its "
+        "last round (the monitor's fault, not the node's), else 0.",
+        "# TYPE mpp_node_monitor_abstained gauge",
+    ]
+    for pool in sorted(pools, key=lambda p: p.name):
+        for node in pool.nodes:
+            labels = f'pool="{label_value(pool.name)}",node="{label_value(str(node.node))}"'
+            lines.append(f"mpp_node_monitor_abstained{{{labels}}} {int(bool(node.monitor_note))}")
+    return lines
+
+
+def label_value(text: str) -> str:
+    """A Prometheus label value: backslash, double quote and newline escaped."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def render_pool(pool: PoolState, now: float, stale: bool) -> RenderedPool:
@@ -302,7 +324,8 @@ class Agent:
             pool = self.pools[name]
             if name in self.vanished:
                 log.warning(
-                    "pool %s is gone from Redis without being removed (Redis lost its data?): "
+                    "pool %s is gone from Redis without being removed (Redis lost its data? "
+                    "or one of its keys is unusable, logged above): "
                     "answering its last known decisions marked stale",
                     name,
                 )
@@ -441,6 +464,7 @@ class Agent:
                 if isinstance(value, float)
                 else f"mpp_agent_{name} {value}",
             ]
+        lines += node_metrics(self.pools.values())
         return "\n".join(lines) + "\n"
 
     def health(self) -> tuple[bool, str]:

@@ -131,7 +131,11 @@ def pool_problem(pool: PoolState) -> str:
         return f"max_requests {pool.max_requests!r} is below 1"
     if not pool.max_lag >= 0:
         return f"max_lag {pool.max_lag!r} is not a number of seconds"
+    seen: set[NodeId] = set()
     for n in pool.nodes:
+        if n.node in seen:  # which of its states would the agent answer?
+            return f"node {n.node} is listed twice"
+        seen.add(n.node)
         if n.requests is not None and (type(n.requests) is not int or n.requests < 0):
             return f"requests {n.requests!r} of {n.node} is not a count"
         if n.message is not None and not isinstance(n.message, str):

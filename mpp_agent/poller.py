@@ -27,7 +27,7 @@ import gevent.pool
 from mpp_agent.model import NodeId, Observation, Outcome, PoolState, State
 from mpp_agent.probe import NodeMetrics, ProbeResult, ProbeSettings, probe_node
 from mpp_agent.state import expire_overrides, tick
-from mpp_agent.store import REDIS_DOWN_ERRORS, RoundRecord, Store, UnknownPool
+from mpp_agent.store import REDIS_DOWN_ERRORS, BadKey, RoundRecord, Store, UnknownPool
 
 log = logging.getLogger("mpp.poller")
 
@@ -264,9 +264,13 @@ class Poller:
                 todo, self.store.load_round(todo), strict=True
             ):
                 try:
+                    if isinstance(pool, BadKey):  # logged once by the store
+                        raise pool
                     outcome = self.commit_round(name, round_, pool, reports)
                 except UnknownPool:
                     outcome = "was removed"
+                except BadKey as exc:
+                    outcome = f"not ticked: {exc.key} is unusable"
                 if isinstance(outcome, PoolState):
                     committed[name] = outcome
                 elif outcome == "version":

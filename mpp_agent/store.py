@@ -2,8 +2,13 @@
 
 Every change to a pool is a compare-and-set on the pool's version inside one Lua script
 (``lua/*.lua``); a writer that loses the race re-reads and, where that is safe, tries again a
-bounded number of times. Lua return codes become typed exceptions here. Policy (what the new
+bounded number of times. Lua return codes become typed outcomes here. Policy (what the new
 state is) stays in Python: the scripts only fence and write.
+
+One bad pool stops only itself: every batched read or write handles each pool's reply on its
+own, so a key of the wrong type or content this version cannot read (``BadKey``) costs that
+pool its round, never the other pools'. Each such key is logged once per process (when it is
+first seen, when what is wrong changes, and when it is readable again), not once per round.
 
 Redis URLs: ``redis://``, ``rediss://`` (TLS), ``unix://`` and
 ``redis+sentinel://h1:26379,h2:26379/<master>/<db>``. The password comes from the URL, the
@@ -17,9 +22,10 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import redis
@@ -55,6 +61,9 @@ REDIS_DOWN_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.ReadOnlyError,
 )
 
+# Command errors that are no key's fault: raised as they are, never taken for a BadKey.
+NOT_KEY_ERRORS: tuple[type[Exception], ...] = (*REDIS_DOWN_ERRORS, redis.exceptions.NoScriptError)
+
 
 class StoreError(Exception):
     """Base of the store's refusals."""
@@ -74,6 +83,47 @@ class PoolExists(StoreError):
 
 class Conflict(StoreError):
     """A compare-and-set kept losing to other writers."""
+
+
+class BadKey(StoreError):
+    """A key of the wrong type, or holding what this version cannot read. Batched reads return
+    it in place of the value (the other pools' values are unaffected); single reads raise it."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key} {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class CommitRefusal(StrEnum):
+    """Why a compare-and-set wrote nothing (a normal outcome: re-read and decide again)."""
+
+    VERSION = "version"  # another writer changed the pool since it was read
+    ROUND = "round"  # the round is not newer than the last committed one
+
+
+class CommitResult(NamedTuple):
+    committed: bool
+    refusal: CommitRefusal | None = None
+
+
+class KeyProblems:
+    """The keys this process found unusable, so that each problem is logged once: when first
+    seen, when it changes, and when the key is usable again (not once per round)."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, str] = {}
+
+    def bad(self, error: BadKey) -> BadKey:
+        if self.known.get(error.key) != error.problem:
+            self.known[error.key] = error.problem
+            log.error("%s: left out until it is repaired (other pools go on)", error)
+        return error
+
+    def good(self, *keys: str) -> None:
+        for key in keys:
+            if self.known.pop(key, None) is not None:
+                log.warning("%s is usable again", key)
 
 
 # --------------------------------------------------------------------------- connecting
@@ -156,7 +206,9 @@ def connect_sentinel(url: str, password: str | None) -> redis.Redis:
 
 
 def load_script(name: str) -> str:
-    return resources.files("mpp_agent").joinpath("lua", f"{name}.lua").read_text()
+    """A script's source, after the helper every script may call (``check_key_types``)."""
+    lua = resources.files("mpp_agent").joinpath("lua")
+    return lua.joinpath("check_key_types.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
 
 
 # --------------------------------------------------------------------------- the store
@@ -164,9 +216,12 @@ def load_script(name: str) -> str:
 
 @dataclass(frozen=True)
 class PollerInfo:
+    """A poller's heartbeat; ``problem`` says why its info could not be read, if it could not."""
+
     poller_id: str
     alive: bool
     info: dict[str, Any]
+    problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -183,6 +238,12 @@ class RoundRecord:
         return self.reported >= self.live
 
 
+Record = tuple[str, int, dict[NodeId, Observation], dict[str, str]]
+Reports = dict[str, dict[NodeId, Observation]]
+# The keys a command touches with the Redis type each must have (for diagnosing errors).
+Expected = Sequence[tuple[str, str]]
+
+
 class Store:
     """Pool state in Redis for one namespace."""
 
@@ -190,6 +251,7 @@ class Store:
         # redis-py's return types are unions over decode modes; this client never decodes.
         self.client: Any = client
         self.keys = Keys(namespace)
+        self.problems = KeyProblems()
         # register_script costs no round trip and reloads itself after NOSCRIPT.
         self._commit = client.register_script(load_script("commit_pool"))
         self._create = client.register_script(load_script("create_pool"))
@@ -212,6 +274,31 @@ class Store:
     def notify_channel(self) -> str:
         return self.keys.notify_channel()
 
+    # ---------------------------------------------------------------- errors
+
+    def diagnose(self, error: Exception, expected: Expected) -> BadKey:
+        """Which of ``expected``'s keys made a command fail, and how (one extra round trip,
+        only when something is wrong)."""
+        pipe = self.client.pipeline(transaction=False)
+        for key, _ in expected:
+            pipe.type(key)
+        for (key, want), got in zip(expected, pipe.execute(), strict=True):
+            kind = got.decode() if isinstance(got, bytes) else str(got)
+            if kind not in (want, "none"):
+                return BadKey(key, f"is a {kind}, not a {want}")
+        return BadKey(expected[0][0], f"cannot be used: {error}")
+
+    def key_error(self, error: Exception, expected: Expected) -> BadKey:
+        """The BadKey of a command error caused by one of ``expected``'s keys; an error that is
+        no key's fault (Redis down, read-only, loading, a flushed script) is raised as it is."""
+        if not isinstance(error, redis.ResponseError) or isinstance(error, NOT_KEY_ERRORS):
+            raise error
+        return self.diagnose(error, expected)
+
+    def checked(self, reply: Any, expected: Expected) -> Any:
+        """A pipelined reply, or BadKey in its place if the command failed on a key."""
+        return self.key_error(reply, expected) if isinstance(reply, Exception) else reply
+
     # ---------------------------------------------------------------- reading
 
     def server_time(self) -> float:
@@ -220,39 +307,99 @@ class Store:
         return float(seconds) + float(micros) / 1e6
 
     def pool_names(self) -> list[str]:
-        return sorted(m.decode() for m in self.client.smembers(self.keys.pools()))
+        key = self.keys.pools()
+        try:
+            members = self.client.smembers(key)
+        except redis.ResponseError as exc:
+            raise self.key_error(exc, [(key, "set")]) from None
+        return sorted(m.decode() for m in members)
 
-    def load_pools(self, names: Iterable[str] | None = None) -> list[PoolState]:
-        """The named pools (default all) in one round trip; missing ones are left out."""
+    def read_pools(self, names: Iterable[str] | None = None) -> dict[str, PoolState | BadKey]:
+        """The named pools (default all) in one round trip, each a PoolState or the BadKey that
+        makes it unreadable (logged once); missing pools are left out."""
         names = self.pool_names() if names is None else list(names)
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(self.keys.pool(name))
-        return decode_pools(pipe.execute())
+        out: dict[str, PoolState | BadKey] = {}
+        for name, raw in zip(names, pipe.execute(raise_on_error=False), strict=True):
+            pool = self.pool_of(name, raw)
+            if pool is not None:
+                out[name] = pool
+        return out
+
+    def load_pools(self, names: Iterable[str] | None = None) -> list[PoolState]:
+        """The readable pools of ``read_pools``: one unreadable pool never hides the others."""
+        return [p for p in self.read_pools(names).values() if isinstance(p, PoolState)]
 
     def load_pool(self, name: str) -> PoolState:
-        pool = decode_pool(self.client.hgetall(self.keys.pool(name)))
+        """One pool; UnknownPool if missing, BadKey if unreadable."""
+        key = self.keys.pool(name)
+        try:
+            raw = self.client.hgetall(key)
+        except redis.ResponseError as exc:
+            raise self.key_error(exc, [(key, "hash")]) from None
+        pool = decode_pool(key, name, raw)
         if pool is None:
             raise UnknownPool(name)
+        return pool
+
+    def pool_of(self, name: str, raw: Any) -> PoolState | BadKey | None:
+        """A pipelined pool hash reply decoded; a bad one is noted in ``problems``."""
+        key = self.keys.pool(name)
+        try:
+            reply = self.checked(raw, [(key, "hash")])
+            if isinstance(reply, BadKey):
+                raise reply
+            pool = decode_pool(key, name, reply)
+        except BadKey as exc:
+            return self.problems.bad(exc)
+        self.problems.good(key)
         return pool
 
     def events(
         self, pool: str, count: int = 100, after: str = "-"
     ) -> list[tuple[str, dict[str, Any]]]:
-        """Up to ``count`` events of a pool after stream id ``after`` (exclusive), oldest first."""
+        """Up to ``count`` events of a pool after stream id ``after`` (exclusive), oldest first.
+
+        BadKey if the stream is not a stream or holds an entry that is not an event."""
         start = "-" if after == "-" else f"({after}"
-        rows = self.client.xrange(self.keys.events(pool), min=start, count=count)
-        return [(rid.decode(), event_from_json(fields[b"event"])) for rid, fields in rows]
+        key = self.keys.events(pool)
+        try:
+            rows = self.client.xrange(key, min=start, count=count)
+        except redis.ResponseError as exc:
+            raise self.key_error(exc, [(key, "stream")]) from None
+        return decode_events(key, rows)
 
     def last_events(self, pool: str, count: int) -> list[tuple[str, dict[str, Any]]]:
-        rows = self.client.xrevrange(self.keys.events(pool), count=count)
-        return [(rid.decode(), event_from_json(fields[b"event"])) for rid, fields in reversed(rows)]
+        """The newest ``count`` events of a pool, oldest first (BadKey as ``events``)."""
+        key = self.keys.events(pool)
+        try:
+            rows = self.client.xrevrange(key, count=count)
+        except redis.ResponseError as exc:
+            raise self.key_error(exc, [(key, "stream")]) from None
+        return decode_events(key, list(reversed(rows)))
 
     def metrics(self, pool: str) -> dict[str, dict[str, Any]]:
-        raw = self.client.hgetall(self.keys.metrics(pool))
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
+        """The last probe metrics of each node of a pool (BadKey if the hash is unreadable)."""
+        found = self.read_metrics([pool])[pool]
+        if isinstance(found, BadKey):
+            raise found
+        return found
 
-    def round_observations(self, pool: str, round_: int) -> dict[str, dict[NodeId, Observation]]:
+    def read_metrics(self, pools: Sequence[str]) -> dict[str, dict[str, dict[str, Any]] | BadKey]:
+        """Each pool's metrics hash (node -> its last probe metrics) in one round trip; a hash
+        of the wrong type is a BadKey, an unreadable entry is left out."""
+        pipe = self.client.pipeline(transaction=False)
+        for pool in pools:
+            pipe.hgetall(self.keys.metrics(pool))
+        out: dict[str, dict[str, dict[str, Any]] | BadKey] = {}
+        for pool, raw in zip(pools, pipe.execute(raise_on_error=False), strict=True):
+            reply = self.checked(raw, [(self.keys.metrics(pool), "hash")])
+            out[pool] = reply if isinstance(reply, BadKey) else decode_metrics(reply)
+        return out
+
+    def round_observations(self, pool: str, round_: int) -> Reports:
         return decode_reports(self.client.hgetall(self.keys.observations(pool, round_)))
 
     # ---------------------------------------------------------------- pools
@@ -260,16 +407,20 @@ class Store:
     def create_pool(self, config: PoolConfig, actor: str = "admin") -> PoolState:
         pool = new_pool(config)
         event = Event(EventKind.CONFIGURE, pool.name, message=f"pool created by {actor}")
-        created = self._create(
-            keys=[self.keys.pool(pool.name), self.keys.events(pool.name)],
-            args=[
-                pool_to_doc(pool),
-                EVENTS_MAXLEN,
-                self.notify_channel,
-                pool.name,
-                event_to_json(event, actor, self.server_time()),
-            ],
-        )
+        keys = [self.keys.pool(pool.name), self.keys.events(pool.name)]
+        try:
+            created = self._create(
+                keys=keys,
+                args=[
+                    pool_to_doc(pool),
+                    EVENTS_MAXLEN,
+                    self.notify_channel,
+                    pool.name,
+                    event_to_json(event, actor, self.server_time()),
+                ],
+            )
+        except redis.ResponseError as exc:
+            raise self.key_error(exc, list(zip(keys, ("hash", "stream"), strict=True))) from None
         self.client.sadd(self.keys.pools(), pool.name)
         if not created:
             raise PoolExists(pool.name)
@@ -305,8 +456,7 @@ class Store:
             result = change(expire_overrides(pool, now))
             # A new interval re-numbers the rounds (round = time // interval): start afresh.
             renumber = "=-1" if result.pool.interval != pool.interval else None
-            ok, _ = self.commit(pool, result.pool, result.events, actor, now, renumber)
-            if ok:
+            if self.commit(pool, result.pool, result.events, actor, now, renumber).committed:
                 return result
         raise Conflict(f"Pool {name} kept changing under concurrent writers; try again.")
 
@@ -318,40 +468,47 @@ class Store:
         actor: str,
         now: float,
         round_: int | str | None,
-    ) -> tuple[bool, str]:
-        """Compare-and-set ``after`` over ``before``. Returns (committed, reason-if-not).
+    ) -> CommitResult:
+        """Compare-and-set ``after`` over ``before``: (committed, why not if not).
 
         ``round_`` is the tick's round (refused unless newer than the last), None for an admin
         change, or ``"=<n>"`` to re-number the rounds.
 
-        Raises UnknownPool if the pool is gone."""
+        Raises UnknownPool if the pool is gone, BadKey if one of its keys is unusable (then
+        nothing is written)."""
         tag = round_ if isinstance(round_, int) else None
         payload = [event_to_json(e, actor, now, tag) for e in events]
-        result = self._commit(
-            keys=[self.keys.pool(before.name), self.keys.events(before.name)],
-            args=[
-                before.version,
-                "" if round_ is None else round_,
-                pool_to_doc(after),
-                EVENTS_MAXLEN,
-                self.notify_channel,
-                before.name,
-                len(payload),
-                *payload,
-            ],
-        )
+        keys = [self.keys.pool(before.name), self.keys.events(before.name)]
+        try:
+            result = self._commit(
+                keys=keys,
+                args=[
+                    before.version,
+                    "" if round_ is None else round_,
+                    pool_to_doc(after),
+                    EVENTS_MAXLEN,
+                    self.notify_channel,
+                    before.name,
+                    len(payload),
+                    *payload,
+                ],
+            )
+        except redis.ResponseError as exc:
+            expected = list(zip(keys, ("hash", "stream"), strict=True))
+            raise self.problems.bad(self.key_error(exc, expected)) from None
+        self.problems.good(*keys)
         if int(result[0]) == 1:
-            return True, ""
+            return CommitResult(True)
         reason = result[1].decode()
         if reason == "missing":
             raise UnknownPool(before.name)
-        return False, reason
+        return CommitResult(False, CommitRefusal(reason))
 
     # ---------------------------------------------------------------- pollers
 
     def record_observations(
         self,
-        records: Sequence[tuple[str, int, dict[NodeId, Observation], dict[str, str]]],
+        records: Sequence[Record],
         poller_id: str,
         now: float,
         ttl: float,
@@ -359,16 +516,14 @@ class Store:
     ) -> list[RoundRecord]:
         """Record this poller's observations for several (pool, round)s in one round trip.
 
-        Each record is (pool, round, observations, metrics JSON by node)."""
+        Each record is (pool, round, observations, metrics JSON by node). A record that one of
+        its pool's keys refused (logged once, nothing of it written) is left out of the result:
+        that pool loses this round, the others do not."""
         pipe = self.client.pipeline(transaction=False)
         for pool, round_, observations, metrics in records:
             flat = [x for item in metrics.items() for x in item]
             self._record(
-                keys=[
-                    self.keys.observations(pool, round_),
-                    self.keys.pool_pollers(pool),
-                    self.keys.metrics(pool),
-                ],
+                keys=[key for key, _ in self.record_keys(pool, round_)],
                 args=[
                     poller_id,
                     observations_to_json(observations),
@@ -380,29 +535,47 @@ class Store:
                 ],
                 client=pipe,
             )
-        replies = pipe.execute()
+        out = []
+        for (pool, round_, _, _), raw in zip(
+            records, pipe.execute(raise_on_error=False), strict=True
+        ):
+            expected = self.record_keys(pool, round_)
+            reply = self.checked(raw, expected)
+            if isinstance(reply, BadKey):
+                self.problems.bad(reply)
+                continue
+            self.problems.good(*(key for key, _ in expected))
+            live, reported = reply
+            out.append(RoundRecord(pool, round_, int(live), int(reported)))
+        return out
+
+    def record_keys(self, pool: str, round_: int) -> list[tuple[str, str]]:
+        """KEYS of record_observation.lua, with their types."""
         return [
-            RoundRecord(pool, round_, int(live), int(reported))
-            for (pool, round_, _, _), (live, reported) in zip(records, replies, strict=True)
+            (self.keys.observations(pool, round_), "hash"),
+            (self.keys.pool_pollers(pool), "zset"),
+            (self.keys.metrics(pool), "hash"),
         ]
 
     def load_round(
         self, names: Sequence[tuple[str, int]]
-    ) -> list[tuple[PoolState | None, dict[str, dict[NodeId, Observation]]]]:
-        """For each (pool, round): the pool and every poller's observations of that round."""
+    ) -> list[tuple[PoolState | BadKey | None, Reports]]:
+        """For each (pool, round): the pool (None if removed, BadKey if unreadable) and every
+        poller's observations of that round."""
         pipe = self.client.pipeline(transaction=False)
         for name, round_ in names:
             pipe.hgetall(self.keys.pool(name))
             pipe.hgetall(self.keys.observations(name, round_))
-        raw = pipe.execute()
-        out: list[tuple[PoolState | None, dict[str, dict[NodeId, Observation]]]] = []
-        for i, (name, _) in enumerate(names):
-            try:
-                pool = decode_pool(raw[2 * i])
-            except DocumentError as exc:
-                log.error("not ticking pool %s: %s", name, exc)
-                pool = None
-            out.append((pool, decode_reports(raw[2 * i + 1])))
+        raw = pipe.execute(raise_on_error=False)
+        out: list[tuple[PoolState | BadKey | None, Reports]] = []
+        for i, (name, round_) in enumerate(names):
+            pool = self.pool_of(name, raw[2 * i])
+            obs_key = self.keys.observations(name, round_)
+            reports = self.checked(raw[2 * i + 1], [(obs_key, "hash")])
+            if isinstance(reports, BadKey):
+                out.append((pool if pool is None else self.problems.bad(reports), {}))
+                continue
+            out.append((pool, decode_reports(reports)))
         return out
 
     def heartbeat(self, poller_id: str, info: dict[str, Any], now: float, ttl: float) -> None:
@@ -410,58 +583,64 @@ class Store:
         pipe.set(self.keys.poller(poller_id), json.dumps(info), px=int(ttl * 1000))
         pipe.zadd(self.keys.pollers(), {poller_id: (now + ttl) * 1000})
         pipe.zremrangebyscore(self.keys.pollers(), "-inf", f"({int(now * 1000) - 3600_000}")
-        pipe.execute()
+        replies = pipe.execute(raise_on_error=False)
+        expected = [(self.keys.poller(poller_id), "string"), (self.keys.pollers(), "zset")]
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:
+            self.problems.bad(self.key_error(errors[0], expected))
+        else:
+            self.problems.good(*(key for key, _ in expected))
 
     def leave(self, poller_id: str, pools: Iterable[str]) -> None:
-        """A poller stopping gracefully: it stops counting as live at once."""
+        """A poller stopping gracefully: it stops counting as live at once (a pool whose
+        pollers key is unusable keeps it until its heartbeat expires)."""
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(self.keys.poller(poller_id))
         pipe.zrem(self.keys.pollers(), poller_id)
         for pool in pools:
             pipe.zrem(self.keys.pool_pollers(pool), poller_id)
-        pipe.execute()
+        pipe.execute(raise_on_error=False)
 
     def pollers(self) -> list[PollerInfo]:
+        """Every poller that sent a heartbeat (BadKey if the pollers zset is unusable); a
+        heartbeat that cannot be read is reported in its PollerInfo's ``problem``."""
         now_ms = self.server_time() * 1000
-        members = self.client.zrange(self.keys.pollers(), 0, -1, withscores=True)
+        key = self.keys.pollers()
+        try:
+            members = self.client.zrange(key, 0, -1, withscores=True)
+        except redis.ResponseError as exc:
+            raise self.key_error(exc, [(key, "zset")]) from None
         if not members:
             return []
-        infos = self.client.mget([self.keys.poller(m.decode()) for m, _ in members])
-        return [
-            PollerInfo(
-                m.decode(), score > now_ms and raw is not None, json.loads(raw) if raw else {}
-            )
-            for (m, score), raw in zip(members, infos, strict=True)
-        ]
+        ids = [m.decode() for m, _ in members]
+        infos = self.client.mget([self.keys.poller(i) for i in ids])
+        out = []
+        for poller_id, (_, score), raw in zip(ids, members, infos, strict=True):
+            info, problem = decode_heartbeat(raw)
+            if problem:
+                problem = f"{self.keys.poller(poller_id)} {problem}"
+            out.append(PollerInfo(poller_id, score > now_ms and raw is not None, info, problem))
+        return out
 
 
-def decode_pool(raw: dict[bytes, bytes]) -> PoolState | None:
-    """The pool of a raw pool hash; None if absent; DocumentError if unreadable."""
+def decode_pool(key: str, name: str, raw: dict[bytes, bytes]) -> PoolState | None:
+    """The pool of a raw pool hash; None if absent; BadKey if unreadable."""
     if not raw or b"doc" not in raw:
         return None
     try:
         version, round_ = int(raw[b"version"]), int(raw[b"round"])
     except (KeyError, ValueError) as exc:
-        raise DocumentError(f"unreadable pool hash: {exc!r}") from None
-    return pool_from_doc(raw[b"doc"], version, round_)
+        raise BadKey(key, f"holds an unreadable pool hash: {exc!r}") from None
+    try:
+        pool = pool_from_doc(raw[b"doc"], version, round_)
+    except DocumentError as exc:
+        raise BadKey(key, f"holds an {exc}") from None
+    if pool.name != name:
+        raise BadKey(key, f"holds the document of pool {pool.name!r}")
+    return pool
 
 
-def decode_pools(raws: Iterable[dict[bytes, bytes]]) -> list[PoolState]:
-    """Every readable pool; an unreadable one is logged and left out, so that one bad
-    document never stops the pollers or the agent from serving the others."""
-    pools = []
-    for raw in raws:
-        try:
-            pool = decode_pool(raw)
-        except DocumentError as exc:
-            log.error("skipping a pool: %s", exc)
-            continue
-        if pool is not None:
-            pools.append(pool)
-    return pools
-
-
-def decode_reports(raw: dict[bytes, bytes]) -> dict[str, dict[NodeId, Observation]]:
+def decode_reports(raw: dict[bytes, bytes]) -> Reports:
     """Every poller's readable observations of a round; an unreadable report is left out."""
     reports = {}
     for poller, text in raw.items():
@@ -470,3 +649,40 @@ def decode_reports(raw: dict[bytes, bytes]) -> dict[str, dict[NodeId, Observatio
         except DocumentError as exc:
             log.error("ignoring the report of poller %s: %s", poller.decode(), exc)
     return reports
+
+
+def decode_events(key: str, rows: Iterable[Any]) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for rid, fields in rows:
+        try:
+            out.append((rid.decode(), event_from_json(fields[b"event"])))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise BadKey(key, f"holds entry {rid.decode()} that is not an event: {exc!r}") from None
+    return out
+
+
+def decode_metrics(raw: dict[bytes, bytes]) -> dict[str, dict[str, Any]]:
+    """node -> its metrics; an entry that is not a JSON object is left out (metrics are only
+    shown, never decided on)."""
+    out = {}
+    for node, text in raw.items():
+        try:
+            data = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            out[node.decode(errors="replace")] = data
+    return out
+
+
+def decode_heartbeat(raw: bytes | None) -> tuple[dict[str, Any], str]:
+    """A poller's heartbeat info and, if it cannot be read, what is wrong."""
+    if raw is None:
+        return {}, ""
+    try:
+        info = json.loads(raw)
+    except ValueError as exc:
+        return {}, f"is not JSON: {exc}"
+    if not isinstance(info, dict):
+        return {}, "is not a JSON object"
+    return info, ""

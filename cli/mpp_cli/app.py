@@ -4,6 +4,7 @@ Commands live in pool_cmd.py (configuration), view_cmd.py (read-only views) and 
 (state changes); exit codes in errors.py; the shared Redis session in session.py.
 """
 
+import logging
 from typing import Annotated
 
 import typer
@@ -33,6 +34,9 @@ Examples:
 Exit codes: 0 ok, 1 is-active NO, 2 usage, 3 not found, 4 refused,
 5 conflict, 6 Redis unavailable, 7 unreadable stored state (docs/admin.md).
 """
+
+# The library logs for the daemons; a command reports on stderr itself, once per problem.
+logging.getLogger("mpp").addHandler(logging.NullHandler())
 
 app = typer.Typer(
     name="mpp-admin",

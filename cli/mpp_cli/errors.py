@@ -18,14 +18,16 @@ code  name         meaning
                    STANDBY, apply that would remove the ACTIVE node, remove not confirmed)
 5     CONFLICT     the pool already exists, or kept changing under concurrent writers
 6     UNAVAILABLE  Redis could not be reached (the URL is printed without its password)
-7     BAD_STATE    the state stored in Redis cannot be read by this version
+7     BAD_STATE    the state stored in Redis cannot be read by this version: a key of the
+                   wrong type or unreadable content (a command over several pools shows the
+                   readable ones, then one line per unusable key, then exits 7)
 ====  ===========  ==========================================================================
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import IntEnum
 from typing import ParamSpec, TypeVar
@@ -38,6 +40,7 @@ from mpp_agent.model import NodeIdError
 from mpp_agent.state import AdminRefused
 from mpp_agent.store import (
     REDIS_DOWN_ERRORS,
+    BadKey,
     Conflict,
     PoolExists,
     StoreError,
@@ -90,7 +93,7 @@ EXIT_CODES: tuple[tuple[tuple[type[BaseException], ...], ExitCode], ...] = (
     ((AdminRefused,), ExitCode.REFUSED),
     ((PoolExists, Conflict), ExitCode.CONFLICT),
     (REDIS_DOWN_ERRORS, ExitCode.UNAVAILABLE),
-    ((DocumentError,), ExitCode.BAD_STATE),
+    ((DocumentError, BadKey), ExitCode.BAD_STATE),
     ((StoreError,), ExitCode.USAGE),  # what is left: a bad Redis URL
 )
 
@@ -107,6 +110,15 @@ def exit_code_of(error: BaseException) -> ExitCode:
         if isinstance(error, classes):
             return code
     raise TypeError(f"no exit code for {type(error).__name__}")  # pragma: no cover
+
+
+def report_unusable(command: str, problems: Sequence[BadKey], *, fatal: bool = True) -> None:
+    """One stderr line per unusable key (after the readable part was shown); exit 7 if any
+    and ``fatal`` (metrics only shown, never state, are not)."""
+    for problem in problems:
+        typer.echo(f"mpp-admin {command}: {problem} (left out)", err=True)
+    if problems and fatal:
+        raise typer.Exit(ExitCode.BAD_STATE)
 
 
 def message_of(error: BaseException, redis_url: str) -> str:

@@ -8,6 +8,7 @@ state, new ones start UNKNOWN, and removing the ACTIVE node is refused unless ``
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Annotated
 
@@ -22,6 +23,7 @@ from mpp_agent.config import (
 )
 from mpp_agent.model import (
     DEFAULT_INTERVAL,
+    DEFAULT_MAX_LAG,
     DEFAULT_MAX_REQUESTS,
     Event,
     EventKind,
@@ -30,9 +32,10 @@ from mpp_agent.model import (
     PoolState,
 )
 from mpp_agent.state import AdminRefused, AdminResult
-from mpp_cli.errors import CliError, NotConfirmed, cli_errors
+from mpp_agent.store import BadKey, PollerInfo, Store
+from mpp_cli.errors import CliError, NotConfirmed, cli_errors, report_unusable
 from mpp_cli.render import pool_config_json, pool_config_text, pools_json, pools_table, to_json
-from mpp_cli.session import run_admin, session_of
+from mpp_cli.session import readable_pools, run_admin, session_of
 
 pool_app = typer.Typer(
     help="Create, replace, remove and show pool configurations.", no_args_is_help=True
@@ -62,6 +65,7 @@ FailoverpoolOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+MAX_LAG_HELP = "Replication lag (seconds) above which a node's probe is a request error."
 
 
 def build_config(
@@ -71,6 +75,7 @@ def build_config(
     failoverpool: str | None,
     interval: float,
     max_requests: int,
+    max_lag: float,
 ) -> PoolConfig:
     """The PoolConfig the options describe (PoolConfigError / CliError: exit 2)."""
     if failoverpool is not None:
@@ -79,12 +84,47 @@ def build_config(
         config = parse_failoverpool(failoverpool, max_requests=max_requests, interval=interval)
         if name is not None and name != config.name:
             raise CliError(f"pool name {name!r} differs from name:{config.name} in --failoverpool")
-        return config
+        return replace(config, max_lag=max_lag)
     if name is None:
         raise CliError("give a pool NAME with --primary/--secondary, or --failoverpool")
     members = [(NodeId.parse(primary), NodeType.PRIMARY)] if primary is not None else []
     members += [(NodeId.parse(s), NodeType.SECONDARY) for s in secondaries or []]
-    return PoolConfig(name, tuple(members), max_requests=max_requests, interval=interval)
+    return PoolConfig(
+        name, tuple(members), max_requests=max_requests, interval=interval, max_lag=max_lag
+    )
+
+
+def interval_warnings(interval: float, pollers: Iterable[PollerInfo]) -> list[str]:
+    """What to tell an operator whose pool interval is shorter than live pollers can serve
+    (each poller's heartbeat says its ``min_interval``): they will not poll the pool."""
+    short = {
+        p.poller_id: float(p.info["min_interval"])
+        for p in pollers
+        if p.alive and is_seconds(p.info.get("min_interval"))
+    }
+    slow = {pid: least for pid, least in short.items() if interval < least}
+    if not slow:
+        return []
+    names = ", ".join(f"{pid} (at least {least:g}s)" for pid, least in sorted(slow.items()))
+    text = f"warning: interval {interval:g}s is shorter than live poller(s) {names} can serve"
+    if len(slow) == len(short):
+        return [f"{text}: no live poller will poll this pool; use a longer --interval"]
+    return [f"{text}: they will not poll this pool"]
+
+
+def is_seconds(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def warn_about_interval(store: Store, interval: float) -> None:
+    """Warnings on stderr only: the pool is configured (exit 0) either way."""
+    try:
+        pollers = store.pollers()
+    except BadKey as exc:
+        typer.echo(f"warning: cannot tell which intervals the pollers serve: {exc}", err=True)
+        return
+    for text in interval_warnings(interval, pollers):
+        typer.echo(text, err=True)
 
 
 @pool_app.command("create")
@@ -101,6 +141,7 @@ def create(
     max_requests: Annotated[
         int, typer.Option(help="M: a node fails on its M-th consecutive failing tick.")
     ] = DEFAULT_MAX_REQUESTS,
+    max_lag: Annotated[float, typer.Option(help=MAX_LAG_HELP)] = DEFAULT_MAX_LAG,
 ) -> None:
     """Create a pool.
 
@@ -108,10 +149,11 @@ def create(
 
     Example: mpp-admin pool create pool1 --primary 10.0.0.1 --secondary 10.0.0.2:3307
     """
-    config = build_config(name, primary, secondary, failoverpool, interval, max_requests)
+    config = build_config(name, primary, secondary, failoverpool, interval, max_requests, max_lag)
     session = session_of(ctx)
     pool = session.store.create_pool(config, actor=session.actor)
     typer.echo(f"OK: Pool {pool.name} created: {render_failoverpool(config)}")
+    warn_about_interval(session.store, pool.interval)
 
 
 @pool_app.command("apply")
@@ -130,6 +172,10 @@ def apply(
         int | None,
         typer.Option(help="M; default: keep the pool's.", show_default=False),
     ] = None,
+    max_lag: Annotated[
+        float | None,
+        typer.Option(help=f"{MAX_LAG_HELP} Default: keep the pool's.", show_default=False),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow removing the ACTIVE node.")] = False,
 ) -> None:
     """Replace a pool's configuration.
@@ -146,6 +192,7 @@ def apply(
         failoverpool,
         DEFAULT_INTERVAL if interval is None else interval,
         DEFAULT_MAX_REQUESTS if max_requests is None else max_requests,
+        DEFAULT_MAX_LAG if max_lag is None else max_lag,
     )
     session = session_of(ctx)
 
@@ -154,6 +201,7 @@ def apply(
             parsed,
             interval=pool.interval if interval is None else interval,
             max_requests=pool.max_requests if max_requests is None else max_requests,
+            max_lag=pool.max_lag if max_lag is None else max_lag,
         )
         try:
             after = apply_config(pool, config, force=force)
@@ -165,6 +213,7 @@ def apply(
 
     result = run_admin(session.store, parsed.name, change, session.actor)
     typer.echo(result.output)
+    warn_about_interval(session.store, result.pool.interval)
 
 
 @pool_app.command("remove")
@@ -217,10 +266,11 @@ def list_pools(ctx: typer.Context, json_output: JsonOpt = False) -> None:
 
     Same as 'mpp-admin pools'.
     """
-    pools = session_of(ctx).store.load_pools()
+    pools, unusable = readable_pools(session_of(ctx).store, None)
     if json_output:
         typer.echo(to_json(pools_json(pools)))
     elif pools:
         typer.echo(pools_table(pools), nl=False)
     else:
         typer.echo("No pools.")
+    report_unusable("pools", unusable)

@@ -4,7 +4,9 @@ MPP's own formats are reproduced exactly: the listing of mpp-behaviour.md 4.2 (c
 30, 3, 20, 7, 14, 19, each followed by two spaces, values left-aligned and never truncated) and
 the report line of 4.3. Two choices of ours: nodes are listed in priority order (the order that
 decides failover) rather than MPP's lexical order, and a never-polled node shows a blank time
-rather than MPP's "current time" quirk. An override is shown on its own line under its node.
+rather than MPP's "current time" quirk. An override is shown on its own line under its node
+(``O``), and so is why the monitor could not judge a node in its last round (``M``); the pool's
+settings follow its ``status=``.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from mpp_agent.codec import override_to_dict
 from mpp_agent.config import config_of, render_failoverpool
 from mpp_agent.model import NodeState, Override, PoolState, request_level
+
+if TYPE_CHECKING:
+    from mpp_agent.store import PollerInfo
 
 LIST_WIDTHS = (1, 30, 3, 20, 7, 14, 19)
 LIST_HEADER = (
@@ -56,12 +61,20 @@ def listing(pools: Iterable[PoolState]) -> str:
     """MPP's ``--list-cached-pools`` table: header once, then per pool its line and nodes."""
     lines = [listing_row(LIST_HEADER), listing_row(["-" * w for w in LIST_WIDTHS])]
     for pool in pools:
-        lines.append(f"*  [ {pool.name} ] status={pool.status}")
+        lines.append(f"*  [ {pool.name} ] status={pool.status}  {pool_settings(pool)}")
         for node in pool.nodes:
             lines.append(listing_row(node_columns(node)))
             if node.override is not None:
                 lines.append(f"  O {override_text(node.override)}")
+            if node.monitor_note:
+                lines.append(f"  M {node.monitor_note}")
     return "\n".join(lines) + "\n"
+
+
+def pool_settings(pool: PoolState) -> str:
+    """The pool's settings, after MPP's ``status=`` on its line (so ``status=(\\S+)`` still
+    parses): ``interval=2s max_requests=4 max_lag=30s``."""
+    return f"interval={pool.interval:g}s max_requests={pool.max_requests} max_lag={pool.max_lag:g}s"
 
 
 def node_columns(node: NodeState) -> list[str]:
@@ -86,21 +99,32 @@ def override_text(override: Override) -> str:
     )
 
 
-def listing_json(pools: Iterable[PoolState]) -> dict[str, Any]:
-    return {"pools": [pool_json(p) for p in pools]}
+# A pool's last probe metrics: node ("host:port") -> what its probe reported.
+NodeMetrics = Mapping[str, Mapping[str, Any]]
 
 
-def pool_json(pool: PoolState) -> dict[str, Any]:
+def listing_json(
+    pools: Iterable[PoolState], metrics: Mapping[str, NodeMetrics] | None = None
+) -> dict[str, Any]:
+    metrics = metrics or {}
+    return {"pools": [pool_json(p, metrics.get(p.name, {})) for p in pools]}
+
+
+def pool_json(pool: PoolState, metrics: NodeMetrics) -> dict[str, Any]:
     return {
         "name": pool.name,
         "status": pool.status.value,
         "interval": pool.interval,
         "max_requests": pool.max_requests,
-        "nodes": [node_json(n, pool.max_requests) for n in pool.nodes],
+        "max_lag": pool.max_lag,
+        "nodes": [
+            node_json(n, pool.max_requests, lag_of(metrics.get(str(n.node), {})))
+            for n in pool.nodes
+        ],
     }
 
 
-def node_json(node: NodeState, max_requests: int) -> dict[str, Any]:
+def node_json(node: NodeState, max_requests: int, lag: float | None) -> dict[str, Any]:
     return {
         "node": str(node.node),
         "type": node.type.value,
@@ -111,7 +135,19 @@ def node_json(node: NodeState, max_requests: int) -> dict[str, Any]:
         "message": node.message,
         "last_request_time": node.last_request_time,
         "override": override_to_dict(node.override) if node.override else None,
+        "lag": lag,
+        "monitor_note": node.monitor_note,
     }
+
+
+def lag_of(metrics: Mapping[str, Any]) -> float | None:
+    """Replication lag in seconds from a node's last probe metrics (``lag``, else the older
+    ``seconds_behind``); None when unknown (not a replica, NULL, or not probed lately)."""
+    for key in ("lag", "seconds_behind"):
+        value = metrics.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value
+    return None
 
 
 # --------------------------------------------------------------------------- report
@@ -130,7 +166,7 @@ def report_line(pool: PoolState, node: NodeState) -> str:
 
 
 def pools_table(pools: Iterable[PoolState]) -> str:
-    rows = [("POOL", "STATUS", "ACTIVE", "NODES", "INTERVAL", "M")]
+    rows = [("POOL", "STATUS", "ACTIVE", "NODES", "INTERVAL", "M", "MAX_LAG")]
     for pool in pools:
         active = ", ".join(str(n.node) for n in pool.active_nodes) or "-"
         rows.append(
@@ -141,6 +177,7 @@ def pools_table(pools: Iterable[PoolState]) -> str:
                 str(len(pool.nodes)),
                 f"{pool.interval:g}s",
                 str(pool.max_requests),
+                f"{pool.max_lag:g}s",
             )
         )
     return table(rows)
@@ -156,6 +193,7 @@ def pools_json(pools: Iterable[PoolState]) -> dict[str, Any]:
                 "nodes": len(p.nodes),
                 "interval": p.interval,
                 "max_requests": p.max_requests,
+                "max_lag": p.max_lag,
             }
             for p in pools
         ]
@@ -168,6 +206,7 @@ def pool_config_json(pool: PoolState) -> dict[str, Any]:
         "name": config.name,
         "interval": config.interval,
         "max_requests": config.max_requests,
+        "max_lag": config.max_lag,
         "members": [{"node": str(n), "type": t.value} for n, t in config.members],
         "failoverpool": render_failoverpool(config),
     }
@@ -179,6 +218,7 @@ def pool_config_text(pool: PoolState) -> str:
         f"pool          {data['name']}",
         f"interval      {data['interval']:g}s",
         f"max_requests  {data['max_requests']}",
+        f"max_lag       {data['max_lag']:g}s",
         "members       (priority order)",
     ]
     lines += [f"  {i}. {m['type']:<9}  {m['node']}" for i, m in enumerate(data["members"], 1)]
@@ -222,15 +262,17 @@ def history_json(event_id: str, event: dict[str, Any]) -> dict[str, Any]:
 
 
 def poller_value(key: str, value: Any, now: float) -> str:
-    """A heartbeat value, rendered by the shape of its key: ``*_at`` are times, ``*seconds``
-    and ``lag`` durations, lists are joined; anything else as JSON."""
+    """A heartbeat value, rendered by the shape of its key: ``*_at`` are times, ``*seconds``,
+    ``*interval`` and ``lag`` durations, lists are joined; anything else as JSON."""
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if key.endswith("_at") and is_number:
         return f"{local_time(value)} ({age(now - value)} ago)"
-    if (key.endswith("seconds") or key == "lag") and is_number:
+    if (key.endswith(("seconds", "interval")) or key == "lag") and is_number:
         return f"{value:.3f}s"
     if isinstance(value, list):
         return ", ".join(str(v) for v in value) or "-"
+    if isinstance(value, dict) and not value:
+        return "-"
     if isinstance(value, str):
         return value
     return json.dumps(value)
@@ -245,16 +287,46 @@ def age(seconds: float) -> str:
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
-def pollers_text(pollers: Sequence[tuple[str, bool, dict[str, Any]]], now: float) -> str:
+def pollers_text(pollers: Sequence[PollerInfo], now: float) -> str:
+    """Each poller and its heartbeat, one value a line; a non-empty mapping (``abstentions``:
+    ``pool/node`` -> why it cannot judge the node, ``unserved``: pool -> why it does not poll
+    it) one entry a line under its key."""
     if not pollers:
         return "No pollers have reported.\n"
     lines = []
-    for poller_id, alive, info in pollers:
-        lines.append(f"{poller_id}  {'alive' if alive else 'EXPIRED'}")
+    for poller in pollers:
+        lines.append(f"{poller.poller_id}  {'alive' if poller.alive else 'EXPIRED'}")
+        if poller.problem:
+            lines.append(f"  unreadable heartbeat: {poller.problem}")
+        info = poller.info
         keys = [k for k in info if k != "poller_id"]
         width = max((len(k) for k in keys), default=0)
-        lines += [f"  {k:<{width}}  {poller_value(k, info[k], now)}" for k in keys]
+        for k in keys:
+            value = info[k]
+            if isinstance(value, dict) and value:
+                lines.append(f"  {k}")
+                lines += [f"    {item}  {poller_value('', v, now)}" for item, v in value.items()]
+            else:
+                lines.append(f"  {k:<{width}}  {poller_value(k, value, now)}")
     return "\n".join(lines) + "\n"
+
+
+def poller_json(poller: PollerInfo) -> dict[str, Any]:
+    """A poller for ``--json``: its heartbeat as it is, and what it abstains on and does not
+    serve (empty when it reports none)."""
+    info = poller.info
+    return {
+        "poller_id": poller.poller_id,
+        "alive": poller.alive,
+        "info": info,
+        "abstentions": mapping_of(info.get("abstentions")),
+        "unserved": mapping_of(info.get("unserved")),
+        "problem": poller.problem or None,
+    }
+
+
+def mapping_of(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 # --------------------------------------------------------------------------- haproxy

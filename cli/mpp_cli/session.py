@@ -17,7 +17,7 @@ import typer
 
 from mpp_agent.model import NodeId, NodeState, PoolState
 from mpp_agent.state import AdminResult, expire_overrides
-from mpp_agent.store import Store, StoreError, read_password, redact_url
+from mpp_agent.store import BadKey, Store, StoreError, read_password, redact_url
 from mpp_cli.errors import AmbiguousNode, CliError, UnknownNode
 
 # The NODE argument and --pool option that every node command shares.
@@ -95,6 +95,18 @@ def locate(store: Store, node: NodeId, pool: str | None) -> tuple[PoolState, Nod
     member = pools[0].find(node)
     assert member is not None
     return pools[0], member
+
+
+def readable_pools(store: Store, pool: str | None) -> tuple[list[PoolState], list[BadKey]]:
+    """``pool`` (UnknownPool or BadKey if it cannot be had), or every pool: the readable ones
+    and what makes the others unreadable."""
+    if pool is not None:
+        return [store.load_pool(pool)], []
+    found = store.read_pools()
+    return (
+        [p for p in found.values() if isinstance(p, PoolState)],
+        [p for p in found.values() if isinstance(p, BadKey)],
+    )
 
 
 def run_admin(

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 import typer
 
 from mpp_agent.model import NodeState, State
-from mpp_agent.store import Store
-from mpp_cli.errors import CliError, ExitCode, UnknownNode, cli_errors
+from mpp_agent.store import BadKey, Store
+from mpp_cli.errors import CliError, ExitCode, UnknownNode, cli_errors, report_unusable
 from mpp_cli.render import (
     haproxy_server_lines,
     history_json,
@@ -23,12 +23,13 @@ from mpp_cli.render import (
     listing,
     listing_json,
     override_text,
+    poller_json,
     pollers_text,
     report_line,
     to_json,
     to_json_line,
 )
-from mpp_cli.session import NodeArg, PoolOpt, locate, parse_node, session_of
+from mpp_cli.session import NodeArg, PoolOpt, locate, parse_node, readable_pools, session_of
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 FOLLOW_POLL_SECONDS = 0.5
@@ -44,11 +45,19 @@ def list_(
 ) -> None:
     """MPP's listing of every node.
 
-    Every pool (or only --pool), nodes in priority order, overrides on an 'O' line.
+    Every pool (or only --pool), nodes in priority order, overrides on an 'O' line, why the
+    monitor could not judge a node on an 'M' line. --json adds each node's replication lag.
     """
     store = session_of(ctx).store
-    pools = [store.load_pool(pool)] if pool is not None else store.load_pools()
-    typer.echo(to_json(listing_json(pools)) if json_output else listing(pools), nl=json_output)
+    pools, unusable = readable_pools(store, pool)
+    if json_output:
+        metrics = store.read_metrics([p.name for p in pools])
+        readable = {n: m for n, m in metrics.items() if not isinstance(m, BadKey)}
+        typer.echo(to_json(listing_json(pools, readable)))
+        report_unusable("list", [m for m in metrics.values() if isinstance(m, BadKey)], fatal=False)
+    else:
+        typer.echo(listing(pools), nl=False)
+    report_unusable("list", unusable)
 
 
 @cli_errors("report")
@@ -111,23 +120,44 @@ def history(
     """
     store = session_of(ctx).store
     names = [store.load_pool(pool).name] if pool is not None else store.pool_names()
-    newest = {name: store.last_events(name, limit) for name in names}
+    newest, unusable = newest_events(store, names, limit)
     events = sorted(
         ((name, i, e) for name, rows in newest.items() for i, e in rows),
         key=time_order,
     )[-limit:]
     if json_output and not follow:
         typer.echo(to_json({"events": [history_json(i, e) for _, i, e in events]}))
+        report_unusable("history", list(unusable.values()))
         return
     for _, event_id, event in events:
         print_event(event_id, event, json_output)
-    if follow:
-        # Follow from what was read, not from a second read: nothing committed between is lost.
-        last = {name: rows[-1][0] if rows else "0-0" for name, rows in newest.items()}
+    if not follow:
+        report_unusable("history", list(unusable.values()))
+        return
+    report_unusable("history", list(unusable.values()), fatal=False)
+    # Follow from what was read, not from a second read: nothing committed between is lost.
+    last = {name: rows[-1][0] if rows else "0-0" for name, rows in newest.items()}
+    try:
+        follow_events(store, pool, last, json_output, set(unusable))
+    except KeyboardInterrupt:
+        return
+
+
+Rows = list[tuple[str, dict[str, Any]]]
+
+
+def newest_events(
+    store: Store, names: list[str], limit: int
+) -> tuple[dict[str, Rows], dict[str, BadKey]]:
+    """The newest ``limit`` events of each pool, and the pools whose stream is unusable."""
+    newest: dict[str, Rows] = {}
+    unusable: dict[str, BadKey] = {}
+    for name in names:
         try:
-            follow_events(store, pool, last, json_output)
-        except KeyboardInterrupt:
-            return
+            newest[name] = store.last_events(name, limit)
+        except BadKey as exc:
+            unusable[name] = exc
+    return newest, unusable
 
 
 def stream_key(event_id: str) -> tuple[int, int]:
@@ -141,15 +171,25 @@ def time_order(row: tuple[str, str, dict[str, Any]]) -> tuple[float, int, int]:
     return (float(event.get("at") or 0.0), *stream_key(event_id))
 
 
-def follow_events(store: Store, pool: str | None, last: dict[str, str], as_json: bool) -> None:
+def follow_events(
+    store: Store, pool: str | None, last: dict[str, str], as_json: bool, unusable: set[str]
+) -> None:
+    """Print new events as they come; a pool whose stream is unusable is reported once (when
+    it becomes so) and followed again once it is readable."""
     while True:
         time.sleep(FOLLOW_POLL_SECONDS)
         names = [pool] if pool is not None else store.pool_names()
-        fresh = [
-            (name, i, e)
-            for name in names
-            for i, e in store.events(name, 1000, last.get(name, "0-0"))
-        ]
+        fresh = []
+        for name in names:
+            try:
+                rows = store.events(name, 1000, last.get(name, "0-0"))
+            except BadKey as exc:
+                if name not in unusable:
+                    report_unusable("history", [exc], fatal=False)
+                unusable.add(name)
+                continue
+            unusable.discard(name)
+            fresh += [(name, i, e) for i, e in rows]
         fresh.sort(key=time_order)
         for name, event_id, event in fresh:
             last[name] = event_id
@@ -165,15 +205,14 @@ def print_event(event_id: str, event: dict[str, Any], as_json: bool) -> None:
 
 @cli_errors("pollers")
 def pollers(ctx: typer.Context, json_output: JsonOpt = False) -> None:
-    """Show the pollers, their liveness and last cycle."""
+    """Show the pollers: liveness, last cycle, what each abstains on and does not serve."""
     store = session_of(ctx).store
     now = store.server_time()
     found = sorted(store.pollers(), key=lambda p: p.poller_id)
     if json_output:
-        rows = [{"poller_id": p.poller_id, "alive": p.alive, "info": p.info} for p in found]
-        typer.echo(to_json({"now": now, "pollers": rows}))
+        typer.echo(to_json({"now": now, "pollers": [poller_json(p) for p in found]}))
     else:
-        typer.echo(pollers_text([(p.poller_id, p.alive, p.info) for p in found], now), nl=False)
+        typer.echo(pollers_text(found, now), nl=False)
 
 
 class Role(StrEnum):

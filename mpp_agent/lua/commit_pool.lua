@@ -14,7 +14,13 @@
 -- Returns {1, new_version} on success,
 --         {0, "missing"} if the pool does not exist,
 --         {0, "version", current_version} if the version moved,
---         {0, "round", last_round} if the round is not newer than the last committed one.
+--         {0, "round", last_round} if the round is not newer than the last committed one;
+--         an error reply "<key> is a <type>, not a <type>" if a key has the wrong type
+--         (check_key_types, before anything is written: a commit is never half-written).
+local wrong = check_key_types({'hash', 'stream'})
+if wrong then
+  return wrong
+end
 local current = redis.call('HGET', KEYS[1], 'version')
 if not current then
   return {0, 'missing'}

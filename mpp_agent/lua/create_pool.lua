@@ -8,7 +8,12 @@
 -- ARGV[4]  message to publish (the pool name)
 -- ARGV[5]  one JSON event describing the creation
 --
--- Returns 1 if created (version 1), 0 if the pool already exists (nothing changed).
+-- Returns 1 if created (version 1), 0 if the pool already exists (nothing changed), or an
+-- error reply "<key> is a <type>, not a <type>" if a key has the wrong type (nothing written).
+local wrong = check_key_types({'hash', 'stream'})
+if wrong then
+  return wrong
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end

@@ -12,7 +12,13 @@
 -- ARGV[6]  number of metrics fields N, then ARGV[7 ..]: node, metrics JSON, node, ...
 --
 -- Returns {live, reported}: the number of live pollers of this pool and how many of them have
--- recorded this round. The round is complete when reported == live.
+-- recorded this round. The round is complete when reported == live. An error reply
+-- "<key> is a <type>, not a <type>" if a key has the wrong type (checked by
+-- check_key_types before anything is written).
+local wrong = check_key_types({'hash', 'zset', 'hash'})
+if wrong then
+  return wrong
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])

@@ -176,6 +176,7 @@ def test_show_text_and_json(redis_url: str) -> None:
         "pool          pool1",
         "interval      10s",
         "max_requests  4",
+        "max_lag       30s",
         "members       (priority order)",
         "  1. PRIMARY    10.0.0.1:3306",
         "  2. SECONDARY  10.0.0.2:3306",
@@ -199,16 +200,21 @@ def test_pools_and_pool_list(redis_url: str) -> None:
     store = store_for(redis_url)
     assert mpp_admin(redis_url, "pools").stdout == "No pools.\n"
     bootstrap(store)
-    mpp_admin(redis_url, "pool", "create", "pool2", "--primary", "db9", "--interval", "2.5")
+    created = mpp_admin(
+        redis_url, *("pool", "create", "pool2", "--primary", "db9", "--interval", "2.5"),
+        *("--max-lag", "7.5"),
+    )  # fmt: skip
+    assert created.exit_code == 0, created.stderr
     expected = [
-        "POOL   STATUS  ACTIVE         NODES  INTERVAL  M",
-        "pool1  OK      10.0.0.1:3306  3      10s       4",
-        "pool2  OK      -              1      2.5s      4",
+        "POOL   STATUS  ACTIVE         NODES  INTERVAL  M  MAX_LAG",
+        "pool1  OK      10.0.0.1:3306  3      10s       4  30s",
+        "pool2  OK      -              1      2.5s      4  7.5s",
     ]
     assert mpp_admin(redis_url, "pools").stdout.splitlines() == expected
     assert mpp_admin(redis_url, "pool", "list").stdout.splitlines() == expected
     doc = json.loads(mpp_admin(redis_url, "pools", "--json").stdout)
     assert doc["pools"][0] == {
         "name": "pool1", "status": "OK", "active": ["10.0.0.1:3306"], "nodes": 3,
-        "interval": 10.0, "max_requests": 4,
+        "interval": 10.0, "max_requests": 4, "max_lag": 30.0,
     }  # fmt: skip
+    assert doc["pools"][1]["max_lag"] == 7.5

@@ -63,10 +63,10 @@ def test_list_is_mpps_table_in_priority_order(redis_url: str) -> None:
     assert result.stdout.splitlines() == [
         HEADER,
         DASHES,
-        "*  [ pool0 ] status=OK",
+        "*  [ pool0 ] status=OK  interval=10s max_requests=4 max_lag=30s",
         row("P", "zz:3306", "", "", "OK", "UNKNOWN", ""),
         row("S", "aa:3306", "", "", "OK", "UNKNOWN", ""),
-        "*  [ pool1 ] status=OK",
+        "*  [ pool1 ] status=OK  interval=10s max_requests=4 max_lag=30s",
         row("P", "10.0.0.1:3306", "0", t, "OK", "ACTIVE",
             "(recovering) PRIMARY instatement to ACTIVE complete."),
         row("S", "10.0.0.2:3306", "0", t, "OK", "STANDBY", ""),
@@ -75,7 +75,8 @@ def test_list_is_mpps_table_in_priority_order(redis_url: str) -> None:
     # The exact layout of mpp-behaviour 4.2: the time column starts at offset 40.
     assert result.stdout.splitlines()[6][40:59] == t
     only = mpp_admin(redis_url, "list", "--pool", "pool0").stdout.splitlines()
-    assert only[:3] == [HEADER, DASHES, "*  [ pool0 ] status=OK"] and len(only) == 5
+    pool0 = "*  [ pool0 ] status=OK  interval=10s max_requests=4 max_lag=30s"
+    assert only[:3] == [HEADER, DASHES, pool0] and len(only) == 5
 
 
 def test_list_shows_overrides_and_json(redis_url: str) -> None:
@@ -96,13 +97,13 @@ def test_list_shows_overrides_and_json(redis_url: str) -> None:
     )
     doc = json.loads(mpp_admin(redis_url, "list", "--json").stdout)
     [pool] = doc["pools"]
-    assert {k: pool[k] for k in ("name", "status", "interval", "max_requests")} == {
-        "name": "pool1", "status": "OK", "interval": 10.0, "max_requests": 4,
+    assert {k: pool[k] for k in ("name", "status", "interval", "max_requests", "max_lag")} == {
+        "name": "pool1", "status": "OK", "interval": 10.0, "max_requests": 4, "max_lag": 30.0,
     }  # fmt: skip
     primary, _, overridden = pool["nodes"]
     assert set(primary) == {
         "node", "type", "requests", "level", "status", "state", "message",
-        "last_request_time", "override",
+        "last_request_time", "override", "lag", "monitor_note",
     }  # fmt: skip
     assert (primary["node"], primary["state"], primary["level"]) == (
         "10.0.0.1:3306",

@@ -1,0 +1,24 @@
+"""The agent's per-node Prometheus lines, pure (no sockets, no Redis)."""
+
+from __future__ import annotations
+
+from mpp_agent.agent_server import label_value, node_metrics
+from mpp_agent.model import NodeId, NodeState, NodeType, PoolState
+
+
+def test_one_abstained_gauge_per_node_with_its_pool_and_node() -> None:
+    a = NodeState(NodeId("db1"), NodeType.PRIMARY, monitor_note="monitor cannot check: denied")
+    b = NodeState(NodeId("db2", 3307), NodeType.SECONDARY)
+    lines = node_metrics([PoolState("zz", (b,)), PoolState("p1", (a, b))])
+    assert lines == [
+        "# HELP mpp_node_monitor_abstained 1 when pollers could not judge the node in its last "
+        "round (the monitor's fault, not the node's), else 0.",
+        "# TYPE mpp_node_monitor_abstained gauge",
+        'mpp_node_monitor_abstained{pool="p1",node="db1:3306"} 1',
+        'mpp_node_monitor_abstained{pool="p1",node="db2:3307"} 0',
+        'mpp_node_monitor_abstained{pool="zz",node="db2:3307"} 0',
+    ]
+
+
+def test_label_values_are_escaped() -> None:
+    assert label_value('a\\b"c\nd') == 'a\\\\b\\"c\\nd'
