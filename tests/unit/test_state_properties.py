@@ -81,7 +81,8 @@ def ticks(size: int) -> st.SearchStrategy[Tick]:
     failed = st.tuples(*[judged] * size).map(lambda o: Tick(o, True))
     partial = st.tuples(*[st.one_of(st.none(), outcome)] * size).map(lambda o: Tick(o, False))
     # A pool FAIL is only ever reported with every node observed and judged (no abstention):
-    # the tick cannot demote an ACTIVE node it did not evaluate (a poller probes every node of a pool each round).
+    # the tick cannot demote an ACTIVE node it did not evaluate (a poller probes every node of
+    # a pool each round).
     return st.one_of(full, full, full, partial, failed)
 
 
