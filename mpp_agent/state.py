@@ -28,6 +28,7 @@ from mpp_agent.model import (
     State,
     Status,
 )
+from mpp_agent.routing import route
 
 CLEAR = "--"  # MPP's sentinel: "healthy, clear the message"
 
@@ -455,14 +456,14 @@ def set_override(pool: PoolState, node: NodeId, override: Override) -> AdminResu
     index = node_index(pool, node)
     before = pool.nodes[index]
     if override.state is State.ACTIVE:
-        # Never two writers: an ACTIVE override only where no other node answers ACTIVE.
-        for other in pool.nodes:
-            shown = other.override.state if other.override is not None else other.state
-            if other is not before and shown is State.ACTIVE:
-                raise AdminRefused(
-                    f"Server {node} cannot be overridden to ACTIVE while {other.node} is "
-                    f"ACTIVE; override {other.node} to STANDBY first."
-                )
+        # Moving writes takes two steps: an ACTIVE override only where no other node takes
+        # writes now (the routing decision; it also pins the writer, so never two writers).
+        writer = route(pool, override.set_at).writer
+        if writer is not None and writer.node != node:
+            raise AdminRefused(
+                f"Server {node} cannot be overridden to ACTIVE while {writer.node} is "
+                f"ACTIVE; override {writer.node} to STANDBY first."
+            )
     after = replace(before, override=override)
     status = f"/{override.status}" if override.status else ""
     until = f" until {override.expires_at:.0f}" if override.expires_at is not None else ""

@@ -217,10 +217,11 @@ def list_pools(ctx: typer.Context, json_output: JsonOpt = False) -> None:
 
     Same as 'mpp-admin pools'.
     """
-    pools = session_of(ctx).store.load_pools()
+    store = session_of(ctx).store
+    pools = store.load_pools()
     if json_output:
-        typer.echo(to_json(pools_json(pools)))
+        typer.echo(to_json(pools_json(pools, store.server_time())))
     elif pools:
-        typer.echo(pools_table(pools), nl=False)
+        typer.echo(pools_table(pools, store.server_time()), nl=False)
     else:
         typer.echo("No pools.")

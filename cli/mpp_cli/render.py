@@ -13,11 +13,12 @@ import json
 import re
 import time
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from mpp_agent.codec import override_to_dict
 from mpp_agent.config import config_of, render_failoverpool
 from mpp_agent.model import NodeState, Override, PoolState, request_level
+from mpp_agent.routing import NodeRoute, route
 
 LIST_WIDTHS = (1, 30, 3, 20, 7, 14, 19)
 LIST_HEADER = (
@@ -37,6 +38,14 @@ def local_time(epoch: float | None) -> str:
     return "" if epoch is None else time.strftime(TIME_FORMAT, time.localtime(epoch))
 
 
+def iso_time(epoch: float | None) -> str | None:
+    """Epoch seconds as JSON shows every time: ISO 8601 in UTC, e.g. 2026-12-01T18:45:54.120Z."""
+    if epoch is None:
+        return None
+    moment = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+    return moment.replace("+00:00", "Z")
+
+
 def to_json(document: Any) -> str:
     return json.dumps(document, indent=2)
 
@@ -52,16 +61,31 @@ def listing_row(values: Sequence[str]) -> str:
     return "".join(v.ljust(w) + "  " for v, w in zip(values, LIST_WIDTHS, strict=True))
 
 
-def listing(pools: Iterable[PoolState]) -> str:
-    """MPP's ``--list-cached-pools`` table: header once, then per pool its line and nodes."""
+def listing(pools: Iterable[PoolState], now: float) -> str:
+    """MPP's ``--list-cached-pools`` table: header once, then per pool its line and nodes.
+
+    Under a node: its override on an 'O' line, and on an 'R' line what it answers when that
+    is neither its state nor its override's (the writer pinned elsewhere)."""
     lines = [listing_row(LIST_HEADER), listing_row(["-" * w for w in LIST_WIDTHS])]
     for pool in pools:
         lines.append(f"*  [ {pool.name} ] status={pool.status}")
-        for node in pool.nodes:
+        for node, decided in zip(pool.nodes, route(pool, now).nodes, strict=True):
             lines.append(listing_row(node_columns(node)))
             if node.override is not None:
                 lines.append(f"  O {override_text(node.override)}")
+            if routing_note(node, decided, now):
+                lines.append(f"  R {routing_note(node, decided, now)}")
     return "\n".join(lines) + "\n"
+
+
+def routing_note(node: NodeState, decided: NodeRoute, now: float) -> str:
+    """What the node answers, when its state (or its live override) does not already say it."""
+    shown = node.state
+    if node.override is not None and not node.override.is_expired(now):
+        shown = node.override.state
+    if decided.state is shown:
+        return ""
+    return f"answers {decided.state}: {decided.why[-1]}"
 
 
 def node_columns(node: NodeState) -> list[str]:
@@ -86,21 +110,29 @@ def override_text(override: Override) -> str:
     )
 
 
-def listing_json(pools: Iterable[PoolState]) -> dict[str, Any]:
-    return {"pools": [pool_json(p) for p in pools]}
+def listing_json(pools: Iterable[PoolState], now: float) -> dict[str, Any]:
+    return {"pools": [pool_json(p, now) for p in pools]}
 
 
-def pool_json(pool: PoolState) -> dict[str, Any]:
+def pool_json(pool: PoolState, now: float) -> dict[str, Any]:
+    """The one JSON schema of a pool (``list --json``, ``pools --json``)."""
+    decision = route(pool, now)
+    writer = decision.writer
     return {
         "name": pool.name,
         "status": pool.status.value,
         "interval": pool.interval,
         "max_requests": pool.max_requests,
-        "nodes": [node_json(n, pool.max_requests) for n in pool.nodes],
+        "active": None if writer is None else str(writer.node),  # the node taking writes
+        "nodes": [
+            node_json(n, pool.max_requests, r)
+            for n, r in zip(pool.nodes, decision.nodes, strict=True)
+        ],
     }
 
 
-def node_json(node: NodeState, max_requests: int) -> dict[str, Any]:
+def node_json(node: NodeState, max_requests: int, decided: NodeRoute) -> dict[str, Any]:
+    """The one JSON schema of a node: its stored state and the routing decision for it."""
     return {
         "node": str(node.node),
         "type": node.type.value,
@@ -109,8 +141,32 @@ def node_json(node: NodeState, max_requests: int) -> dict[str, Any]:
         "status": node.status.value,
         "state": node.state.value,
         "message": node.message,
-        "last_request_time": node.last_request_time,
-        "override": override_to_dict(node.override) if node.override else None,
+        "last_request_time": iso_time(node.last_request_time),
+        "override": override_json(node.override) if node.override else None,
+        "route": route_json(decided),
+    }
+
+
+def override_json(override: Override) -> dict[str, Any]:
+    """The one JSON schema of an override; ``actor`` as in events."""
+    return {
+        "state": override.state.value,
+        "status": override.status.value if override.status else None,
+        "reason": override.reason,
+        "actor": override.set_by,
+        "set_at": iso_time(override.set_at),
+        "expires_at": iso_time(override.expires_at),
+    }
+
+
+def route_json(decided: NodeRoute) -> dict[str, Any]:
+    """What the node answers (the agent's decision): state, writes, reads, weight, reason."""
+    return {
+        "state": decided.state.value,
+        "takes_writes": decided.takes_writes,
+        "takes_reads": decided.takes_reads,
+        "weight": decided.weight if decided.takes_reads else 0,
+        "reason": decided.reason,
     }
 
 
@@ -129,10 +185,12 @@ def report_line(pool: PoolState, node: NodeState) -> str:
 # --------------------------------------------------------------------------- pools
 
 
-def pools_table(pools: Iterable[PoolState]) -> str:
+def pools_table(pools: Iterable[PoolState], now: float) -> str:
+    """One row per pool; ACTIVE is the node that takes writes (overrides applied)."""
     rows = [("POOL", "STATUS", "ACTIVE", "NODES", "INTERVAL", "M")]
     for pool in pools:
-        active = ", ".join(str(n.node) for n in pool.active_nodes) or "-"
+        writer = route(pool, now).writer
+        active = "-" if writer is None else str(writer.node)
         rows.append(
             (
                 pool.name,
@@ -146,20 +204,9 @@ def pools_table(pools: Iterable[PoolState]) -> str:
     return table(rows)
 
 
-def pools_json(pools: Iterable[PoolState]) -> dict[str, Any]:
-    return {
-        "pools": [
-            {
-                "name": p.name,
-                "status": p.status.value,
-                "active": [str(n.node) for n in p.active_nodes],
-                "nodes": len(p.nodes),
-                "interval": p.interval,
-                "max_requests": p.max_requests,
-            }
-            for p in pools
-        ]
-    }
+def pools_json(pools: Iterable[PoolState], now: float) -> dict[str, Any]:
+    """The same schema as ``list --json``: one pool document, one node document."""
+    return listing_json(pools, now)
 
 
 def pool_config_json(pool: PoolState) -> dict[str, Any]:
@@ -215,7 +262,12 @@ def history_line(event: dict[str, Any]) -> str:
 
 
 def history_json(event_id: str, event: dict[str, Any]) -> dict[str, Any]:
-    return {"id": event_id, **event}
+    """The one JSON schema of an event: times in ISO 8601 UTC, no message as null."""
+    document = {"id": event_id, **event}
+    if isinstance(document.get("at"), int | float):
+        document["at"] = iso_time(document["at"])
+    document["message"] = document.get("message") or None
+    return document
 
 
 # --------------------------------------------------------------------------- pollers

@@ -13,7 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from mpp_agent.model import NodeState, State
+from mpp_agent.model import NodeId, PoolState
+from mpp_agent.routing import NodeRoute, route
 from mpp_agent.store import Store
 from mpp_cli.errors import CliError, ExitCode, UnknownNode, cli_errors
 from mpp_cli.render import (
@@ -22,9 +23,12 @@ from mpp_cli.render import (
     history_line,
     listing,
     listing_json,
+    node_json,
     override_text,
     pollers_text,
     report_line,
+    route_json,
+    routing_note,
     to_json,
     to_json_line,
 )
@@ -48,46 +52,73 @@ def list_(
     """
     store = session_of(ctx).store
     pools = [store.load_pool(pool)] if pool is not None else store.load_pools()
-    typer.echo(to_json(listing_json(pools)) if json_output else listing(pools), nl=json_output)
+    now = store.server_time()
+    if json_output:
+        typer.echo(to_json(listing_json(pools, now)))
+    else:
+        typer.echo(listing(pools, now), nl=False)
 
 
 @cli_errors("report")
-def report(ctx: typer.Context, node: NodeArg, pool: PoolOpt = None) -> None:
+def report(
+    ctx: typer.Context, node: NodeArg, pool: PoolOpt = None, json_output: JsonOpt = False
+) -> None:
     """MPP's report line for a node.
 
-    E.g. 'OK/ACTIVE (PRIMARY)'; an override, if any, is printed on the next line.
+    E.g. 'OK/ACTIVE (PRIMARY)'; an override, if any, is printed on the next line, and what
+    the node answers when that differs from its state (the writer pinned to another node).
     """
-    found, member = locate(session_of(ctx).store, parse_node(node), pool)
+    store = session_of(ctx).store
+    found, member = locate(store, parse_node(node), pool)
+    now = store.server_time()
+    decided = node_route(found, member.node, now)
+    if json_output:
+        typer.echo(to_json({"pool": found.name, **node_json(member, found.max_requests, decided)}))
+        return
     typer.echo(report_line(found, member))
     if member.override is not None:
         typer.echo(override_text(member.override))
+    if routing_note(member, decided, now):
+        typer.echo(routing_note(member, decided, now))
 
 
 @cli_errors("is-active")
-def is_active(ctx: typer.Context, node: NodeArg, pool: PoolOpt = None) -> None:
-    """Print OK (exit 0) if the node is ACTIVE, else NO (exit 1).
+def is_active(
+    ctx: typer.Context, node: NodeArg, pool: PoolOpt = None, json_output: JsonOpt = False
+) -> None:
+    """Print OK (exit 0) if the node takes writes, else NO (exit 1).
 
-    Unknown nodes answer NO too.
-    An unexpired override counts: the answer is what the agent tells HAProxy. Usable as a
-    keepalived or LVS check script.
+    The answer is the agent's: OK exactly when mpp-agent tells HAProxy 'up ready' for the
+    node on the rw backend (overrides and writer pinning applied). Unknown nodes answer NO.
+    Usable as a keepalived or LVS check script.
     """
     store = session_of(ctx).store
+    target = parse_node(node)
     try:
-        _, member = locate(store, parse_node(node), pool)
+        found, _ = locate(store, target, pool)
     except UnknownNode:
-        member = None
-    if member is not None and effective_state(member, store.server_time()) is State.ACTIVE:
-        typer.echo("OK")
-        return
-    typer.echo("NO")
-    raise typer.Exit(ExitCode.NO)
+        found = None
+    decided = None if found is None else node_route(found, target, store.server_time())
+    active = decided is not None and decided.takes_writes
+    if json_output:
+        document = {
+            "node": str(target),
+            "pool": None if found is None else found.name,
+            "active": active,
+            "route": None if decided is None else route_json(decided),
+        }
+        typer.echo(to_json(document))
+    else:
+        typer.echo("OK" if active else "NO")
+    if not active:
+        raise typer.Exit(ExitCode.NO)
 
 
-def effective_state(node: NodeState, now: float) -> State:
-    override = node.override
-    if override is not None and not override.is_expired(now):
-        return override.state
-    return node.state
+def node_route(pool: PoolState, node: NodeId, now: float) -> NodeRoute:
+    """The routing decision for a member of ``pool`` (the agent's, at Redis time ``now``)."""
+    decided = route(pool, now).find(node)
+    assert decided is not None  # locate() found it in this pool
+    return decided
 
 
 @cli_errors("history")

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from mpp_agent import state
-from mpp_agent.model import Outcome, Override, State
+from mpp_agent.model import NodeId, Outcome, Override, State
+from mpp_agent.store import Store
 from mpp_cli.errors import ExitCode
-from mpp_cli.render import local_time
+from mpp_cli.render import iso_time, local_time
 from tests.integration.admin_support import (
     S1,
     S2,
@@ -43,6 +44,12 @@ DASHES = (
     "-  ------------------------------  ---  --------------------  -------  --------------  "
     "-------------------  "
 )
+
+
+def node_time(store: Store, node: NodeId) -> float | None:
+    found = store.load_pool("pool1").find(node)
+    assert found is not None
+    return found.last_request_time
 
 
 def row(t: str, node: str, req: str, when: str, status: str, st: str, msg: str) -> str:
@@ -96,14 +103,21 @@ def test_list_shows_overrides_and_json(redis_url: str) -> None:
     )
     doc = json.loads(mpp_admin(redis_url, "list", "--json").stdout)
     [pool] = doc["pools"]
-    assert {k: pool[k] for k in ("name", "status", "interval", "max_requests")} == {
+    assert {k: pool[k] for k in ("name", "status", "interval", "max_requests", "active")} == {
         "name": "pool1", "status": "OK", "interval": 10.0, "max_requests": 4,
+        "active": "10.0.0.1:3306",
     }  # fmt: skip
     primary, _, overridden = pool["nodes"]
     assert set(primary) == {
         "node", "type", "requests", "level", "status", "state", "message",
-        "last_request_time", "override",
+        "last_request_time", "override", "route",
     }  # fmt: skip
+    assert primary["route"] == {
+        "state": "ACTIVE", "takes_writes": True, "takes_reads": False, "weight": 0,
+        "reason": "ACTIVE OK level=OK",
+    }  # fmt: skip
+    assert primary["last_request_time"] == iso_time(node_time(store, P))
+    assert primary["last_request_time"].endswith("Z")
     assert (primary["node"], primary["state"], primary["level"]) == (
         "10.0.0.1:3306",
         "ACTIVE",
@@ -112,10 +126,10 @@ def test_list_shows_overrides_and_json(redis_url: str) -> None:
     assert primary["override"] is None
     assert overridden["override"]["state"] == "STANDBY"
     assert overridden["override"]["reason"] == "kernel upgrade"
-    assert overridden["override"]["set_by"] == user
-    assert overridden["override"]["expires_at"] == pytest.approx(
-        overridden["override"]["set_at"] + 7200
-    )
+    assert overridden["override"]["actor"] == user
+    assert overridden["override"]["set_at"] == iso_time(node.override.set_at)
+    assert overridden["override"]["expires_at"] == iso_time(node.override.expires_at)
+    assert overridden["route"]["takes_reads"] and overridden["route"]["weight"] == 100
 
 
 def test_report_lines_are_mpps_exactly(redis_url: str) -> None:
