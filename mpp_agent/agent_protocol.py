@@ -11,8 +11,8 @@ One line, sent by HAProxy's ``agent-send``::
 
 * fields are separated by one or more spaces or tabs; a trailing ``\\r`` is tolerated;
 * ``pool`` is a pool name (1-128 of ``A-Z a-z 0-9 . _ -``);
-* ``node`` is ``host[:port]``, the port defaulting to 3306 (so ``db1`` and ``db1:3306`` are the
-  same node);
+* ``node`` is ``host[:port]`` or ``[ipv6]:port``, the port defaulting to 3306 (so ``db1`` and
+  ``db1:3306`` are the same node), as ``NodeId.parse`` reads it;
 * the role is ``rw`` (the default when absent) or ``ro``, case-insensitive;
 * the whole line, newline included, is at most ``MAX_REQUEST_BYTES`` (256) bytes of UTF-8.
 
@@ -57,11 +57,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mpp_agent.config import POOL_NAME_RE
+from mpp_agent.config import MAX_AGENT_REQUEST_BYTES, POOL_NAME_RE
 from mpp_agent.model import NodeId, NodeIdError, PoolState
 from mpp_agent.routing import NodeRoute, PoolRoute, route
 
-MAX_REQUEST_BYTES = 256
+MAX_REQUEST_BYTES = MAX_AGENT_REQUEST_BYTES
 MAX_REPLY_BYTES = 200
 
 _FIELD_SEP = re.compile(r"[ \t]+")
@@ -144,7 +144,7 @@ def parse_request(data: bytes) -> Request:
 
 
 def _parse_pool(text: str) -> str:
-    if not POOL_NAME_RE.match(text):
+    if not POOL_NAME_RE.fullmatch(text):
         raise BadRequest(f"bad pool name {text!r}")
     return text
 

@@ -17,8 +17,10 @@ from mpp_agent.config import (
     PoolConfig,
     PoolConfigError,
     apply_config,
+    config_of,
     parse_failoverpool,
     render_failoverpool,
+    validate_pool_name,
 )
 from mpp_agent.model import (
     DEFAULT_INTERVAL,
@@ -43,13 +45,18 @@ NameArg = Annotated[
     typer.Argument(help="Pool name (not needed with --failoverpool).", show_default=False),
 ]
 PrimaryOpt = Annotated[
-    str | None, typer.Option("--primary", help="The PRIMARY node, host[:port].", show_default=False)
+    list[str] | None,
+    typer.Option(
+        "--primary",
+        help="The PRIMARY node, host[:port] or [ipv6]:port (at most one).",
+        show_default=False,
+    ),
 ]
 SecondaryOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--secondary",
-        help="A SECONDARY node, host[:port]; repeat in priority order.",
+        help="A SECONDARY node, host[:port] or [ipv6]:port; repeat in priority order.",
         show_default=False,
     ),
 ]
@@ -66,7 +73,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document."
 
 def build_config(
     name: str | None,
-    primary: str | None,
+    primaries: list[str] | None,
     secondaries: list[str] | None,
     failoverpool: str | None,
     interval: float,
@@ -74,7 +81,7 @@ def build_config(
 ) -> PoolConfig:
     """The PoolConfig the options describe (PoolConfigError / CliError: exit 2)."""
     if failoverpool is not None:
-        if primary is not None or secondaries:
+        if primaries or secondaries:
             raise CliError("give either --failoverpool or --primary/--secondary, not both")
         config = parse_failoverpool(failoverpool, max_requests=max_requests, interval=interval)
         if name is not None and name != config.name:
@@ -82,9 +89,26 @@ def build_config(
         return config
     if name is None:
         raise CliError("give a pool NAME with --primary/--secondary, or --failoverpool")
-    members = [(NodeId.parse(primary), NodeType.PRIMARY)] if primary is not None else []
-    members += [(NodeId.parse(s), NodeType.SECONDARY) for s in secondaries or []]
+    validate_pool_name(name)
+    members = [(member("--primary", p), NodeType.PRIMARY) for p in primaries or []]
+    if len(members) > 1:
+        # MPP's text (its second host is always empty, mpp-behaviour 1.1)
+        raise PoolConfigError(
+            f'Cannot designate host "{members[1][0]}" as primary, because host "" is already '
+            f"defined as primary!"
+        )
+    members += [(member("--secondary", s), NodeType.SECONDARY) for s in secondaries or []]
     return PoolConfig(name, tuple(members), max_requests=max_requests, interval=interval)
+
+
+def member(option: str, text: str) -> NodeId:
+    """One node of ``--primary`` / ``--secondary``; a list in one option is refused."""
+    if "," in text or " " in text.strip():
+        raise CliError(
+            f"{option} takes one node, not {text!a}: repeat {option} for each node "
+            f"(e.g. {option} 10.0.0.6 {option} 10.0.0.7)"
+        )
+    return NodeId.parse(text)
 
 
 @pool_app.command("create")
@@ -134,24 +158,32 @@ def apply(
 ) -> None:
     """Replace a pool's configuration.
 
-    Members, priority order and settings are replaced in one atomic change.
+    Members, priority order and settings are replaced in one atomic change. Settings not
+    given keep their values; with no --primary, --secondary or --failoverpool the members
+    are kept too (e.g. 'pool apply pool1 --interval 3').
 
     Nodes that stay keep their state, status, R and message; new nodes start UNKNOWN; removed
     nodes leave the pool. Removing the ACTIVE node is refused unless --force.
     """
-    parsed = build_config(
-        name,
-        primary,
-        secondary,
-        failoverpool,
-        DEFAULT_INTERVAL if interval is None else interval,
-        DEFAULT_MAX_REQUESTS if max_requests is None else max_requests,
-    )
+    settings_only = not (primary or secondary or failoverpool is not None)
+    if settings_only and name is None:
+        raise CliError("give a pool NAME (and the settings to change), or --failoverpool")
+    parsed = None
+    if not settings_only:
+        parsed = build_config(
+            name,
+            primary,
+            secondary,
+            failoverpool,
+            DEFAULT_INTERVAL if interval is None else interval,
+            DEFAULT_MAX_REQUESTS if max_requests is None else max_requests,
+        )
+    pool_name = parsed.name if parsed is not None else validate_pool_name(name or "")
     session = session_of(ctx)
 
     def change(pool: PoolState) -> AdminResult:
         config = replace(
-            parsed,
+            config_of(pool) if parsed is None else parsed,
             interval=pool.interval if interval is None else interval,
             max_requests=pool.max_requests if max_requests is None else max_requests,
         )
@@ -163,7 +195,7 @@ def apply(
         event = Event(EventKind.CONFIGURE, pool.name, message=f"configuration applied: {text}")
         return AdminResult(after, f"OK: Pool {pool.name} configured: {text}", (event,))
 
-    result = run_admin(session.store, parsed.name, change, session.actor)
+    result = run_admin(session.store, pool_name, change, session.actor)
     typer.echo(result.output)
 
 
