@@ -10,7 +10,6 @@ rather than MPP's "current time" quirk. An override is shown on its own line und
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -306,28 +305,4 @@ def pollers_text(pollers: Sequence[tuple[str, bool, dict[str, Any]]], now: float
         keys = [k for k in info if k != "poller_id"]
         width = max((len(k) for k in keys), default=0)
         lines += [f"  {k:<{width}}  {poller_value(k, info[k], now)}" for k in keys]
-    return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------- haproxy
-
-SERVER_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def haproxy_server_name(pool: str, node: NodeState) -> str:
-    return SERVER_NAME_UNSAFE.sub("_", f"{pool}_{node.node.host}_{node.node.port}")
-
-
-def haproxy_server_lines(
-    pool: PoolState, role: str, agent_addr: str, agent_port: int, agent_inter: str
-) -> str:
-    """``server`` lines for a backend, each with the agent-check that asks mpp-agent about it."""
-    lines = [f"    # pool {pool.name}, role {role}: paste into the pool's backend section"]
-    for node in pool.nodes:
-        send = f"{pool.name} {node.node} {role}".replace("\\", "\\\\").replace('"', '\\"')
-        lines.append(
-            f"    server {haproxy_server_name(pool.name, node)} {node.node} check agent-check "
-            f"agent-addr {agent_addr} agent-port {agent_port} agent-inter {agent_inter} "
-            f'agent-send "{send}\\n"'
-        )
     return "\n".join(lines) + "\n"

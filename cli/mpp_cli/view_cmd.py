@@ -6,9 +6,7 @@ one JSON document with ``--json``.
 
 from __future__ import annotations
 
-import re
 import time
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -16,9 +14,18 @@ import typer
 from mpp_agent.model import NodeId, PoolState
 from mpp_agent.routing import NodeRoute, route
 from mpp_agent.store import Store
-from mpp_cli.errors import CliError, ExitCode, UnknownNode, cli_errors
+from mpp_cli.errors import ExitCode, UnknownNode, cli_errors
+from mpp_cli.haproxy_config import (
+    DEFAULT_CHECK_USER,
+    AgentAddress,
+    Role,
+    check_bind,
+    check_user_name,
+    haproxy_time,
+    section,
+    server_lines,
+)
 from mpp_cli.render import (
-    haproxy_server_lines,
     history_json,
     history_line,
     listing,
@@ -207,20 +214,17 @@ def pollers(ctx: typer.Context, json_output: JsonOpt = False) -> None:
         typer.echo(pollers_text([(p.poller_id, p.alive, p.info) for p in found], now), nl=False)
 
 
-class Role(StrEnum):
-    RW = "rw"
-    RO = "ro"
-
-
-AGENT_INTER_RE = re.compile(r"^\d+(us|ms|s|m|h|d)?$")
-
-
 @cli_errors("haproxy-config")
 def haproxy_config(
     ctx: typer.Context,
     pool: Annotated[str, typer.Argument(help="The pool.")],
     role: Annotated[
-        Role, typer.Option("--role", help="rw: only the ACTIVE node is up; ro: the STANDBYs.")
+        Role,
+        typer.Option(
+            "--role",
+            case_sensitive=False,
+            help="rw: only the node taking writes is up; ro: the readers, by weight.",
+        ),
     ] = Role.RW,
     agent_port: Annotated[
         int, typer.Option("--agent-port", min=1, max=65535, help="mpp-agent's port.")
@@ -229,18 +233,44 @@ def haproxy_config(
         "127.0.0.1"
     ),
     agent_inter: Annotated[
-        str, typer.Option("--agent-inter", help="HAProxy agent-check interval (1s, 500ms).")
+        str,
+        typer.Option(
+            "--agent-inter",
+            help="Agent-check interval: 1s, 500ms; a bare number is seconds (100ms to 1h).",
+        ),
     ] = "1s",
+    bind: Annotated[
+        str | None,
+        typer.Option(
+            "--bind",
+            help="Print a 'listen' section bound here (e.g. 0.0.0.0:6446), not a 'backend'.",
+            show_default=False,
+        ),
+    ] = None,
+    check_user: Annotated[
+        str,
+        typer.Option(
+            "--check-user",
+            help="MySQL user of HAProxy's 'option mysql-check' ('' for a TCP check only).",
+        ),
+    ] = DEFAULT_CHECK_USER,
+    servers_only: Annotated[
+        bool,
+        typer.Option("--servers-only", help="Only the server lines, each with every option."),
+    ] = False,
 ) -> None:
-    """Print HAProxy server lines for a pool.
+    """Print the pool's HAProxy section, with the server options of haproxy/haproxy.cfg.
 
-    Each line carries the agent-check that asks mpp-agent about the node, ready to paste into
-    a backend section.
+    Checks, 'on-marked-down shutdown-sessions', 'option mysql-check', the ro weights and an
+    agent-check per server asking mpp-agent about it.
     """
-    if not AGENT_INTER_RE.match(agent_inter):
-        raise CliError(f"bad --agent-inter {agent_inter!r}: use HAProxy time, e.g. 1s or 500ms")
-    if not agent_addr or any(c.isspace() or c in "\"'#\\" for c in agent_addr):
-        raise CliError(f"bad --agent-addr {agent_addr!r}")
+    agent = AgentAddress(agent_addr, agent_port, haproxy_time(agent_inter))
+    if bind is not None:
+        check_bind(bind)
+    check_user_name(check_user)
     found = session_of(ctx).store.load_pool(pool)
-    text = haproxy_server_lines(found, role.value, agent_addr, agent_port, agent_inter)
+    if servers_only:
+        text = server_lines(found, role, agent)
+    else:
+        text = section(found, role, agent, bind=bind, check_user=check_user)
     typer.echo(text, nl=False)
