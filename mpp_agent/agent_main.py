@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mpp_agent import __version__
+
 
 def parse_address(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[v6]:PORT`` too) for a listening socket."""
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mpp-agent",
         description="Answer HAProxy agent-check probes from the MPP pool state in Redis.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     for opt in OPTIONS:
         default = os.environ.get(opt.env, opt.default)
         parser.add_argument(

@@ -11,6 +11,7 @@ import socket  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from mpp_agent import __version__  # noqa: E402
 from mpp_agent.daemon import ExitCode, StopFlag, setup_logging  # noqa: E402
 from mpp_agent.keys import DEFAULT_NAMESPACE  # noqa: E402
 from mpp_agent.poller import Poller, PollerSettings  # noqa: E402
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Probe MySQL/MariaDB nodes and advance each pool's MPP state in Redis.",
         epilog=EPILOG,
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(
         "--redis-url",
         default=env("MPP_REDIS_URL", DEFAULT_REDIS_URL),

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from mpp_agent import __version__
 from mpp_agent.keys import DEFAULT_NAMESPACE
 from mpp_agent.store import DEFAULT_REDIS_URL
 from mpp_cli import admin_cmd, view_cmd
@@ -42,7 +43,14 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     rich_markup_mode=None,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"mpp-admin {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -68,6 +76,15 @@ def root(
             show_default=False,
         ),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
 ) -> None:
     """Operate MPP failover pools kept in Redis by mpp-poller and served by mpp-agent."""
     ctx.obj = Session(redis_url, namespace, redis_password_file)

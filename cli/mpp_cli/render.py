@@ -37,6 +37,11 @@ def local_time(epoch: float | None) -> str:
     return "" if epoch is None else time.strftime(TIME_FORMAT, time.localtime(epoch))
 
 
+def zoned_time(epoch: float | None) -> str:
+    """A time in text outside MPP's listing columns: local time with its zone."""
+    return "" if epoch is None else time.strftime(f"{TIME_FORMAT} %Z", time.localtime(epoch))
+
+
 def iso_time(epoch: float | None) -> str | None:
     """Epoch seconds as JSON shows every time: ISO 8601 in UTC, e.g. 2026-12-01T18:45:54.120Z."""
     if epoch is None:
@@ -102,9 +107,9 @@ def node_columns(node: NodeState) -> list[str]:
 def override_text(override: Override) -> str:
     """``override STANDBY/OK by admin:alice at <time> until <time>: <reason>``."""
     status = f"/{override.status}" if override.status is not None else ""
-    until = f" until {local_time(override.expires_at)}" if override.expires_at else ""
+    until = f" until {zoned_time(override.expires_at)}" if override.expires_at else ""
     return (
-        f"override {override.state}{status} by {override.set_by} at {local_time(override.set_at)}"
+        f"override {override.state}{status} by {override.set_by} at {zoned_time(override.set_at)}"
         f"{until}: {override.reason}"
     )
 
@@ -254,7 +259,7 @@ def event_change(event: dict[str, Any]) -> str:
 def history_line(event: dict[str, Any]) -> str:
     """One event: time, pool, kind, node, change, actor, message (fixed layout, streamable)."""
     return (
-        f"{local_time(event.get('at'))}  {event.get('pool', ''):<16}  {event.get('kind', ''):<16}  "
+        f"{zoned_time(event.get('at'))}  {event.get('pool', ''):<16}  {event.get('kind', ''):<16}  "
         f"{event.get('node') or '-':<21}  {event_change(event):<34}  "
         f"{event.get('actor', ''):<16}  {event.get('message', '')}"
     ).rstrip()
@@ -277,7 +282,7 @@ def poller_value(key: str, value: Any, now: float) -> str:
     and ``lag`` durations, lists are joined; anything else as JSON."""
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if key.endswith("_at") and is_number:
-        return f"{local_time(value)} ({age(now - value)} ago)"
+        return f"{zoned_time(value)} ({age(now - value)} ago)"
     if (key.endswith("seconds") or key == "lag") and is_number:
         return f"{value:.3f}s"
     if isinstance(value, list):

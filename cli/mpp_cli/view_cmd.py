@@ -7,6 +7,8 @@ one JSON document with ``--json``.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -14,7 +16,8 @@ import typer
 from mpp_agent.model import NodeId, PoolState
 from mpp_agent.routing import NodeRoute, route
 from mpp_agent.store import Store
-from mpp_cli.errors import ExitCode, UnknownNode, cli_errors
+from mpp_cli.admin_cmd import parse_duration
+from mpp_cli.errors import CliError, ExitCode, UnknownNode, cli_errors
 from mpp_cli.haproxy_config import (
     DEFAULT_CHECK_USER,
     AgentAddress,
@@ -142,14 +145,31 @@ def history(
         typer.Option("--json", help="One JSON document (with --follow: one JSON line per event)."),
     ] = False,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Events to show.")] = 50,
+    node: Annotated[
+        str | None,
+        typer.Option("--node", help="Only events of this node, host[:port].", show_default=False),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Only events since a time: ISO 8601 (2026-12-01T18:00:00Z; no zone: local "
+            "time) or a duration ago (30m, 2h, 1d).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Show transitions and admin actions, oldest first.
 
     Time, pool, kind, node, from -> to, actor (a poller id or admin:<user>) and message.
     """
     store = session_of(ctx).store
+    only = EventFilter(
+        None if node is None else str(parse_node(node)),
+        None if since is None else since_time(since, store.server_time()),
+    )
     names = [store.load_pool(pool).name] if pool is not None else store.pool_names()
-    newest = {name: store.last_events(name, limit) for name in names}
+    newest = {name: only.read(store, name, limit) for name in names}
     events = sorted(
         ((name, i, e) for name, rows in newest.items() for i, e in rows),
         key=time_order,
@@ -163,7 +183,7 @@ def history(
         # Follow from what was read, not from a second read: nothing committed between is lost.
         last = {name: rows[-1][0] if rows else "0-0" for name, rows in newest.items()}
         try:
-            follow_events(store, pool, last, json_output)
+            follow_events(store, pool, last, json_output, only)
         except KeyboardInterrupt:
             return
 
@@ -179,7 +199,9 @@ def time_order(row: tuple[str, str, dict[str, Any]]) -> tuple[float, int, int]:
     return (float(event.get("at") or 0.0), *stream_key(event_id))
 
 
-def follow_events(store: Store, pool: str | None, last: dict[str, str], as_json: bool) -> None:
+def follow_events(
+    store: Store, pool: str | None, last: dict[str, str], as_json: bool, only: EventFilter
+) -> None:
     while True:
         time.sleep(FOLLOW_POLL_SECONDS)
         names = [pool] if pool is not None else store.pool_names()
@@ -191,7 +213,50 @@ def follow_events(store: Store, pool: str | None, last: dict[str, str], as_json:
         fresh.sort(key=time_order)
         for name, event_id, event in fresh:
             last[name] = event_id
-            print_event(event_id, event, as_json)
+            if only.matches(event):
+                print_event(event_id, event, as_json)
+
+
+# Events read per pool when filtering (the streams are capped well below this).
+FILTER_SCAN_LIMIT = 100_000
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """``history --node`` and ``--since``: which events to show."""
+
+    node: str | None = None
+    since: float | None = None  # Redis time, epoch seconds
+
+    def matches(self, event: dict[str, Any]) -> bool:
+        if self.node is not None and event.get("node") != self.node:
+            return False
+        at = event.get("at")
+        return self.since is None or (isinstance(at, int | float) and at >= self.since)
+
+    def read(self, store: Store, pool: str, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """The newest ``limit`` matching events of a pool, oldest first."""
+        if self.node is None and self.since is None:
+            return store.last_events(pool, limit)
+        # Stream ids are Redis time in ms: start just before --since.
+        after = "-" if self.since is None else f"{max(0, int(self.since * 1000) - 1)}-0"
+        rows = store.events(pool, FILTER_SCAN_LIMIT, after)
+        return [(i, e) for i, e in rows if self.matches(e)][-limit:]
+
+
+def since_time(text: str, now: float) -> float:
+    """``--since``: an ISO 8601 time (local time when it has no zone) or a duration ago."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            return now - parse_duration(text)
+        except CliError:
+            raise CliError(
+                f"bad --since {text!a}: an ISO 8601 time (2026-12-01T18:00:00Z) or a "
+                f"duration ago (30m, 2h, 1d)"
+            ) from None
+    return moment.timestamp()  # a naive time is local time, as the text output shows
 
 
 def print_event(event_id: str, event: dict[str, Any], as_json: bool) -> None:

@@ -17,7 +17,7 @@ from mpp_agent import state
 from mpp_agent.model import NodeId, Outcome, Override, State
 from mpp_agent.store import Store
 from mpp_cli.errors import ExitCode
-from mpp_cli.render import iso_time, local_time
+from mpp_cli.render import iso_time, local_time, zoned_time
 from tests.integration.admin_support import (
     S1,
     S2,
@@ -96,8 +96,8 @@ def test_list_shows_overrides_and_json(redis_url: str) -> None:
     text = mpp_admin(redis_url, "list").stdout.splitlines()
     user = f"admin:{os.environ.get('USER') or os.getuid()}"
     assert text[-1] == (
-        f"  O override STANDBY/OK by {user} at {local_time(node.override.set_at)} "
-        f"until {local_time(node.override.expires_at)}: kernel upgrade"
+        f"  O override STANDBY/OK by {user} at {zoned_time(node.override.set_at)} "
+        f"until {zoned_time(node.override.expires_at)}: kernel upgrade"
     )
     doc = json.loads(mpp_admin(redis_url, "list", "--json").stdout)
     [pool] = doc["pools"]
@@ -271,7 +271,8 @@ def test_history_text_json_and_limit(redis_url: str) -> None:
     assert "configure" in text[0] and "pool created by admin" in text[0]
     last = text[-1].split()
     user = f"admin:{os.environ.get('USER') or os.getuid()}"
-    assert last[2:9] == [
+    assert last[2] == time.strftime("%Z")  # text times carry their zone
+    assert last[3:10] == [
         "pool1", "recover", "10.0.0.1:3306", "FAILED_OFFLINE/FAIL", "->", "UNKNOWN/OK_WARN", user,
     ]  # fmt: skip
     assert text[-1].endswith("Manual Recovery Initiated.")
@@ -287,6 +288,36 @@ def test_history_text_json_and_limit(redis_url: str) -> None:
     assert tick_event["id"] < recover_event["id"] or len(tick_event["id"]) < len(
         recover_event["id"]
     )
+    assert recover_event["at"].endswith("Z") and recover_event["at"][10] == "T"
+    assert tick_event["message"] is None or tick_event["message"]  # never ""
+
+
+def test_history_by_node_and_since(redis_url: str) -> None:
+    store = store_for(redis_url)
+    failover(store, bootstrap(store).name)
+    time.sleep(0.05)
+    mid = store.server_time()  # 50 ms after the last tick, 50 ms before the recover
+    time.sleep(0.05)
+    assert mpp_admin(redis_url, "recover", "10.0.0.1").exit_code == 0
+
+    def events(*args: str) -> list[dict[str, object]]:
+        result = mpp_admin(redis_url, "history", "--json", *args)
+        assert result.exit_code == 0, result.stderr
+        return list(json.loads(result.stdout)["events"])
+
+    everything = events()
+    of_s1 = events("--node", "10.0.0.2")
+    assert of_s1 and all(e["node"] == "10.0.0.2:3306" for e in of_s1)
+    assert len(of_s1) == sum(1 for e in everything if e["node"] == "10.0.0.2:3306")
+    whole, ms = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(mid)), int(mid * 1000) % 1000
+    since = f"{whole}.{ms:03d}Z"
+    recent = events("--since", since)
+    assert [e["kind"] for e in recent] == ["recover"]
+    assert events("--since", since, "--node", "10.0.0.2") == []
+    assert len(events("--since", "1h")) == len(everything)
+    assert events("--node", "10.0.0.1", "--limit", "1") == [everything[-1]]
+    bad = mpp_admin(redis_url, "history", "--since", "yesterday")
+    assert bad.exit_code == ExitCode.USAGE and "bad --since 'yesterday'" in bad.stderr
 
 
 def test_history_merges_pools_in_time_order(redis_url: str) -> None:
@@ -357,10 +388,10 @@ def test_pollers(redis_url: str) -> None:
     out = mpp_admin(redis_url, "pollers").stdout.splitlines()
     assert out[0] == "p1  alive"
     assert out[1] == "  pools          pool1, pool2"
-    assert out[2].startswith(f"  started_at     {local_time(now - 100)} (1m4") and out[2].endswith(
+    assert out[2].startswith(f"  started_at     {zoned_time(now - 100)} (1m4") and out[2].endswith(
         "s ago)"
     )
-    assert out[3].startswith(f"  last_cycle_at  {local_time(now - 0.5)} (0.")
+    assert out[3].startswith(f"  last_cycle_at  {zoned_time(now - 0.5)} (0.")
     assert out[4:6] == ["  cycle_seconds  0.012s", "  lag            0.050s"]
     assert out[6:] == ["p2  EXPIRED", "  pools  -"]
     doc = json.loads(mpp_admin(redis_url, "pollers", "--json").stdout)

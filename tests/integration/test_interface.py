@@ -1,0 +1,64 @@
+"""One interface style: --version and -h on the three commands, and one JSON schema for a node,
+an override and an event whatever command prints it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mpp_agent import __version__
+from tests.integration.admin_support import bootstrap, mpp_admin, store_for
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize("command", ["mpp-admin", "mpp-poller", "mpp-agent"])
+def test_version_and_short_help(command: str) -> None:
+    version = subprocess.run(
+        [str(BIN / command), "--version"], capture_output=True, text=True, timeout=30
+    )
+    assert (version.returncode, version.stdout) == (0, f"{command} {__version__}\n")
+    short = subprocess.run([str(BIN / command), "-h"], capture_output=True, text=True, timeout=30)
+    long = subprocess.run(
+        [str(BIN / command), "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert short.returncode == 0 and short.stdout == long.stdout
+    assert "--version" in short.stdout and "Traceback" not in short.stderr
+
+
+def test_subcommands_take_short_help_too() -> None:
+    for args in (["pool", "create"], ["report"], ["history"], ["haproxy-config"]):
+        short = mpp_admin("redis://127.0.0.1:1/0", *args, "-h")
+        assert short.exit_code == 0, (args, short.stderr)
+        assert short.stdout.startswith(f"Usage: mpp-admin {' '.join(args)} ")
+
+
+def test_one_json_schema_for_a_node_an_override_and_an_event(redis_url: str) -> None:
+    bootstrap(store_for(redis_url))
+    set_ = mpp_admin(
+        redis_url, "override", "10.0.0.2", "--state", "STANDBY", "--reason", "r", "--for", "1h"
+    )
+    assert set_.exit_code == 0, set_.stderr
+
+    listed = json.loads(mpp_admin(redis_url, "list", "--json").stdout)["pools"][0]
+    pools = json.loads(mpp_admin(redis_url, "pools", "--json").stdout)["pools"][0]
+    report = json.loads(mpp_admin(redis_url, "report", "10.0.0.2", "--json").stdout)
+    assert listed == pools
+    assert isinstance(listed["nodes"], list)  # nodes are always a list of node documents
+    node = next(n for n in listed["nodes"] if n["node"] == "10.0.0.2:3306")
+    assert report == {"pool": "pool1", **node}
+    override = node["override"]
+    assert set(override) == {"state", "status", "reason", "actor", "set_at", "expires_at"}
+    assert override["set_at"].endswith("Z") and override["expires_at"].endswith("Z")
+
+    events = json.loads(mpp_admin(redis_url, "history", "--json").stdout)["events"]
+    overridden = next(e for e in events if e["kind"] == "override")
+    assert overridden["actor"] == override["actor"]  # "actor" everywhere, never "set_by"
+    assert all("set_by" not in e for e in events)
+    assert all(e["message"] is None or e["message"] != "" for e in events)  # none is null
