@@ -109,11 +109,7 @@ def parse_failoverpool(
         node = parse_member(member_text(rest), text)
         if kind == "primary":
             if primary is not None:
-                # MPP's text; the second host name is always empty there because of a bug.
-                raise PoolConfigError(
-                    f'Cannot designate host "{node}" as primary, because host "" is already '
-                    f"defined as primary!"
-                )
+                raise second_primary(node)
             primary = node
         elif kind == "secondary":
             secondaries.append(node)
@@ -125,6 +121,13 @@ def parse_failoverpool(
         (s, NodeType.SECONDARY) for s in secondaries
     ]
     return PoolConfig(name, tuple(members), max_requests=max_requests, interval=interval)
+
+
+def second_primary(node: NodeId) -> PoolConfigError:
+    """MPP's refusal of a second primary; its second host name is always empty (an MPP bug)."""
+    return PoolConfigError(
+        f'Cannot designate host "{node}" as primary, because host "" is already defined as primary!'
+    )
 
 
 def member_text(rest: str) -> str:

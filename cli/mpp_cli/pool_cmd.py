@@ -20,6 +20,7 @@ from mpp_agent.config import (
     config_of,
     parse_failoverpool,
     render_failoverpool,
+    second_primary,
     validate_pool_name,
 )
 from mpp_agent.model import (
@@ -92,11 +93,7 @@ def build_config(
     validate_pool_name(name)
     members = [(member("--primary", p), NodeType.PRIMARY) for p in primaries or []]
     if len(members) > 1:
-        # MPP's text (its second host is always empty, mpp-behaviour 1.1)
-        raise PoolConfigError(
-            f'Cannot designate host "{members[1][0]}" as primary, because host "" is already '
-            f"defined as primary!"
-        )
+        raise second_primary(members[1][0])
     members += [(member("--secondary", s), NodeType.SECONDARY) for s in secondaries or []]
     return PoolConfig(name, tuple(members), max_requests=max_requests, interval=interval)
 
