@@ -33,7 +33,7 @@ def test_ipv6_nodes_in_brackets(redis_url: str) -> None:
     assert [m["node"] for m in shown["members"]] == ["[::1]:3306", "[fd00::2]:3306"]
     assert mpp_admin(redis_url, "report", "[::1]").stdout == "OK/UNKNOWN (PRIMARY)\n"
     config = mpp_admin(redis_url, "haproxy-config", "p6").stdout
-    assert " [::1]:3306 check " in config and 'agent-send "p6 [::1]:3306 rw\\n"' in config
+    assert " [::1]:3306 agent-send" in config and 'agent-send "p6 [::1]:3306 rw\\n"' in config
     # the failoverpool form, written back as shown
     again = mpp_admin(redis_url, "pool", "apply", "--failoverpool", shown["failoverpool"])
     assert again.exit_code == 0, again.stderr
