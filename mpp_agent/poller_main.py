@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--log-level",
         default=env("MPP_LOG_LEVEL", "info"),
+        type=str.lower,  # choices are case-insensitive, as everywhere
         choices=["debug", "info", "warning", "error"],
         help="default %(default)s",
     )

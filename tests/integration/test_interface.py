@@ -62,3 +62,22 @@ def test_one_json_schema_for_a_node_an_override_and_an_event(redis_url: str) -> 
     assert overridden["actor"] == override["actor"]  # "actor" everywhere, never "set_by"
     assert all("set_by" not in e for e in events)
     assert all(e["message"] is None or e["message"] != "" for e in events)  # none is null
+
+
+def test_choices_are_case_insensitive_everywhere(redis_url: str) -> None:
+    # (subprocesses: importing the daemons' entry points would gevent-patch this process)
+    for command in ("mpp-poller", "mpp-agent"):
+        for level in ("DEBUG", "debug", "Info"):
+            # argparse checks --log-level before it acts on --version, which then exits 0
+            argv = [str(BIN / command), "--log-level", level, "--version"]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            assert done.returncode == 0, (command, level, done.stderr)
+    refused = subprocess.run(
+        [str(BIN / "mpp-poller"), "--log-level", "LOUD"], capture_output=True, text=True, timeout=30
+    )
+    assert refused.returncode == 2 and "invalid choice: 'loud'" in refused.stderr
+    bootstrap(store_for(redis_url))
+    assert mpp_admin(redis_url, "haproxy-config", "pool1", "--role", "RO").exit_code == 0
+    done = mpp_admin(redis_url, "override", "10.0.0.2", "--state", "standby", "--status", "ok_warn",
+                     "--reason", "r")  # fmt: skip
+    assert done.exit_code == 0, done.stderr
