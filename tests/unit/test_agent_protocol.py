@@ -249,6 +249,8 @@ def test_next_expiry() -> None:
         pytest.param(b"p1 10.0.0.1 RO\n", Request("p1", ME, Role.RO), id="role-case"),
         pytest.param(b"p1\t10.0.0.1:3306  ro\r\n", Request("p1", ME, Role.RO), id="tabs-crlf"),
         pytest.param(b"  p.x-1_2 db1:3307 \n", Request("p.x-1_2", NodeId("db1", 3307)), id="pad"),
+        pytest.param(b"p6 [::1]:3306 rw\n", Request("p6", NodeId("::1"), Role.RW), id="ipv6"),
+        pytest.param(b"p6 [fd00::2]\n", Request("p6", NodeId("fd00::2")), id="ipv6-default-port"),
     ],
 )
 def test_parse_request(data: bytes, expected: Request) -> None:
@@ -282,6 +284,9 @@ def test_request_key_is_canonical() -> None:
         pytest.param(b"p1 :3306\n", id="no-host"),
         pytest.param(b"p/1 10.0.0.1\n", id="bad-pool-name"),
         pytest.param(b"GET / HTTP/1.1\r\n", id="http"),
+        pytest.param(b"p6 ::1 rw\n", id="ipv6-without-brackets"),
+        pytest.param(b"p1 10.0.0.1,10.0.0.2 rw\n", id="comma"),
+        pytest.param(b"p1\n 10.0.0.1 rw\n", id="newline-in-pool"),
     ],
 )
 def test_bad_requests(data: bytes) -> None:
