@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
+from mpp_agent.agent_protocol import parse_request
 from mpp_agent.config import (
     PoolConfig,
     PoolConfigError,
@@ -215,3 +218,29 @@ def test_failoverpool_with_a_bad_node_says_which() -> None:
     with pytest.raises(PoolConfigError, match="comma or a space") as error:
         parse_failoverpool("name:p;primary:10.0.0.1,10.0.0.2")
     assert "in failoverpool string" in str(error.value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(st.text(min_size=1, max_size=20), st.from_regex(r"[A-Za-z0-9_.-]{1,40}\Z")),
+    st.one_of(
+        st.text(max_size=300),
+        st.from_regex(r"\[[0-9a-fA-F:]{2,39}\](:[0-9]{1,5})?", fullmatch=True),
+        st.from_regex(r"[A-Za-z0-9_.-]{1,260}(:[0-9]{1,6})?", fullmatch=True),
+    ),
+)
+def test_whatever_is_accepted_the_agent_and_haproxy_can_carry(name: str, text: str) -> None:
+    """Any pool name and node a configuration accepts makes an agent-check line that the agent
+    reads back as the same pool and node, and prints as plain ASCII without separators."""
+    try:
+        config = PoolConfig(name, ((NodeId.parse(text), P),))
+    except (NodeIdError, PoolConfigError):
+        return
+    event("accepted")
+    node = config.members[0][0]
+    shown = str(node)
+    assert shown.isascii() and shown.isprintable()
+    assert not any(c in shown for c in ' ,;"#\\\t')
+    assert NodeId.parse(shown) == node
+    request = parse_request(f"{config.name} {shown} ro\n".encode())
+    assert (request.pool, request.node) == (config.name, node)
