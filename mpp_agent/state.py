@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from mpp_agent.model import (
@@ -466,7 +467,7 @@ def set_override(pool: PoolState, node: NodeId, override: Override) -> AdminResu
             )
     after = replace(before, override=override)
     status = f"/{override.status}" if override.status else ""
-    until = f" until {override.expires_at:.0f}" if override.expires_at is not None else ""
+    until = f" until {utc_text(override.expires_at)}" if override.expires_at is not None else ""
     output = f"OK: Override {override.state}{status} set for {node}{until}: {override.reason}"
     event = Event(
         EventKind.OVERRIDE,
@@ -477,6 +478,11 @@ def set_override(pool: PoolState, node: NodeId, override: Override) -> AdminResu
         message=override.reason,
     )
     return AdminResult(with_node(pool, index, after), output, (event,))
+
+
+def utc_text(epoch: float) -> str:
+    """A time in an output text, with its zone (the core has no local time zone: UTC)."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def release_override(pool: PoolState, node: NodeId) -> AdminResult:
