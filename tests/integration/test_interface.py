@@ -4,13 +4,15 @@ an override and an event whatever command prints it."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from mpp_agent import __version__
+from mpp_agent import __version__, settings
+from mpp_agent.store import DEFAULT_REDIS_URL
 from tests.integration.admin_support import bootstrap, mpp_admin, store_for
 
 pytestmark = pytest.mark.integration
@@ -72,12 +74,49 @@ def test_choices_are_case_insensitive_everywhere(redis_url: str) -> None:
             argv = [str(BIN / command), "--log-level", level, "--version"]
             done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
             assert done.returncode == 0, (command, level, done.stderr)
-    refused = subprocess.run(
-        [str(BIN / "mpp-poller"), "--log-level", "LOUD"], capture_output=True, text=True, timeout=30
-    )
-    assert refused.returncode == 2 and "invalid choice: 'loud'" in refused.stderr
+        refused = subprocess.run(
+            [str(BIN / command), "--log-level", "LOUD"], capture_output=True, text=True, timeout=30
+        )
+        assert refused.returncode == 2 and "unknown log level 'LOUD'" in refused.stderr
     bootstrap(store_for(redis_url))
     assert mpp_admin(redis_url, "haproxy-config", "pool1", "--role", "RO").exit_code == 0
     done = mpp_admin(redis_url, "override", "10.0.0.2", "--state", "standby", "--status", "ok_warn",
                      "--reason", "r")  # fmt: skip
     assert done.exit_code == 0, done.stderr
+
+
+def test_shared_settings_are_declared_once_and_named_in_every_help() -> None:
+    """--redis-url, --redis-password-file, --namespace: one declaration (mpp_agent/settings.py)
+    read by argparse and typer, so the three commands spell, default and document them alike."""
+    assert settings.DEFAULT_REDIS_URL == DEFAULT_REDIS_URL
+    helps = {
+        command: subprocess.run(
+            [str(BIN / command), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "COLUMNS": "200"},
+        ).stdout
+        for command in ("mpp-admin", "mpp-poller", "mpp-agent")
+    }
+    for setting in settings.CONNECTION:
+        for command, text in helps.items():
+            flat = " ".join(text.split()).lower()  # help is wrapped differently by each
+            assert setting.flag in text and setting.env in text, (command, setting.flag)
+            assert setting.help.lower() in flat, (command, setting.flag)
+    for command in ("mpp-poller", "mpp-agent"):
+        assert "MPP_LOG_LEVEL" in helps[command]
+
+
+def test_a_bad_environment_value_is_a_usage_error() -> None:
+    for command in ("mpp-poller", "mpp-agent"):
+        # argparse reads the defaults after the command line: this stops before any connection
+        done = subprocess.run(
+            [str(BIN / command)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "MPP_LOG_LEVEL": "chatty"},
+        )
+        assert done.returncode == 2, done.stderr
+        assert "--log-level" in done.stderr and "Traceback" not in done.stderr
