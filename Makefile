@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint demo demo-down
+.PHONY: setup test lint demo demo-down demo-restart
 
 # Install what is missing: OS packages (apt), the virtualenv, the package with [test] extras.
 setup:
@@ -28,3 +28,7 @@ demo: setup
 
 demo-down:
 	$(PY) scripts/demo.py down
+
+# Start a demo node again after a kill -9 (NODE=node1 or node2); demo-down stops it too.
+demo-restart:
+	$(PY) scripts/demo.py restart $(NODE)

@@ -13,7 +13,7 @@ M = 4), then ``--runs`` times:
    hand-back, reported too) and the pool is steady.
 
 Prints each run, then min/median/max next to the budget M x interval + agent-inter + 1 s
-(architecture.md section 5); exits 1 if any run is over it. Everything is stopped at the end,
+(the target of bench/README.md); exits 1 if any run is over it. Everything is stopped at the end,
 by pid. Needs what ``make demo`` needs (``scripts/setup.sh``).
 
 Run: ``.venv/bin/python bench/failover.py [--runs 5]``

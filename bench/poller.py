@@ -10,7 +10,7 @@ all of them), so N nodes cost N real connections, handshakes and queries per cyc
   the probe timeout, no more.
 
 Run: ``.venv/bin/python bench/poller.py`` (needs mariadbd and redis-server; about a minute).
-Target (architecture.md 5): 500 nodes within a 2 s interval on one core.
+Target (bench/README.md): 500 nodes within a 2 s interval on one core.
 """
 
 from gevent import monkey

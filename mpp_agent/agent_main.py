@@ -13,13 +13,13 @@ The Redis password is never an option's value: it comes in the URL, a file
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+
+from mpp_agent import __version__
+from mpp_agent.settings import CONNECTION, LOG_LEVEL, Setting, add_arguments
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -47,21 +47,10 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
-@dataclass(frozen=True)
-class Option:
-    flag: str
-    env: str
-    default: str | None
-    parse: Callable[[str], Any]
-    help: str
-
+Option = Setting  # the shared settings' declaration (mpp_agent/settings.py)
 
 OPTIONS = (
-    Option("--redis-url", "MPP_REDIS_URL", "redis://127.0.0.1:6379/0", str,
-           "redis://, rediss://, unix:// or redis+sentinel://h1:p1,h2:p2/<master>/<db>"),
-    Option("--redis-password-file", "MPP_REDIS_PASSWORD_FILE", None, str,
-           "file whose first line is the Redis password (else the URL or MPP_REDIS_PASSWORD)"),
-    Option("--namespace", "MPP_NAMESPACE", "mpp", str, "key prefix shared with the pollers"),
+    *CONNECTION,
     Option("--listen", "MPP_AGENT_LISTEN", "127.0.0.1:9777", parse_address,
            "HOST:PORT for HAProxy agent-checks"),
     Option("--metrics-listen", "MPP_AGENT_METRICS_LISTEN", None, parse_address,
@@ -74,7 +63,7 @@ OPTIONS = (
            "seconds a client has to send its request line"),
     Option("--max-connections", "MPP_AGENT_MAX_CONNECTIONS", "4096", positive_int,
            "connections handled at once; more wait in the listen backlog"),
-    Option("--log-level", "MPP_LOG_LEVEL", "INFO", str.upper, "DEBUG, INFO, WARNING or ERROR"),
+    LOG_LEVEL,
 )  # fmt: skip
 
 
@@ -83,14 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mpp-agent",
         description="Answer HAProxy agent-check probes from the MPP pool state in Redis.",
     )
-    for opt in OPTIONS:
-        default = os.environ.get(opt.env, opt.default)
-        parser.add_argument(
-            opt.flag,
-            type=opt.parse,
-            default=None if default is None else opt.parse(default),
-            help=f"{opt.help} (env {opt.env}; default {opt.default or 'off'})",
-        )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_arguments(parser, OPTIONS)
     return parser
 
 

@@ -11,8 +11,8 @@ One line, sent by HAProxy's ``agent-send``::
 
 * fields are separated by one or more spaces or tabs; a trailing ``\\r`` is tolerated;
 * ``pool`` is a pool name (1-128 of ``A-Z a-z 0-9 . _ -``);
-* ``node`` is ``host[:port]``, the port defaulting to 3306 (so ``db1`` and ``db1:3306`` are the
-  same node);
+* ``node`` is ``host[:port]`` or ``[ipv6]:port``, the port defaulting to 3306 (so ``db1`` and
+  ``db1:3306`` are the same node), as ``NodeId.parse`` reads it;
 * the role is ``rw`` (the default when absent) or ``ro``, case-insensitive;
 * the whole line, newline included, is at most ``MAX_REQUEST_BYTES`` (256) bytes of UTF-8.
 
@@ -27,36 +27,25 @@ agent words, health word first, then ``#`` and a short printable-ASCII reason::
 
     up ready 75% #STANDBY OK level=OK_INFO; override: kernel upgrade by alice; stale
 
-The words, for a node known to the agent (architecture.md section 4), by its *effective* state
-and status (those of an unexpired override, else the node's own):
+The words render the routing decision of ``routing.route`` (which node takes writes, which take
+reads and with what weight; overrides, writer pinning and their reasons live there, nowhere else):
 
-=============================  ==============  ===================================================
-effective state                ``rw``          ``ro``
-=============================  ==============  ===================================================
-ACTIVE                         ``up ready``    ``up ready N%`` when no *healthy STANDBY* exists in
-                                               the pool, else ``up drain``
-STANDBY, status OK or OK_WARN  ``up drain``    ``up ready N%``
-STANDBY, status FAIL           ``up drain``    ``up drain`` (not a healthy STANDBY)
-UNKNOWN, FAILED_*              ``down``        ``down``
-=============================  ==============  ===================================================
+=====================================  ==============  ======================================
+the node, as ``routing`` decided       ``rw``          ``ro``
+=====================================  ==============  ======================================
+takes writes (the one ACTIVE)          ``up ready``    ``up ready N%`` if it takes reads
+                                                       (no healthy STANDBY), else ``up drain``
+up, no writes (STANDBY)                ``up drain``    ``up ready N%`` if it takes reads
+                                                       (status OK or OK_WARN), else ``up drain``
+not up (UNKNOWN, FAILED_*)             ``down``        ``down``
+=====================================  ==============  ======================================
 
-* ``N%`` is the weight of the node's request level ``request_level(R, M)``: ``OK`` 100%,
-  ``OK INFO`` 75%, ``OK WARN`` 50%, ``OK CRITICAL`` 25%, and ``FAIL CRITICAL`` 25% too (never
-  0%, which HAProxy shows as DRAIN and would contradict ``ready``).
-* A *healthy STANDBY* is another node of the pool whose effective state is STANDBY with status OK
-  or OK_WARN: exactly a node that this table sends ``up ready`` on the ``ro`` backend. So the ACTIVE
-  node serves reads only when no replica can.
-* An ACTIVE node is ``up ready`` on ``rw`` whatever its status (OK_WARN is the "last node
-  standing" case of architecture.md section 3): the state machine alone decides who takes writes.
-* Overrides: an unexpired override replaces the node's state (and its status, when it gives one)
-  in the table above, also when other nodes look at it for the healthy-STANDBY rule; the reason
-  says ``override: <reason> by <who>``. While a node is overridden to ACTIVE, a node that is
-  ACTIVE by the state machine alone answers as a STANDBY (reason ``ACTIVE, writes pinned to
-  <node> by override``): never two writers.
-* Pool status FAIL: nothing changes in the table (no node is ACTIVE then, by construction of the
-  state machine); the reason says ``pool FAIL``.
+* ``N%`` is the routing weight of the node's request level (100, 75, 50, 25, 25).
+* The reason is the decision's: ``<STATE> <STATUS> level=<LEVEL>``, then ``pool FAIL``, the
+  override (``override: <reason> by <who>``) or the pinning (``ACTIVE, writes pinned to <node>
+  by override``) when they apply.
 * Stale (the snapshot is old, or the pollers stopped committing): the same words (the last known
-  decision, architecture.md 2.6), with ``stale`` at the end of the reason.
+  decision), with ``stale`` at the end of the reason.
 * A pool or node that the snapshot does not hold: ``down #unknown pool <pool>`` or
   ``down #unknown node <node> in pool <pool>``.
 """
@@ -64,33 +53,16 @@ UNKNOWN, FAILED_*              ``down``        ``down``
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 
-from mpp_agent.config import POOL_NAME_RE
-from mpp_agent.model import (
-    NodeId,
-    NodeIdError,
-    NodeState,
-    PoolState,
-    PoolStatus,
-    State,
-    Status,
-    request_level,
-)
+from mpp_agent.config import MAX_AGENT_REQUEST_BYTES, POOL_NAME_RE
+from mpp_agent.model import NodeId, NodeIdError, PoolState
+from mpp_agent.routing import NodeRoute, PoolRoute, route
 
-MAX_REQUEST_BYTES = 256
+MAX_REQUEST_BYTES = MAX_AGENT_REQUEST_BYTES
 MAX_REPLY_BYTES = 200
-
-# Weight of each request level (the labels of model.REQUEST_LEVELS) on the ro backend.
-LEVEL_WEIGHTS = {
-    "OK": 100,
-    "OK INFO": 75,
-    "OK WARN": 50,
-    "OK CRITICAL": 25,
-    "FAIL CRITICAL": 25,
-}
 
 _FIELD_SEP = re.compile(r"[ \t]+")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
@@ -172,7 +144,7 @@ def parse_request(data: bytes) -> Request:
 
 
 def _parse_pool(text: str) -> str:
-    if not POOL_NAME_RE.match(text):
+    if not POOL_NAME_RE.fullmatch(text):
         raise BadRequest(f"bad pool name {text!r}")
     return text
 
@@ -205,93 +177,40 @@ def unknown_node(pool: str, node: str) -> Reply:
     return Reply("down", f"unknown node {node} in pool {pool}")
 
 
-@dataclass(frozen=True)
-class _Effective:
-    """A node as the reply table sees it: overrides applied."""
-
-    node: NodeState
-    state: State
-    status: Status
-    override_note: str
-
-    @property
-    def is_healthy_standby(self) -> bool:
-        return self.state is State.STANDBY and self.status.is_ok
+def words(node: NodeRoute, role: Role) -> str:
+    """The HAProxy words for one node in one role: the reply table of the module docstring."""
+    if not node.is_up:
+        return "down"
+    if role is Role.RW:
+        return "up ready" if node.takes_writes else "up drain"
+    return f"up ready {node.weight}%" if node.takes_reads else "up drain"
 
 
-def _effective(node: NodeState, now: float) -> _Effective:
-    override = node.override
-    if override is None or override.is_expired(now):
-        return _Effective(node, node.state, node.status, "")
-    status = override.status if override.status is not None else node.status
-    note = f"override: {override.reason or 'no reason'} by {override.set_by or 'unknown'}"
-    return _Effective(node, override.state, status, note)
-
-
-def _words(pool: PoolState, me: _Effective, role: Role, others: list[_Effective]) -> str:
-    """The HAProxy words for one node: the reply table of the module docstring."""
-    weight = f"{LEVEL_WEIGHTS[request_level(me.node.requests, pool.max_requests)]}%"
-    if me.state is State.ACTIVE:
-        if role is Role.RW:
-            return "up ready"
-        has_replica = any(o.is_healthy_standby for o in others)
-        return "up drain" if has_replica else f"up ready {weight}"
-    if me.state is State.STANDBY:
-        if role is Role.RO and me.is_healthy_standby:
-            return f"up ready {weight}"
-        return "up drain"
-    return "down"  # UNKNOWN, FAILED_OFFLINE, FAILED_ONLINE
-
-
-def _reason(pool: PoolState, me: _Effective) -> str:
-    level = request_level(me.node.requests, pool.max_requests).replace(" ", "_")
-    parts = [f"{me.state} {me.status} level={level}"]
-    if pool.status is PoolStatus.FAIL:
-        parts.append("pool FAIL")
-    if me.override_note:
-        parts.append(me.override_note)
-    return "; ".join(parts)
-
-
-def _pin_writer(effective: list[_Effective]) -> list[_Effective]:
-    """An ACTIVE override pins the writer: a node that is ACTIVE by the state machine alone
-    (say, after a failover that came after the override) answers as a STANDBY meanwhile, so
-    that HAProxy never has two writers. ``mpp-admin`` refuses to set a second ACTIVE override."""
-    pinned = [e for e in effective if e.override_note and e.state is State.ACTIVE]
-    if not pinned:
-        return effective
-    note = f"ACTIVE, writes pinned to {pinned[0].node.node} by override"
-    return [
-        replace(e, state=State.STANDBY, override_note=note)
-        if e.state is State.ACTIVE and not e.override_note
-        else e
-        for e in effective
-    ]
+def reply(node: NodeRoute, role: Role) -> Reply:
+    return Reply(words(node, role), node.reason)
 
 
 def decide(pool: PoolState, node: NodeId, role: Role, now: float) -> Reply:
     """The reply for one node of a pool (``now``, wall-clock seconds, expires overrides)."""
-    effective = _pin_writer([_effective(n, now) for n in pool.nodes])
-    for me in effective:
-        if me.node.node == node:
-            others = [o for o in effective if o is not me]
-            return Reply(_words(pool, me, role, others), _reason(pool, me))
-    return unknown_node(pool.name, str(node))
+    found = route(pool, now).find(node)
+    return unknown_node(pool.name, str(node)) if found is None else reply(found, role)
 
 
-def decide_pool(pool: PoolState, now: float) -> Iterator[tuple[tuple[str, str, Role], Reply]]:
-    """Every (snapshot key, reply) of a pool: each node in each role."""
-    for node in pool.nodes:
+def decide_pool(decision: PoolRoute) -> Iterator[tuple[tuple[str, str, Role], Reply]]:
+    """Every (snapshot key, reply) of a pool's routing decision: each node in each role."""
+    for node in decision.nodes:
         for role in Role:
-            yield (pool.name, str(node.node), role), decide(pool, node.node, role, now)
+            yield (decision.pool, str(node.node), role), reply(node, role)
 
 
-def next_expiry(pool: PoolState, now: float) -> float | None:
-    """The earliest future override expiry in a pool (when its replies must be re-decided)."""
-    times = [
-        n.override.expires_at
-        for n in pool.nodes
-        if n.override is not None and n.override.expires_at is not None
-        if n.override.expires_at > now
-    ]
-    return min(times, default=None)
+def answer_changes(
+    before: Mapping[tuple[str, str, Role], Reply], after: Mapping[tuple[str, str, Role], Reply]
+) -> Iterator[str]:
+    """One log line per answer whose words changed, e.g.
+    ``pool1 10.0.0.1:3306 rw: up ready -> down (FAILED_OFFLINE OK level=FAIL_CRITICAL)``.
+    Answers that did not exist before (a new pool or node) are not changes."""
+    for key, new in after.items():
+        old = before.get(key)
+        if old is not None and old.words != new.words:
+            pool, node, role = key
+            yield f"{pool} {node} {role}: {old.words} -> {new.words} ({new.reason})"

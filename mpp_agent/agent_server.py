@@ -55,13 +55,14 @@ from mpp_agent.agent_protocol import (
     BadRequest,
     Reply,
     Role,
+    answer_changes,
     decide_pool,
-    next_expiry,
     parse_request,
     unknown_node,
     unknown_pool,
 )
 from mpp_agent.model import PoolState
+from mpp_agent.routing import route
 from mpp_agent.store import REDIS_DOWN_ERRORS, Store
 
 log = logging.getLogger("mpp.agent")
@@ -106,6 +107,7 @@ class RenderedPool:
     stale: bool
     expiry: float | None
     entries: dict[Key, Entry]
+    replies: dict[Key, Reply] = field(default_factory=dict)
 
 
 @dataclass
@@ -163,8 +165,10 @@ def label_value(text: str) -> str:
 
 
 def render_pool(pool: PoolState, now: float, stale: bool) -> RenderedPool:
-    entries = {key: Entry.of(reply, stale) for key, reply in decide_pool(pool, now)}
-    return RenderedPool(pool.version, stale, next_expiry(pool, now), entries)
+    decision = route(pool, now, stale)
+    replies = dict(decide_pool(decision))
+    entries = {key: Entry.of(reply, stale) for key, reply in replies.items()}
+    return RenderedPool(pool.version, stale, decision.next_expiry, entries, replies)
 
 
 def read_line(sock: Any, timeout: float) -> bytes | None:
@@ -303,7 +307,10 @@ class Agent:
                 or (old.expiry is not None and now >= old.expiry)
             ):
                 try:
-                    old = render_pool(pool, now, stale)
+                    new = render_pool(pool, now, stale)
+                    for line in answer_changes(old.replies if old else {}, new.replies):
+                        log.info("%s", line)
+                    old = new
                 except Exception:  # one pool's bad state must not stop the others' answers
                     log.exception("cannot render pool %s; keeping its last answers", name)
                     old = self._rendered.get(name)

@@ -1,9 +1,13 @@
 """Pool configuration: MPP's failoverpool string, parsed and rendered, and new pools from it.
 
 The failoverpool string is ``name:<pool>;primary:<host>[:<port>];secondary:<host>[:<port>]...``
-(mpp-behaviour.md 1.1): entries split on ``;``, each entry on ``:`` into (type, host, port),
-port default 3306, type exactly ``name``, ``primary`` or ``secondary``, at most one primary.
-Priority order is the primary first, then the secondaries as written.
+(MPP's format): entries split on ``;``, each entry on ``:`` into (type, host, port), further
+fields ignored, port default 3306, type exactly ``name``, ``primary`` or ``secondary``, at most
+one primary, zero primaries allowed. Priority order is the primary first, then the secondaries
+as written. Ours on top: an IPv6 host is written in brackets (``secondary:[fd00::2]:3306``),
+and every name and node must fit what HAProxy, MySQL and the agent-check line can carry
+(``NodeId.parse``; a pool name of 1-128 of ``A-Z a-z 0-9 . _ -``; ``<pool> <node> ro\n`` within
+the agent's request limit).
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from mpp_agent.model import (
 )
 
 MAX_LAG_LIMIT = 86400.0
-POOL_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+# Use with fullmatch: "$" would let a trailing newline through.
+POOL_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+# The longest agent-check request line, newline included (agent_protocol.py's spec).
+MAX_AGENT_REQUEST_BYTES = 256
 
 
 class PoolConfigError(ValueError):
@@ -48,6 +55,11 @@ class PoolConfig:
         for node, _ in self.members:
             if node in seen:
                 raise PoolConfigError(f"Server {node} is listed twice in pool {self.name}.")
+            if len(f"{self.name} {node} ro\n") > MAX_AGENT_REQUEST_BYTES:
+                raise PoolConfigError(
+                    f"Pool name and server {node} are too long together for the agent-check "
+                    f"line (at most {MAX_AGENT_REQUEST_BYTES} bytes): use a shorter name."
+                )
             seen.add(node)
         if sum(1 for _, t in self.members if t is NodeType.PRIMARY) > 1:
             raise PoolConfigError(f"Pool {self.name} has more than one primary.")
@@ -70,9 +82,9 @@ class PoolConfig:
 
 
 def validate_pool_name(name: str) -> str:
-    if not POOL_NAME_RE.match(name):
+    if not POOL_NAME_RE.fullmatch(name):
         raise PoolConfigError(
-            f"Bad pool name {name!r}: use 1-128 letters, digits, '.', '_' or '-'."
+            f"Bad pool name {name!a}: use 1-128 letters, digits, '.', '_' or '-'."
         )
     return name
 
@@ -90,20 +102,14 @@ def parse_failoverpool(
     for entry in text.strip().split(";"):
         if not entry.strip():
             continue
-        fields = entry.strip().split(":")
-        kind = fields[0]
-        host = fields[1] if len(fields) > 1 else ""
+        kind, _, rest = entry.strip().partition(":")
         if kind == "name":
-            name = host
+            name = rest.split(":")[0]
             continue
-        node = parse_member(host, fields[2] if len(fields) > 2 else "", text)
+        node = parse_member(member_text(rest), text)
         if kind == "primary":
             if primary is not None:
-                # MPP's text; the second host name is always empty there because of a bug.
-                raise PoolConfigError(
-                    f'Cannot designate host "{node}" as primary, because host "" is already '
-                    f"defined as primary!"
-                )
+                raise second_primary(node)
             primary = node
         elif kind == "secondary":
             secondaries.append(node)
@@ -117,17 +123,36 @@ def parse_failoverpool(
     return PoolConfig(name, tuple(members), max_requests=max_requests, interval=interval)
 
 
-def parse_member(host: str, port: str, text: str) -> NodeId:
+def second_primary(node: NodeId) -> PoolConfigError:
+    """MPP's refusal of a second primary; its second host name is always empty (an MPP bug)."""
+    return PoolConfigError(
+        f'Cannot designate host "{node}" as primary, because host "" is already defined as primary!'
+    )
+
+
+def member_text(rest: str) -> str:
+    """``host[:port]`` of an entry after its type; fields after the port are ignored (MPP)."""
+    if rest.startswith("[") and "]" in rest:
+        close = rest.index("]") + 1
+        host, tail = rest[:close], rest[close:].split(":")
+        port = tail[1] if len(tail) > 1 else ""
+    else:
+        fields = rest.split(":")
+        host, port = fields[0], fields[1] if len(fields) > 1 else ""
+    return f"{host}:{port}" if port else host
+
+
+def parse_member(node: str, text: str) -> NodeId:
     try:
-        return NodeId.parse(f"{host}:{port}" if port else host)
+        return NodeId.parse(node)
     except NodeIdError as exc:
-        raise PoolConfigError(f"{exc} in failoverpool string {text!r}") from None
+        raise PoolConfigError(f"{exc} in failoverpool string {text!a}") from None
 
 
 def render_failoverpool(config: PoolConfig) -> str:
     """The failoverpool string for a configuration (the reverse of ``parse_failoverpool``)."""
     parts = [f"name:{config.name}"]
-    parts += [f"{t.value.lower()}:{n.host}:{n.port}" for n, t in config.members]
+    parts += [f"{t.value.lower()}:{n}" for n, t in config.members]
     return ";".join(parts)
 
 

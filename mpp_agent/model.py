@@ -7,6 +7,8 @@ spelled as MPP spells them (``State.ACTIVE == "ACTIVE"``), so they serialise as 
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -76,28 +78,75 @@ class NodeIdError(ValueError):
     """A node written in a form that is not ``host[:port]``."""
 
 
+# What HAProxy's server address, MySQL and the agent-check line can all carry: a DNS name or an
+# IPv4 address (letters, digits, '-', '_' in dot-separated labels), or an IPv6 address in brackets.
+MAX_HOST_LENGTH = 253
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?")
+
+
 @dataclass(frozen=True, order=True)
 class NodeId:
-    """A pool member, always keyed as ``host:port``."""
+    """A pool member, always keyed as ``host:port`` (``[v6 address]:port`` for IPv6)."""
 
     host: str
     port: int = DEFAULT_PORT
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
     @classmethod
     def parse(cls, text: str) -> NodeId:
-        """Parse ``host[:port]``; the port defaults to 3306."""
+        """Parse ``host[:port]`` or ``[ipv6][:port]``; the port defaults to 3306.
+
+        Refused with a message saying why: whitespace, commas, control or non-ASCII characters,
+        an IPv6 address without brackets, a host that is not a DNS name or an IP address."""
+        shown = ascii(text)  # control characters never reach a terminal raw
         text = text.strip()
-        host, sep, port_text = text.partition(":")
-        if not host or any(c.isspace() for c in host) or host != host.strip(";"):
-            raise NodeIdError(f"not a node (host[:port]): {text!r}")
-        if not sep:
+        if not text.isascii() or not text.isprintable():
+            raise NodeIdError(f"not a node: {shown} has control or non-ASCII characters")
+        if "," in text or any(c.isspace() for c in text):
+            raise NodeIdError(
+                f"not a node: {shown} has a comma or a space; give one host[:port] per node"
+            )
+        if text.startswith("["):
+            host, close, rest = text[1:].partition("]")
+            if not close or (rest and not rest.startswith(":")):
+                raise NodeIdError(f"not a node: {shown}: write IPv6 nodes as [address]:port")
+            port_text, has_port = rest[1:], bool(rest)
+            host = _check_ipv6(host, shown)
+        else:
+            if text.count(":") > 1:
+                raise NodeIdError(
+                    f"not a node: {shown}: write IPv6 nodes in brackets, e.g. [::1]:3306"
+                )
+            host, sep, port_text = text.partition(":")
+            has_port = bool(sep)
+            _check_hostname(host, shown)
+        if not has_port:
             return cls(host)
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise NodeIdError(f"bad port in node {text!r}: expected 1-65535")
+            raise NodeIdError(f"bad port in node {shown}: expected 1-65535")
         return cls(host, int(port_text))
+
+
+def _check_hostname(host: str, shown: str) -> None:
+    labels = host.split(".")
+    if not host or len(host) > MAX_HOST_LENGTH or not all(_HOST_LABEL.fullmatch(x) for x in labels):
+        raise NodeIdError(
+            f"not a node (host[:port]): {shown}: the host must be a DNS name or an IPv4 "
+            f"address (letters, digits, '-', '_', dots; at most {MAX_HOST_LENGTH} characters)"
+        )
+
+
+def _check_ipv6(host: str, shown: str) -> str:
+    """The address in its canonical (compressed) form, so one node has one key."""
+    if "%" in host:
+        raise NodeIdError(f"not a node: {shown}: IPv6 zone indexes are not supported")
+    try:
+        return str(ipaddress.IPv6Address(host))
+    except ValueError:
+        raise NodeIdError(f"not a node: {shown}: {host!r} is not an IPv6 address") from None
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import socket  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from mpp_agent import __version__  # noqa: E402
 from mpp_agent.daemon import ExitCode, StopFlag, setup_logging  # noqa: E402
-from mpp_agent.keys import DEFAULT_NAMESPACE  # noqa: E402
 from mpp_agent.poller import Poller, PollerSettings  # noqa: E402
 from mpp_agent.probe import (  # noqa: E402
     DEFAULT_CONNECT_TIMEOUT,
@@ -20,8 +20,8 @@ from mpp_agent.probe import (  # noqa: E402
     DEFAULT_READ_TIMEOUT,
     ProbeSettings,
 )
+from mpp_agent.settings import CONNECTION, LOG_LEVEL, add_arguments  # noqa: E402
 from mpp_agent.store import (  # noqa: E402
-    DEFAULT_REDIS_URL,
     REDIS_DOWN_ERRORS,
     Store,
     StoreError,
@@ -46,21 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Probe MySQL/MariaDB nodes and advance each pool's MPP state in Redis.",
         epilog=EPILOG,
     )
-    p.add_argument(
-        "--redis-url",
-        default=env("MPP_REDIS_URL", DEFAULT_REDIS_URL),
-        help="Redis URL (env MPP_REDIS_URL; default %(default)s)",
-    )
-    p.add_argument(
-        "--redis-password-file",
-        default=env("MPP_REDIS_PASSWORD_FILE"),
-        help="file whose first line is the Redis password",
-    )
-    p.add_argument(
-        "--namespace",
-        default=env("MPP_NAMESPACE", DEFAULT_NAMESPACE),
-        help="key prefix in Redis (env MPP_NAMESPACE; default %(default)s)",
-    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_arguments(p, CONNECTION)
     p.add_argument(
         "--mysql-user",
         default=env("MPP_MYSQL_USER", "monitor"),
@@ -108,12 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="hard bound on one whole probe in seconds; must be below half of every "
         "pool's interval (default: connect + read timeout + 0.5)",
     )
-    p.add_argument(
-        "--log-level",
-        default=env("MPP_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-        help="default %(default)s",
-    )
+    add_arguments(p, (LOG_LEVEL,))
     return p
 
 

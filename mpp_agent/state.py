@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from mpp_agent.model import (
@@ -28,6 +29,7 @@ from mpp_agent.model import (
     State,
     Status,
 )
+from mpp_agent.routing import route
 
 CLEAR = "--"  # MPP's sentinel: "healthy, clear the message"
 
@@ -455,17 +457,17 @@ def set_override(pool: PoolState, node: NodeId, override: Override) -> AdminResu
     index = node_index(pool, node)
     before = pool.nodes[index]
     if override.state is State.ACTIVE:
-        # Never two writers: an ACTIVE override only where no other node answers ACTIVE.
-        for other in pool.nodes:
-            shown = other.override.state if other.override is not None else other.state
-            if other is not before and shown is State.ACTIVE:
-                raise AdminRefused(
-                    f"Server {node} cannot be overridden to ACTIVE while {other.node} is "
-                    f"ACTIVE; override {other.node} to STANDBY first."
-                )
+        # Moving writes takes two steps: an ACTIVE override only where no other node takes
+        # writes now (the routing decision; it also pins the writer, so never two writers).
+        writer = route(pool, override.set_at).writer
+        if writer is not None and writer.node != node:
+            raise AdminRefused(
+                f"Server {node} cannot be overridden to ACTIVE while {writer.node} is "
+                f"ACTIVE; override {writer.node} to STANDBY first."
+            )
     after = replace(before, override=override)
     status = f"/{override.status}" if override.status else ""
-    until = f" until {override.expires_at:.0f}" if override.expires_at is not None else ""
+    until = f" until {utc_text(override.expires_at)}" if override.expires_at is not None else ""
     output = f"OK: Override {override.state}{status} set for {node}{until}: {override.reason}"
     event = Event(
         EventKind.OVERRIDE,
@@ -476,6 +478,11 @@ def set_override(pool: PoolState, node: NodeId, override: Override) -> AdminResu
         message=override.reason,
     )
     return AdminResult(with_node(pool, index, after), output, (event,))
+
+
+def utc_text(epoch: float) -> str:
+    """A time in an output text, with its zone (the core has no local time zone: UTC)."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def release_override(pool: PoolState, node: NodeId) -> AdminResult:

@@ -782,6 +782,7 @@ def how_to_poke(demo: Demo) -> None:
         f"  echo 'show stat' | socat - UNIX-CONNECT:{demo.workdir / 'haproxy.sock'}",
         f"  curl -s http://127.0.0.1:{demo.ports['metrics']}/metrics    # mpp-agent",
         f"  kill -9 {demo.pids['node1']}    # node1 (pids: {demo.state_file})",
+        "  make demo-restart NODE=node1    # start it again, tracked for make demo-down",
         f"  logs: {demo.workdir}/*.log",
         "Stop everything it started: make demo-down",
     ]
@@ -843,9 +844,33 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restart(args: argparse.Namespace) -> int:
+    """Start a node of a running demo again (after a ``kill -9``), its new pid recorded, so
+    that ``make demo-down`` stops it too."""
+    state_file = args.state_dir / "state.json"
+    if not state_file.exists():
+        print("No demo running (no state file): make demo")
+        return 1
+    demo = Demo.load(state_file)
+    if args.node in demo.running():
+        print(f"{args.node} is running (pid {demo.pids[args.node]}): kill it first")
+        return 1
+    try:
+        demo.start_node(int(args.node.removeprefix("node")))
+    except (DemoError, OSError) as exc:
+        print(f"{args.node} did not start: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.node} restarted (pid {demo.pids[args.node]}, recorded in {state_file})")
+    print(f"A failed node stays failed until: mpp-admin recover {demo.node_id(int(args.node[-1]))}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", nargs="?", choices=["up", "down"], default="up")
+    parser.add_argument("command", nargs="?", choices=["up", "down", "restart"], default="up")
+    parser.add_argument(
+        "node", nargs="?", choices=["node1", "node2"], help="restart: the node to start again"
+    )
     parser.add_argument(
         "--non-interactive",
         "--ci",
@@ -859,6 +884,10 @@ def main(argv: list[str] | None = None) -> int:
         "--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="default: .demo/ in the repo"
     )
     args = parser.parse_args(argv)
+    if args.command == "restart":
+        if args.node is None:
+            parser.error("restart needs a node: node1 or node2")
+        return cmd_restart(args)
     return cmd_down(args) if args.command == "down" else cmd_up(args)
 
 

@@ -5,11 +5,13 @@ Commands live in pool_cmd.py (configuration), view_cmd.py (read-only views) and 
 """
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from mpp_agent import __version__
 from mpp_agent.keys import DEFAULT_NAMESPACE
+from mpp_agent.settings import NAMESPACE, REDIS_PASSWORD_FILE, REDIS_URL, Setting
 from mpp_agent.store import DEFAULT_REDIS_URL
 from mpp_cli import admin_cmd, view_cmd
 from mpp_cli.pool_cmd import list_pools, pool_app
@@ -46,32 +48,42 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     rich_markup_mode=None,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def typer_option(setting: Setting) -> Any:
+    """A shared setting (mpp_agent/settings.py) as a typer option: same flag, environment
+    variable, default and help as mpp-poller's and mpp-agent's."""
+    return typer.Option(
+        setting.flag,
+        envvar=setting.env,
+        help=setting.help[0].upper() + setting.help[1:] + ".",
+        show_default=setting.default is not None,
+    )
+
+
+def print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"mpp-admin {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def root(
     ctx: typer.Context,
-    redis_url: Annotated[
-        str,
+    redis_url: Annotated[str, typer_option(REDIS_URL)] = DEFAULT_REDIS_URL,
+    namespace: Annotated[str, typer_option(NAMESPACE)] = DEFAULT_NAMESPACE,
+    redis_password_file: Annotated[str | None, typer_option(REDIS_PASSWORD_FILE)] = None,
+    version: Annotated[
+        bool,
         typer.Option(
-            "--redis-url",
-            envvar="MPP_REDIS_URL",
-            help="Redis URL: redis://, rediss://, unix:// or redis+sentinel://.",
+            "--version",
+            callback=print_version,
+            is_eager=True,
+            help="Print the version and exit.",
         ),
-    ] = DEFAULT_REDIS_URL,
-    namespace: Annotated[
-        str, typer.Option("--namespace", envvar="MPP_NAMESPACE", help="Key prefix in Redis.")
-    ] = DEFAULT_NAMESPACE,
-    redis_password_file: Annotated[
-        str | None,
-        typer.Option(
-            "--redis-password-file",
-            envvar="MPP_REDIS_PASSWORD_FILE",
-            help="File whose first line is the Redis password (or set MPP_REDIS_PASSWORD).",
-            show_default=False,
-        ),
-    ] = None,
+    ] = False,
 ) -> None:
     """Operate MPP failover pools kept in Redis by mpp-poller and served by mpp-agent."""
     ctx.obj = Session(redis_url, namespace, redis_password_file)

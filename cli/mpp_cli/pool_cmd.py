@@ -18,8 +18,11 @@ from mpp_agent.config import (
     PoolConfig,
     PoolConfigError,
     apply_config,
+    config_of,
     parse_failoverpool,
     render_failoverpool,
+    second_primary,
+    validate_pool_name,
 )
 from mpp_agent.model import (
     DEFAULT_INTERVAL,
@@ -34,8 +37,9 @@ from mpp_agent.model import (
 from mpp_agent.state import AdminRefused, AdminResult
 from mpp_agent.store import BadKey, PollerInfo, Store
 from mpp_cli.errors import CliError, NotConfirmed, cli_errors, report_unusable
-from mpp_cli.render import pool_config_json, pool_config_text, pools_json, pools_table, to_json
+from mpp_cli.render import pool_config_json, pool_config_text, pools_table, to_json
 from mpp_cli.session import readable_pools, run_admin, session_of
+from mpp_cli.view_cmd import pools_document
 
 pool_app = typer.Typer(
     help="Create, replace, remove and show pool configurations.", no_args_is_help=True
@@ -46,13 +50,18 @@ NameArg = Annotated[
     typer.Argument(help="Pool name (not needed with --failoverpool).", show_default=False),
 ]
 PrimaryOpt = Annotated[
-    str | None, typer.Option("--primary", help="The PRIMARY node, host[:port].", show_default=False)
+    list[str] | None,
+    typer.Option(
+        "--primary",
+        help="The PRIMARY node, host[:port] or [ipv6]:port (at most one).",
+        show_default=False,
+    ),
 ]
 SecondaryOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--secondary",
-        help="A SECONDARY node, host[:port]; repeat in priority order.",
+        help="A SECONDARY node, host[:port] or [ipv6]:port; repeat in priority order.",
         show_default=False,
     ),
 ]
@@ -70,7 +79,7 @@ MAX_LAG_HELP = "Replication lag (seconds) above which a node's probe is a reques
 
 def build_config(
     name: str | None,
-    primary: str | None,
+    primaries: list[str] | None,
     secondaries: list[str] | None,
     failoverpool: str | None,
     interval: float,
@@ -79,7 +88,7 @@ def build_config(
 ) -> PoolConfig:
     """The PoolConfig the options describe (PoolConfigError / CliError: exit 2)."""
     if failoverpool is not None:
-        if primary is not None or secondaries:
+        if primaries or secondaries:
             raise CliError("give either --failoverpool or --primary/--secondary, not both")
         config = parse_failoverpool(failoverpool, max_requests=max_requests, interval=interval)
         if name is not None and name != config.name:
@@ -87,8 +96,11 @@ def build_config(
         return replace(config, max_lag=max_lag)
     if name is None:
         raise CliError("give a pool NAME with --primary/--secondary, or --failoverpool")
-    members = [(NodeId.parse(primary), NodeType.PRIMARY)] if primary is not None else []
-    members += [(NodeId.parse(s), NodeType.SECONDARY) for s in secondaries or []]
+    validate_pool_name(name)
+    members = [(member("--primary", p), NodeType.PRIMARY) for p in primaries or []]
+    if len(members) > 1:
+        raise second_primary(members[1][0])
+    members += [(member("--secondary", s), NodeType.SECONDARY) for s in secondaries or []]
     return PoolConfig(
         name, tuple(members), max_requests=max_requests, interval=interval, max_lag=max_lag
     )
@@ -125,6 +137,16 @@ def warn_about_interval(store: Store, interval: float) -> None:
         return
     for text in interval_warnings(interval, pollers):
         typer.echo(text, err=True)
+
+
+def member(option: str, text: str) -> NodeId:
+    """One node of ``--primary`` / ``--secondary``; a list in one option is refused."""
+    if "," in text or " " in text.strip():
+        raise CliError(
+            f"{option} takes one node, not {text!a}: repeat {option} for each node "
+            f"(e.g. {option} 10.0.0.6 {option} 10.0.0.7)"
+        )
+    return NodeId.parse(text)
 
 
 @pool_app.command("create")
@@ -180,25 +202,33 @@ def apply(
 ) -> None:
     """Replace a pool's configuration.
 
-    Members, priority order and settings are replaced in one atomic change.
+    Members, priority order and settings are replaced in one atomic change. Settings not
+    given keep their values; with no --primary, --secondary or --failoverpool the members
+    are kept too (e.g. 'pool apply pool1 --interval 3').
 
     Nodes that stay keep their state, status, R and message; new nodes start UNKNOWN; removed
     nodes leave the pool. Removing the ACTIVE node is refused unless --force.
     """
-    parsed = build_config(
-        name,
-        primary,
-        secondary,
-        failoverpool,
-        DEFAULT_INTERVAL if interval is None else interval,
-        DEFAULT_MAX_REQUESTS if max_requests is None else max_requests,
-        DEFAULT_MAX_LAG if max_lag is None else max_lag,
-    )
+    settings_only = not (primary or secondary or failoverpool is not None)
+    if settings_only and name is None:
+        raise CliError("give a pool NAME (and the settings to change), or --failoverpool")
+    parsed = None
+    if not settings_only:
+        parsed = build_config(
+            name,
+            primary,
+            secondary,
+            failoverpool,
+            DEFAULT_INTERVAL if interval is None else interval,
+            DEFAULT_MAX_REQUESTS if max_requests is None else max_requests,
+            DEFAULT_MAX_LAG if max_lag is None else max_lag,
+        )
+    pool_name = parsed.name if parsed is not None else validate_pool_name(name or "")
     session = session_of(ctx)
 
     def change(pool: PoolState) -> AdminResult:
         config = replace(
-            parsed,
+            config_of(pool) if parsed is None else parsed,
             interval=pool.interval if interval is None else interval,
             max_requests=pool.max_requests if max_requests is None else max_requests,
             max_lag=pool.max_lag if max_lag is None else max_lag,
@@ -211,7 +241,7 @@ def apply(
         event = Event(EventKind.CONFIGURE, pool.name, message=f"configuration applied: {text}")
         return AdminResult(after, f"OK: Pool {pool.name} configured: {text}", (event,))
 
-    result = run_admin(session.store, parsed.name, change, session.actor)
+    result = run_admin(session.store, pool_name, change, session.actor)
     typer.echo(result.output)
     warn_about_interval(session.store, result.pool.interval)
 
@@ -266,11 +296,12 @@ def list_pools(ctx: typer.Context, json_output: JsonOpt = False) -> None:
 
     Same as 'mpp-admin pools'.
     """
-    pools, unusable = readable_pools(session_of(ctx).store, None)
+    store = session_of(ctx).store
+    pools, unusable = readable_pools(store, None)
     if json_output:
-        typer.echo(to_json(pools_json(pools)))
+        typer.echo(to_json(pools_document(store, pools, store.server_time(), "pools")))
     elif pools:
-        typer.echo(pools_table(pools), nl=False)
+        typer.echo(pools_table(pools, store.server_time()), nl=False)
     else:
         typer.echo("No pools.")
     report_unusable("pools", unusable)

@@ -12,14 +12,14 @@ settings follow its ``status=``.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mpp_agent.codec import override_to_dict
 from mpp_agent.config import config_of, render_failoverpool
 from mpp_agent.model import NodeState, Override, PoolState, request_level
+from mpp_agent.routing import NodeRoute, route
 
 if TYPE_CHECKING:
     from mpp_agent.store import PollerInfo
@@ -42,6 +42,19 @@ def local_time(epoch: float | None) -> str:
     return "" if epoch is None else time.strftime(TIME_FORMAT, time.localtime(epoch))
 
 
+def zoned_time(epoch: float | None) -> str:
+    """A time in text outside MPP's listing columns: local time with its zone."""
+    return "" if epoch is None else time.strftime(f"{TIME_FORMAT} %Z", time.localtime(epoch))
+
+
+def iso_time(epoch: float | None) -> str | None:
+    """Epoch seconds as JSON shows every time: ISO 8601 in UTC, e.g. 2026-12-01T18:45:54.120Z."""
+    if epoch is None:
+        return None
+    moment = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+    return moment.replace("+00:00", "Z")
+
+
 def to_json(document: Any) -> str:
     return json.dumps(document, indent=2)
 
@@ -57,15 +70,20 @@ def listing_row(values: Sequence[str]) -> str:
     return "".join(v.ljust(w) + "  " for v, w in zip(values, LIST_WIDTHS, strict=True))
 
 
-def listing(pools: Iterable[PoolState]) -> str:
-    """MPP's ``--list-cached-pools`` table: header once, then per pool its line and nodes."""
+def listing(pools: Iterable[PoolState], now: float) -> str:
+    """MPP's ``--list-cached-pools`` table: header once, then per pool its line and nodes.
+
+    Under a node: its override on an 'O' line, and on an 'R' line what it answers when that
+    is neither its state nor its override's (the writer pinned elsewhere)."""
     lines = [listing_row(LIST_HEADER), listing_row(["-" * w for w in LIST_WIDTHS])]
     for pool in pools:
         lines.append(f"*  [ {pool.name} ] status={pool.status}  {pool_settings(pool)}")
-        for node in pool.nodes:
+        for node, decided in zip(pool.nodes, route(pool, now).nodes, strict=True):
             lines.append(listing_row(node_columns(node)))
             if node.override is not None:
                 lines.append(f"  O {override_text(node.override)}")
+            if routing_note(node, decided, now):
+                lines.append(f"  R {routing_note(node, decided, now)}")
             if node.monitor_note:
                 lines.append(f"  M {node.monitor_note}")
     return "\n".join(lines) + "\n"
@@ -75,6 +93,16 @@ def pool_settings(pool: PoolState) -> str:
     """The pool's settings, after MPP's ``status=`` on its line (so ``status=(\\S+)`` still
     parses): ``interval=2s max_requests=4 max_lag=30s``."""
     return f"interval={pool.interval:g}s max_requests={pool.max_requests} max_lag={pool.max_lag:g}s"
+
+
+def routing_note(node: NodeState, decided: NodeRoute, now: float) -> str:
+    """What the node answers, when its state (or its live override) does not already say it."""
+    shown = node.state
+    if node.override is not None and not node.override.is_expired(now):
+        shown = node.override.state
+    if decided.state is shown:
+        return ""
+    return f"answers {decided.state}: {decided.why[-1]}"
 
 
 def node_columns(node: NodeState) -> list[str]:
@@ -92,9 +120,9 @@ def node_columns(node: NodeState) -> list[str]:
 def override_text(override: Override) -> str:
     """``override STANDBY/OK by admin:alice at <time> until <time>: <reason>``."""
     status = f"/{override.status}" if override.status is not None else ""
-    until = f" until {local_time(override.expires_at)}" if override.expires_at else ""
+    until = f" until {zoned_time(override.expires_at)}" if override.expires_at else ""
     return (
-        f"override {override.state}{status} by {override.set_by} at {local_time(override.set_at)}"
+        f"override {override.state}{status} by {override.set_by} at {zoned_time(override.set_at)}"
         f"{until}: {override.reason}"
     )
 
@@ -104,27 +132,34 @@ NodeMetrics = Mapping[str, Mapping[str, Any]]
 
 
 def listing_json(
-    pools: Iterable[PoolState], metrics: Mapping[str, NodeMetrics] | None = None
+    pools: Iterable[PoolState], now: float, metrics: Mapping[str, NodeMetrics] | None = None
 ) -> dict[str, Any]:
     metrics = metrics or {}
-    return {"pools": [pool_json(p, metrics.get(p.name, {})) for p in pools]}
+    return {"pools": [pool_json(p, now, metrics.get(p.name, {})) for p in pools]}
 
 
-def pool_json(pool: PoolState, metrics: NodeMetrics) -> dict[str, Any]:
+def pool_json(pool: PoolState, now: float, metrics: NodeMetrics) -> dict[str, Any]:
+    """The one JSON schema of a pool (``list --json``, ``pools --json``)."""
+    decision = route(pool, now)
+    writer = decision.writer
     return {
         "name": pool.name,
         "status": pool.status.value,
         "interval": pool.interval,
         "max_requests": pool.max_requests,
         "max_lag": pool.max_lag,
+        "active": None if writer is None else str(writer.node),  # the node taking writes
         "nodes": [
-            node_json(n, pool.max_requests, lag_of(metrics.get(str(n.node), {})))
-            for n in pool.nodes
+            node_json(n, pool.max_requests, r, lag_of(metrics.get(str(n.node), {})))
+            for n, r in zip(pool.nodes, decision.nodes, strict=True)
         ],
     }
 
 
-def node_json(node: NodeState, max_requests: int, lag: float | None) -> dict[str, Any]:
+def node_json(
+    node: NodeState, max_requests: int, decided: NodeRoute, lag: float | None
+) -> dict[str, Any]:
+    """The one JSON schema of a node: its stored state and the routing decision for it."""
     return {
         "node": str(node.node),
         "type": node.type.value,
@@ -133,10 +168,34 @@ def node_json(node: NodeState, max_requests: int, lag: float | None) -> dict[str
         "status": node.status.value,
         "state": node.state.value,
         "message": node.message,
-        "last_request_time": node.last_request_time,
-        "override": override_to_dict(node.override) if node.override else None,
+        "last_request_time": iso_time(node.last_request_time),
+        "override": override_json(node.override) if node.override else None,
         "lag": lag,
         "monitor_note": node.monitor_note,
+        "route": route_json(decided),
+    }
+
+
+def override_json(override: Override) -> dict[str, Any]:
+    """The one JSON schema of an override; ``actor`` as in events."""
+    return {
+        "state": override.state.value,
+        "status": override.status.value if override.status else None,
+        "reason": override.reason,
+        "actor": override.set_by,
+        "set_at": iso_time(override.set_at),
+        "expires_at": iso_time(override.expires_at),
+    }
+
+
+def route_json(decided: NodeRoute) -> dict[str, Any]:
+    """What the node answers (the agent's decision): state, writes, reads, weight, reason."""
+    return {
+        "state": decided.state.value,
+        "takes_writes": decided.takes_writes,
+        "takes_reads": decided.takes_reads,
+        "weight": decided.weight if decided.takes_reads else 0,
+        "reason": decided.reason,
     }
 
 
@@ -165,10 +224,12 @@ def report_line(pool: PoolState, node: NodeState) -> str:
 # --------------------------------------------------------------------------- pools
 
 
-def pools_table(pools: Iterable[PoolState]) -> str:
+def pools_table(pools: Iterable[PoolState], now: float) -> str:
+    """One row per pool; ACTIVE is the node that takes writes (overrides applied)."""
     rows = [("POOL", "STATUS", "ACTIVE", "NODES", "INTERVAL", "M", "MAX_LAG")]
     for pool in pools:
-        active = ", ".join(str(n.node) for n in pool.active_nodes) or "-"
+        writer = route(pool, now).writer
+        active = "-" if writer is None else str(writer.node)
         rows.append(
             (
                 pool.name,
@@ -181,23 +242,6 @@ def pools_table(pools: Iterable[PoolState]) -> str:
             )
         )
     return table(rows)
-
-
-def pools_json(pools: Iterable[PoolState]) -> dict[str, Any]:
-    return {
-        "pools": [
-            {
-                "name": p.name,
-                "status": p.status.value,
-                "active": [str(n.node) for n in p.active_nodes],
-                "nodes": len(p.nodes),
-                "interval": p.interval,
-                "max_requests": p.max_requests,
-                "max_lag": p.max_lag,
-            }
-            for p in pools
-        ]
-    }
 
 
 def pool_config_json(pool: PoolState) -> dict[str, Any]:
@@ -248,14 +292,19 @@ def event_change(event: dict[str, Any]) -> str:
 def history_line(event: dict[str, Any]) -> str:
     """One event: time, pool, kind, node, change, actor, message (fixed layout, streamable)."""
     return (
-        f"{local_time(event.get('at'))}  {event.get('pool', ''):<16}  {event.get('kind', ''):<16}  "
+        f"{zoned_time(event.get('at'))}  {event.get('pool', ''):<16}  {event.get('kind', ''):<16}  "
         f"{event.get('node') or '-':<21}  {event_change(event):<34}  "
         f"{event.get('actor', ''):<16}  {event.get('message', '')}"
     ).rstrip()
 
 
 def history_json(event_id: str, event: dict[str, Any]) -> dict[str, Any]:
-    return {"id": event_id, **event}
+    """The one JSON schema of an event: times in ISO 8601 UTC, no message as null."""
+    document = {"id": event_id, **event}
+    if isinstance(document.get("at"), int | float):
+        document["at"] = iso_time(document["at"])
+    document["message"] = document.get("message") or None
+    return document
 
 
 # --------------------------------------------------------------------------- pollers
@@ -266,7 +315,7 @@ def poller_value(key: str, value: Any, now: float) -> str:
     ``*interval`` and ``lag`` durations, lists are joined; anything else as JSON."""
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if key.endswith("_at") and is_number:
-        return f"{local_time(value)} ({age(now - value)} ago)"
+        return f"{zoned_time(value)} ({age(now - value)} ago)"
     if (key.endswith(("seconds", "interval")) or key == "lag") and is_number:
         return f"{value:.3f}s"
     if isinstance(value, list):
@@ -327,27 +376,3 @@ def poller_json(poller: PollerInfo) -> dict[str, Any]:
 
 def mapping_of(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-# --------------------------------------------------------------------------- haproxy
-
-SERVER_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def haproxy_server_name(pool: str, node: NodeState) -> str:
-    return SERVER_NAME_UNSAFE.sub("_", f"{pool}_{node.node.host}_{node.node.port}")
-
-
-def haproxy_server_lines(
-    pool: PoolState, role: str, agent_addr: str, agent_port: int, agent_inter: str
-) -> str:
-    """``server`` lines for a backend, each with the agent-check that asks mpp-agent about it."""
-    lines = [f"    # pool {pool.name}, role {role}: paste into the pool's backend section"]
-    for node in pool.nodes:
-        send = f"{pool.name} {node.node} {role}".replace("\\", "\\\\").replace('"', '\\"')
-        lines.append(
-            f"    server {haproxy_server_name(pool.name, node)} {node.node} check agent-check "
-            f"agent-addr {agent_addr} agent-port {agent_port} agent-inter {agent_inter} "
-            f'agent-send "{send}\\n"'
-        )
-    return "\n".join(lines) + "\n"

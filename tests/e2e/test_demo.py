@@ -4,6 +4,8 @@ passes every step, records what it started, and ``down`` stops exactly that, by 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scripts.demo import is_alive
-from tests.servers import require_binary
+from tests.servers import require_binary, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -47,6 +49,15 @@ def test_demo_runs_non_interactively_and_demo_down_stops_what_it_started(tmp_pat
         assert all(is_alive(pid) for pid in pids.values()), pids
         again = run_demo("up", "--ci", "--state-dir", str(state_dir), timeout=60)
         assert again.returncode == 1 and "already running" in again.stdout
+        # the node an operator kills by hand and restarts through the demo is tracked too
+        os.kill(pids["node1"], signal.SIGKILL)
+        wait_until(lambda: not is_alive(pids["node1"]), 10, "node1 to die")
+        restarted = run_demo("restart", "node1", "--state-dir", str(state_dir), timeout=60)
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        pids = json.loads((state_dir / "state.json").read_text())["pids"]
+        assert is_alive(pids["node1"]) and f"pid {pids['node1']}" in restarted.stdout
+        busy = run_demo("restart", "node1", "--state-dir", str(state_dir), timeout=60)
+        assert busy.returncode == 1 and "is running" in busy.stdout
     finally:
         down = run_demo("down", "--state-dir", str(state_dir), timeout=120)
     assert down.returncode == 0, down.stdout + down.stderr

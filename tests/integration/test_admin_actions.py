@@ -115,7 +115,7 @@ def test_override_and_release(redis_url: str) -> None:
     assert node is not None and node.override is not None
     assert result.stdout == (
         f"OK: Override STANDBY/OK_WARN set for 10.0.0.2:3306 until "
-        f"{node.override.expires_at:.0f}: kernel upgrade\n"
+        f"{state.utc_text(node.override.expires_at)}: kernel upgrade\n"
     )
     assert (node.override.state, node.override.status, node.override.set_by) == (
         State.STANDBY, Status.OK_WARN, USER,

@@ -119,7 +119,10 @@ def test_list_shows_why_the_monitor_could_not_check_a_node(redis_url: str) -> No
     nodes = json.loads(mpp_admin(redis_url, "list", "--json").stdout)["pools"][0]["nodes"]
     assert [n["monitor_note"] for n in nodes] == [None, note, None]
     # A round in which every poller could judge it clears the note.
-    abstain_on(store, "pool1", S2, "")
+    pool = store.load_pool("pool1")
+    now = store.server_time()
+    result = state.tick(pool, {n.node: Observation.healthy() for n in pool.nodes}, now)
+    assert store.commit(pool, result.pool, result.events, "p-test", now, pool.last_round + 1)[0]
     assert not any(
         line.startswith("  M") for line in mpp_admin(redis_url, "list").stdout.splitlines()
     )

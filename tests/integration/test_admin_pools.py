@@ -213,8 +213,13 @@ def test_pools_and_pool_list(redis_url: str) -> None:
     assert mpp_admin(redis_url, "pools").stdout.splitlines() == expected
     assert mpp_admin(redis_url, "pool", "list").stdout.splitlines() == expected
     doc = json.loads(mpp_admin(redis_url, "pools", "--json").stdout)
-    assert doc["pools"][0] == {
-        "name": "pool1", "status": "OK", "active": ["10.0.0.1:3306"], "nodes": 3,
+    # the same documents as list --json: one schema for a pool and for a node
+    assert doc == json.loads(mpp_admin(redis_url, "list", "--json").stdout)
+    first = doc["pools"][0]
+    assert {k: v for k, v in first.items() if k != "nodes"} == {
+        "name": "pool1", "status": "OK", "active": "10.0.0.1:3306",
         "interval": 10.0, "max_requests": 4, "max_lag": 30.0,
     }  # fmt: skip
+    members = ["10.0.0.1:3306", "10.0.0.2:3306", "10.0.0.3:3307"]
+    assert [n["node"] for n in first["nodes"]] == members
     assert doc["pools"][1]["max_lag"] == 7.5

@@ -14,9 +14,9 @@ from mpp_agent.agent_protocol import (
     Reply,
     Request,
     Role,
+    answer_changes,
     decide,
     decide_pool,
-    next_expiry,
     parse_request,
     unknown_node,
     unknown_pool,
@@ -31,6 +31,7 @@ from mpp_agent.model import (
     State,
     Status,
 )
+from mpp_agent.routing import next_expiry, route
 
 ME = NodeId("10.0.0.1")
 PEER = NodeId("10.0.0.2")
@@ -212,7 +213,7 @@ def test_labels() -> None:
 def test_decide_pool_covers_every_node_and_role() -> None:
     me = NodeState(ME, NodeType.PRIMARY, State.ACTIVE)
     peer = NodeState(PEER, NodeType.SECONDARY, State.STANDBY)
-    replies = dict(decide_pool(PoolState("p1", (me, peer)), NOW))
+    replies = dict(decide_pool(route(PoolState("p1", (me, peer)), NOW)))
     assert set(replies) == {
         ("p1", "10.0.0.1:3306", Role.RW),
         ("p1", "10.0.0.1:3306", Role.RO),
@@ -248,6 +249,8 @@ def test_next_expiry() -> None:
         pytest.param(b"p1 10.0.0.1 RO\n", Request("p1", ME, Role.RO), id="role-case"),
         pytest.param(b"p1\t10.0.0.1:3306  ro\r\n", Request("p1", ME, Role.RO), id="tabs-crlf"),
         pytest.param(b"  p.x-1_2 db1:3307 \n", Request("p.x-1_2", NodeId("db1", 3307)), id="pad"),
+        pytest.param(b"p6 [::1]:3306 rw\n", Request("p6", NodeId("::1"), Role.RW), id="ipv6"),
+        pytest.param(b"p6 [fd00::2]\n", Request("p6", NodeId("fd00::2")), id="ipv6-default-port"),
     ],
 )
 def test_parse_request(data: bytes, expected: Request) -> None:
@@ -281,6 +284,9 @@ def test_request_key_is_canonical() -> None:
         pytest.param(b"p1 :3306\n", id="no-host"),
         pytest.param(b"p/1 10.0.0.1\n", id="bad-pool-name"),
         pytest.param(b"GET / HTTP/1.1\r\n", id="http"),
+        pytest.param(b"p6 ::1 rw\n", id="ipv6-without-brackets"),
+        pytest.param(b"p1 10.0.0.1,10.0.0.2 rw\n", id="comma"),
+        pytest.param(b"p1\n 10.0.0.1 rw\n", id="newline-in-pool"),
     ],
 )
 def test_bad_requests(data: bytes) -> None:
@@ -310,3 +316,20 @@ def test_an_active_override_pins_the_writer_over_a_later_failover() -> None:
     assert writer.encode().startswith(b"up ready #ACTIVE")
     assert other.encode().startswith(b"up drain #STANDBY")
     assert b"writes pinned to 10.0.0.2:3306 by override" in other.encode()
+
+
+def test_answer_changes_name_the_node_the_role_and_the_new_reason() -> None:
+    me = NodeState(ME, NodeType.PRIMARY, State.ACTIVE, Status.OK, requests=0)
+    peer = NodeState(PEER, NodeType.SECONDARY, State.STANDBY, Status.OK, requests=0)
+    before = dict(decide_pool(route(PoolState("p1", (me, peer)), NOW)))
+    failed = replace(me, state=State.FAILED_OFFLINE, status=Status.FAIL, requests=4)
+    after = dict(decide_pool(route(PoolState("p1", (failed, replace(peer, requests=1))), NOW)))
+    lines = sorted(answer_changes(before, after))
+    assert lines == [
+        "p1 10.0.0.1:3306 ro: up drain -> down (FAILED_OFFLINE FAIL level=FAIL_CRITICAL)",
+        "p1 10.0.0.1:3306 rw: up ready -> down (FAILED_OFFLINE FAIL level=FAIL_CRITICAL)",
+        "p1 10.0.0.2:3306 ro: up ready 100% -> up ready 75% (STANDBY OK level=OK_INFO)",
+    ]
+    # the same answers again, or a pool seen for the first time: nothing to log
+    assert list(answer_changes(after, after)) == []
+    assert list(answer_changes({}, after)) == []

@@ -1,0 +1,189 @@
+"""Who takes writes, who takes reads and with what weight: the one routing decision.
+
+This module is pure (no I/O, no clock, no logging). ``route(pool, now, stale)`` is the only
+place that turns a pool's stored state and its operators' overrides into a routing decision;
+the agent's replies to HAProxy (agent_protocol.py), ``mpp-admin is-active``, ``report``,
+``list``, ``pools`` and the override refusal of ``state.set_override`` all read it, so no two
+views can disagree.
+
+The rules, in the order they apply:
+
+1. **Overrides.** An unexpired override replaces the node's state (and its status, when it
+   gives one). An expired override is ignored, exactly as if it had been released.
+2. **One writer.** At most one node of a pool takes writes. A node overridden to ACTIVE *pins*
+   the writer: every other node that would be ACTIVE (by the state machine, or by a second
+   ACTIVE override that a race let through) answers as a STANDBY with the reason
+   ``ACTIVE, writes pinned to <node> by override``. With several ACTIVE overrides the oldest one
+   (earliest ``set_at``, then priority order) wins; with several ACTIVE nodes and no override the
+   first in priority order wins (the state machine never makes two; this only guards bad data).
+3. **Writes.** The one node whose answered state is ACTIVE takes writes, whatever its status
+   (OK_WARN is MPP's "last node standing").
+4. **Reads.** A *healthy STANDBY* (answered state STANDBY, status OK or OK_WARN) takes reads.
+   The writer takes reads too, but only when the pool has no healthy STANDBY. STANDBY with
+   status FAIL takes neither (``up drain``); UNKNOWN and FAILED_* are down.
+5. **Weight** of a reader: by its request level R (``request_level(R, M)``): OK 100%,
+   OK INFO 75%, OK WARN 50%, OK CRITICAL 25%, FAIL CRITICAL 25% (never 0%: HAProxy shows 0%
+   as DRAIN, which would contradict taking reads).
+6. **Staleness** (the caller knows it: the agent's snapshot is old, or the pollers stopped
+   committing) changes no decision: the last known decision stands, marked stale.
+
+The pool status FAIL changes nothing here (the state machine leaves no ACTIVE node then); the
+reason says ``pool FAIL``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from mpp_agent.model import NodeId, NodeState, PoolState, PoolStatus, State, Status, request_level
+
+# Weight (percent of the server's configured weight) of each request level on the read backend.
+LEVEL_WEIGHTS = {
+    "OK": 100,
+    "OK INFO": 75,
+    "OK WARN": 50,
+    "OK CRITICAL": 25,
+    "FAIL CRITICAL": 25,
+}
+
+
+@dataclass(frozen=True)
+class NodeRoute:
+    """The decision for one node: what it answers as, whether it is up, takes writes, takes
+    reads (and with what weight), and why, as short reason parts."""
+
+    node: NodeId
+    state: State  # the state it answers as (override and writer pinning applied)
+    status: Status
+    level: str  # the request level label, e.g. "OK INFO"
+    is_up: bool  # not UNKNOWN or FAILED_*: HAProxy keeps it up (ready or drained)
+    takes_writes: bool
+    takes_reads: bool
+    weight: int  # percent; meaningful when it takes reads
+    why: tuple[str, ...]
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.why)
+
+
+@dataclass(frozen=True)
+class PoolRoute:
+    """The decision for a whole pool, nodes in priority order."""
+
+    pool: str
+    nodes: tuple[NodeRoute, ...]
+    stale: bool = False
+    # the earliest future override expiry: when this decision must be taken again
+    next_expiry: float | None = None
+
+    @property
+    def writer(self) -> NodeRoute | None:
+        return next((n for n in self.nodes if n.takes_writes), None)
+
+    @property
+    def readers(self) -> tuple[NodeRoute, ...]:
+        return tuple(n for n in self.nodes if n.takes_reads)
+
+    def find(self, node: NodeId) -> NodeRoute | None:
+        return next((n for n in self.nodes if n.node == node), None)
+
+
+@dataclass(frozen=True)
+class _Answered:
+    """A node after rule 1 (overrides), before the writer is chosen."""
+
+    node: NodeState
+    state: State
+    status: Status
+    override_note: str
+    pinned: bool  # ACTIVE by an unexpired override
+
+    @property
+    def is_healthy_standby(self) -> bool:
+        return self.state is State.STANDBY and self.status.is_ok
+
+
+def _apply_override(node: NodeState, now: float) -> _Answered:
+    """Rule 1."""
+    override = node.override
+    if override is None or override.is_expired(now):
+        return _Answered(node, node.state, node.status, "", False)
+    status = override.status if override.status is not None else node.status
+    note = f"override: {override.reason or 'no reason'} by {override.set_by or 'unknown'}"
+    return _Answered(node, override.state, status, note, override.state is State.ACTIVE)
+
+
+def _choose_writer(answered: list[_Answered]) -> int | None:
+    """Rule 2: the index of the oldest ACTIVE override, else of the first ACTIVE node."""
+    pinned = [i for i, a in enumerate(answered) if a.pinned]
+    if pinned:
+        return min(pinned, key=lambda i: (_set_at(answered[i].node), i))
+    return next((i for i, a in enumerate(answered) if a.state is State.ACTIVE), None)
+
+
+def _set_at(node: NodeState) -> float:
+    set_at = node.override.set_at if node.override is not None else 0.0
+    return set_at if math.isfinite(set_at) else 0.0
+
+
+def _demote(answered: list[_Answered], writer: int | None) -> list[_Answered]:
+    """Rule 2: every other would-be ACTIVE node answers as a STANDBY."""
+    if writer is None:
+        return answered
+    chosen = answered[writer]
+    if chosen.pinned:
+        note = f"ACTIVE, writes pinned to {chosen.node.node} by override"
+    else:
+        note = f"ACTIVE, writes stay with {chosen.node.node} (first in priority order)"
+    return [
+        _Answered(a.node, State.STANDBY, a.status, note, False)
+        if i != writer and a.state is State.ACTIVE
+        else a
+        for i, a in enumerate(answered)
+    ]
+
+
+def route(pool: PoolState, now: float, stale: bool = False) -> PoolRoute:
+    """The routing decision for every node of ``pool`` at ``now`` (Redis server time, which
+    expires overrides); ``stale`` is the caller's knowledge that this state may be old."""
+    answered = [_apply_override(n, now) for n in pool.nodes]
+    writer = _choose_writer(answered)
+    answered = _demote(answered, writer)
+    has_replica = any(a.is_healthy_standby for a in answered)
+    nodes = tuple(_node_route(pool, a, i == writer, has_replica) for i, a in enumerate(answered))
+    return PoolRoute(pool.name, nodes, stale, next_expiry(pool, now))
+
+
+def _node_route(pool: PoolState, a: _Answered, is_writer: bool, has_replica: bool) -> NodeRoute:
+    level = request_level(a.node.requests, pool.max_requests)
+    # rule 4: the writer reads only when no replica can
+    reads = not has_replica if is_writer else a.is_healthy_standby
+    why = [f"{a.state} {a.status} level={level.replace(' ', '_')}"]
+    if pool.status is PoolStatus.FAIL:
+        why.append("pool FAIL")
+    if a.override_note:
+        why.append(a.override_note)
+    return NodeRoute(
+        node=a.node.node,
+        state=a.state,
+        status=a.status,
+        level=level,
+        is_up=a.state in (State.ACTIVE, State.STANDBY),
+        takes_writes=is_writer,
+        takes_reads=reads,
+        weight=LEVEL_WEIGHTS[level],
+        why=tuple(why),
+    )
+
+
+def next_expiry(pool: PoolState, now: float) -> float | None:
+    """The earliest future override expiry in a pool (when its decision must be re-taken)."""
+    times = [
+        n.override.expires_at
+        for n in pool.nodes
+        if n.override is not None and n.override.expires_at is not None
+        if n.override.expires_at > now and math.isfinite(n.override.expires_at)
+    ]
+    return min(times, default=None)

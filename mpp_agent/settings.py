@@ -1,0 +1,92 @@
+"""The settings all three commands share, each declared once: flag, environment variable,
+default, validator and help text.
+
+mpp-poller and mpp-agent read these declarations with argparse (``add_arguments``), mpp-admin
+with typer (cli/mpp_cli/app.py), so a setting is spelled, defaulted, validated and documented
+the same way everywhere. The environment variable always stands in for the option, and every
+``--help`` names it. Nothing here does I/O beyond reading the environment for defaults, and
+nothing imports redis or gevent: the daemons' entry points import this before they patch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from mpp_agent.keys import DEFAULT_NAMESPACE
+
+# store.DEFAULT_REDIS_URL is the same value (the store must not be imported before gevent).
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def log_level(text: str) -> str:
+    """A log level in any case, as logging spells it (``debug`` -> ``DEBUG``)."""
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"unknown log level {text!a}: {', '.join(LOG_LEVELS)} (any case)"
+        )
+    return level
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: ``--flag``, its environment variable, its default (as text, parsed like a
+    value given on the command line; None: unset), its validator and its help."""
+
+    flag: str
+    env: str
+    default: str | None
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def help_with_env(self) -> str:
+        return f"{self.help} (env {self.env}; default {self.default or 'none'})"
+
+
+REDIS_URL = Setting(
+    "--redis-url",
+    "MPP_REDIS_URL",
+    DEFAULT_REDIS_URL,
+    str,
+    "Redis URL: redis://, rediss://, unix:// or redis+sentinel://h1:p1,h2:p2/<master>/<db>",
+)
+REDIS_PASSWORD_FILE = Setting(
+    "--redis-password-file",
+    "MPP_REDIS_PASSWORD_FILE",
+    None,
+    str,
+    "file whose first line is the Redis password (else the URL or MPP_REDIS_PASSWORD)",
+)
+NAMESPACE = Setting(
+    "--namespace",
+    "MPP_NAMESPACE",
+    DEFAULT_NAMESPACE,
+    str,
+    "key prefix in Redis: the same for the pollers, the agents and mpp-admin",
+)
+LOG_LEVEL = Setting(
+    "--log-level", "MPP_LOG_LEVEL", "INFO", log_level, "DEBUG, INFO, WARNING or ERROR"
+)
+
+# Where the state is: every command takes these.
+CONNECTION = (REDIS_URL, REDIS_PASSWORD_FILE, NAMESPACE)
+
+
+def add_arguments(parser: argparse.ArgumentParser, settings: Iterable[Setting]) -> None:
+    """Declare ``settings`` on an argparse parser; the environment variable gives the default.
+
+    The default stays text: argparse parses it like a value given on the command line, so a bad
+    environment variable is a usage error (exit 2) naming the option, not a traceback."""
+    for setting in settings:
+        parser.add_argument(
+            setting.flag,
+            type=setting.parse,
+            default=os.environ.get(setting.env, setting.default),
+            help=setting.help_with_env,
+        )

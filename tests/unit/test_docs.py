@@ -1,0 +1,85 @@
+"""The documentation stands alone: every link and every file it names is in the repository.
+
+Covers README.md, docs/, haproxy/, compose/ and bench/: markdown links (``[text](path)``) and
+file names written in the text (``haproxy/haproxy.cfg``, ``scripts/demo.py``, ``admin.md``),
+resolved from the file's directory or from the repository root. Absolute paths (``/tmp/...``,
+``/etc/mpp/...``) are examples of the operator's machine and are not checked.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC_FILES = sorted(
+    [ROOT / "README.md"]
+    + list((ROOT / "docs").glob("*.md"))
+    + [p for d in ("haproxy", "compose", "bench") for p in (ROOT / d).rglob("*") if p.is_file()]
+)
+TEXT_FILES = [p for p in DOC_FILES if "secrets" not in p.parts]
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+# A file name as docs write one: a relative path with an extension of a file kind we ship.
+FILE_NAME = re.compile(
+    r"(?<![\w/.:@-])((?:[\w.-]+/)*[\w.-]+\.(?:md|py|cfg|yaml|yml|sh|lua|sim|jsonl|toml))\b"
+)
+NOT_IN_REPO = ("mpp-behaviour", "architecture.md", "haproxy-agent", "local-topology", "/work/")
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def resolves(target: str, source: Path) -> bool:
+    for base in (source.parent, ROOT):
+        candidate = (base / target).resolve()
+        if candidate.is_relative_to(ROOT) and candidate.exists():
+            return True
+    return False
+
+
+def links(path: Path) -> list[str]:
+    text = path.read_text(errors="replace")
+    found = [m.group(1) for m in LINK.finditer(text)]
+    return [t.split("#", 1)[0] for t in found if not re.match(r"[a-z]+:|#", t)]
+
+
+def file_names(path: Path) -> list[str]:
+    text = path.read_text(errors="replace")
+    names = {m.group(1) for m in FILE_NAME.finditer(text)}
+    # ".venv/bin/python bench/x.py" names bench/x.py; "python3.11" and "e.g." are not files
+    return sorted(
+        n for n in names if not n.startswith(".venv/") and ("/" in n or n.endswith(".md"))
+    )
+
+
+@pytest.mark.parametrize("path", TEXT_FILES, ids=rel)
+def test_every_link_resolves_inside_the_repository(path: Path) -> None:
+    broken = [t for t in links(path) if t and not resolves(t, path)]
+    assert broken == [], f"{rel(path)} links to files not in the repository: {broken}"
+
+
+@pytest.mark.parametrize("path", TEXT_FILES, ids=rel)
+def test_every_file_named_exists_in_the_repository(path: Path) -> None:
+    missing = [n for n in file_names(path) if not resolves(n, path)]
+    assert missing == [], f"{rel(path)} names files not in the repository: {missing}"
+
+
+@pytest.mark.parametrize("path", TEXT_FILES, ids=rel)
+def test_no_reference_to_documents_outside_the_repository(path: Path) -> None:
+    text = path.read_text(errors="replace")
+    assert [n for n in NOT_IN_REPO if n in text] == []
+
+
+def test_the_checks_see_links_and_file_names() -> None:
+    """The patterns find what the docs write (a check that found nothing would pass vacuously)."""
+    readme = ROOT / "README.md"
+    assert "docs/admin.md" in links(readme)
+    assert "scripts/demo.py" in file_names(readme)
+    assert "../haproxy/haproxy.cfg" in links(ROOT / "docs" / "admin.md")
+    assert "rules.md" in file_names(ROOT / "docs" / "simulate.md")
+    assert not resolves("mpp-behaviour.md", readme)
+    assert not resolves("../../etc/passwd", readme)
