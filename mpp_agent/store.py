@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import redis
 import redis.sentinel
@@ -35,11 +35,14 @@ from mpp_agent.codec import (
     pool_to_doc,
 )
 from mpp_agent.config import PoolConfig, new_pool
+from mpp_agent.daemon import RateLimited
 from mpp_agent.keys import DEFAULT_NAMESPACE, Keys
 from mpp_agent.model import Event, EventKind, NodeId, Observation, PoolState
+from mpp_agent.secret_file import SecretFileError, read_first_line
 from mpp_agent.state import AdminResult, expire_overrides
 
 log = logging.getLogger("mpp.store")
+UNREADABLE_LOG = RateLimited(log)
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 EVENTS_MAXLEN = 10_000
@@ -54,6 +57,9 @@ REDIS_DOWN_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.BusyLoadingError,
     redis.exceptions.ReadOnlyError,
 )
+# Every error of the Redis client (a refused password, a missing db, a server that is not
+# Redis...): ``redis_problem`` words each as one line saying what to fix.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError,)
 
 
 class StoreError(Exception):
@@ -78,40 +84,111 @@ class Conflict(StoreError):
 
 # --------------------------------------------------------------------------- connecting
 
+# Query parameters a URL may carry (redis-py would pass any other name to the connection and
+# fail later with a TypeError); the TLS ones only for rediss://.
+URL_PARAMETERS = frozenset(
+    {
+        "db",
+        "username",
+        "password",
+        "client_name",
+        "protocol",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "health_check_interval",
+    }
+)
+TLS_URL_PARAMETERS = frozenset(
+    {
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_cert_reqs",
+        "ssl_check_hostname",
+        "ssl_min_version",
+        "ssl_ciphers",
+    }
+)
+PERCENT_ENCODING_HINT = (
+    "percent-encode '#', '/', '?', '@', '%' in a password (as %23 %2F %3F %40 %25), "
+    "or give it by --redis-password-file or MPP_REDIS_PASSWORD"
+)
+# What follows the scheme: [userinfo@]rest. Split on the *last* "@" of the URL, before any
+# parsing: a raw "#", "/", "?" or "@" in a password would move urlsplit's idea of where the
+# password ends (and print the rest), while no host, port or path holds an "@".
+_AUTHORITY_RE = re.compile(
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>.*)@(?P<rest>[^@]*)$", re.S
+)
+_QUERY_SECRET_RE = re.compile(r"(?i)([?&](?:password|ssl_password)=)[^&]*")
+
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for log lines and error messages."""
-    parts = urlsplit(url)
-    if parts.password is not None:
-        user = parts.username or ""
-        parts = parts._replace(netloc=f"{user}:***@{parts.netloc.rsplit('@', 1)[1]}")
-    if "password" in parts.query.lower():  # redis-py also takes ?password=...
-        query = [
-            f"{k}=***" if k.lower() == "password" else f"{k}={v}"
-            for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        ]
-        parts = parts._replace(query="&".join(query))
-    return urlunsplit(parts)
+    """The URL with every password hidden, for log lines and error messages.
+
+    Works on the raw text (never parsed first), so any characters in the password, raw or
+    percent-encoded, stay hidden; a user name is kept."""
+    match = _AUTHORITY_RE.match(url)
+    if match is not None:
+        user, colon, _ = match["userinfo"].partition(":")
+        shown = f"{user}:***" if colon and "/" not in user and "?" not in user else "***"
+        url = f"{match['scheme']}{shown}@{match['rest']}"
+    return _QUERY_SECRET_RE.sub(r"\1***", url)
 
 
 def read_password(password_file: str | None = None) -> str | None:
-    """The Redis password from a file (first line) or ``MPP_REDIS_PASSWORD``, if any."""
+    """The Redis password from a file (first line) or ``MPP_REDIS_PASSWORD``, if any.
+
+    StoreError (exit code 2 everywhere) for a file that cannot be used."""
     if password_file:
-        lines = Path(password_file).read_text().splitlines()
-        return lines[0] if lines else None
+        try:
+            return read_first_line(password_file, "Redis password") or None
+        except SecretFileError as exc:
+            raise StoreError(str(exc)) from None
     return os.environ.get("MPP_REDIS_PASSWORD") or None
 
 
+def check_url(url: str) -> SplitResult:
+    """The parts of a redis://, rediss:// or unix:// URL; StoreError naming what is wrong."""
+    shown = redact_url(url)
+    match = _AUTHORITY_RE.match(url)
+    try:
+        parts = urlsplit(url)
+        if match is not None and parts.netloc.rsplit("@", 1)[0] != match["userinfo"]:
+            raise ValueError(PERCENT_ENCODING_HINT)
+        if parts.fragment:
+            raise ValueError(f"it has a '#' part; {PERCENT_ENCODING_HINT}")
+        if parts.scheme != "unix":
+            _ = parts.port  # raises ValueError for a port that is not a number
+            if not parts.hostname:
+                raise ValueError("it names no host")
+            if parts.path not in ("", "/") and not parts.path[1:].isdigit():
+                raise ValueError(f"the database {parts.path[1:]!r} is not a number")
+        allowed = URL_PARAMETERS | (TLS_URL_PARAMETERS if parts.scheme == "rediss" else set())
+        for name, _value in parse_qsl(parts.query, keep_blank_values=True):
+            if name not in allowed:
+                known = ", ".join(sorted(allowed))
+                raise ValueError(f"unknown parameter {name!r} (known: {known})")
+    except ValueError as exc:
+        raise StoreError(f"Bad Redis URL {shown}: {exc}") from None
+    return parts
+
+
 def connect(url: str, password: str | None = None) -> redis.Redis:
-    """A client for ``url``; ``password`` (from env or file) applies if the URL has none."""
-    parts = urlsplit(url)
-    if parts.scheme == "redis+sentinel":
+    """A client for ``url``; ``password`` (from env or file) applies if the URL has none.
+
+    Nothing is sent to Redis yet: a bad URL is a StoreError here, a Redis that cannot be used
+    shows on the first command (``redis_problem`` words it)."""
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme == "redis+sentinel":
         return connect_sentinel(url, password)
-    if parts.scheme not in ("redis", "rediss", "unix"):
+    if scheme not in ("redis", "rediss", "unix"):
         raise StoreError(
-            f"Unsupported Redis URL scheme {parts.scheme!r}: use redis://, rediss://, unix:// "
+            f"Unsupported Redis URL {redact_url(url)}: use redis://, rediss://, unix:// "
             "or redis+sentinel://"
         )
+    parts = check_url(url)
     extra: dict[str, Any] = {}
     if password and parts.password is None:
         extra["password"] = password
@@ -129,21 +206,26 @@ def connect(url: str, password: str | None = None) -> redis.Redis:
 
 def connect_sentinel(url: str, password: str | None) -> redis.Redis:
     """``redis+sentinel://[:password@]h1:p1,h2:p2/<master>/<db>``."""
-    parts = urlsplit(url)
-    hosts_part = parts.netloc.rsplit("@", 1)[-1]
-    path = [p for p in parts.path.split("/") if p]
-    if not hosts_part or not path:
+    shown = redact_url(url)
+    match = _AUTHORITY_RE.match(url)
+    userinfo = match["userinfo"] if match is not None else ""
+    body = match["rest"] if match is not None else url.partition("://")[2]
+    hosts_part, _, path_text = body.partition("/")
+    path = [p for p in path_text.split("/") if p]
+    if not hosts_part or not path or len(path) > 2 or "?" in body or "#" in body:
         raise StoreError(
-            f"Bad Sentinel URL {redact_url(url)}: expected redis+sentinel://h1:p1,h2:p2/<master>/<db>"
+            f"Bad Sentinel URL {shown}: expected redis+sentinel://h1:p1,h2:p2/<master>/<db>"
         )
     sentinels = []
     for item in hosts_part.split(","):
         host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise StoreError(f"Bad Sentinel address {item!r} in {redact_url(url)}")
-        sentinels.append((host, int(port)))
-    db = int(path[1]) if len(path) > 1 and path[1].isdigit() else 0
-    secret = unquote(parts.password) if parts.password else password
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise StoreError(f"Bad Sentinel address {item!r} in {shown}")
+        sentinels.append((host.strip("[]"), int(port)))
+    if len(path) > 1 and not path[1].isdigit():
+        raise StoreError(f"Bad Sentinel URL {shown}: the database {path[1]!r} is not a number")
+    db = int(path[1]) if len(path) > 1 else 0
+    secret = unquote(userinfo.partition(":")[2]) if ":" in userinfo else password
     sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         sentinels,
         socket_timeout=SOCKET_TIMEOUT,
@@ -153,6 +235,52 @@ def connect_sentinel(url: str, password: str | None) -> redis.Redis:
         path[0], db=db, password=secret, socket_timeout=SOCKET_TIMEOUT
     )
     return client
+
+
+def is_redis_down(exc: Exception) -> bool:
+    """Worth retrying: Redis (or its Sentinel master) is not reachable right now, as opposed to
+    refusing us (a wrong password, no such database, not a Redis server)."""
+    return isinstance(exc, REDIS_DOWN_ERRORS) and not isinstance(exc, redis.AuthenticationError)
+
+
+def redis_problem(exc: Exception, url: str) -> str:
+    """One line saying what went wrong with the Redis at ``url`` and what to fix.
+
+    ``exc`` is any redis-py error; ``url`` is redacted here. Its messages name hosts and
+    ports, never the password."""
+    shown = redact_url(url)
+    text = str(exc) or type(exc).__name__
+    tls = url.startswith("rediss://")
+    if isinstance(exc, redis.AuthenticationError) or text.startswith(("NOAUTH", "WRONGPASS")):
+        return (
+            f"Redis at {shown} refused the password ({text}): check --redis-password-file, "
+            "MPP_REDIS_PASSWORD or the URL"
+        )
+    if "DB index is out of range" in text:
+        return (
+            f"Redis at {shown} has no such database ({text}): use a db number the server has "
+            "(0-15 unless its 'databases' setting says more)"
+        )
+    if "unknown command 'SENTINEL'" in text:
+        return (
+            f"{shown} names a plain Redis where Sentinels were expected: use redis:// for it, "
+            "or the Sentinels' addresses"
+        )
+    if isinstance(exc, redis.sentinel.MasterNotFoundError):
+        return (
+            f"no Sentinel of {shown} knows a reachable master of that name ({text}): check "
+            "the master name and the Sentinels"
+        )
+    if isinstance(exc, (redis.exceptions.InvalidResponse, redis.exceptions.DataError)):
+        return f"{shown} did not answer as a Redis server ({text}): check the host and port"
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        hint = ""
+        if tls:
+            hint = "; if that port does not serve TLS, use redis://"
+        elif "closed" in text.lower() or "reset" in text.lower():
+            hint = "; if that port serves TLS, use rediss://"
+        return f"Redis at {shown} is unreachable: {text}{hint}"
+    return f"Redis at {shown} refused a command: {text}"
 
 
 def load_script(name: str) -> str:
@@ -190,6 +318,7 @@ class Store:
         # redis-py's return types are unions over decode modes; this client never decodes.
         self.client: Any = client
         self.keys = Keys(namespace)
+        self.redacted_url = "the configured Redis"  # for messages; from_url sets the real one
         # register_script costs no round trip and reloads itself after NOSCRIPT.
         self._commit = client.register_script(load_script("commit_pool"))
         self._create = client.register_script(load_script("create_pool"))
@@ -203,10 +332,28 @@ class Store:
         namespace: str = DEFAULT_NAMESPACE,
         password: str | None = None,
     ) -> Store:
-        return cls(connect(url, password if password is not None else read_password()), namespace)
+        store = cls(connect(url, password if password is not None else read_password()), namespace)
+        store.redacted_url = redact_url(url)
+        return store
 
     def __repr__(self) -> str:
         return f"Store(namespace={self.keys.namespace!r})"
+
+    def check(self) -> None:
+        """One round trip that raises what a misconfigured URL or password would (see
+        ``redis_problem``): daemons call it at start-up."""
+        self.client.ping()
+
+    def namespaces_with_pools(self, limit: int = 20) -> list[str]:
+        """Other namespaces of this Redis that have pools (to help after a wrong --namespace)."""
+        found = set()
+        for key in self.client.scan_iter(match=Keys("*").pools(), count=1000):
+            namespace = key.decode(errors="replace").removesuffix(Keys("").pools())
+            if self.client.scard(key):
+                found.add(namespace)
+            if len(found) >= limit:
+                break
+        return sorted(found)
 
     @property
     def notify_channel(self) -> str:
@@ -228,10 +375,10 @@ class Store:
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(self.keys.pool(name))
-        return decode_pools(pipe.execute())
+        return decode_pools(names, pipe.execute())
 
     def load_pool(self, name: str) -> PoolState:
-        pool = decode_pool(self.client.hgetall(self.keys.pool(name)))
+        pool = decode_pool(name, self.client.hgetall(self.keys.pool(name)))
         if pool is None:
             raise UnknownPool(name)
         return pool
@@ -398,7 +545,7 @@ class Store:
         out: list[tuple[PoolState | None, dict[str, dict[NodeId, Observation]]]] = []
         for i, (name, _) in enumerate(names):
             try:
-                pool = decode_pool(raw[2 * i])
+                pool = decode_pool(name, raw[2 * i])
             except DocumentError as exc:
                 log.error("not ticking pool %s: %s", name, exc)
                 pool = None
@@ -435,26 +582,27 @@ class Store:
         ]
 
 
-def decode_pool(raw: dict[bytes, bytes]) -> PoolState | None:
-    """The pool of a raw pool hash; None if absent; DocumentError if unreadable."""
+def decode_pool(name: str, raw: dict[bytes, bytes]) -> PoolState | None:
+    """The pool of the raw hash under pool ``name``'s key; None if absent; DocumentError if
+    unreadable (or naming another pool)."""
     if not raw or b"doc" not in raw:
         return None
     try:
         version, round_ = int(raw[b"version"]), int(raw[b"round"])
     except (KeyError, ValueError) as exc:
         raise DocumentError(f"unreadable pool hash: {exc!r}") from None
-    return pool_from_doc(raw[b"doc"], version, round_)
+    return pool_from_doc(raw[b"doc"], version, round_, name)
 
 
-def decode_pools(raws: Iterable[dict[bytes, bytes]]) -> list[PoolState]:
-    """Every readable pool; an unreadable one is logged and left out, so that one bad
-    document never stops the pollers or the agent from serving the others."""
+def decode_pools(names: Iterable[str], raws: Iterable[dict[bytes, bytes]]) -> list[PoolState]:
+    """Every readable pool; an unreadable one is logged (once a minute) and left out, so that
+    one bad document never stops the pollers or the agent from serving the others."""
     pools = []
-    for raw in raws:
+    for name, raw in zip(names, raws, strict=True):
         try:
-            pool = decode_pool(raw)
+            pool = decode_pool(name, raw)
         except DocumentError as exc:
-            log.error("skipping a pool: %s", exc)
+            UNREADABLE_LOG.note(f"skipping pool {name}", str(exc), logging.ERROR)
             continue
         if pool is not None:
             pools.append(pool)

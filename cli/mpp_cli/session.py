@@ -51,9 +51,6 @@ class Session:
         if self._store is None:
             try:
                 password = read_password(self.password_file)
-            except OSError as exc:
-                raise CliError(f"cannot read the Redis password file: {exc.strerror}") from None
-            try:
                 self._store = Store.from_url(self.redis_url, self.namespace, password)
             except StoreError as exc:
                 raise CliError(str(exc)) from None
