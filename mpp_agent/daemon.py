@@ -15,6 +15,7 @@ flood of bad input cannot flood the log.
 
 from __future__ import annotations
 
+import argparse
 import enum
 import logging
 import signal
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from mpp_agent.store import Store
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+MAX_SECONDS = 3600.0  # the longest timeout or period a daemon option takes
+MAX_COUNT = 1_000_000  # the largest connection count a daemon option takes
 
 
 class ExitCode(enum.IntEnum):
@@ -44,6 +47,24 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO), format=LOG_FORMAT, stream=sys.stderr
     )
+
+
+def seconds(text: str) -> float:
+    """An option in seconds: more than 0, at most MAX_SECONDS (never inf or nan)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be > 0 and <= {MAX_SECONDS:g}, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """An option that counts: an integer from 1 to MAX_COUNT."""
+    if not text.isdigit() or not 1 <= int(text) <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_COUNT}, got {text!r}")
+    return int(text)
 
 
 class StopFlag:

@@ -185,7 +185,8 @@ def connect(url: str, password: str | None = None) -> redis.Redis:
         return connect_sentinel(url, password)
     if scheme not in ("redis", "rediss", "unix"):
         raise StoreError(
-            f"Unsupported Redis URL {redact_url(url)}: use redis://, rediss://, unix:// "
+            f"Unsupported Redis URL scheme {scheme!r} in {redact_url(url)}: use redis://, "
+            "rediss://, unix:// "
             "or redis+sentinel://"
         )
     parts = check_url(url)
