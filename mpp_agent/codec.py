@@ -202,9 +202,16 @@ def event_to_json(event: Event, actor: str, at: float, round_: int | None = None
 
 
 def event_from_json(text: str | bytes) -> dict[str, Any]:
-    """Events are read back as plain dicts (the history view renders them as they are)."""
-    data: dict[str, Any] = json.loads(text)
-    data["kind"] = EventKind(data["kind"]).value
+    """Events are read back as plain dicts (the history view renders them as they are);
+    DocumentError for one that is not an event of this version."""
+    try:
+        data: dict[str, Any] = json.loads(text)
+        data["kind"] = EventKind(data["kind"]).value
+        at = data.get("at")
+        if at is not None and not (isinstance(at, int | float) and 0 <= at <= MAX_TIME):
+            raise ValueError(f"time {at!r}")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DocumentError(f"unreadable event: {exc!r}") from None
     return data
 
 

@@ -390,11 +390,11 @@ class Store:
         """Up to ``count`` events of a pool after stream id ``after`` (exclusive), oldest first."""
         start = "-" if after == "-" else f"({after}"
         rows = self.client.xrange(self.keys.events(pool), min=start, count=count)
-        return [(rid.decode(), event_from_json(fields[b"event"])) for rid, fields in rows]
+        return decode_events(pool, rows)
 
     def last_events(self, pool: str, count: int) -> list[tuple[str, dict[str, Any]]]:
         rows = self.client.xrevrange(self.keys.events(pool), count=count)
-        return [(rid.decode(), event_from_json(fields[b"event"])) for rid, fields in reversed(rows)]
+        return decode_events(pool, reversed(rows))
 
     def metrics(self, pool: str) -> dict[str, dict[str, Any]]:
         raw = self.client.hgetall(self.keys.metrics(pool))
@@ -608,6 +608,20 @@ def decode_pools(names: Iterable[str], raws: Iterable[dict[bytes, bytes]]) -> li
         if pool is not None:
             pools.append(pool)
     return pools
+
+
+def decode_events(
+    pool: str, rows: Iterable[tuple[bytes, dict[bytes, bytes]]]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The readable events of stream rows; a garbage entry is logged (once a minute) and left
+    out, so one bad entry never hides a pool's history."""
+    events = []
+    for rid, fields in rows:
+        try:
+            events.append((rid.decode(), event_from_json(fields.get(b"event", b""))))
+        except DocumentError as exc:
+            UNREADABLE_LOG.note(f"skipping events of pool {pool}", f"{rid!r}: {exc}")
+    return events
 
 
 def decode_reports(raw: dict[bytes, bytes]) -> dict[str, dict[NodeId, Observation]]:

@@ -32,7 +32,7 @@ from mpp_agent.model import (
 from mpp_agent.state import AdminRefused, AdminResult
 from mpp_cli.errors import CliError, NotConfirmed, cli_errors
 from mpp_cli.render import pool_config_json, pool_config_text, pools_json, pools_table, to_json
-from mpp_cli.session import run_admin, session_of
+from mpp_cli.session import note_if_no_pools, run_admin, session_of
 
 pool_app = typer.Typer(
     help="Create, replace, remove and show pool configurations.", no_args_is_help=True
@@ -218,6 +218,7 @@ def list_pools(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     Same as 'mpp-admin pools'.
     """
     pools = session_of(ctx).store.load_pools()
+    note_if_no_pools(session_of(ctx).store, len(pools), "pools")
     if json_output:
         typer.echo(to_json(pools_json(pools)))
     elif pools:

@@ -62,6 +62,17 @@ class Session:
         return f"admin:{os.environ.get('USER') or os.getuid()}"
 
 
+def note_if_no_pools(store: Store, found: int, command: str) -> None:
+    """A namespace without pools is most often a wrong --namespace: say so on stderr, and
+    where pools are (the command still succeeds: a new deployment has none yet)."""
+    if found:
+        return
+    namespace = store.keys.namespace
+    others = [n for n in store.namespaces_with_pools() if n != namespace]
+    where = f"namespaces with pools: {', '.join(others)}" if others else "no namespace has any"
+    typer.echo(f"mpp-admin {command}: namespace {namespace!r} has no pools ({where})", err=True)
+
+
 def session_of(ctx: typer.Context) -> Session:
     obj = ctx.find_root().obj
     if not isinstance(obj, Session):  # pragma: no cover - the root callback always sets it

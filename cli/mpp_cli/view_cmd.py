@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from mpp_agent.model import NodeState, State
-from mpp_agent.store import Store
+from mpp_agent.store import EVENTS_MAXLEN, Store
 from mpp_cli.errors import CliError, ExitCode, UnknownNode, cli_errors
 from mpp_cli.render import (
     haproxy_server_lines,
@@ -28,7 +28,14 @@ from mpp_cli.render import (
     to_json,
     to_json_line,
 )
-from mpp_cli.session import NodeArg, PoolOpt, locate, parse_node, session_of
+from mpp_cli.session import (
+    NodeArg,
+    PoolOpt,
+    locate,
+    note_if_no_pools,
+    parse_node,
+    session_of,
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 FOLLOW_POLL_SECONDS = 0.5
@@ -48,6 +55,7 @@ def list_(
     """
     store = session_of(ctx).store
     pools = [store.load_pool(pool)] if pool is not None else store.load_pools()
+    note_if_no_pools(store, len(pools), "list")
     typer.echo(to_json(listing_json(pools)) if json_output else listing(pools), nl=json_output)
 
 
@@ -103,7 +111,9 @@ def history(
         bool,
         typer.Option("--json", help="One JSON document (with --follow: one JSON line per event)."),
     ] = False,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Events to show.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, max=EVENTS_MAXLEN, help="Events to show.")
+    ] = 50,
 ) -> None:
     """Show transitions and admin actions, oldest first.
 
@@ -111,6 +121,7 @@ def history(
     """
     store = session_of(ctx).store
     names = [store.load_pool(pool).name] if pool is not None else store.pool_names()
+    note_if_no_pools(store, len(names), "history")
     newest = {name: store.last_events(name, limit) for name in names}
     events = sorted(
         ((name, i, e) for name, rows in newest.items() for i, e in rows),
