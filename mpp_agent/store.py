@@ -24,6 +24,8 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import redis
 import redis.sentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from mpp_agent.codec import (
     DocumentError,
@@ -199,10 +201,18 @@ def connect(url: str, password: str | None = None) -> redis.Redis:
             socket_timeout=SOCKET_TIMEOUT,
             socket_connect_timeout=SOCKET_TIMEOUT,
             health_check_interval=30,
+            retry=one_retry(),
             **extra,
         )
     except ValueError as exc:
         raise StoreError(f"Bad Redis URL {redact_url(url)}: {exc}") from None
+
+
+def one_retry() -> Retry:
+    """Retry a command once (a connection dropped while idle), not redis-py's default of
+    three with back-off: a Redis that does not answer costs mpp-admin (and an is-active
+    check script) about two socket timeouts, and the daemons' own loops retry anyway."""
+    return Retry(NoBackoff(), 1)
 
 
 def connect_sentinel(url: str, password: str | None) -> redis.Redis:
@@ -233,7 +243,7 @@ def connect_sentinel(url: str, password: str | None) -> redis.Redis:
         sentinel_kwargs={"password": secret, "socket_timeout": SOCKET_TIMEOUT},
     )
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        path[0], db=db, password=secret, socket_timeout=SOCKET_TIMEOUT
+        path[0], db=db, password=secret, socket_timeout=SOCKET_TIMEOUT, retry=one_retry()
     )
     return client
 
