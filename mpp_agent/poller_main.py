@@ -180,9 +180,7 @@ def main() -> None:
             sys.exit(ExitCode.UNAVAILABLE)
         sys.exit(ExitCode.OK)
     stop = StopFlag()
-    stop.install(
-        lambda: log.info("SIGHUP received: nothing to reload (pools are re-read every cycle)")
-    )
+    stop.install(lambda: log.info("SIGHUP received: ignored (pools are re-read every cycle)"))
     poller.run(lambda: stop.is_set, stop.wait)
     log.info("poller %s stopped (%s)", settings.poller_id, stop.signal_name or "done")
     sys.exit(ExitCode.OK)
