@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -272,9 +273,9 @@ class Agent:
             wanted = set(names)
             loaded = {p.name: p for p in self.store.load_pools(sorted(wanted))}
             missing = wanted - set(loaded)
-            # A notified pool that is still listed but did not load is unreadable (the store
-            # logs why), not removed: keep its last decisions, stale, like a vanished one.
-            unreadable = missing & set(self.store.pool_names()) if missing else set()
+            # A notified pool whose hash is still there but did not load is unreadable (the
+            # store logs why), not removed: keep its last decisions, stale, like a vanished one.
+            unreadable = self.store.stored_pools(sorted(missing)) if missing else set()
             pools = {n: p for n, p in self.pools.items() if n not in wanted or n in unreadable}
             pools.update(loaded)
             vanished = (self.vanished - wanted) | (unreadable & set(self.pools))
@@ -371,7 +372,7 @@ class Agent:
             )
         elif not stale and self._was_stale:
             log.info("snapshot fresh again")
-        self._was_stale = stale
+        self._was_stale = stale and self.snapshot is not None  # "stale" means: was fresh once
 
     def _note_redis_error(self, exc: Exception) -> None:
         """One line when the problem starts or changes, none while it repeats."""
@@ -623,11 +624,20 @@ class HttpServer(WSGIServer):  # type: ignore[misc]
     closed after HTTP_TIMEOUT seconds whatever the client does (idle, slow or keep-alive)."""
 
     def handle(self, sock: Any, address: Any) -> None:
+        # Each read or write times out (idle), and a deadline ends the whole connection (a
+        # client dribbling bytes): shutting the socket down ends pywsgi's wait as an EOF it
+        # handles quietly, where a gevent.Timeout raised inside it would be logged as a bug.
         sock.settimeout(HTTP_TIMEOUT)
+        deadline = gevent.spawn_later(HTTP_TIMEOUT, shut_down, sock)
         try:
-            with gevent.Timeout(HTTP_TIMEOUT, False):
-                super().handle(sock, address)
+            super().handle(sock, address)
         except OSError:
             pass
         finally:
+            deadline.kill(block=False)
             sock.close()
+
+
+def shut_down(sock: Any) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)

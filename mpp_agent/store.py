@@ -355,6 +355,15 @@ class Store:
         ``redis_problem``): daemons call it at start-up."""
         self.client.ping()
 
+    def stored_pools(self, names: Iterable[str]) -> set[str]:
+        """Which of these pools have a stored hash at all, readable or not (removing a pool
+        deletes its hash in the same script that notifies)."""
+        names = list(names)
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(self.keys.pool(name))
+        return {name for name, found in zip(names, pipe.execute(), strict=True) if found}
+
     def namespaces_with_pools(self, limit: int = 20) -> list[str]:
         """Other namespaces of this Redis that have pools (to help after a wrong --namespace)."""
         found = set()

@@ -530,10 +530,16 @@ def test_idle_http_connections_are_capped_and_closed(
             sock.close()
     # the held ones are closed by the agent within its HTTP timeout (5 s); then it answers
     wait_until(lambda: http_get(agent.metrics_port, "/healthz")[0] == 200, 15, "/healthz")
-    with socket.create_connection(("127.0.0.1", agent.metrics_port), timeout=10) as sock:
-        t0 = time.monotonic()
-        assert recv_all(sock) == b""  # idle: closed by the agent, not by us
+    idle_one = socket.create_connection(("127.0.0.1", agent.metrics_port), timeout=10)
+    short_body = socket.create_connection(("127.0.0.1", agent.metrics_port), timeout=10)
+    short_body.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+    t0 = time.monotonic()
+    with idle_one, short_body:
+        assert recv_all(idle_one) == b""  # idle: closed by the agent, not by us
         assert 4.0 < time.monotonic() - t0 < 8.0
+        assert recv_all(short_body).startswith(b"HTTP/1.1 200 OK")
+        assert time.monotonic() - t0 < 8.0
+    assert "Traceback" not in agent.log.read_text()
 
 
 def test_bad_http_requests_log_one_line_a_minute(
