@@ -26,8 +26,16 @@ This is the only module that imports ``gevent.server``. It owns:
 * **before the first snapshot** (agent just started, Redis not reachable yet) probes are closed
   *without a reply*: HAProxy then ignores the check and keeps what it had (haproxy-agent.md 3),
   rather than hearing ``down`` for every node from an agent that knows nothing;
-* **metrics** (Prometheus text on ``/metrics``) and ``/healthz`` (200 ``ok`` when serving from a
-  fresh snapshot, 503 otherwise);
+* **metrics** (Prometheus text on ``/metrics``), ``/healthz`` (liveness: 200 ``ok`` when
+  serving from a fresh snapshot, 503 otherwise) and ``/readyz`` (200 when at least one pool has
+  fresh state and every background loop runs). The HTTP port is bounded like the probe port:
+  at most ``metrics_max_connections`` at once, each closed after ``HTTP_TIMEOUT``; what bad
+  clients send is logged at most once a minute;
+* **loops that never die**: the refresher and the pub/sub listener catch everything a cycle
+  raises (logged once, then only when the problem changes) and run under ``supervised``, which
+  restarts a loop that ended anyway and reports it down meanwhile. An unreadable pool document
+  (out of bounds, or naming another pool: the store refuses both) keeps the pool's last answers,
+  marked stale, and is picked up again once repaired;
 * **graceful stop**: ``stop()`` closes the listener, lets in-flight probes finish (bounded), and
   stops the background greenlets.
 """

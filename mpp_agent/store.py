@@ -595,9 +595,7 @@ class Store:
             return []
         infos = self.client.mget([self.keys.poller(m.decode()) for m, _ in members])
         return [
-            PollerInfo(
-                m.decode(), score > now_ms and raw is not None, json.loads(raw) if raw else {}
-            )
+            PollerInfo(m.decode(), score > now_ms and raw is not None, decode_poller_info(raw))
             for (m, score), raw in zip(members, infos, strict=True)
         ]
 
@@ -627,6 +625,15 @@ def decode_pools(names: Iterable[str], raws: Iterable[dict[bytes, bytes]]) -> li
         if pool is not None:
             pools.append(pool)
     return pools
+
+
+def decode_poller_info(raw: bytes | None) -> dict[str, Any]:
+    """A poller's heartbeat info; an unreadable one is shown as empty, never fatal."""
+    try:
+        info = json.loads(raw) if raw else {}
+    except ValueError:
+        return {"unreadable": True}
+    return info if isinstance(info, dict) else {"unreadable": True}
 
 
 def decode_events(

@@ -180,3 +180,23 @@ def test_a_garbage_history_entry_is_skipped(redis_url: str) -> None:
     kinds = [e["kind"] for e in strict_json(result.stdout)["events"]]  # type: ignore[index]
     assert kinds and "no such kind" not in kinds
     assert mpp_admin(redis_url, "history").exit_code == 0
+
+
+def test_a_garbage_poller_heartbeat_is_shown_not_fatal(redis_url: str) -> None:
+    store = store_for(redis_url)
+    store.client.zadd(store.keys.pollers(), {"p-bad": 1e15})
+    store.client.set(store.keys.poller("p-bad"), b"\xff garbage")
+    result = mpp_admin(redis_url, "pollers", "--json")
+    assert result.exit_code == 0, result.output
+    rows = strict_json(result.stdout)["pollers"]  # type: ignore[index]
+    assert rows == [{"poller_id": "p-bad", "alive": True, "info": {"unreadable": True}}]
+
+
+def test_a_namespace_without_pools_says_where_pools_are(redis_url: str) -> None:
+    bootstrap(store_for(redis_url))
+    for command in (["list"], ["pools"], ["history"]):
+        result = mpp_admin(redis_url, "--namespace", "mp", *command)
+        assert result.exit_code == 0, result.output
+        assert result.stderr == (
+            f"mpp-admin {command[0]}: namespace 'mp' has no pools (namespaces with pools: mpp)\n"
+        )
