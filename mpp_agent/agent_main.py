@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mpp-agent",
         description="Answer HAProxy agent-check probes from the MPP pool state in Redis.",
+        epilog="Exit codes: 0 stopped by SIGTERM or SIGINT; 2 bad options, Redis URL or "
+        "password file; 6 Redis refused the agent at start-up (password, db, not Redis). "
+        "SIGHUP reloads every pool from Redis. HTTP (--metrics-listen): /metrics, /healthz "
+        "(liveness), /readyz (fresh state for a pool, every loop running).",
     )
     for opt in OPTIONS:
         default = os.environ.get(opt.env, opt.default)
