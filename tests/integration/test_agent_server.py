@@ -522,6 +522,7 @@ def test_idle_http_connections_are_capped_and_closed(
         latencies.sort()
         assert latencies[len(latencies) // 2] < 0.05, latencies[-10:]
         assert latencies[int(len(latencies) * 0.99)] < 0.05, latencies[-10:]
+        assert latencies[-1] < 0.25, latencies[-10:]  # a loaded CI machine may hiccup once
         # at most --metrics-max-connections (64) of them are held by the agent
         held = len(list(Path(f"/proc/{agent.proc.pid}/fd").iterdir()))
         assert held < 64 + 64, held
