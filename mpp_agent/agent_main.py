@@ -8,6 +8,9 @@ patch.
 Each option is declared once (``OPTIONS``): flag, environment variable, default, parser, help.
 The Redis password is never an option's value: it comes in the URL, a file
 (``--redis-password-file``) or ``MPP_REDIS_PASSWORD``, and the URL is redacted in every log line.
+
+Exit codes are ``daemon.ExitCode``: 2 for bad options, URL or password file, 6 when Redis
+refuses the agent at start-up (Redis merely down is retried). SIGHUP reloads every pool.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from mpp_agent import __version__
+from mpp_agent.daemon import count, seconds
 from mpp_agent.settings import CONNECTION, LOG_LEVEL, Setting, add_arguments
 
 
@@ -31,20 +35,8 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return int(text)
+# Descriptors kept back from the open-file limit: Redis connections, listeners, stdio.
+RESERVED_FDS = 64
 
 
 Option = Setting  # the shared settings' declaration (mpp_agent/settings.py)
@@ -54,15 +46,19 @@ OPTIONS = (
     Option("--listen", "MPP_AGENT_LISTEN", "127.0.0.1:9777", parse_address,
            "HOST:PORT for HAProxy agent-checks"),
     Option("--metrics-listen", "MPP_AGENT_METRICS_LISTEN", None, parse_address,
-           "HOST:PORT for HTTP /metrics (Prometheus) and /healthz"),
-    Option("--stale-after", "MPP_AGENT_STALE_AFTER", "5", positive_float,
+           "HOST:PORT for HTTP /metrics (Prometheus), /healthz and /readyz"),
+    Option("--stale-after", "MPP_AGENT_STALE_AFTER", "5", seconds,
            "seconds without a successful refresh from Redis before answers are marked stale"),
-    Option("--refresh-interval", "MPP_AGENT_REFRESH_INTERVAL", "1", positive_float,
+    Option("--refresh-interval", "MPP_AGENT_REFRESH_INTERVAL", "1", seconds,
            "seconds between full reloads of every pool (notifications reload sooner)"),
-    Option("--read-timeout", "MPP_AGENT_READ_TIMEOUT", "1", positive_float,
+    Option("--read-timeout", "MPP_AGENT_READ_TIMEOUT", "1", seconds,
            "seconds a client has to send its request line"),
-    Option("--max-connections", "MPP_AGENT_MAX_CONNECTIONS", "4096", positive_int,
-           "connections handled at once; more wait in the listen backlog"),
+    Option("--max-connections", "MPP_AGENT_MAX_CONNECTIONS", "4096", count,
+           "agent-check connections handled at once; more wait in the listen backlog "
+           "(capped by the open-file limit)"),
+    Option("--metrics-max-connections", "MPP_AGENT_METRICS_MAX_CONNECTIONS", "64", count,
+           "HTTP connections handled at once, each closed after 5 s "
+           "(capped by the open-file limit)"),
     LOG_LEVEL,
 )  # fmt: skip
 
@@ -71,18 +67,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mpp-agent",
         description="Answer HAProxy agent-check probes from the MPP pool state in Redis.",
+        epilog="Exit codes: 0 stopped by SIGTERM or SIGINT; 2 bad options, Redis URL or "
+        "password file; 6 Redis refused the agent at start-up (password, db, not Redis). "
+        "SIGHUP reloads every pool from Redis. HTTP (--metrics-listen): /metrics, /healthz "
+        "(liveness), /readyz (fresh state for a pool, every loop running).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_arguments(parser, OPTIONS)
     return parser
 
 
-def raise_nofile_limit() -> None:
-    """Every held connection is a descriptor: lift the soft limit to the hard one."""
+def raise_nofile_limit() -> int:
+    """Every held connection is a descriptor: lift the soft limit to the hard one; the limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
         target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            return soft
+        return target
+    return soft
+
+
+def connection_caps(probe: int, http: int, fd_limit: int) -> tuple[int, int]:
+    """Both connection caps within the open-file limit (less RESERVED_FDS): the HTTP port
+    keeps at most a tenth of what is left, the agent-check port the rest."""
+    budget = max(2, fd_limit - RESERVED_FDS)
+    if probe + http <= budget:
+        return probe, http
+    http = max(1, min(http, budget // 10))
+    return max(1, min(probe, budget - http)), http
 
 
 def run(argv: Sequence[str]) -> int:
@@ -93,26 +108,42 @@ def run(argv: Sequence[str]) -> int:
     import gevent.event
 
     from mpp_agent.agent_server import Agent, AgentSettings
-    from mpp_agent.daemon import ExitCode, setup_logging
+    from mpp_agent.daemon import ExitCode, redis_refuses, setup_logging
     from mpp_agent.store import Store, StoreError, read_password, redact_url
 
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     log = logging.getLogger("mpp.agent")
-    raise_nofile_limit()
+    fd_limit = raise_nofile_limit()
     try:
         password = read_password(args.redis_password_file)
         store = Store.from_url(args.redis_url, namespace=args.namespace, password=password)
-    except (OSError, StoreError) as exc:
+    except StoreError as exc:
         log.error("%s", exc)
         return ExitCode.USAGE
+    if redis_refuses(store, args.redis_url, log):
+        return ExitCode.UNAVAILABLE
+    probe_cap, http_cap = connection_caps(
+        args.max_connections, args.metrics_max_connections, fd_limit
+    )
+    if (probe_cap, http_cap) != (args.max_connections, args.metrics_max_connections):
+        log.warning(
+            "open-file limit %d: --max-connections %d and --metrics-max-connections %d "
+            "lowered to %d and %d (raise the limit, e.g. LimitNOFILE=, to keep them)",
+            fd_limit,
+            args.max_connections,
+            args.metrics_max_connections,
+            probe_cap,
+            http_cap,
+        )
     settings = AgentSettings(
         listen=args.listen,
         metrics_listen=args.metrics_listen,
         stale_after=args.stale_after,
         refresh_interval=args.refresh_interval,
         read_timeout=args.read_timeout,
-        max_connections=args.max_connections,
+        max_connections=probe_cap,
+        metrics_max_connections=http_cap,
     )
     agent = Agent(store, settings)
     try:
@@ -127,9 +158,14 @@ def run(argv: Sequence[str]) -> int:
         stopped_by.append(name)
         stop.set()
 
+    def on_hangup() -> None:
+        log.info("SIGHUP received: reloading every pool from Redis (options need a restart)")
+        agent.reload()
+
     # gevent's handlers run in the hub, so the Event wakes the main greenlet at once.
     gevent.signal_handler(signal.SIGTERM, on_signal, "SIGTERM")
     gevent.signal_handler(signal.SIGINT, on_signal, "SIGINT")
+    gevent.signal_handler(signal.SIGHUP, on_hangup)
     log.info(
         "mpp-agent listening on %s:%d (metrics %s), Redis %s, namespace %s, stale after %gs",
         *agent.address,

@@ -27,16 +27,26 @@ This is the only module that imports ``gevent.server``. It owns:
   *without a reply*: HAProxy then ignores the check and keeps what it had (haproxy-agent.md 3),
   rather than hearing ``down`` for every node from an agent that knows nothing;
 * **metrics** (Prometheus text on ``/metrics``: probes, staleness, Redis errors, and per node
-  ``mpp_node_monitor_abstained``) and ``/healthz`` (200 ``ok`` when serving from a fresh
-  snapshot, 503 otherwise);
+  ``mpp_node_monitor_abstained``), ``/healthz`` (liveness: 200 ``ok`` when serving from a fresh
+  snapshot, 503 otherwise) and ``/readyz`` (200 when at least one pool has fresh state and every
+  background loop runs). The HTTP port is bounded like the probe port: at most
+  ``metrics_max_connections`` at once, each closed after ``HTTP_TIMEOUT``; what bad clients send
+  is logged at most once a minute;
+* **loops that never die**: the refresher and the pub/sub listener catch everything a cycle
+  raises (logged once, then only when the problem changes) and run under ``supervised``, which
+  restarts a loop that ended anyway and reports it down meanwhile. An unreadable pool document
+  (out of bounds, or naming another pool: the store refuses both) keeps the pool's last answers,
+  marked stale, and is picked up again once repaired;
 * **graceful stop**: ``stop()`` closes the listener, lets in-flight probes finish (bounded), and
   stops the background greenlets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -61,14 +71,18 @@ from mpp_agent.agent_protocol import (
     unknown_node,
     unknown_pool,
 )
+from mpp_agent.daemon import OnChange, RateLimited
 from mpp_agent.model import PoolState
 from mpp_agent.routing import route
-from mpp_agent.store import REDIS_DOWN_ERRORS, Store
+from mpp_agent.store import REDIS_ERRORS, Store, is_redis_down, redis_problem
 
 log = logging.getLogger("mpp.agent")
 
 POLLER_STALE_ROUNDS = 3
 STOP_GRACE = 2.0
+LOOP_RESTART_DELAY = 1.0
+# An HTTP client has this long to send its request and read the reply, keep-alive included.
+HTTP_TIMEOUT = 5.0
 
 Key = tuple[str, str, Role]
 
@@ -83,6 +97,7 @@ class AgentSettings:
     refresh_interval: float = 1.0
     read_timeout: float = 1.0
     max_connections: int = 4096
+    metrics_max_connections: int = 64
 
 
 @dataclass(frozen=True)
@@ -207,13 +222,22 @@ class Agent:
         self._rendered: dict[str, RenderedPool] = {}
         self._clock_offset = 0.0  # Redis server time minus our wall clock
         self._was_stale = False
-        self._redis_failing = False
         self._dirty: set[str] = set()
         self._wakeup = Event()
         self._stopping = Event()
-        self._greenlets: list[gevent.Greenlet] = []
+        self._loops: dict[str, gevent.Greenlet] = {}
+        self.loops_down: set[str] = set()  # loops waiting to be restarted after they ended
+        self._refresh_problem = OnChange(log, "refreshing from Redis works again")
+        self._pubsub_problem = OnChange(log, "pub/sub listener subscribed again")
+        self.rate_limited = RateLimited(log)
+        self._no_pools_noted = False
         self._server: StreamServer | None = None
         self._metrics_server: WSGIServer | None = None
+
+    @property
+    def redis_url(self) -> str:
+        """The redacted URL, for log lines."""
+        return str(getattr(self.store, "redacted_url", "the configured Redis"))
 
     # ------------------------------------------------------------------ the probe path
 
@@ -278,17 +302,40 @@ class Agent:
             pools = {p.name: p for p in self.store.load_pools()}
             vanished = set(self.pools) - set(pools)
             pools.update((n, self.pools[n]) for n in vanished)
+            self._note_pool_count(len(pools))
         else:
             wanted = set(names)
-            pools = {n: p for n, p in self.pools.items() if n not in wanted}
-            pools.update((p.name, p) for p in self.store.load_pools(sorted(wanted)))
-            vanished = self.vanished - wanted
+            loaded = {p.name: p for p in self.store.load_pools(sorted(wanted))}
+            missing = wanted - set(loaded)
+            # A notified pool whose hash is still there but did not load is unreadable (the
+            # store logs why), not removed: keep its last decisions, stale, like a vanished one.
+            unreadable = self.store.stored_pools(sorted(missing)) if missing else set()
+            pools = {n: p for n, p in self.pools.items() if n not in wanted or n in unreadable}
+            pools.update(loaded)
+            vanished = (self.vanished - wanted) | (unreadable & set(self.pools))
         self.vanished = vanished
         self._clock_offset = redis_now - time.time()
         self.pools = pools
         self.last_ok = time.monotonic()
         self.metrics.refreshes += 1
         self._rebuild(redis_now)
+
+    def _note_pool_count(self, count: int) -> None:
+        """Say once when the namespace has no pools (a wrong --namespace?), and where some are."""
+        if count and self._no_pools_noted:
+            log.info("pools found in namespace %s", self.store.keys.namespace)
+        if not count and not self._no_pools_noted:
+            others = [
+                n for n in self.store.namespaces_with_pools() if n != self.store.keys.namespace
+            ]
+            log.warning(
+                "no pools in namespace %s at %s (%s): every agent-check is answered "
+                "'down #unknown pool'",
+                self.store.keys.namespace,
+                self.redis_url,
+                f"namespaces with pools: {', '.join(others)}" if others else "no namespace has any",
+            )
+        self._no_pools_noted = not count
 
     def now(self) -> float:
         """Our best estimate of Redis server time (overrides and rounds are in that clock)."""
@@ -298,25 +345,30 @@ class Agent:
         changed = self.snapshot is None or set(self._rendered) != set(self.pools)
         rendered: dict[str, RenderedPool] = {}
         for name, pool in self.pools.items():
-            stale = name in self.vanished or is_pool_stale(pool, now)
             old = self._rendered.get(name)
-            if (
-                old is None
-                or old.version != pool.version
-                or old.stale != stale
-                or (old.expiry is not None and now >= old.expiry)
-            ):
-                try:
+            try:
+                stale = name in self.vanished or is_pool_stale(pool, now)
+                if (
+                    old is None
+                    or old.version != pool.version
+                    or old.stale != stale
+                    or (old.expiry is not None and now >= old.expiry)
+                ):
                     new = render_pool(pool, now, stale)
                     for line in answer_changes(old.replies if old else {}, new.replies):
                         log.info("%s", line)
                     old = new
-                except Exception:  # one pool's bad state must not stop the others' answers
-                    log.exception("cannot render pool %s; keeping its last answers", name)
-                    old = self._rendered.get(name)
-                    if old is None:
-                        continue
-                changed = True
+                    changed = True
+            except Exception as exc:  # one pool's bad state must not stop the others' answers
+                self.rate_limited.note(
+                    f"cannot render pool {name}",
+                    f"{type(exc).__name__}: {exc}; keeping its last answers",
+                    logging.ERROR,
+                )
+                log.debug("rendering pool %s failed", name, exc_info=True)
+                old = self._rendered.get(name)
+                if old is None:
+                    continue
             rendered[name] = old
         self._rendered = rendered
         self._note_stale_pools({n for n, r in rendered.items() if r.stale})
@@ -359,26 +411,31 @@ class Agent:
             )
         elif not stale and self._was_stale:
             log.info("snapshot fresh again")
-        self._was_stale = stale
+        self._was_stale = stale and self.snapshot is not None  # "stale" means: was fresh once
 
     def _note_redis_error(self, exc: Exception) -> None:
+        """One line when the problem starts or changes, none while it repeats."""
         self.metrics.redis_errors += 1
-        if isinstance(exc, REDIS_DOWN_ERRORS):
-            if not self._redis_failing:
-                log.warning("Redis unreachable, keeping the last snapshot: %s", exc)
-            self._redis_failing = True
-        else:
-            log.exception("refreshing the snapshot failed")
+        if isinstance(exc, REDIS_ERRORS):
+            text = redis_problem(exc, self.redis_url)
+            level = logging.WARNING if is_redis_down(exc) else logging.ERROR
+        else:  # a bug: its traceback at DEBUG, once per change like the rest
+            text = f"refreshing the snapshot failed: {type(exc).__name__}: {exc}"
+            level = logging.ERROR
+            if text != self._refresh_problem.last:
+                log.debug("refresh failure", exc_info=exc)
+        self._refresh_problem.problem(f"{text}; keeping the last snapshot", level)
 
     def _note_redis_ok(self) -> None:
-        if self._redis_failing:
-            log.info("Redis reachable again")
-        self._redis_failing = False
+        self._refresh_problem.ok()
 
     # ------------------------------------------------------------------ background greenlets
 
     def refresh_loop(self) -> None:
-        """Refresh on each notification (those pools) and every refresh_interval (all)."""
+        """Refresh on each notification (those pools) and every refresh_interval (all).
+
+        Nothing a refresh raises ends the loop: it is logged (once per change) and the next
+        refresh tries again, so repaired data is picked up by itself."""
         next_full = 0.0
         while not self._stopping.is_set():
             self._wakeup.wait(timeout=max(0.0, self._next_wake(next_full) - time.monotonic()))
@@ -390,7 +447,7 @@ class Agent:
             due = time.monotonic() >= next_full
             if not (notified or due):
                 continue  # woken only to log the moment the snapshot went stale
-            # a wake-up with no notified pool (start, resubscribe) asks for a full catch-up
+            # a wake-up with no notified pool (start, resubscribe, SIGHUP) asks for a full one
             full = due or not self._dirty
             names = None if full else self._dirty
             self._dirty = set()
@@ -399,11 +456,24 @@ class Agent:
                 self._note_redis_ok()
             except Exception as exc:
                 self._note_redis_error(exc)
-                if self.snapshot is not None:  # overrides still expire, rounds still pass
-                    self._rebuild(self.now())
+                self._rebuild_quietly()
             if full:
                 next_full = time.monotonic() + self.settings.refresh_interval
             self._note_staleness()
+
+    def _rebuild_quietly(self) -> None:
+        """Without fresh data, overrides still expire and rounds still pass."""
+        if self.snapshot is None:
+            return
+        try:
+            self._rebuild(self.now())
+        except Exception as exc:
+            self.rate_limited.note("rebuilding the snapshot failed", repr(exc), logging.ERROR)
+
+    def reload(self) -> None:
+        """Reload every pool now (SIGHUP): wakes the refresher with nothing notified."""
+        self._dirty = set()
+        self._wakeup.set()
 
     def _next_wake(self, next_full: float) -> float:
         """The next full refresh, or the moment the snapshot turns stale if that is sooner."""
@@ -418,17 +488,39 @@ class Agent:
             try:
                 pubsub.subscribe(self.store.notify_channel)
                 self._wakeup.set()  # catch up on anything missed while unsubscribed
+                self._pubsub_problem.ok()
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None and message["type"] == "message":
-                        self._dirty.add(message["data"].decode())
+                        data = message["data"]
+                        self._dirty.add(data.decode(errors="replace"))
                         self._wakeup.set()
             except Exception as exc:
-                if not isinstance(exc, REDIS_DOWN_ERRORS):
-                    log.exception("pub/sub listener failed")
+                # The refresher words Redis problems; pub/sub only says it is not listening.
+                self._pubsub_problem.problem(
+                    f"pub/sub listener not subscribed ({type(exc).__name__}: {exc}); "
+                    "full refreshes go on, retrying every second"
+                )
                 self._stopping.wait(timeout=1.0)
             finally:
-                pubsub.close()
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+
+    def supervised(self, name: str, loop: Callable[[], None]) -> None:
+        """Run ``loop`` until the agent stops, restarting it whenever it ends (a bug that
+        escaped it); meanwhile it counts as down for ``/readyz``."""
+        while not self._stopping.is_set():
+            try:
+                loop()
+            except Exception as exc:
+                log.error("the %s loop failed: %s: %s", name, type(exc).__name__, exc)
+                log.debug("the %s loop failed", name, exc_info=True)
+            if self._stopping.is_set():
+                return
+            self.loops_down.add(name)
+            log.error("the %s loop ended; restarting it in %gs", name, LOOP_RESTART_DELAY)
+            self._stopping.wait(timeout=LOOP_RESTART_DELAY)
+            self.loops_down.discard(name)
 
     # ------------------------------------------------------------------ metrics
 
@@ -462,6 +554,7 @@ class Agent:
             ("redis_errors_total", "counter", "Failed refreshes from Redis.", m.redis_errors),
             ("refreshes_total", "counter", "Successful refreshes from Redis.", m.refreshes),
             ("socket_errors_total", "counter", "Probes lost to socket errors.", m.socket_errors),
+            ("loops_down", "gauge", "Background loops not running.", len(self.loops_down)),
         ]
         for name, kind, text, value in gauges:
             lines += [
@@ -475,18 +568,32 @@ class Agent:
         return "\n".join(lines) + "\n"
 
     def health(self) -> tuple[bool, str]:
+        """Liveness (``/healthz``): serving from a fresh snapshot."""
         if self.snapshot is None:
             return False, "no snapshot yet"
         if self.is_stale():
             return False, "stale"
         return True, "ok"
 
+    def readiness(self) -> tuple[bool, str]:
+        """``/readyz``: fresh state for at least one pool, and every loop running."""
+        down = sorted(self.loops_down | {n for n, g in self._loops.items() if g.dead})
+        if down and not self._stopping.is_set():
+            return False, f"loop down: {', '.join(down)}"
+        ok, text = self.health()
+        if not ok:
+            return False, text
+        fresh = set(self._rendered) - self.stale_pools
+        if not fresh:
+            return False, "no pool with fresh state" if self._rendered else "no pools"
+        return True, f"ready: {len(fresh)} of {len(self._rendered)} pools fresh"
+
     def wsgi_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
             status, ctype, body = "200 OK", "text/plain; version=0.0.4", self.metrics_text()
-        elif path == "/healthz":
-            ok, text = self.health()
+        elif path in ("/healthz", "/readyz"):
+            ok, text = self.health() if path == "/healthz" else self.readiness()
             status, ctype, body = (
                 ("200 OK" if ok else "503 Service Unavailable"),
                 "text/plain",
@@ -506,11 +613,18 @@ class Agent:
         self._server = StreamServer(self.settings.listen, self.handle, spawn=pool, backlog=4096)
         self._server.start()
         if self.settings.metrics_listen is not None:
-            self._metrics_server = WSGIServer(
-                self.settings.metrics_listen, self.wsgi_app, log=None, error_log=log
+            self._metrics_server = HttpServer(
+                self.settings.metrics_listen,
+                self.wsgi_app,
+                spawn=Pool(self.settings.metrics_max_connections),
+                log=None,
+                error_log=BadRequestLog(self.rate_limited),
             )
             self._metrics_server.start()
-        self._greenlets = [gevent.spawn(self.refresh_loop), gevent.spawn(self.subscribe_loop)]
+        self._loops = {
+            name: gevent.spawn(self.supervised, name, loop)
+            for name, loop in (("refresh", self.refresh_loop), ("pub/sub", self.subscribe_loop))
+        }
 
     @property
     def address(self) -> tuple[str, int]:
@@ -526,4 +640,44 @@ class Agent:
             self._server.stop(timeout=STOP_GRACE)
         if self._metrics_server is not None:
             self._metrics_server.stop(timeout=STOP_GRACE)
-        gevent.killall(self._greenlets, timeout=STOP_GRACE)
+        gevent.killall(list(self._loops.values()), timeout=STOP_GRACE)
+
+
+class BadRequestLog:
+    """pywsgi's error log: what a client sent wrong, at most one line a minute."""
+
+    def __init__(self, rate_limited: RateLimited) -> None:
+        self.rate_limited = rate_limited
+
+    def write(self, text: str) -> None:
+        # pywsgi prefixes the socket's repr; the client's address and complaint are enough.
+        message = text.strip().rsplit(">: ", 1)[-1]
+        self.rate_limited.note("bad HTTP request", message[:200])
+
+    def flush(self) -> None:
+        pass
+
+
+class HttpServer(WSGIServer):  # type: ignore[misc]
+    """/metrics, /healthz and /readyz, bounded like the probe port: at most
+    ``metrics_max_connections`` at once (more wait in the backlog), and each connection
+    closed after HTTP_TIMEOUT seconds whatever the client does (idle, slow or keep-alive)."""
+
+    def handle(self, sock: Any, address: Any) -> None:
+        # Each read or write times out (idle), and a deadline ends the whole connection (a
+        # client dribbling bytes): shutting the socket down ends pywsgi's wait as an EOF it
+        # handles quietly, where a gevent.Timeout raised inside it would be logged as a bug.
+        sock.settimeout(HTTP_TIMEOUT)
+        deadline = gevent.spawn_later(HTTP_TIMEOUT, shut_down, sock)
+        try:
+            super().handle(sock, address)
+        except OSError:
+            pass
+        finally:
+            deadline.kill(block=False)
+            sock.close()
+
+
+def shut_down(sock: Any) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)

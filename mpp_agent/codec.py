@@ -3,14 +3,22 @@
 Pure functions between model values and plain dicts. The pool document holds everything of a
 PoolState except ``version`` and ``last_round``, which the store keeps beside it so that Lua can
 compare them without decoding JSON.
+
+Reading is strict: a document is the pool its key names, every setting is within the bounds
+that ``mpp-admin pool`` enforces, every number is finite and every time and count plausible.
+Anything else is a DocumentError, which every reader treats as an unreadable pool (logged and
+skipped), so a hand-edited or corrupted document can neither crash a daemon nor be served as
+another pool. Writing refuses non-finite numbers, so ``Infinity`` never reaches Redis.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+import math
+from dataclasses import asdict, replace
 from typing import Any
 
+from mpp_agent.config import PoolConfigError, config_of
 from mpp_agent.model import (
     DEFAULT_MAX_LAG,
     Event,
@@ -28,6 +36,11 @@ from mpp_agent.model import (
 )
 
 SCHEMA = 1
+# Plausible bounds for numbers read back: Redis server time in seconds (no earlier than the
+# epoch, no later than year 5000), counters, and versions/rounds that Lua's doubles hold exactly.
+MAX_TIME = 1e11
+MAX_COUNT = 10**9
+MAX_SEQUENCE = 2**53
 
 
 class DocumentError(ValueError):
@@ -86,6 +99,14 @@ def node_from_dict(data: dict[str, Any]) -> NodeState:
 
 
 def pool_to_doc(pool: PoolState) -> str:
+    """The JSON document of a pool; DocumentError for a number that is not finite."""
+    try:
+        return _pool_json(pool)
+    except ValueError as exc:  # allow_nan=False: Infinity and NaN are not JSON
+        raise DocumentError(f"refusing to store pool {pool.name}: {exc}") from None
+
+
+def _pool_json(pool: PoolState) -> str:
     return json.dumps(
         {
             "schema": SCHEMA,
@@ -97,10 +118,13 @@ def pool_to_doc(pool: PoolState) -> str:
             "nodes": [node_to_dict(n) for n in pool.nodes],
         },
         separators=(",", ":"),
+        allow_nan=False,
     )
 
 
-def pool_from_doc(doc: str | bytes, version: int, last_round: int) -> PoolState:
+def pool_from_doc(doc: str | bytes, version: int, last_round: int, name: str) -> PoolState:
+    """The pool stored under the key of pool ``name``; DocumentError if it is not readable,
+    out of bounds, or names another pool."""
     try:
         data = json.loads(doc)
         if data.get("schema") != SCHEMA:
@@ -117,6 +141,11 @@ def pool_from_doc(doc: str | bytes, version: int, last_round: int) -> PoolState:
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DocumentError(f"unreadable pool document: {exc!r}") from None
+    if pool.name != name:
+        # Served under its key's name it would hijack that pool; under its own, the other one.
+        raise DocumentError(
+            f"unreadable pool document under the key of pool {name!r}: it names pool {pool.name!r}"
+        )
     problem = pool_problem(pool)
     if problem:
         raise DocumentError(f"unreadable pool document of {pool.name!r}: {problem}")
@@ -124,24 +153,41 @@ def pool_from_doc(doc: str | bytes, version: int, last_round: int) -> PoolState:
 
 
 def pool_problem(pool: PoolState) -> str:
-    """What makes a decoded pool unusable (every reader divides by the interval, compares R)."""
-    if not pool.interval > 0:
-        return f"interval {pool.interval!r} is not positive"
-    if pool.max_requests < 1:
-        return f"max_requests {pool.max_requests!r} is below 1"
-    if not pool.max_lag >= 0:
-        return f"max_lag {pool.max_lag!r} is not a number of seconds"
-    seen: set[NodeId] = set()
+    """What makes a decoded pool unusable: settings outside what ``mpp-admin pool`` accepts
+    (every reader divides by the interval), and counts, times or sequence numbers that are not
+    finite or not plausible."""
+    if not 0 <= pool.version < MAX_SEQUENCE or not -1 <= pool.last_round < MAX_SEQUENCE:
+        return f"version {pool.version} or round {pool.last_round} out of range"
+    if not all(math.isfinite(x) for x in (pool.interval, pool.max_lag)):
+        return "interval or max_lag is not a finite number"
+    try:  # the configuration's own validation: one home for the settings' bounds
+        config_of(pool if pool.nodes else replace(pool, nodes=_PLACEHOLDER))
+    except PoolConfigError as exc:
+        return str(exc)
     for n in pool.nodes:
-        if n.node in seen:  # which of its states would the agent answer?
-            return f"node {n.node} is listed twice"
-        seen.add(n.node)
-        if n.requests is not None and (type(n.requests) is not int or n.requests < 0):
-            return f"requests {n.requests!r} of {n.node} is not a count"
-        if n.message is not None and not isinstance(n.message, str):
-            return f"message of {n.node} is not text"
-        if n.monitor_note is not None and not isinstance(n.monitor_note, str):
-            return f"monitor_note of {n.node} is not text"
+        problem = node_problem(n)
+        if problem:
+            return problem
+    return ""
+
+
+# A pool whose last node was deleted still has settings to check.
+_PLACEHOLDER = (NodeState(NodeId("placeholder"), NodeType.PRIMARY),)
+
+
+def node_problem(n: NodeState) -> str:
+    if n.requests is not None and (type(n.requests) is not int or not 0 <= n.requests <= MAX_COUNT):
+        return f"requests {n.requests!r} of {n.node} is not a count"
+    if n.message is not None and not isinstance(n.message, str):
+        return f"message of {n.node} is not text"
+    if n.monitor_note is not None and not isinstance(n.monitor_note, str):
+        return f"monitor_note of {n.node} is not text"
+    times = [n.last_request_time]
+    if n.override is not None:
+        times += [n.override.set_at, n.override.expires_at]
+    for t in times:
+        if t is not None and not (isinstance(t, int | float) and 0 <= t <= MAX_TIME):
+            return f"a time of {n.node} ({t!r}) is not a plausible Redis time"
     return ""
 
 
@@ -156,9 +202,16 @@ def event_to_json(event: Event, actor: str, at: float, round_: int | None = None
 
 
 def event_from_json(text: str | bytes) -> dict[str, Any]:
-    """Events are read back as plain dicts (the history view renders them as they are)."""
-    data: dict[str, Any] = json.loads(text)
-    data["kind"] = EventKind(data["kind"]).value
+    """Events are read back as plain dicts (the history view renders them as they are);
+    DocumentError for one that is not an event of this version."""
+    try:
+        data: dict[str, Any] = json.loads(text)
+        data["kind"] = EventKind(data["kind"]).value
+        at = data.get("at")
+        if at is not None and not (isinstance(at, int | float) and 0 <= at <= MAX_TIME):
+            raise ValueError(f"time {at!r}")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DocumentError(f"unreadable event: {exc!r}") from None
     return data
 
 

@@ -9,10 +9,9 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 from mpp_agent import __version__  # noqa: E402
-from mpp_agent.daemon import ExitCode, StopFlag, setup_logging  # noqa: E402
+from mpp_agent.daemon import ExitCode, StopFlag, redis_refuses, seconds, setup_logging  # noqa: E402
 from mpp_agent.poller import Poller, PollerSettings  # noqa: E402
 from mpp_agent.probe import (  # noqa: E402
     DEFAULT_CONNECT_TIMEOUT,
@@ -20,6 +19,7 @@ from mpp_agent.probe import (  # noqa: E402
     DEFAULT_READ_TIMEOUT,
     ProbeSettings,
 )
+from mpp_agent.secret_file import read_first_line  # noqa: E402
 from mpp_agent.settings import CONNECTION, LOG_LEVEL, add_arguments  # noqa: E402
 from mpp_agent.store import (  # noqa: E402
     REDIS_DOWN_ERRORS,
@@ -78,19 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="one cycle then exit (MPP's cron mode)")
     p.add_argument(
         "--connect-timeout",
-        type=float,
+        type=seconds,
         default=DEFAULT_CONNECT_TIMEOUT,
         help="MySQL connect timeout in seconds (default %(default)s)",
     )
     p.add_argument(
         "--read-timeout",
-        type=float,
+        type=seconds,
         default=DEFAULT_READ_TIMEOUT,
         help="MySQL read/write timeout per query in seconds (default %(default)s)",
     )
     p.add_argument(
         "--probe-timeout",
-        type=float,
+        type=seconds,
         default=None,
         help="hard bound on one whole probe in seconds; must be below half of every "
         "pool's interval (default: connect + read timeout + 0.5)",
@@ -101,8 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def mysql_password(path: str | None) -> str:
     if path:
-        lines = Path(path).read_text().splitlines()
-        return lines[0] if lines else ""
+        return read_first_line(path, "MySQL password")
     return os.environ.get("MPP_MYSQL_PASSWORD", "")
 
 
@@ -131,6 +130,8 @@ def main() -> None:
     except (OSError, ValueError, StoreError) as exc:
         print(f"mpp-poller: {exc}", file=sys.stderr)
         sys.exit(ExitCode.USAGE)
+    if redis_refuses(store, args.redis_url, log):
+        sys.exit(ExitCode.UNAVAILABLE)
     poller = Poller(store, settings)
     try:
         problems = settings.problems(poller.load_pools())
@@ -161,7 +162,7 @@ def main() -> None:
             sys.exit(ExitCode.UNAVAILABLE)
         sys.exit(ExitCode.OK)
     stop = StopFlag()
-    stop.install()
+    stop.install(lambda: log.info("SIGHUP received: ignored (pools are re-read every cycle)"))
     poller.run(lambda: stop.is_set, stop.wait)
     log.info("poller %s stopped (%s)", settings.poller_id, stop.signal_name or "done")
     sys.exit(ExitCode.OK)

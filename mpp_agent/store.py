@@ -2,13 +2,8 @@
 
 Every change to a pool is a compare-and-set on the pool's version inside one Lua script
 (``lua/*.lua``); a writer that loses the race re-reads and, where that is safe, tries again a
-bounded number of times. Lua return codes become typed outcomes here. Policy (what the new
+bounded number of times. Lua return codes become typed exceptions here. Policy (what the new
 state is) stays in Python: the scripts only fence and write.
-
-One bad pool stops only itself: every batched read or write handles each pool's reply on its
-own, so a key of the wrong type or content this version cannot read (``BadKey``) costs that
-pool its round, never the other pools'. Each such key is logged once per process (when it is
-first seen, when what is wrong changes, and when it is readable again), not once per round.
 
 Redis URLs: ``redis://``, ``rediss://`` (TLS), ``unix://`` and
 ``redis+sentinel://h1:26379,h2:26379/<master>/<db>``. The password comes from the URL, the
@@ -20,16 +15,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
-from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import redis
 import redis.sentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from mpp_agent.codec import (
     DocumentError,
@@ -41,11 +38,14 @@ from mpp_agent.codec import (
     pool_to_doc,
 )
 from mpp_agent.config import PoolConfig, new_pool
+from mpp_agent.daemon import RateLimited
 from mpp_agent.keys import DEFAULT_NAMESPACE, Keys
 from mpp_agent.model import Event, EventKind, NodeId, Observation, PoolState
+from mpp_agent.secret_file import SecretFileError, read_first_line
 from mpp_agent.state import AdminResult, expire_overrides
 
 log = logging.getLogger("mpp.store")
+UNREADABLE_LOG = RateLimited(log)
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 EVENTS_MAXLEN = 10_000
@@ -60,6 +60,9 @@ REDIS_DOWN_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.BusyLoadingError,
     redis.exceptions.ReadOnlyError,
 )
+# Every error of the Redis client (a refused password, a missing db, a server that is not
+# Redis...): ``redis_problem`` words each as one line saying what to fix.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError,)
 
 # Command errors that are no key's fault: raised as they are, never taken for a BadKey.
 NOT_KEY_ERRORS: tuple[type[Exception], ...] = (*REDIS_DOWN_ERRORS, redis.exceptions.NoScriptError)
@@ -128,40 +131,112 @@ class KeyProblems:
 
 # --------------------------------------------------------------------------- connecting
 
+# Query parameters a URL may carry (redis-py would pass any other name to the connection and
+# fail later with a TypeError); the TLS ones only for rediss://.
+URL_PARAMETERS = frozenset(
+    {
+        "db",
+        "username",
+        "password",
+        "client_name",
+        "protocol",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "health_check_interval",
+    }
+)
+TLS_URL_PARAMETERS = frozenset(
+    {
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_cert_reqs",
+        "ssl_check_hostname",
+        "ssl_min_version",
+        "ssl_ciphers",
+    }
+)
+PERCENT_ENCODING_HINT = (
+    "percent-encode '#', '/', '?', '@', '%' in a password (as %23 %2F %3F %40 %25), "
+    "or give it by --redis-password-file or MPP_REDIS_PASSWORD"
+)
+# What follows the scheme: [userinfo@]rest. Split on the *last* "@" of the URL, before any
+# parsing: a raw "#", "/", "?" or "@" in a password would move urlsplit's idea of where the
+# password ends (and print the rest), while no host, port or path holds an "@".
+_AUTHORITY_RE = re.compile(
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>.*)@(?P<rest>[^@]*)$", re.S
+)
+_QUERY_SECRET_RE = re.compile(r"(?i)([?&](?:password|ssl_password)=)[^&]*")
+
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for log lines and error messages."""
-    parts = urlsplit(url)
-    if parts.password is not None:
-        user = parts.username or ""
-        parts = parts._replace(netloc=f"{user}:***@{parts.netloc.rsplit('@', 1)[1]}")
-    if "password" in parts.query.lower():  # redis-py also takes ?password=...
-        query = [
-            f"{k}=***" if k.lower() == "password" else f"{k}={v}"
-            for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        ]
-        parts = parts._replace(query="&".join(query))
-    return urlunsplit(parts)
+    """The URL with every password hidden, for log lines and error messages.
+
+    Works on the raw text (never parsed first), so any characters in the password, raw or
+    percent-encoded, stay hidden; a user name is kept."""
+    match = _AUTHORITY_RE.match(url)
+    if match is not None:
+        user, colon, _ = match["userinfo"].partition(":")
+        shown = f"{user}:***" if colon and "/" not in user and "?" not in user else "***"
+        url = f"{match['scheme']}{shown}@{match['rest']}"
+    return _QUERY_SECRET_RE.sub(r"\1***", url)
 
 
 def read_password(password_file: str | None = None) -> str | None:
-    """The Redis password from a file (first line) or ``MPP_REDIS_PASSWORD``, if any."""
+    """The Redis password from a file (first line) or ``MPP_REDIS_PASSWORD``, if any.
+
+    StoreError (exit code 2 everywhere) for a file that cannot be used."""
     if password_file:
-        lines = Path(password_file).read_text().splitlines()
-        return lines[0] if lines else None
+        try:
+            return read_first_line(password_file, "Redis password") or None
+        except SecretFileError as exc:
+            raise StoreError(str(exc)) from None
     return os.environ.get("MPP_REDIS_PASSWORD") or None
 
 
+def check_url(url: str) -> SplitResult:
+    """The parts of a redis://, rediss:// or unix:// URL; StoreError naming what is wrong."""
+    shown = redact_url(url)
+    match = _AUTHORITY_RE.match(url)
+    try:
+        parts = urlsplit(url)
+        if match is not None and parts.netloc.rsplit("@", 1)[0] != match["userinfo"]:
+            raise ValueError(PERCENT_ENCODING_HINT)
+        if parts.fragment:
+            raise ValueError(f"it has a '#' part; {PERCENT_ENCODING_HINT}")
+        if parts.scheme != "unix":
+            _ = parts.port  # raises ValueError for a port that is not a number
+            if not parts.hostname:
+                raise ValueError("it names no host")
+            if parts.path not in ("", "/") and not parts.path[1:].isdigit():
+                raise ValueError(f"the database {parts.path[1:]!r} is not a number")
+        allowed = URL_PARAMETERS | (TLS_URL_PARAMETERS if parts.scheme == "rediss" else set())
+        for name, _value in parse_qsl(parts.query, keep_blank_values=True):
+            if name not in allowed:
+                known = ", ".join(sorted(allowed))
+                raise ValueError(f"unknown parameter {name!r} (known: {known})")
+    except ValueError as exc:
+        raise StoreError(f"Bad Redis URL {shown}: {exc}") from None
+    return parts
+
+
 def connect(url: str, password: str | None = None) -> redis.Redis:
-    """A client for ``url``; ``password`` (from env or file) applies if the URL has none."""
-    parts = urlsplit(url)
-    if parts.scheme == "redis+sentinel":
+    """A client for ``url``; ``password`` (from env or file) applies if the URL has none.
+
+    Nothing is sent to Redis yet: a bad URL is a StoreError here, a Redis that cannot be used
+    shows on the first command (``redis_problem`` words it)."""
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme == "redis+sentinel":
         return connect_sentinel(url, password)
-    if parts.scheme not in ("redis", "rediss", "unix"):
+    if scheme not in ("redis", "rediss", "unix"):
         raise StoreError(
-            f"Unsupported Redis URL scheme {parts.scheme!r}: use redis://, rediss://, unix:// "
+            f"Unsupported Redis URL scheme {scheme!r} in {redact_url(url)}: use redis://, "
+            "rediss://, unix:// "
             "or redis+sentinel://"
         )
+    parts = check_url(url)
     extra: dict[str, Any] = {}
     if password and parts.password is None:
         extra["password"] = password
@@ -171,38 +246,97 @@ def connect(url: str, password: str | None = None) -> redis.Redis:
             socket_timeout=SOCKET_TIMEOUT,
             socket_connect_timeout=SOCKET_TIMEOUT,
             health_check_interval=30,
+            retry=one_retry(),
             **extra,
         )
     except ValueError as exc:
         raise StoreError(f"Bad Redis URL {redact_url(url)}: {exc}") from None
 
 
+def one_retry() -> Retry:
+    """Retry a command once (a connection dropped while idle), not redis-py's default of
+    three with back-off: a Redis that does not answer costs mpp-admin (and an is-active
+    check script) about two socket timeouts, and the daemons' own loops retry anyway."""
+    return Retry(NoBackoff(), 1)
+
+
 def connect_sentinel(url: str, password: str | None) -> redis.Redis:
     """``redis+sentinel://[:password@]h1:p1,h2:p2/<master>/<db>``."""
-    parts = urlsplit(url)
-    hosts_part = parts.netloc.rsplit("@", 1)[-1]
-    path = [p for p in parts.path.split("/") if p]
-    if not hosts_part or not path:
+    shown = redact_url(url)
+    match = _AUTHORITY_RE.match(url)
+    userinfo = match["userinfo"] if match is not None else ""
+    body = match["rest"] if match is not None else url.partition("://")[2]
+    hosts_part, _, path_text = body.partition("/")
+    path = [p for p in path_text.split("/") if p]
+    if not hosts_part or not path or len(path) > 2 or "?" in body or "#" in body:
         raise StoreError(
-            f"Bad Sentinel URL {redact_url(url)}: expected redis+sentinel://h1:p1,h2:p2/<master>/<db>"
+            f"Bad Sentinel URL {shown}: expected redis+sentinel://h1:p1,h2:p2/<master>/<db>"
         )
     sentinels = []
     for item in hosts_part.split(","):
         host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise StoreError(f"Bad Sentinel address {item!r} in {redact_url(url)}")
-        sentinels.append((host, int(port)))
-    db = int(path[1]) if len(path) > 1 and path[1].isdigit() else 0
-    secret = unquote(parts.password) if parts.password else password
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise StoreError(f"Bad Sentinel address {item!r} in {shown}")
+        sentinels.append((host.strip("[]"), int(port)))
+    if len(path) > 1 and not path[1].isdigit():
+        raise StoreError(f"Bad Sentinel URL {shown}: the database {path[1]!r} is not a number")
+    db = int(path[1]) if len(path) > 1 else 0
+    secret = unquote(userinfo.partition(":")[2]) if ":" in userinfo else password
     sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         sentinels,
         socket_timeout=SOCKET_TIMEOUT,
         sentinel_kwargs={"password": secret, "socket_timeout": SOCKET_TIMEOUT},
     )
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        path[0], db=db, password=secret, socket_timeout=SOCKET_TIMEOUT
+        path[0], db=db, password=secret, socket_timeout=SOCKET_TIMEOUT, retry=one_retry()
     )
     return client
+
+
+def is_redis_down(exc: Exception) -> bool:
+    """Worth retrying: Redis (or its Sentinel master) is not reachable right now, as opposed to
+    refusing us (a wrong password, no such database, not a Redis server)."""
+    return isinstance(exc, REDIS_DOWN_ERRORS) and not isinstance(exc, redis.AuthenticationError)
+
+
+def redis_problem(exc: Exception, url: str) -> str:
+    """One line saying what went wrong with the Redis at ``url`` and what to fix.
+
+    ``exc`` is any redis-py error; ``url`` is redacted here. Its messages name hosts and
+    ports, never the password."""
+    shown = redact_url(url)
+    text = str(exc) or type(exc).__name__
+    tls = url.startswith("rediss://")
+    if isinstance(exc, redis.AuthenticationError) or text.startswith(("NOAUTH", "WRONGPASS")):
+        return (
+            f"Redis at {shown} refused the password ({text}): check --redis-password-file, "
+            "MPP_REDIS_PASSWORD or the URL"
+        )
+    if "DB index is out of range" in text:
+        return (
+            f"Redis at {shown} has no such database ({text}): use a db number the server has "
+            "(0-15 unless its 'databases' setting says more)"
+        )
+    if "unknown command 'SENTINEL'" in text:
+        return (
+            f"{shown} names a plain Redis where Sentinels were expected: use redis:// for it, "
+            "or the Sentinels' addresses"
+        )
+    if isinstance(exc, redis.sentinel.MasterNotFoundError):
+        return (
+            f"no Sentinel of {shown} knows a reachable master of that name ({text}): check "
+            "the master name and the Sentinels"
+        )
+    if isinstance(exc, (redis.exceptions.InvalidResponse, redis.exceptions.DataError)):
+        return f"{shown} did not answer as a Redis server ({text}): check the host and port"
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        hint = ""
+        if tls:
+            hint = "; if that port does not serve TLS, use redis://"
+        elif "closed" in text.lower() or "reset" in text.lower():
+            hint = "; if that port serves TLS, use rediss://"
+        return f"Redis at {shown} is unreachable: {text}{hint}"
+    return f"Redis at {shown} refused a command: {text}"
 
 
 def load_script(name: str) -> str:
@@ -252,6 +386,7 @@ class Store:
         self.client: Any = client
         self.keys = Keys(namespace)
         self.problems = KeyProblems()
+        self.redacted_url = "the configured Redis"  # for messages; from_url sets the real one
         # register_script costs no round trip and reloads itself after NOSCRIPT.
         self._commit = client.register_script(load_script("commit_pool"))
         self._create = client.register_script(load_script("create_pool"))
@@ -265,10 +400,37 @@ class Store:
         namespace: str = DEFAULT_NAMESPACE,
         password: str | None = None,
     ) -> Store:
-        return cls(connect(url, password if password is not None else read_password()), namespace)
+        store = cls(connect(url, password if password is not None else read_password()), namespace)
+        store.redacted_url = redact_url(url)
+        return store
 
     def __repr__(self) -> str:
         return f"Store(namespace={self.keys.namespace!r})"
+
+    def check(self) -> None:
+        """One round trip that raises what a misconfigured URL or password would (see
+        ``redis_problem``): daemons call it at start-up."""
+        self.client.ping()
+
+    def stored_pools(self, names: Iterable[str]) -> set[str]:
+        """Which of these pools have a stored hash at all, readable or not (removing a pool
+        deletes its hash in the same script that notifies)."""
+        names = list(names)
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(self.keys.pool(name))
+        return {name for name, found in zip(names, pipe.execute(), strict=True) if found}
+
+    def namespaces_with_pools(self, limit: int = 20) -> list[str]:
+        """Other namespaces of this Redis that have pools (to help after a wrong --namespace)."""
+        found = set()
+        for key in self.client.scan_iter(match=Keys("*").pools(), count=1000):
+            namespace = key.decode(errors="replace").removesuffix(Keys("").pools())
+            if self.client.scard(key):
+                found.add(namespace)
+            if len(found) >= limit:
+                break
+        return sorted(found)
 
     @property
     def notify_channel(self) -> str:
@@ -632,7 +794,7 @@ def decode_pool(key: str, name: str, raw: dict[bytes, bytes]) -> PoolState | Non
     except (KeyError, ValueError) as exc:
         raise BadKey(key, f"holds an unreadable pool hash: {exc!r}") from None
     try:
-        pool = pool_from_doc(raw[b"doc"], version, round_)
+        pool = pool_from_doc(raw[b"doc"], version, round_, name)
     except DocumentError as exc:
         raise BadKey(key, f"holds an {exc}") from None
     if pool.name != name:
@@ -652,12 +814,14 @@ def decode_reports(raw: dict[bytes, bytes]) -> Reports:
 
 
 def decode_events(key: str, rows: Iterable[Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The readable events of stream rows; a garbage entry is logged (once a minute) and left
+    out, so one bad entry never hides a pool's history."""
     out = []
     for rid, fields in rows:
         try:
-            out.append((rid.decode(), event_from_json(fields[b"event"])))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise BadKey(key, f"holds entry {rid.decode()} that is not an event: {exc!r}") from None
+            out.append((rid.decode(), event_from_json(fields.get(b"event", b""))))
+        except DocumentError as exc:
+            UNREADABLE_LOG.note(f"skipping entries of {key}", f"{rid!r}: {exc}")
     return out
 
 

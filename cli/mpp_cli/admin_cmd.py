@@ -25,8 +25,9 @@ from mpp_agent.state import (
 from mpp_cli.errors import CliError, cli_errors
 from mpp_cli.session import NodeArg, PoolOpt, locate, parse_node, run_admin, session_of
 
-DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+DURATION_RE = re.compile(r"^(\d{1,12}(?:\.\d{1,9})?)([smhd]?)$")
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_OVERRIDE_SECONDS = 366 * 86400  # --for: at most a year (and a day)
 
 
 @cli_errors("recover")
@@ -88,11 +89,14 @@ def delete(ctx: typer.Context, node: NodeArg, pool: PoolOpt = None) -> None:
 
 
 def parse_duration(text: str) -> float:
-    """``30s``, ``10m``, ``2h``, ``1d`` or plain seconds."""
+    """``30s``, ``10m``, ``2h``, ``1d`` or plain seconds: more than 0, at most 366 days."""
     match = DURATION_RE.match(text.strip())
-    if match is None or float(match.group(1)) <= 0:
+    if match is None:
         raise CliError(f"bad duration {text!r}: use e.g. 30s, 10m, 2h or 1d")
-    return float(match.group(1)) * DURATION_UNITS[match.group(2)]
+    seconds = float(match.group(1)) * DURATION_UNITS[match.group(2)]
+    if not 0 < seconds <= MAX_OVERRIDE_SECONDS:
+        raise CliError(f"duration {text!r} out of range: more than 0 and at most 366d")
+    return seconds
 
 
 @cli_errors("override")
@@ -111,7 +115,11 @@ def override(
     ] = None,
     for_: Annotated[
         str | None,
-        typer.Option("--for", help="Expire after this long: 30s, 10m, 2h, 1d.", show_default=False),
+        typer.Option(
+            "--for",
+            help="Expire after this long: 30s, 10m, 2h, 1d (at most 366d).",
+            show_default=False,
+        ),
     ] = None,
     pool: PoolOpt = None,
 ) -> None:

@@ -11,13 +11,17 @@ code  name         meaning
 0     OK           done (``is-active``: the node is ACTIVE)
 1     NO           ``is-active``: the node is not ACTIVE, or is not known (as in MPP)
 2     USAGE        bad command line: unknown option, bad node ``host[:port]``, bad failoverpool
-                   string or pool settings, bad duration, a node in several pools without
-                   ``--pool``, an unusable Redis URL or password file
+                   string or pool settings, bad or out-of-range duration or count, a node in
+                   several pools without ``--pool``, an unusable Redis URL (unknown scheme or
+                   parameter, a raw ``#``/``/``/``?``/``@`` in its password) or password file
+                   (unreadable, not UTF-8, no line end in its first 4096 bytes)
 3     NOT_FOUND    no such pool, or no such node in the pool(s)
 4     REFUSED      MPP refuses the change (e.g. activate-primary when the primary is not
                    STANDBY, apply that would remove the ACTIVE node, remove not confirmed)
 5     CONFLICT     the pool already exists, or kept changing under concurrent writers
-6     UNAVAILABLE  Redis could not be reached (the URL is printed without its password)
+6     UNAVAILABLE  Redis cannot be used: unreachable, the password refused, no such database,
+                   not a Redis server, a TLS mismatch, no Sentinel master (one line says which;
+                   the URL is printed without its password)
 7     BAD_STATE    the state stored in Redis cannot be read by this version: a key of the
                    wrong type or unreadable content (a command over several pools shows the
                    readable ones, then one line per unusable key, then exits 7)
@@ -39,12 +43,13 @@ from mpp_agent.config import PoolConfigError
 from mpp_agent.model import NodeIdError
 from mpp_agent.state import AdminRefused
 from mpp_agent.store import (
-    REDIS_DOWN_ERRORS,
+    REDIS_ERRORS,
     BadKey,
     Conflict,
     PoolExists,
     StoreError,
     UnknownPool,
+    redis_problem,
 )
 
 
@@ -92,7 +97,7 @@ EXIT_CODES: tuple[tuple[tuple[type[BaseException], ...], ExitCode], ...] = (
     ((UnknownPool,), ExitCode.NOT_FOUND),
     ((AdminRefused,), ExitCode.REFUSED),
     ((PoolExists, Conflict), ExitCode.CONFLICT),
-    (REDIS_DOWN_ERRORS, ExitCode.UNAVAILABLE),
+    (REDIS_ERRORS, ExitCode.UNAVAILABLE),
     ((DocumentError, BadKey), ExitCode.BAD_STATE),
     ((StoreError,), ExitCode.USAGE),  # what is left: a bad Redis URL
 )
@@ -122,8 +127,8 @@ def report_unusable(command: str, problems: Sequence[BadKey], *, fatal: bool = T
 
 
 def message_of(error: BaseException, redis_url: str) -> str:
-    if isinstance(error, REDIS_DOWN_ERRORS):
-        return f"Redis at {redis_url} is unavailable: {error}"
+    if isinstance(error, REDIS_ERRORS):
+        return redis_problem(error, redis_url)
     return str(error)
 
 

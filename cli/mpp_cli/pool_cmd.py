@@ -38,7 +38,7 @@ from mpp_agent.state import AdminRefused, AdminResult
 from mpp_agent.store import BadKey, PollerInfo, Store
 from mpp_cli.errors import CliError, NotConfirmed, cli_errors, report_unusable
 from mpp_cli.render import pool_config_json, pool_config_text, pools_table, to_json
-from mpp_cli.session import readable_pools, run_admin, session_of
+from mpp_cli.session import note_if_no_pools, readable_pools, run_admin, session_of
 from mpp_cli.view_cmd import pools_document
 
 pool_app = typer.Typer(
@@ -298,6 +298,7 @@ def list_pools(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     """
     store = session_of(ctx).store
     pools, unusable = readable_pools(store, None)
+    note_if_no_pools(store, len(pools) + len(unusable), "pools")
     if json_output:
         typer.echo(to_json(pools_document(store, pools, store.server_time(), "pools")))
     elif pools:

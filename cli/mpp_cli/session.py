@@ -51,9 +51,6 @@ class Session:
         if self._store is None:
             try:
                 password = read_password(self.password_file)
-            except OSError as exc:
-                raise CliError(f"cannot read the Redis password file: {exc.strerror}") from None
-            try:
                 self._store = Store.from_url(self.redis_url, self.namespace, password)
             except StoreError as exc:
                 raise CliError(str(exc)) from None
@@ -63,6 +60,17 @@ class Session:
     def actor(self) -> str:
         """Who the events of this invocation are attributed to: ``admin:<user>``."""
         return f"admin:{os.environ.get('USER') or os.getuid()}"
+
+
+def note_if_no_pools(store: Store, found: int, command: str) -> None:
+    """A namespace without pools is most often a wrong --namespace: say so on stderr, and
+    where pools are (the command still succeeds: a new deployment has none yet)."""
+    if found:
+        return
+    namespace = store.keys.namespace
+    others = [n for n in store.namespaces_with_pools() if n != namespace]
+    where = f"namespaces with pools: {', '.join(others)}" if others else "no namespace has any"
+    typer.echo(f"mpp-admin {command}: namespace {namespace!r} has no pools ({where})", err=True)
 
 
 def session_of(ctx: typer.Context) -> Session:

@@ -15,7 +15,7 @@ import typer
 
 from mpp_agent.model import NodeId, PoolState
 from mpp_agent.routing import NodeRoute, route
-from mpp_agent.store import BadKey, Store
+from mpp_agent.store import EVENTS_MAXLEN, BadKey, Store
 from mpp_cli.admin_cmd import parse_duration
 from mpp_cli.errors import CliError, ExitCode, UnknownNode, cli_errors, report_unusable
 from mpp_cli.haproxy_config import (
@@ -44,7 +44,15 @@ from mpp_cli.render import (
     to_json,
     to_json_line,
 )
-from mpp_cli.session import NodeArg, PoolOpt, locate, parse_node, readable_pools, session_of
+from mpp_cli.session import (
+    NodeArg,
+    PoolOpt,
+    locate,
+    note_if_no_pools,
+    parse_node,
+    readable_pools,
+    session_of,
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 FOLLOW_POLL_SECONDS = 0.5
@@ -65,6 +73,7 @@ def list_(
     """
     store = session_of(ctx).store
     pools, unusable = readable_pools(store, pool)
+    note_if_no_pools(store, len(pools) + len(unusable), "list")
     now = store.server_time()
     if json_output:
         typer.echo(to_json(pools_document(store, pools, now, "list")))
@@ -160,7 +169,9 @@ def history(
         bool,
         typer.Option("--json", help="One JSON document (with --follow: one JSON line per event)."),
     ] = False,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Events to show.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, max=EVENTS_MAXLEN, help="Events to show.")
+    ] = 50,
     node: Annotated[
         str | None,
         typer.Option("--node", help="Only events of this node, host[:port].", show_default=False),
@@ -185,6 +196,7 @@ def history(
         None if since is None else since_time(since, store.server_time()),
     )
     names = [store.load_pool(pool).name] if pool is not None else store.pool_names()
+    note_if_no_pools(store, len(names), "history")
     newest, unusable = newest_events(store, names, limit, only)
     events = sorted(
         ((name, i, e) for name, rows in newest.items() for i, e in rows),

@@ -282,14 +282,15 @@ def test_history_reports_an_unusable_stream_in_one_line(redis_url: str) -> None:
     assert only.stderr.count("\n") == 1
 
 
-def test_history_reports_an_entry_that_is_not_an_event(redis_url: str) -> None:
+def test_history_leaves_out_an_entry_that_is_not_an_event(redis_url: str) -> None:
     store = store_for(redis_url)
     create(store)
     client_for(redis_url).xadd(store.keys.events("pool1"), {"event": "{not json"})
     result = mpp_admin(redis_url, "history")
-    assert result.exit_code == ExitCode.BAD_STATE
-    assert result.stderr.startswith("mpp-admin history: mpp:{pool1}:events holds entry ")
-    assert "that is not an event" in result.stderr and result.stderr.count("\n") == 1
+    # One garbage entry never hides a pool's history: the events around it are shown.
+    assert result.exit_code == 0, result.stderr
+    assert "pool created" in result.stdout and "{not json" not in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_pollers_report_an_unusable_key_in_one_line(redis_url: str) -> None:

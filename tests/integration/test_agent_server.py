@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import resource
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -374,9 +376,205 @@ def test_password_protected_redis_from_a_file_never_logged(
     pw_file.write_text(secret + "\n")
     agent = start_agent(fresh_redis.url, "--redis-password-file", str(pw_file))
     assert agent.ask("pw 10.0.0.1 rw").startswith("down #UNKNOWN")
-    # Without the password: a clear refusal in the log, still no secret anywhere.
-    other = start_agent(fresh_redis.url, wait_snapshot=False)
-    time.sleep(1.5)
-    for log in (agent.log, other.log):
-        assert secret not in log.read_text()
-    assert "Authentication required" in other.log.read_text() or "NOAUTH" in other.log.read_text()
+    # Without the password: one line saying what to fix, exit 6, still no secret anywhere.
+    (port,) = free_ports(1)
+    refused = subprocess.run(
+        ["mpp-agent", "--redis-url", fresh_redis.url, "--listen", f"127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode == 6
+    assert "refused the password" in refused.stderr
+    assert "--redis-password-file" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert secret not in agent.log.read_text() + refused.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# hardening: bad documents, readiness, signals, a bounded HTTP port
+
+
+def corrupt_doc(store: Store, name: str, **changes: object) -> bytes:
+    """Overwrite fields of a pool's stored document, as a hand edit would; the old document."""
+    key = store.keys.pool(name)
+    old: bytes = store.client.hget(key, "doc")
+    store.client.hset(key, "doc", json.dumps({**json.loads(old), **changes}))
+    store.client.publish(store.notify_channel, name)
+    return old
+
+
+def test_a_bad_interval_is_skipped_and_the_repair_picked_up(
+    redis_url: str, start_agent: Callable[..., AgentProcess]
+) -> None:
+    store = make_pool(redis_url)
+    store.create_pool(parse_failoverpool("name:p2;primary:10.0.0.1", interval=INTERVAL))
+    set_nodes(store, "p2", {"10.0.0.1:3306": {"state": State.ACTIVE}})
+    tick(store, "p2")
+    agent = start_agent(redis_url)
+    fresh = "up ready #ACTIVE OK level=OK\n"
+    assert agent.ask(f"p1 {N1}") == fresh
+
+    good = corrupt_doc(store, "p1", interval=1e-300)
+    # Its last decision is kept, marked stale; the other pool is untouched; nothing died.
+    agent.wait_reply(f"p1 {N1}", lambda r: r == "up ready #ACTIVE OK level=OK; stale\n")
+    time.sleep(2.5)  # several full refreshes of the bad document
+    assert agent.ask(f"p1 {N1}") == "up ready #ACTIVE OK level=OK; stale\n"
+    assert agent.ask("p2 10.0.0.1") == fresh
+    assert http_get(agent.metrics_port, "/healthz")[0] == 200
+    assert http_get(agent.metrics_port, "/readyz")[0] == 200  # p2 is fresh
+
+    store.client.hset(store.keys.pool("p1"), "doc", good)  # repaired, no notification
+    agent.wait_reply(f"p1 {N1}", lambda r: r == fresh, timeout=5)
+    assert agent.proc.poll() is None
+    log = agent.log.read_text()
+    problem = ":{p1}:pool holds an unreadable pool document of 'p1': interval must be"
+    assert problem in log
+    assert log.count(problem) == 1  # once, not once a refresh
+    assert ":{p1}:pool is usable again" in log
+    assert "Traceback" not in log and "OverflowError" not in log
+
+
+def test_a_document_naming_another_pool_hijacks_nothing(
+    redis_url: str, start_agent: Callable[..., AgentProcess]
+) -> None:
+    store = make_pool(redis_url)
+    store.create_pool(parse_failoverpool(f"name:p2;primary:{N2}", interval=INTERVAL))
+    hijack = store.client.hget(store.keys.pool("p1"), "doc")
+    store.client.hset(store.keys.pool("p2"), "doc", hijack)  # p2's key, p1's document
+    agent = start_agent(redis_url)
+    assert agent.ask(f"p1 {N1}") == "up ready #ACTIVE OK level=OK\n"
+    assert agent.ask(f"p1 {N2}") == "up drain #STANDBY OK level=OK_INFO\n"
+    assert agent.ask(f"p2 {N2}") == "down #unknown pool p2\n"
+    log = agent.log.read_text()
+    assert "under the key of pool 'p2': it names pool 'p1'" in log
+
+
+def test_readyz_needs_a_fresh_pool_and_an_empty_namespace_is_named(
+    redis_url: str, start_agent: Callable[..., AgentProcess]
+) -> None:
+    store = make_pool(redis_url, interval=1.0)
+    other = start_agent(redis_url, "--namespace", "typo")
+    assert http_get(other.metrics_port, "/healthz") == (200, "ok\n")
+    assert http_get(other.metrics_port, "/readyz") == (503, "no pools\n")
+    assert "no pools in namespace typo at redis://" in other.log.read_text()
+    assert "(namespaces with pools: mpp)" in other.log.read_text()
+
+    agent = start_agent(redis_url)
+    assert http_get(agent.metrics_port, "/readyz") == (200, "ready: 1 of 1 pools fresh\n")
+    # no poller ticks it: after 3 rounds the pool is stale, and the agent not ready
+    wait_until(lambda: http_get(agent.metrics_port, "/readyz")[0] == 503, 10, "/readyz 503")
+    assert http_get(agent.metrics_port, "/readyz") == (503, "no pool with fresh state\n")
+    assert http_get(agent.metrics_port, "/healthz")[0] == 200  # alive all the same
+    tick(store, "p1")
+    wait_until(lambda: http_get(agent.metrics_port, "/readyz")[0] == 200, 5, "/readyz 200")
+
+
+def test_sighup_reloads_and_does_not_stop_the_agent(
+    redis_url: str, start_agent: Callable[..., AgentProcess]
+) -> None:
+    make_pool(redis_url)
+    agent = start_agent(redis_url, "--refresh-interval", "600")
+    refreshes = metric(agent.metrics_port, "mpp_agent_refreshes_total")
+    agent.proc.send_signal(signal.SIGHUP)
+    wait_until(
+        lambda: metric(agent.metrics_port, "mpp_agent_refreshes_total") > refreshes, 5, "reload"
+    )
+    assert agent.proc.poll() is None
+    assert agent.ask(f"p1 {N1}") == "up ready #ACTIVE OK level=OK\n"
+    assert "SIGHUP received: reloading every pool" in agent.log.read_text()
+    agent.proc.send_signal(signal.SIGTERM)
+    assert agent.proc.wait(timeout=10) == 0
+
+
+def raise_fd_limit(wanted: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            pytest.skip(f"open-file hard limit {hard} is below {wanted}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def open_idle(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections that never send a byte (non-blocking connects: those beyond the
+    agent's backlog simply stay pending)."""
+    idle = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", port))
+        idle.append(sock)
+    return idle
+
+
+def test_idle_http_connections_are_capped_and_closed(
+    redis_url: str, start_agent: Callable[..., AgentProcess]
+) -> None:
+    raise_fd_limit(8192)
+    make_pool(redis_url)
+    agent = start_agent(redis_url)
+    idle = open_idle(agent.metrics_port, 5000)
+    try:
+        time.sleep(0.5)
+        latencies = []
+        for _ in range(300):
+            t0 = time.perf_counter()
+            assert agent.ask(f"p1 {N1}") == "up ready #ACTIVE OK level=OK\n"
+            latencies.append(time.perf_counter() - t0)
+        latencies.sort()
+        assert latencies[len(latencies) // 2] < 0.05, latencies[-10:]
+        assert latencies[int(len(latencies) * 0.99)] < 0.05, latencies[-10:]
+        assert latencies[-1] < 0.25, latencies[-10:]  # a loaded CI machine may hiccup once
+        # at most --metrics-max-connections (64) of them are held by the agent
+        held = len(list(Path(f"/proc/{agent.proc.pid}/fd").iterdir()))
+        assert held < 64 + 64, held
+    finally:
+        for sock in idle:
+            sock.close()
+    # the held ones are closed by the agent within its HTTP timeout (5 s); then it answers
+    wait_until(lambda: http_get(agent.metrics_port, "/healthz")[0] == 200, 15, "/healthz")
+    idle_one = socket.create_connection(("127.0.0.1", agent.metrics_port), timeout=10)
+    short_body = socket.create_connection(("127.0.0.1", agent.metrics_port), timeout=10)
+    short_body.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+    t0 = time.monotonic()
+    with idle_one, short_body:
+        assert recv_all(idle_one) == b""  # idle: closed by the agent, not by us
+        assert 4.0 < time.monotonic() - t0 < 8.0
+        assert recv_all(short_body).startswith(b"HTTP/1.1 200 OK")
+        assert time.monotonic() - t0 < 8.0
+    assert "Traceback" not in agent.log.read_text()
+
+
+def test_bad_http_requests_log_one_line_a_minute(
+    redis_url: str, start_agent: Callable[..., AgentProcess]
+) -> None:
+    make_pool(redis_url)
+    agent = start_agent(redis_url)
+    for _ in range(300):
+        with contextlib.suppress(OSError):
+            probe(agent.metrics_port, b"\x16\x03\x01garbage\r\n\r\n", timeout=2)
+    assert http_get(agent.metrics_port, "/healthz")[0] == 200
+    log = agent.log.read_text()
+    assert 1 <= log.count("bad HTTP request") <= 2
+    assert "Traceback" not in log
+
+
+def test_connection_caps_are_lowered_to_the_open_file_limit(redis_url: str, tmp_path: Path) -> None:
+    make_pool(redis_url)
+    port, metrics_port = free_ports(2)
+    limit = "import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024));"
+    argv = [sys.executable, "-c", limit + " os.execvp(sys.argv[1], sys.argv[1:])"]
+    argv += ["mpp-agent", "--redis-url", redis_url, "--listen", f"127.0.0.1:{port}"]
+    argv += ["--metrics-listen", f"127.0.0.1:{metrics_port}"]
+    log = tmp_path / "capped.log"
+    proc = spawn(argv, log)
+    try:
+        wait_until(lambda: "listening" in log.read_text(), 15, "mpp-agent start")
+        text = log.read_text()
+        assert "WARNING" in text
+        assert "open-file limit 1024: --max-connections 4096 and --metrics-max-connections 64" in (
+            text
+        )
+        assert probe(port, f"p1 {N1}\n".encode()) == b"up ready #ACTIVE OK level=OK\n"
+    finally:
+        terminate(proc)

@@ -38,6 +38,9 @@ def create(store: Store, name: str, interval: float = 2.0) -> None:
         pytest.param(
             lambda d: {**d, "nodes": [{**d["nodes"][0], "requests": "many"}]}, id="bad-requests"
         ),
+        pytest.param(lambda d: {**d, "interval": 1e-300}, id="tiny-interval"),
+        # the bad pool's key holds a document naming the good pool: it must not replace it
+        pytest.param(lambda d: {**d, "name": "good"}, id="hijacking-name"),
     ],
 )
 def test_one_unreadable_pool_does_not_hide_the_others(store: Store, corrupt) -> None:
@@ -52,6 +55,9 @@ def test_one_unreadable_pool_does_not_hide_the_others(store: Store, corrupt) -> 
     poller = Poller(store, SETTINGS, probe=healthy)
     report = poller.cycle(force=True)
     assert list(report.committed) == ["good"]
+    good = store.load_pool("good")
+    assert good.name == "good" and good.last_round >= 0
+    assert [str(n.node) for n in good.nodes] == ["10.0.0.1:3306", "10.0.0.2:3306"]
 
 
 def test_a_probe_bug_costs_one_verdict_not_the_round(store: Store) -> None:

@@ -58,7 +58,10 @@ def test_a_pool_document_of_another_pool_is_refused(store: Store) -> None:
     doc = store.client.hget(store.keys.pool("a"), "doc")
     store.client.hset(store.keys.pool("b"), "doc", doc)
     bad = store.read_pools()["b"]
-    assert isinstance(bad, BadKey) and bad.problem == "holds the document of pool 'a'"
+    assert isinstance(bad, BadKey)
+    assert bad.problem == (
+        "holds an unreadable pool document under the key of pool 'b': it names pool 'a'"
+    )
 
 
 @pytest.mark.parametrize(
