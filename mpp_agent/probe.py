@@ -248,8 +248,9 @@ def error_text(exc: BaseException) -> str:
     """The server's (or PyMySQL's) message of an error, without the ``(code, ...)`` tuple, on
     one line (a message is one line of a listing, a log and an agent reply)."""
     args: tuple[Any, ...] = exc.args
-    if len(args) >= 2 and isinstance(args[1], str) and args[1]:
-        return one_line(args[1])
+    if len(args) >= 2 and isinstance(args[1], str):
+        # PyMySQL's (0, '') says only that the connection is gone.
+        return one_line(args[1]) or f"{kind_of(exc)}: connection closed"
     return one_line(str(exc)) or type(exc).__name__
 
 
@@ -268,11 +269,16 @@ def is_monitor_fault(exc: BaseException) -> bool:
     return isinstance(exc, pymysql.err.MySQLError) and error_code(exc) in MONITOR_FAULTS
 
 
-def failure_text(exc: BaseException) -> str:
-    """What an observation says about an exception nobody expected: its kind, on one line."""
+def kind_of(exc: BaseException) -> str:
+    """An exception's type as a reader can look it up: ``IndexError``, ``struct.error``."""
     kind = type(exc)
     module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
-    return f"probe failed: {module}{kind.__qualname__}"
+    return f"{module}{kind.__qualname__}"
+
+
+def failure_text(exc: BaseException) -> str:
+    """What an observation says about an exception nobody expected: its kind, on one line."""
+    return f"probe failed: {kind_of(exc)}"
 
 
 _logged_failures: set[tuple[str, str]] = set()
@@ -350,7 +356,8 @@ def _connect(node: NodeId, settings: ProbeSettings) -> Any:
     except OSError as exc:
         raise _NodeGone(error_text(exc)) from None
     except _PROTOCOL_ERRORS as exc:
-        raise _NodeGone(f"Bad handshake, not a MySQL server? ({exc})") from None
+        text = f"Bad handshake, not a MySQL server? ({kind_of(exc)}: {exc})"
+        raise _NodeGone(one_line(text)) from None
     # From here on every query read and write is bounded by the read timeout. PyMySQL has no
     # public setter; it compares these before each socket operation, so changing them works.
     conn._read_timeout = settings.read_timeout
@@ -403,14 +410,16 @@ def _query(conn: Any, sql: str) -> list[dict[str, Any]]:
     except pymysql.err.MySQLError as exc:
         if is_monitor_fault(exc):
             raise _MonitorFault(f"{sql}: {error_text(exc)}") from None
-        if isinstance(exc, pymysql.err.InterfaceError):
+        # InterfaceError: the connection is closed; InternalError: PyMySQL's own packet
+        # checks failed (or an errno < 1000): either way the conversation is over.
+        if isinstance(exc, pymysql.err.InterfaceError | pymysql.err.InternalError):
             raise _NodeGone(error_text(exc)) from None
         raise
     except OSError as exc:
         raise _NodeGone(error_text(exc)) from None
     except _PROTOCOL_ERRORS as exc:
-        kind = type(exc).__name__
-        raise _NodeGone(f"Malformed reply to {sql}, not a MySQL server? ({kind}: {exc})") from None
+        text = f"Malformed reply to {sql}, not a MySQL server? ({kind_of(exc)}: {exc})"
+        raise _NodeGone(one_line(text)) from None
 
 
 def _has_tables(conn: Any) -> bool:
