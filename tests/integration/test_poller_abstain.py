@@ -166,10 +166,12 @@ def test_checkpoints(store, mariadb_cluster, pollers, redis_url, case):
             mariadb_cluster.node3.sql("STOP SLAVE")
             ticks += watch_ticks(store, "p1", lambda s: len(s) >= M + 2, 15)
             assert all(verdicts(t) == [("UNKNOWN", "OK", None)] * 3 for t in ticks), describe(ticks)
-            why = f"checkpoints unreachable: 127.0.0.1:{dead1} (Connection refused)"
-            assert (ticks[-1].nodes[2].monitor_note or "").startswith(
-                f"monitor cannot check: {why}"
-            )
+            refused = [f"127.0.0.1:{port} (Connection refused)" for port in sorted([dead1, dead2])]
+            why = f"checkpoints unreachable: {', '.join(refused)}"
+            assert ticks[-1].nodes[2].monitor_note == f"monitor cannot check: {why}"
+            assert heartbeat(store, "p-a")["abstentions"] == {
+                f"p1/{n.node_id}": why for n in mariadb_cluster.nodes
+            }
             assert len(warnings(poller, "abstaining on")) == 1, poller.output()
             # One checkpoint answers again: the poller judges again, and says so once.
             with listening(dead2):
