@@ -9,8 +9,10 @@ import pytest
 from mpp_agent.config import new_pool, parse_failoverpool
 from mpp_agent.model import NodeId, Observation, Outcome, PoolState, PoolStatus, State, Status
 from mpp_agent.poller import (
+    SUMMARY_EVERY,
     AbstentionKey,
     CycleReport,
+    CycleSummary,
     abstention_changes,
     by_reason,
     has_changed,
@@ -130,3 +132,16 @@ def test_lateness_is_past_the_deadline(now: float, late: bool) -> None:
 )
 def test_what_makes_an_info_line(report: CycleReport, notable: bool) -> None:
     assert report.is_notable is notable
+
+
+def test_the_summary_comes_once_a_period_and_counts_the_quiet_cycles() -> None:
+    summary = CycleSummary(since=1000.0)
+    report = CycleReport(pools=[pool()], committed={"p1": pool()}, abstaining=2)
+    lines = [summary.add(report, 1000.0 + t) for t in range(1, int(SUMMARY_EVERY) + 2)]
+    said = [line for line in lines if line is not None]
+    assert len(said) == 1
+    assert said[0].startswith(f"last {SUMMARY_EVERY:.0f}s: {int(SUMMARY_EVERY)} cycles, ")
+    assert f"{int(SUMMARY_EVERY)} rounds committed" in said[0]
+    assert "p1 status OK, ACTIVE: NONE" in said[0]
+    assert said[0].endswith("abstaining on 2 node(s)")
+    assert summary.add(report, 1000.0 + SUMMARY_EVERY + 2) is None  # counting afresh
