@@ -169,3 +169,14 @@ def test_pool_option_polls_only_the_named_pools(redis_url, mariadb_cluster, tmp_
     assert result.returncode == 0, result.stderr
     assert store.load_pool("p1").last_round >= 0
     assert store.load_pool("p2") == untouched
+
+
+def test_the_readmes_quick_start_interval_works_with_default_options(
+    redis_url, mariadb_cluster, tmp_path
+):
+    store = Store.from_url(redis_url)
+    create_pool(store, mariadb_cluster, interval=2.0)  # as the README's quick start
+    result = run_poller(redis_url, tmp_path, "--once")  # no timeout options
+    assert result.returncode == 0, result.stderr
+    assert "shortest interval served 0.167s" in result.stderr
+    assert [n.state for n in store.load_pool("p1").nodes] == [State.STANDBY, State.STANDBY]
