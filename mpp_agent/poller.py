@@ -458,7 +458,9 @@ class Poller:
             )
         started, ended = abstention_changes(self.abstentions, after)
         for why, names in by_reason(started):
-            log.warning("abstaining on %s (not judged this round): %s", name_list(names), why)
+            log.warning(
+                "abstaining on %s (this poller cannot judge them): %s", name_list(names), why
+            )
         for why, names in by_reason(ended):
             log.warning("no longer abstaining on %s (was: %s)", name_list(names), why)
         self.abstentions = after
