@@ -576,6 +576,7 @@ class Poller:
             },
             "unserved": dict(self.unserved),
             "min_interval": round(min_interval(self.settings.limits), 4),
+            "checkpoints": [str(cp) for cp in self.settings.checkpoints],
         }
         served = [p.interval for p in report.pools if p.name not in self.unserved]
         self.store.heartbeat(self.settings.poller_id, info, now, ttl=3 * max(served or [10.0]) + 5)

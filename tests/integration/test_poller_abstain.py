@@ -169,9 +169,9 @@ def test_checkpoints(store, mariadb_cluster, pollers, redis_url, case):
             refused = [f"127.0.0.1:{port} (Connection refused)" for port in sorted([dead1, dead2])]
             why = f"checkpoints unreachable: {', '.join(refused)}"
             assert ticks[-1].nodes[2].monitor_note == f"monitor cannot check: {why}"
-            assert heartbeat(store, "p-a")["abstentions"] == {
-                f"p1/{n.node_id}": why for n in mariadb_cluster.nodes
-            }
+            info = heartbeat(store, "p-a")
+            assert info["abstentions"] == {f"p1/{n.node_id}": why for n in mariadb_cluster.nodes}
+            assert info["checkpoints"] == points
             assert len(warnings(poller, "abstaining on")) == 1, poller.output()
             # One checkpoint answers again: the poller judges again, and says so once.
             with listening(dead2):
