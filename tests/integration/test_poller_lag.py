@@ -22,7 +22,7 @@ from mpp_agent.model import PoolState, State
 from mpp_agent.state import AdminResult
 from mpp_agent.store import Store
 from tests.daemons import PollerProcess, describe, watch_ticks
-from tests.servers import APP_PASSWORD, APP_USER, MariaDBCluster, MariaDBNode
+from tests.servers import APP_PASSWORD, APP_USER, MariaDBCluster, MariaDBNode, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ def write_load(node: MariaDBNode) -> Iterator[list[int]]:
 
 
 @contextlib.contextmanager
-def delayed(*nodes: MariaDBNode) -> Iterator[None]:
+def delayed(cluster: MariaDBCluster, *nodes: MariaDBNode) -> Iterator[None]:
     for node in nodes:
         node.sql(f"STOP SLAVE; CHANGE MASTER TO MASTER_DELAY={DELAY}; START SLAVE")
     try:
@@ -66,6 +66,15 @@ def delayed(*nodes: MariaDBNode) -> Iterator[None]:
     finally:
         for node in nodes:
             node.sql("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=0; START SLAVE")
+        # Caught up everywhere before the next test: node1 also lags while it skips the delayed
+        # echo of its own writes coming back from node2 (master-master).
+        wait_until(
+            lambda: all(
+                (n.slave_status() or {}).get("Seconds_Behind_Master") == 0 for n in cluster.nodes
+            ),
+            60,
+            "replication caught up",
+        )
 
 
 def lag_of(store: Store, node: MariaDBNode) -> int | None:
@@ -88,7 +97,7 @@ def test_lag_is_an_error_only_above_max_lag(redis_url, mariadb_cluster: MariaDBC
     poller = PollerProcess(redis_url, "p-a").start()
     try:
         watch_ticks(store, "p1", lambda s: s[-1].nodes[0].state is State.ACTIVE, 15)
-        with delayed(node2, node3), write_load(node1) as writes:
+        with delayed(mariadb_cluster, node2, node3), write_load(node1) as writes:
             # 20 s of a steady write load with both standbys 6 s behind: never failed.
             lags: list[int | None] = []
             started = time.monotonic()
