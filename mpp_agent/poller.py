@@ -9,6 +9,16 @@ commit script refuses a round that is not newer than the last committed one, so 
 counter advances once per interval whether 1 or 5 pollers run. The tick itself merges all
 pollers' observations by majority (architecture.md 2.4) and runs the pure state machine.
 
+Each pool's probe timeouts are fitted to its interval (``timeouts.py``), so one poller serves a
+0.5 s and a 30 s pool at once; a pool it cannot serve is reported (a WARNING, the heartbeat's
+``unserved``), never skipped silently. A probe that blames the poller, or a round in which none
+of its checkpoints answers, is an abstention (architecture.md 2.8): said once in a WARNING when
+it starts and once when it ends, and listed in the heartbeat's ``abstentions``.
+
+The log is quiet in steady state: the cycle's sentence is INFO only when something changed (a
+transition, an abstention starting or ending, a late or skipped round, a pool no longer or again
+served), DEBUG otherwise, with an INFO summary once a minute.
+
 Redis round trips per cycle grow with the number of pools due, never with nodes.
 """
 
@@ -19,46 +29,61 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import gevent
 import gevent.pool
 
 from mpp_agent.model import NodeId, Observation, Outcome, PoolState, State
-from mpp_agent.probe import NodeMetrics, ProbeResult, ProbeSettings, probe_node
+from mpp_agent.probe import (
+    Checkpoint,
+    NodeMetrics,
+    ProbeResult,
+    ProbeSettings,
+    checkpoints_down,
+    failure_text,
+    log_unexpected,
+    probe_checkpoint,
+    probe_node,
+    with_max_lag,
+)
 from mpp_agent.state import expire_overrides, tick
 from mpp_agent.store import REDIS_DOWN_ERRORS, BadKey, RoundRecord, Store, UnknownPool
+from mpp_agent.timeouts import (
+    DEFAULT_PROBE_TIMEOUT,
+    Timeouts,
+    deadline,
+    fit,
+    min_interval,
+    unserved_reason,
+)
 
 log = logging.getLogger("mpp.poller")
 
-DEADLINE_FRACTION = 0.5  # a round's tick is forced half an interval after the round starts
 COMMIT_RETRIES = 3
 MAX_SLEEP = 1.0  # re-read pool settings at least this often
 REDIS_RETRY_DELAY = 1.0
+ALREADY_COMMITTED = "already committed"  # a skipped commit that is the normal case
+SUMMARY_EVERY = 60.0  # seconds between the steady state's INFO summaries
+HEARTBEAT_IDLE = 5.0  # heartbeat at least this often even when no round is due
 
 
 @dataclass(frozen=True)
 class PollerSettings:
     poller_id: str
-    probe: ProbeSettings
+    probe: ProbeSettings  # its connect and read timeouts are upper bounds
     pools: tuple[str, ...] = ()  # empty: every pool
-    probe_timeout: float = 3.0  # hard bound on one probe, connect and queries together
+    probe_timeout: float = DEFAULT_PROBE_TIMEOUT  # upper bound on one whole probe
     concurrency: int = 500
+    checkpoints: tuple[Checkpoint, ...] = ()
+
+    @property
+    def limits(self) -> Timeouts:
+        """The operator's upper bounds; each pool's timeouts are fitted below them."""
+        return Timeouts(self.probe.connect_timeout, self.probe.read_timeout, self.probe_timeout)
 
     def deadline(self, interval: float) -> float:
-        return interval * DEADLINE_FRACTION
-
-    def problem(self, pool: PoolState) -> str | None:
-        """Cross-field rule: the probe timeout must be shorter than the pool's deadline."""
-        if self.probe_timeout < self.deadline(pool.interval):
-            return None
-        return (
-            f"pool {pool.name}: probe timeout {self.probe_timeout:g}s is not shorter than its "
-            f"deadline {self.deadline(pool.interval):g}s (half its {pool.interval:g}s interval)"
-        )
-
-    def problems(self, pools: Iterable[PoolState]) -> list[str]:
-        return [text for text in map(self.problem, pools) if text is not None]
+        return deadline(interval)
 
 
 # --------------------------------------------------------------------------- pure parts
@@ -111,6 +136,75 @@ def abstention_note(abstained: Sequence[Observation], pollers: int) -> str:
     return f"monitor cannot check{share}: {reason}"
 
 
+def node_timeouts(pools: Iterable[PoolState], bounds: Timeouts) -> dict[NodeId, Timeouts]:
+    """Each node's probe timeouts: its pools' fitted timeouts, the tightest where it is in
+    several (one probe per cycle must end inside every one of their deadlines)."""
+    out: dict[NodeId, Timeouts] = {}
+    for pool in pools:
+        fitted = fit(pool.interval, bounds)
+        for n in pool.nodes:
+            out[n.node] = out[n.node].tightest(fitted) if n.node in out else fitted
+    return out
+
+
+def pool_observations(
+    pool: PoolState, results: Mapping[NodeId, ProbeResult], checkpoints: str | None
+) -> dict[NodeId, Observation]:
+    """What this poller records for one pool's round: the probe verdicts with the pool's
+    ``max_lag`` applied, or an abstention on every node when all its checkpoints failed."""
+    if checkpoints is not None:
+        return {n.node: Observation.abstain(checkpoints) for n in pool.nodes}
+    return {
+        n.node: with_max_lag(results[n.node].observation, results[n.node].metrics.lag, pool.max_lag)
+        for n in pool.nodes
+    }
+
+
+AbstentionKey = tuple[str, str]  # (pool, node)
+
+
+def abstention_changes(
+    before: Mapping[AbstentionKey, str], after: Mapping[AbstentionKey, str]
+) -> tuple[dict[AbstentionKey, str], dict[AbstentionKey, str]]:
+    """(started, ended): abstentions new in ``after`` (or with a new reason), and those of
+    ``before`` that are over (with the reason they had)."""
+    started = {key: why for key, why in after.items() if before.get(key) != why}
+    ended = {key: why for key, why in before.items() if key not in after}
+    return started, ended
+
+
+def by_reason(abstentions: Mapping[AbstentionKey, str]) -> list[tuple[str, list[str]]]:
+    """Abstentions grouped by reason, each with its ``pool/node`` names: one log line each."""
+    groups: dict[str, list[str]] = {}
+    for (pool, node), why in sorted(abstentions.items()):
+        groups.setdefault(why, []).append(f"{pool}/{node}")
+    return sorted(groups.items())
+
+
+def name_list(names: Sequence[str], shown: int = 5) -> str:
+    """``a, b, c`` or ``a, b, c, d, e and 7 more``: a log line stays one readable line."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])} and {len(names) - shown} more"
+
+
+def has_changed(before: PoolState, after: PoolState) -> bool:
+    """Whether a tick changed anything an event records: a node's state or status, or the
+    pool's status (the same rule that makes a TRANSITION event)."""
+    if before.status != after.status:
+        return True
+    old = {n.node: (n.state, n.status) for n in before.nodes}
+    return any(old.get(n.node) != (n.state, n.status) for n in after.nodes)
+
+
+def lateness(pool: PoolState, round_: int, now: float) -> str | None:
+    """Why a round probed at ``now`` is late (its deadline has passed), or None."""
+    late, limit = now - round_ * pool.interval, deadline(pool.interval)
+    if late <= limit:
+        return None
+    return f"round {round_} probed {late:.3g}s after it started (deadline {limit:g}s)"
+
+
 def describe_pool(pool: PoolState) -> str:
     """One clause of the cycle's log sentence, in MPP's POLL CYCLE terms."""
     active = ", ".join(f"{n.node} ({n.type})" for n in pool.nodes if n.state is State.ACTIVE)
@@ -132,12 +226,54 @@ class CycleReport:
     skipped: dict[str, str] = field(default_factory=dict)
     probe_seconds: float = 0.0
     pools: list[PoolState] = field(default_factory=list)  # every pool this poller polls
+    unserved: dict[str, str] = field(default_factory=dict)  # pool -> why it is not polled
+    late: dict[str, str] = field(default_factory=dict)  # pool -> why its round is late
+    changed: list[str] = field(default_factory=list)  # pools whose tick made a transition
+    abstaining: int = 0  # nodes (per pool) this poller abstains on after this cycle
+    news: bool = False  # an abstention started or ended, or the unserved pools changed
+
+    @property
+    def is_notable(self) -> bool:
+        """Whether the cycle's sentence is worth an INFO line (else DEBUG: quiet steady state)."""
+        quiet_skip = all(why.endswith(ALREADY_COMMITTED) for why in self.skipped.values())
+        return bool(self.changed or self.late or self.news or not quiet_skip)
 
     def sentence(self) -> str:
         parts = [f"committed {describe_pool(p)}" for p in self.committed.values()]
         parts += [f"{name} waits for the other pollers" for name in self.deferred]
         parts += [f"{name} {why}" for name, why in self.skipped.items()]
+        parts += [f"{name} late: {why}" for name, why in self.late.items()]
+        parts += [f"{name} not served: {why}" for name, why in self.unserved.items()]
+        if self.abstaining:
+            parts.append(f"abstaining on {self.abstaining} node(s)")
         return f"probed in {self.probe_seconds:.3f}s; " + "; ".join(parts)
+
+
+@dataclass
+class CycleSummary:
+    """The quiet cycles since the last summary line, counted for that line."""
+
+    since: float  # monotonic
+    cycles: int = 0
+    committed: int = 0
+
+    def add(self, report: CycleReport, now: float) -> str | None:
+        """Count a cycle; the summary line when it is due (then start counting afresh)."""
+        self.cycles += 1
+        self.committed += len(report.committed)
+        if now - self.since < SUMMARY_EVERY:
+            return None
+        pools = "; ".join(describe_pool(p) for p in report.pools) or "no pools"
+        line = (
+            f"last {now - self.since:.0f}s: {self.cycles} cycles, {self.committed} rounds "
+            f"committed by this poller; {pools}"
+        )
+        if report.abstaining:
+            line += f"; abstaining on {report.abstaining} node(s)"
+        if report.unserved:
+            line += f"; not served: {', '.join(sorted(report.unserved))}"
+        self.since, self.cycles, self.committed = now, 0, 0
+        return line
 
 
 ProbeFn = Callable[[NodeId, ProbeSettings], ProbeResult]
@@ -154,6 +290,10 @@ class Poller:
         self.last_cycle: dict[str, object] = {}
         self.workers = gevent.pool.Pool(settings.concurrency)
         self.pending: dict[str, gevent.Greenlet] = {}
+        self.abstentions: dict[AbstentionKey, str] = {}  # (pool, node) -> reason, as of now
+        self.unserved: dict[str, str] = {}  # pool -> why this poller cannot serve it
+        self.last_heartbeat = float("-inf")  # monotonic
+        self.summary = CycleSummary(time.monotonic())
 
     # ---------------------------------------------------------------- clock
 
@@ -183,19 +323,22 @@ class Poller:
         report = CycleReport()
         pools = self.load_pools()
         report.pools = pools
-        for pool in pools:
-            problem = self.settings.problem(pool)
-            if problem is not None:
-                report.skipped[pool.name] = f"not polled: {problem}"
-        due = [p for p in self.due_pools(pools, now) if p.name not in report.skipped]
+        served = self.serve(pools, report)
+        due = self.due_pools(served, now)
         if not due:
             return report
-        results = self.probe_all({n.node for p in due for n in p.nodes})
+        timeouts = node_timeouts(served, self.settings.limits)
+        nodes = {n.node for p in due for n in p.nodes}
+        results, checkpoints = self.probe_round({node: timeouts[node] for node in nodes})
         report.probe_seconds = self.now() - now
-        records = [self.record_of(p, round_of(now, p.interval), results) for p in due]
+        records = [self.record_of(p, round_of(now, p.interval), results, checkpoints) for p in due]
         for pool in due:
             self.handled[pool.name] = round_of(now, pool.interval)
             report.rounds[pool.name] = round_of(now, pool.interval)
+            why = lateness(pool, round_of(now, pool.interval), now)
+            if why is not None:
+                report.late[pool.name] = why
+        self.track_abstentions(records, served, report)
         recorded = self.store.record_observations(
             records,
             self.settings.poller_id,
@@ -211,42 +354,118 @@ class Poller:
                 self.schedule_deadline(record, next(p for p in due if p.name == record.pool))
         return report
 
-    def probe_all(self, nodes: Iterable[NodeId]) -> dict[NodeId, ProbeResult]:
-        """Every node once, concurrently, each bounded by the hard probe timeout."""
-        jobs = {node: self.workers.spawn(self.probe_bounded, node) for node in nodes}
+    def serve(self, pools: Sequence[PoolState], report: CycleReport) -> list[PoolState]:
+        """The pools this poller can serve; the others are said once (WARNING), on change."""
+        bounds = self.settings.limits
+        unserved = {
+            p.name: why for p in pools if (why := unserved_reason(p.interval, bounds)) is not None
+        }
+        for name, why in sorted(unserved.items()):
+            if self.unserved.get(name) != why:
+                log.warning("not polling pool %s: %s", name, why)
+                report.news = True
+        names = {p.name for p in pools}
+        for name in sorted(self.unserved.keys() - unserved.keys()):
+            if name in names:
+                log.warning("polling pool %s again: its interval fits this poller now", name)
+            report.news = True
+        self.unserved = unserved
+        report.unserved = dict(unserved)
+        return [p for p in pools if p.name not in unserved]
+
+    def probe_round(
+        self, timeouts: Mapping[NodeId, Timeouts]
+    ) -> tuple[dict[NodeId, ProbeResult], str | None]:
+        """Every node once and every checkpoint, all concurrently. Returns the probe results and
+        the abstention reason when every checkpoint failed (else None)."""
+        # The checkpoints' connect fits the tightest pool of the round, like its probes.
+        wait = min((t.connect for t in timeouts.values()), default=self.settings.limits.connect)
+        points = {cp: gevent.spawn(probe_checkpoint, cp, wait) for cp in self.settings.checkpoints}
+        results = self.probe_all(timeouts)
+        gevent.joinall(list(points.values()), timeout=wait + 0.1)
+        failures = {
+            cp: job.value if job.successful() else f"no answer within {wait:g}s"
+            for cp, job in points.items()
+        }
+        for job in points.values():
+            job.kill(block=False)
+        return results, checkpoints_down(failures)
+
+    def probe_all(self, timeouts: Mapping[NodeId, Timeouts]) -> dict[NodeId, ProbeResult]:
+        """Every node once, concurrently, each bounded by its hard probe timeout."""
+        jobs = {
+            node: self.workers.spawn(self.probe_bounded, node, bounds)
+            for node, bounds in timeouts.items()
+        }
         gevent.joinall(list(jobs.values()))
         return {node: job.value for node, job in jobs.items()}
 
-    def probe_bounded(self, node: NodeId) -> ProbeResult:
-        timeout = self.settings.probe_timeout
+    def probe_bounded(self, node: NodeId, bounds: Timeouts) -> ProbeResult:
+        settings = replace(
+            self.settings.probe, connect_timeout=bounds.connect, read_timeout=bounds.read
+        )
         started = time.monotonic()
         try:
-            with gevent.Timeout(timeout):
-                return self.probe(node, self.settings.probe)
+            with gevent.Timeout(bounds.probe):
+                return self.probe(node, settings)
         except gevent.Timeout:
-            text = f"probe timed out after {timeout:g}s"
+            text = f"probe timed out after {bounds.probe:.3g}s"
         except Exception as exc:  # a probe bug must cost one node's verdict, not the round
-            log.exception("probe of %s failed unexpectedly", node)
-            text = f"probe failed: {type(exc).__name__}"
+            log_unexpected(node, exc)
+            text = failure_text(exc)
         observation = Observation.connect_error(node, text)
         return ProbeResult(node, observation, NodeMetrics(), time.monotonic() - started)
 
     def record_of(
-        self, pool: PoolState, round_: int, results: Mapping[NodeId, ProbeResult]
+        self,
+        pool: PoolState,
+        round_: int,
+        results: Mapping[NodeId, ProbeResult],
+        checkpoints: str | None = None,
     ) -> tuple[str, int, dict[NodeId, Observation], dict[str, str]]:
-        observations = {n.node: results[n.node].observation for n in pool.nodes}
-        metrics = {str(n.node): self.metrics_json(results[n.node]) for n in pool.nodes}
+        observations = pool_observations(pool, results, checkpoints)
+        metrics = {
+            str(n.node): self.metrics_json(results[n.node], observations[n.node])
+            for n in pool.nodes
+        }
         return pool.name, round_, observations, metrics
 
-    def metrics_json(self, result: ProbeResult) -> str:
+    def metrics_json(self, result: ProbeResult, observation: Observation) -> str:
         data = asdict(result.metrics)
         data.update(
             latency=round(result.latency, 6),
-            outcome=result.observation.outcome.value,
+            outcome=observation.outcome.value,
             poller=self.settings.poller_id,
             at=round(self.now(), 3),
         )
+        if observation.is_abstained:
+            data["abstained"] = observation.message
         return json.dumps(data, separators=(",", ":"))
+
+    def track_abstentions(
+        self,
+        records: Sequence[tuple[str, int, dict[NodeId, Observation], dict[str, str]]],
+        served: Sequence[PoolState],
+        report: CycleReport,
+    ) -> None:
+        """Say each abstention once when it starts and once when it ends (WARNING)."""
+        recorded = {name for name, *_ in records}
+        kept = {p.name for p in served} - recorded
+        after = {key: why for key, why in self.abstentions.items() if key[0] in kept}
+        for name, _, observations, _ in records:
+            after.update(
+                {(name, str(node)): o.message for node, o in observations.items() if o.is_abstained}
+            )
+        started, ended = abstention_changes(self.abstentions, after)
+        for why, names in by_reason(started):
+            log.warning(
+                "abstaining on %s (this poller cannot judge them): %s", name_list(names), why
+            )
+        for why, names in by_reason(ended):
+            log.warning("no longer abstaining on %s (was: %s)", name_list(names), why)
+        self.abstentions = after
+        report.abstaining = len(after)
+        report.news = report.news or bool(started or ended)
 
     # ---------------------------------------------------------------- committing
 
@@ -273,6 +492,8 @@ class Poller:
                     outcome = f"not ticked: {exc.key} is unusable"
                 if isinstance(outcome, PoolState):
                     committed[name] = outcome
+                    if isinstance(pool, PoolState) and has_changed(pool, outcome):
+                        report.changed.append(name)
                 elif outcome == "version":
                     retry.append((name, round_))
                 else:
@@ -292,7 +513,7 @@ class Poller:
         if pool is None:
             return "was removed"
         if pool.last_round >= round_:
-            return f"round {round_} already committed"
+            return f"round {round_} {ALREADY_COMMITTED}"
         now = self.now()
         if round_ > round_of(now, pool.interval):
             # Numbered with an interval the pool no longer has: committing it would put the
@@ -306,7 +527,7 @@ class Poller:
         )
         if ok:
             return result.pool
-        return "version" if why == "version" else f"round {round_} already committed"
+        return "version" if why == "version" else f"round {round_} {ALREADY_COMMITTED}"
 
     def schedule_deadline(self, record: RoundRecord, pool: PoolState) -> None:
         """Commit the round at its deadline if no other poller did (a dead poller costs at most
@@ -331,6 +552,7 @@ class Poller:
             log.exception("deadline commit of %s round %d failed", pool, round_)
             return
         if report.committed:
+            # A deadline commit means some live poller did not report in time: worth a line.
             log.info(
                 "round %d deadline: committed %s", round_, describe_pool(report.committed[pool])
             )
@@ -351,9 +573,26 @@ class Poller:
             "cycle_seconds": round(cycle_seconds, 4),
             "probe_seconds": round(report.probe_seconds, 4),
             "lag": round(lag, 4),
+            # What operators must see (mpp-admin pollers): nodes this poller cannot judge,
+            # pools it cannot serve, and the shortest interval it can serve.
+            "abstentions": {
+                f"{pool}/{node}": why for (pool, node), why in self.abstentions.items()
+            },
+            "unserved": dict(self.unserved),
+            "min_interval": round(min_interval(self.settings.limits), 4),
+            "checkpoints": [str(cp) for cp in self.settings.checkpoints],
         }
-        intervals = [p.interval for p in report.committed.values()] or [10.0]
-        self.store.heartbeat(self.settings.poller_id, info, now, ttl=3 * max(intervals) + 5)
+        served = [p.interval for p in report.pools if p.name not in self.unserved]
+        self.store.heartbeat(self.settings.poller_id, info, now, ttl=3 * max(served or [10.0]) + 5)
+        self.last_heartbeat = time.monotonic()
+
+    def log_cycle(self, report: CycleReport) -> None:
+        """The cycle's sentence at INFO when something changed, else at DEBUG; an INFO summary
+        of the quiet cycles once every ``SUMMARY_EVERY`` seconds."""
+        log.log(logging.INFO if report.is_notable else logging.DEBUG, "%s", report.sentence())
+        line = self.summary.add(report, time.monotonic())
+        if line is not None:
+            log.info("%s", line)
 
     def next_wake(self, pools: Sequence[PoolState]) -> float:
         """Seconds until the next round start of any pool (at most MAX_SLEEP)."""
@@ -368,7 +607,8 @@ class Poller:
             try:
                 report = self.cycle()
                 if report.rounds:
-                    log.info("%s", report.sentence())
+                    self.log_cycle(report)
+                if report.rounds or time.monotonic() - self.last_heartbeat >= HEARTBEAT_IDLE:
                     self.heartbeat(report, time.monotonic() - started)
                 delay = self.next_wake(report.pools)
             except REDIS_DOWN_ERRORS as exc:

@@ -14,9 +14,10 @@ from mpp_agent import __version__  # noqa: E402
 from mpp_agent.daemon import ExitCode, StopFlag, redis_refuses, seconds, setup_logging  # noqa: E402
 from mpp_agent.poller import Poller, PollerSettings  # noqa: E402
 from mpp_agent.probe import (  # noqa: E402
-    DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MONITOR_DATABASE,
-    DEFAULT_READ_TIMEOUT,
+    NO_PASSWORD,
+    Checkpoint,
+    CheckpointError,
     ProbeSettings,
 )
 from mpp_agent.secret_file import read_first_line  # noqa: E402
@@ -28,6 +29,12 @@ from mpp_agent.store import (  # noqa: E402
     read_password,
     redact_url,
 )
+from mpp_agent.timeouts import (  # noqa: E402
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    limits,
+    min_interval,
+)
 
 log = logging.getLogger("mpp.poller")
 
@@ -35,6 +42,10 @@ EPILOG = """\
 The MySQL password is read from --mysql-password-file or the MPP_MYSQL_PASSWORD environment
 variable, the Redis password from the URL, MPP_REDIS_PASSWORD or --redis-password-file; never
 from the command line. Pools, their interval and max_requests live in Redis (mpp-admin pool ...).
+
+Each pool's probe timeouts are derived from its interval (a probe ends within half of it); the
+timeout options only set upper bounds. A pool whose interval is too short to serve is logged
+as a WARNING and listed as "unserved" in the poller's heartbeat (mpp-admin pollers).
 """
 
 
@@ -77,23 +88,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--once", action="store_true", help="one cycle then exit (MPP's cron mode)")
     p.add_argument(
+        "--checkpoint",
+        action="append",
+        default=None,
+        metavar="HOST:PORT",
+        help="reached by TCP every cycle (repeatable; env MPP_CHECKPOINTS, comma-separated); "
+        "when every checkpoint fails this poller abstains on every node instead of failing them",
+    )
+    p.add_argument(
         "--connect-timeout",
         type=seconds,
-        default=DEFAULT_CONNECT_TIMEOUT,
-        help="MySQL connect timeout in seconds (default %(default)s)",
+        default=None,
+        help="upper bound on the MySQL connect timeout in seconds (default "
+        f"{DEFAULT_CONNECT_TIMEOUT:g}; each pool's is derived from its interval)",
     )
     p.add_argument(
         "--read-timeout",
         type=seconds,
-        default=DEFAULT_READ_TIMEOUT,
-        help="MySQL read/write timeout per query in seconds (default %(default)s)",
+        default=None,
+        help="upper bound on the MySQL read/write timeout per query in seconds (default "
+        f"{DEFAULT_READ_TIMEOUT:g}; derived per pool likewise)",
     )
     p.add_argument(
         "--probe-timeout",
         type=seconds,
         default=None,
-        help="hard bound on one whole probe in seconds; must be below half of every "
-        "pool's interval (default: connect + read timeout + 0.5)",
+        help="upper bound on one whole probe in seconds (default: connect + read timeout + "
+        "0.5); each pool's probe also ends within half its interval",
     )
     add_arguments(p, (LOG_LEVEL,))
     return p
@@ -106,17 +127,27 @@ def mysql_password(path: str | None) -> str:
 
 
 def settings_from(args: argparse.Namespace) -> PollerSettings:
+    bounds = limits(args.connect_timeout, args.read_timeout, args.probe_timeout)
     probe = ProbeSettings(
         user=args.mysql_user,
         password=mysql_password(args.mysql_password_file),
         database=args.database,
-        connect_timeout=args.connect_timeout,
-        read_timeout=args.read_timeout,
+        connect_timeout=bounds.connect,
+        read_timeout=bounds.read,
     )
-    timeout = args.probe_timeout or args.connect_timeout + args.read_timeout + 0.5
-    if timeout <= 0:
-        raise ValueError("--probe-timeout must be positive")
-    return PollerSettings(args.poller_id, probe, tuple(args.pool), probe_timeout=timeout)
+    # The options replace the environment's list rather than adding to it.
+    texts = args.checkpoint or os.environ.get("MPP_CHECKPOINTS", "").replace(",", " ").split()
+    try:
+        checkpoints = tuple(dict.fromkeys(Checkpoint.parse(text) for text in texts))
+    except CheckpointError as exc:
+        raise ValueError(f"--checkpoint: {exc}") from None
+    return PollerSettings(
+        args.poller_id,
+        probe,
+        tuple(args.pool),
+        probe_timeout=bounds.probe,
+        checkpoints=checkpoints,
+    )
 
 
 def main() -> None:
@@ -133,26 +164,18 @@ def main() -> None:
     if redis_refuses(store, args.redis_url, log):
         sys.exit(ExitCode.UNAVAILABLE)
     poller = Poller(store, settings)
-    try:
-        problems = settings.problems(poller.load_pools())
-    except REDIS_DOWN_ERRORS as exc:
-        log.warning(
-            "Redis at %s unreachable at start-up (%s); will keep retrying",
-            redact_url(args.redis_url),
-            exc,
-        )
-        problems = []
-    if problems:
-        for problem in problems:
-            print(f"mpp-poller: {problem}", file=sys.stderr)
-        sys.exit(ExitCode.USAGE)
+    if not settings.probe.password:
+        log.warning("%s: this poller abstains on every node", NO_PASSWORD)
     log.info(
-        "poller %s starting (redis %s, namespace %s, pools %s, probe timeout %gs)",
+        "poller %s starting (redis %s, namespace %s, pools %s, timeouts at most %s, fitted to "
+        "each pool's interval: shortest interval served %.3gs; checkpoints %s)",
         settings.poller_id,
         redact_url(args.redis_url),
         args.namespace,
         ", ".join(settings.pools) or "all",
-        settings.probe_timeout,
+        settings.limits,
+        min_interval(settings.limits),
+        ", ".join(map(str, settings.checkpoints)) or "none",
     )
     if args.once:
         try:

@@ -8,8 +8,17 @@ It owns what a poll checks (mpp-behaviour.md section 3) and the exact MPP messag
 * request phase, failures are **request-class** (``Outcome.REQUEST``): the first row of
   ``SHOW SLAVE STATUS`` (``SHOW REPLICA STATUS`` on MySQL >= 8.0.22) checked by
   ``slave_status_errors``; no row gives ``Could not get slave status for mysql host <host:port>.``
+  The replication lag is reported as a metric (``NodeMetrics.lag``); whether it is an error
+  depends on the pool (``with_max_lag``), so the poller applies it per pool;
+* **abstentions** (``Outcome.ABSTAIN``, architecture.md 2.8): a failure that blames the poller,
+  not the node (its account is refused or lacks a privilege, its monitoring database is
+  unknown, it has no password), at connect or on any probe query. The node is not judged.
 
-Guarantees: ``probe_node`` never raises for a sick node (every failure is an observation), and
+It also owns the poller's checkpoints (MPP's checkpoints, made per poller): a TCP connect to
+each; when every one fails the poller cannot trust what it sees and abstains on every node.
+
+Guarantees: ``probe_node`` never raises (every failure is an observation with a one-line
+message; an unexpected exception's traceback is logged at DEBUG, once per node and kind), and
 never waits longer than its timeouts: each socket read during connect is bounded by
 ``connect_timeout``, each read or write of a query by ``read_timeout``. It is synchronous and
 blocking-socket based; the poller runs probes concurrently under gevent (PyMySQL is pure Python,
@@ -17,13 +26,17 @@ so monkey-patching makes it cooperative). The password lives only in ``ProbeSett
 kept out of its ``repr``; no message built here contains it.
 
 Divergences from MPP, on purpose: a connection lost or timed out *during* the request phase is
-connect-class (the node stopped answering; MPP filed it as a request error), and a server error
-on the slave-status query (e.g. a missing privilege) is reported with its text appended.
+connect-class (the node stopped answering; MPP filed it as a request error); a server error
+on the slave-status query is reported with its text appended; replication lag is an error only
+above the pool's ``max_lag`` (MPP failed any standby whose executed position trailed the read
+one, so a busy standby failed); the monitor's own faults are abstentions, not errors.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import socket
 import struct
 import time
 from collections.abc import Mapping, Sequence
@@ -33,17 +46,32 @@ from typing import Any
 import pymysql
 
 from mpp_agent.model import NodeId, Observation, Outcome
+from mpp_agent.timeouts import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
+
+log = logging.getLogger("mpp.probe")
 
 DEFAULT_MONITOR_DATABASE = "mppmon"
-DEFAULT_CONNECT_TIMEOUT = 2.0
-DEFAULT_READ_TIMEOUT = 2.0
+NO_PASSWORD = "no MySQL password configured (--mysql-password-file or MPP_MYSQL_PASSWORD)"
 
 # Client-side error codes meaning "the server stopped answering": connect-class whatever phase.
 _CR_CONNECTION_LOST = frozenset({2002, 2003, 2006, 2013, 2055})
 
+# Server errors that blame the monitor's own account or configuration, not the node: the
+# poller abstains (architecture.md 2.8). 1044 database access denied, 1045 access denied,
+# 1049 unknown database, 1142 table command denied, 1227 a privilege missing (e.g. SLAVE
+# MONITOR), 4151 account locked (MariaDB); also MySQL's locked account (3118) and an expired
+# password (1820, 1862), which are the same fault in other words.
+MONITOR_FAULTS = frozenset({1044, 1045, 1049, 1142, 1227, 4151, 3118, 1820, 1862})
+
 # What a node that is not a MySQL server (or a broken one) can make PyMySQL raise besides its own
-# errors: garbage where a handshake packet should be.
-_PROTOCOL_ERRORS: tuple[type[Exception], ...] = (struct.error, IndexError, UnicodeError)
+# errors: garbage where a packet should be.
+_PROTOCOL_ERRORS: tuple[type[Exception], ...] = (
+    struct.error,
+    IndexError,
+    KeyError,
+    ValueError,  # UnicodeDecodeError and int() of garbage among them
+    AssertionError,  # PyMySQL asserts on packet structure
+)
 
 # SHOW REPLICA STATUS (MySQL >= 8.0.22) column names -> the SHOW SLAVE STATUS names MPP checks.
 _REPLICA_COLUMNS = {
@@ -75,23 +103,19 @@ class ProbeSettings:
             if not 0 < value <= 3600:
                 raise ValueError(f"{name} must be > 0 and <= 3600 s, not {value}")
 
-    @property
-    def max_wait(self) -> float:
-        """How long a probe can wait on a node that stops answering, for the start-up check
-        "probe timeout < round deadline": a frozen node stalls one socket operation, which
-        times out (connect_timeout during connect, read_timeout after) and ends the probe.
-        Only a server trickling bytes could stretch it; the poller may add a hard timeout."""
-        return self.connect_timeout + self.read_timeout
-
 
 @dataclass(frozen=True)
 class NodeMetrics:
-    """What the probe learnt about a node besides its verdict; None when not known."""
+    """What the probe learnt about a node besides its verdict; None when not known.
+
+    ``lag`` is the replication lag in seconds (``Seconds_Behind_Master``, MySQL 8's
+    ``Seconds_Behind_Source``); None when the server does not know it (NULL: a thread stopped,
+    or the IO thread still connecting) or the node is not a replica."""
 
     read_only: bool | None = None
     threads_connected: int | None = None
     max_connections: int | None = None
-    seconds_behind: int | None = None
+    lag: int | None = None
     server_version: str | None = None
 
 
@@ -107,6 +131,10 @@ class ProbeResult:
 
 class _NodeGone(Exception):
     """The connection failed or was lost: the probe ends with a connect-class observation."""
+
+
+class _MonitorFault(Exception):
+    """The server refused the monitor itself (``MONITOR_FAULTS``): the probe abstains."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,8 +186,10 @@ def _is_reconnecting(status: Mapping[str, Any]) -> bool:
 def slave_status_errors(row: Mapping[str, Any]) -> list[str]:
     """MPP's request-phase checks of one ``SHOW SLAVE STATUS`` row (mpp-behaviour.md 3.2).
 
-    Only one thread error is reported (SQL before IO); lag is only looked at when the positions
-    differ, and then only when > 0; ``Last_Error`` counts when it holds a word character."""
+    Only one thread error is reported (SQL before IO); ``Last_Error`` counts when it holds a
+    word character. DIVERGENCE: MPP's "Replication out of sync by N positions" is gone (any
+    write load made the executed position trail the read one, so a busy standby failed); lag
+    is judged against the pool's ``max_lag`` instead (``with_max_lag``)."""
     status = normalize_slave_status(row)
     errors: list[str] = []
     sql_running = status.get("Slave_SQL_Running")
@@ -172,20 +202,27 @@ def slave_status_errors(row: Mapping[str, Any]) -> list[str]:
         errors.append(
             f"Slave Error: Slave IO is not running, Slave_IO_Running={_text(io_running)}."
         )
-    read = _number(status.get("Read_Master_Log_Pos"))
-    executed = _number(status.get("Exec_Master_Log_Pos"))
-    if read != executed:
-        errors.append(
-            f"Slave Error: Replication out of sync by {read - executed} positions, "
-            f"Read={read}, Execute={executed}."
-        )
-        behind = _number(status.get("Seconds_Behind_Master"))
-        if behind > 0:
-            errors.append(f"Slave Error: Seconds Behind Master: {behind}")
     last_error = _text(status.get("Last_Error"))
     if re.search(r"\w", last_error):
         errors.append(f"Last_Error: {last_error}")
     return errors
+
+
+def replication_lag(row: Mapping[str, Any]) -> int | None:
+    """Seconds behind the source; None when unknown (NULL: a thread stopped or connecting)."""
+    return _optional_int(normalize_slave_status(row).get("Seconds_Behind_Master"))
+
+
+def with_max_lag(observation: Observation, lag: int | None, max_lag: float) -> Observation:
+    """A node's observation for one pool: lag above the pool's ``max_lag`` is MPP's request
+    error ``Slave Error: Seconds Behind Master: <n>`` (architecture.md 3). Unknown lag is no
+    error (a stopped thread is one already); a connect error or an abstention stays as it is."""
+    if lag is None or lag <= max_lag or observation.outcome in (Outcome.CONNECT, Outcome.ABSTAIN):
+        return observation
+    error = f"Slave Error: Seconds Behind Master: {lag}"
+    if observation.outcome is Outcome.REQUEST:
+        return Observation(Outcome.REQUEST, f"{observation.message}, {error}")
+    return Observation(Outcome.REQUEST, error)
 
 
 def uses_replica_syntax(server_version: str) -> bool:
@@ -208,11 +245,54 @@ def server_version(handshake_version: str) -> str:
 
 
 def error_text(exc: BaseException) -> str:
-    """The server's (or PyMySQL's) message of an error, without the ``(code, ...)`` tuple."""
+    """The server's (or PyMySQL's) message of an error, without the ``(code, ...)`` tuple, on
+    one line (a message is one line of a listing, a log and an agent reply)."""
     args: tuple[Any, ...] = exc.args
-    if len(args) >= 2 and isinstance(args[1], str) and args[1]:
-        return args[1]
-    return str(exc) or type(exc).__name__
+    if len(args) >= 2 and isinstance(args[1], str):
+        # PyMySQL's (0, '') says only that the connection is gone.
+        return one_line(args[1]) or f"{kind_of(exc)}: connection closed"
+    return one_line(str(exc)) or type(exc).__name__
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def error_code(exc: BaseException) -> int | None:
+    """The MySQL error number of a PyMySQL error, if it has one."""
+    code = exc.args[0] if exc.args else None
+    return code if isinstance(code, int) else None
+
+
+def is_monitor_fault(exc: BaseException) -> bool:
+    """True for a server error that blames the monitor, not the node (``MONITOR_FAULTS``)."""
+    return isinstance(exc, pymysql.err.MySQLError) and error_code(exc) in MONITOR_FAULTS
+
+
+def kind_of(exc: BaseException) -> str:
+    """An exception's type as a reader can look it up: ``IndexError``, ``struct.error``."""
+    kind = type(exc)
+    module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
+    return f"{module}{kind.__qualname__}"
+
+
+def failure_text(exc: BaseException) -> str:
+    """What an observation says about an exception nobody expected: its kind, on one line."""
+    return f"probe failed: {kind_of(exc)}"
+
+
+_logged_failures: set[tuple[str, str]] = set()
+
+
+def log_unexpected(node: NodeId, exc: BaseException) -> None:
+    """The traceback of an unexpected probe failure, at DEBUG, once per node and kind: a broken
+    server answers the same garbage every round, and the observation already says so."""
+    key = (str(node), failure_text(exc))
+    if key in _logged_failures:
+        return
+    if len(_logged_failures) < 10_000:  # bounded: a process lives for months
+        _logged_failures.add(key)
+    log.debug("probe of %s failed unexpectedly", node, exc_info=exc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,19 +300,32 @@ def error_text(exc: BaseException) -> str:
 
 
 def probe_node(node: NodeId, settings: ProbeSettings) -> ProbeResult:
-    """Probe one node as MPP's ``host/mysql.pm`` does, bounded by the settings' timeouts."""
+    """Probe one node as MPP's ``host/mysql.pm`` does, bounded by the settings' timeouts.
+
+    Never raises: whatever goes wrong is the node's observation."""
     started = time.monotonic()
-    metrics = NodeMetrics()
+    try:
+        observation, metrics = _probe(node, settings)
+    except Exception as exc:  # the probe never raises (house style rule 2); logged once
+        log_unexpected(node, exc)
+        observation, metrics = Observation.connect_error(node, failure_text(exc)), NodeMetrics()
+    return ProbeResult(node, observation, metrics, time.monotonic() - started)
+
+
+def _probe(node: NodeId, settings: ProbeSettings) -> tuple[Observation, NodeMetrics]:
+    if not settings.password:
+        # Connecting without one could only be refused (1045): the poller's fault, said at once.
+        return Observation.abstain(NO_PASSWORD), NodeMetrics()
     try:
         conn = _connect(node, settings)
     except _NodeGone as gone:
-        observation = Observation.connect_error(node, str(gone))
-    else:
-        try:
-            observation, metrics = _check(conn, node, settings)
-        finally:
-            _close(conn)
-    return ProbeResult(node, observation, metrics, time.monotonic() - started)
+        return Observation.connect_error(node, str(gone)), NodeMetrics()
+    except _MonitorFault as fault:
+        return Observation.abstain(str(fault)), NodeMetrics()
+    try:
+        return _check(conn, node, settings)
+    finally:
+        _close(conn)
 
 
 def _connect(node: NodeId, settings: ProbeSettings) -> Any:
@@ -257,11 +350,14 @@ def _connect(node: NodeId, settings: ProbeSettings) -> Any:
             program_name="mpp-poller",
         )
     except pymysql.err.MySQLError as exc:
+        if is_monitor_fault(exc):
+            raise _MonitorFault(error_text(exc)) from None
         raise _NodeGone(error_text(exc)) from None
     except OSError as exc:
         raise _NodeGone(error_text(exc)) from None
     except _PROTOCOL_ERRORS as exc:
-        raise _NodeGone(f"Bad handshake, not a MySQL server? ({exc})") from None
+        text = f"Bad handshake, not a MySQL server? ({kind_of(exc)}: {exc})"
+        raise _NodeGone(one_line(text)) from None
     # From here on every query read and write is bounded by the read timeout. PyMySQL has no
     # public setter; it compares these before each socket operation, so changing them works.
     conn._read_timeout = settings.read_timeout
@@ -272,7 +368,7 @@ def _connect(node: NodeId, settings: ProbeSettings) -> Any:
 def _close(conn: Any) -> None:
     try:
         conn.close()
-    except (pymysql.err.MySQLError, OSError):
+    except Exception:  # the verdict is made; closing a broken connection must not undo it
         # The QUIT packet could not be sent: the node is gone, nothing is left to close.
         conn._force_close()
 
@@ -290,24 +386,40 @@ def _check(conn: Any, node: NodeId, settings: ProbeSettings) -> tuple[Observatio
         metrics = _metrics(conn, version, status)
     except _NodeGone as gone:
         return Observation.connect_error(node, str(gone)), NodeMetrics(server_version=version)
+    except _MonitorFault as fault:
+        return Observation.abstain(str(fault)), NodeMetrics(server_version=version)
     if errors:
         return Observation(Outcome.REQUEST, ", ".join(errors)), metrics
     return Observation.healthy(), metrics
 
 
 def _query(conn: Any, sql: str) -> list[dict[str, Any]]:
-    """Rows as dicts by column name; a lost connection or timeout raises ``_NodeGone``."""
+    """Rows as dicts by column name; a lost connection, a timeout or a garbled reply raises
+    ``_NodeGone``, a refusal of the monitor ``_MonitorFault``."""
     try:
         with conn.cursor() as cur:
             cur.execute(sql)
             names = [column[0] for column in cur.description or ()]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
     except pymysql.err.OperationalError as exc:
-        if exc.args and exc.args[0] in _CR_CONNECTION_LOST:
+        if error_code(exc) in _CR_CONNECTION_LOST:
+            raise _NodeGone(error_text(exc)) from None
+        if is_monitor_fault(exc):
+            raise _MonitorFault(f"{sql}: {error_text(exc)}") from None
+        raise
+    except pymysql.err.MySQLError as exc:
+        if is_monitor_fault(exc):
+            raise _MonitorFault(f"{sql}: {error_text(exc)}") from None
+        # InterfaceError: the connection is closed; InternalError: PyMySQL's own packet
+        # checks failed (or an errno < 1000): either way the conversation is over.
+        if isinstance(exc, pymysql.err.InterfaceError | pymysql.err.InternalError):
             raise _NodeGone(error_text(exc)) from None
         raise
-    except (pymysql.err.InterfaceError, OSError) as exc:
+    except OSError as exc:
         raise _NodeGone(error_text(exc)) from None
+    except _PROTOCOL_ERRORS as exc:
+        text = f"Malformed reply to {sql}, not a MySQL server? ({kind_of(exc)}: {exc})"
+        raise _NodeGone(one_line(text)) from None
 
 
 def _has_tables(conn: Any) -> bool:
@@ -323,7 +435,7 @@ def _slave_status(conn: Any, node: NodeId, version: str) -> tuple[dict[str, Any]
     try:
         rows = _query(conn, sql)
     except pymysql.err.MySQLError as exc:
-        # A server error (e.g. 1227, the monitor user lacks SLAVE MONITOR): say which.
+        # A server error that does not blame the monitor: say which.
         return None, [f"Could not get slave status for mysql host {node}: {error_text(exc)}"]
     if not rows:
         return None, [f"Could not get slave status for mysql host {node}."]
@@ -333,7 +445,6 @@ def _slave_status(conn: Any, node: NodeId, version: str) -> tuple[dict[str, Any]
 
 def _metrics(conn: Any, version: str, status: Mapping[str, Any] | None) -> NodeMetrics:
     """Best effort: a server error here (not a lost connection) leaves a metric unknown."""
-    behind = status.get("Seconds_Behind_Master") if status else None
     values: dict[str, Any] = {}
     try:
         rows = _query(
@@ -342,13 +453,13 @@ def _metrics(conn: Any, version: str, status: Mapping[str, Any] | None) -> NodeM
         values.update(rows[0] if rows else {})
         rows = _query(conn, "SHOW GLOBAL STATUS LIKE 'Threads_connected'")
         values["threads"] = _first_value(rows, "Value")
-    except pymysql.err.MySQLError:
+    except (pymysql.err.MySQLError, _MonitorFault):
         pass
     return NodeMetrics(
         read_only=_optional_bool(values.get("read_only")),
         threads_connected=_optional_int(values.get("threads")),
         max_connections=_optional_int(values.get("max_conn")),
-        seconds_behind=_optional_int(behind),
+        lag=replication_lag(status) if status else None,
         server_version=version,
     )
 
@@ -368,3 +479,55 @@ def _optional_bool(value: Any) -> bool | None:
         return number != 0
     text = _text(value).upper()
     return {"ON": True, "OFF": False}.get(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+
+class CheckpointError(ValueError):
+    """A checkpoint written in a form that is not ``HOST:PORT``."""
+
+
+@dataclass(frozen=True, order=True)
+class Checkpoint:
+    """Something every node's network path shares with the poller (a gateway, a switch's
+    management port, another service): when the poller reaches none of them, the fault is on
+    its side of the network and it abstains instead of failing every node (MPP's checkpoints,
+    made per poller)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> Checkpoint:
+        """``HOST:PORT`` or ``[IPv6]:PORT``; the port is required."""
+        host, sep, port = text.strip().rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not sep or not host or any(c.isspace() or not c.isprintable() for c in host):
+            raise CheckpointError(f"not a checkpoint (HOST:PORT): {text!r}")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise CheckpointError(f"bad port in checkpoint {text!r}: expected 1-65535")
+        return cls(host, int(port))
+
+
+def probe_checkpoint(checkpoint: Checkpoint, timeout: float) -> str | None:
+    """None when a TCP connect to the checkpoint succeeds within ``timeout``, else why not."""
+    try:
+        with socket.create_connection((checkpoint.host, checkpoint.port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return one_line(exc.strerror or str(exc)) or type(exc).__name__
+
+
+def checkpoints_down(failures: Mapping[Checkpoint, str | None]) -> str | None:
+    """The abstention reason when every checkpoint failed; None when any answered or none are
+    configured (then the poller trusts its view as it always did)."""
+    if not failures or any(why is None for why in failures.values()):
+        return None
+    listed = ", ".join(f"{cp} ({why})" for cp, why in sorted(failures.items()))
+    return f"checkpoints unreachable: {listed}"

@@ -31,6 +31,7 @@ class PollerProcess:
     password: str = MONITOR_PASSWORD
     extra: list[str] = field(default_factory=list)
     workdir: Path = field(default_factory=short_tempdir)
+    probe_options: list[str] = field(default_factory=lambda: list(FAST_PROBE))  # []: defaults
 
     def __post_init__(self) -> None:
         self.log = self.workdir / f"{self.poller_id}.log"
@@ -52,7 +53,7 @@ class PollerProcess:
             self.user,
             "--mysql-password-file",
             str(self.password_file),
-            *FAST_PROBE,
+            *self.probe_options,
             *self.extra,
         ]
 

@@ -239,33 +239,37 @@ def test_corroboration_one_blind_poller_causes_no_failover_two_do(
     store, mariadb_cluster, pollers, redis_url
 ):
     node1 = mariadb_cluster.node1
-    # A monitoring user that exists on node2 and node3 only: a poller using it cannot log in
-    # to node1 ("Access denied"), while node1 is perfectly healthy for everyone else.
-    for node in (mariadb_cluster.node2, mariadb_cluster.node3):
+    # A monitoring database that is empty on node1 only: a poller using it sees node1 fail
+    # ("No tables found", a failing observation, not an abstention) while node1 is perfectly
+    # healthy for everyone else.
+    for node in mariadb_cluster.nodes:
+        table = "" if node is node1 else "CREATE TABLE blinddb.t (i INT);"
         node.sql(
-            "SET sql_log_bin=0;"
-            "CREATE USER IF NOT EXISTS 'blind'@'127.0.0.1' IDENTIFIED BY 'blindpass';"
-            "GRANT SLAVE MONITOR, BINLOG MONITOR, PROCESS ON *.* TO 'blind'@'127.0.0.1';"
-            "GRANT SELECT ON mppmon.* TO 'blind'@'127.0.0.1'"
+            f"SET sql_log_bin=0; CREATE DATABASE blinddb; {table}"
+            "GRANT SELECT ON blinddb.* TO 'monitor'@'127.0.0.1'"
         )
+    blind_options = {"extra": ["--database", "blinddb"]}
     try:
         make_pool(store, mariadb_cluster)
         start_poller(pollers, redis_url, "p-a")
         start_poller(pollers, redis_url, "p-b")
         wait_steady(store)
-        blind = start_poller(pollers, redis_url, "p-blind1", user="blind", password="blindpass")
+        blind = start_poller(pollers, redis_url, "p-blind1", **blind_options)
         ticks = watch_ticks(store, "p1", lambda s: len(s) >= 2 * M, 20)
         assert all(t.nodes[0].state is State.ACTIVE and t.nodes[0].requests == 0 for t in ticks)
-        assert "Access denied" in blind_observation(store, "p1", node1.node_id)
+        assert "No tables found" in blind_observation(store, "p1", node1.node_id)
         pollers[0].stop()  # now one sighted poller against two blind ones
-        start_poller(pollers, redis_url, "p-blind2", user="blind", password="blindpass")
+        start_poller(pollers, redis_url, "p-blind2", **blind_options)
         ticks = watch_ticks(store, "p1", lambda s: s[-1].nodes[1].state is State.ACTIVE, 20)
-        assert "Access denied" in (ticks[-1].nodes[0].message or "")
+        assert "No tables found" in (ticks[-1].nodes[0].message or "")
         assert ticks[-1].nodes[0].state is State.FAILED_OFFLINE
         assert blind.is_running
     finally:
-        for node in (mariadb_cluster.node2, mariadb_cluster.node3):
-            node.sql("SET sql_log_bin=0; DROP USER IF EXISTS 'blind'@'127.0.0.1'")
+        for node in mariadb_cluster.nodes:
+            node.sql(
+                "SET sql_log_bin=0; REVOKE SELECT ON blinddb.* FROM 'monitor'@'127.0.0.1';"
+                " DROP DATABASE IF EXISTS blinddb"
+            )
 
 
 def blind_observation(store: Store, pool: str, node: str) -> str:

@@ -64,15 +64,41 @@ def test_once_is_mpps_cron_mode(redis_url, mariadb_cluster, tmp_path):
     assert "committed p1 status OK, ACTIVE: " in second.stderr
 
 
-def test_probe_timeout_not_below_the_deadline_is_refused_at_start_up(
+def test_a_probe_timeout_above_the_deadline_is_only_an_upper_bound(
     redis_url, mariadb_cluster, tmp_path
 ):
     store = Store.from_url(redis_url)
     create_pool(store, mariadb_cluster, interval=1.0)
+    result = run_poller(redis_url, tmp_path, "--once", "--probe-timeout", "30")
+    assert result.returncode == 0, result.stderr
+    assert "committed p1" in result.stderr
+    assert [n.state for n in store.load_pool("p1").nodes] == [State.STANDBY, State.STANDBY]
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        pytest.param(
+            ["--probe-timeout", "0"], "--probe-timeout: must be > 0 and <= 3600", id="zero-probe"
+        ),
+        pytest.param(
+            ["--connect-timeout", "-1"], "--connect-timeout: must be > 0 and <= 3600", id="negative"
+        ),
+        pytest.param(
+            ["--probe-timeout", "0.01"], "--probe-timeout 0.01s is too short", id="too-short"
+        ),
+        pytest.param(["--checkpoint", "10.0.0.1"], "not a checkpoint (HOST:PORT)", id="no-port"),
+        pytest.param(["--checkpoint", "gw:99999"], "bad port in checkpoint", id="bad-port"),
+    ],
+)
+def test_bad_options_are_refused_at_start_up(redis_url, mariadb_cluster, tmp_path, args, text):
+    store = Store.from_url(redis_url)
+    create_pool(store, mariadb_cluster, interval=1.0)
     before = dump(store)
-    result = run_poller(redis_url, tmp_path, "--once", "--probe-timeout", "0.6")
+    result = run_poller(redis_url, tmp_path, "--once", *args)
     assert result.returncode == 2
-    assert "probe timeout 0.6s is not shorter than its deadline 0.5s" in result.stderr
+    assert text in result.stderr
+    assert "Traceback" not in result.stderr
     assert dump(store) == before
 
 
@@ -97,9 +123,30 @@ def test_mysql_password_appears_nowhere(redis_url, mariadb_cluster, tmp_path):
     result = run_poller(redis_url, tmp_path, "--once", *FAST_PROBE, password=secret)
     assert result.returncode == 0
     pool = store.load_pool("p1")
-    assert "Access denied for user 'monitor'" in (pool.nodes[0].message or "")
+    # A wrong password is the poller's fault: it abstains, the nodes are not judged.
+    assert [(n.state, n.requests) for n in pool.nodes] == [(State.UNKNOWN, None)] * 2
+    assert (pool.nodes[0].monitor_note or "").startswith(
+        "monitor cannot check: Access denied for user 'monitor'"
+    )
     assert secret not in result.stderr + result.stdout
     assert secret not in repr(dump(store))
+
+
+def test_no_mysql_password_abstains_loudly(redis_url, mariadb_cluster, tmp_path):
+    store = Store.from_url(redis_url)
+    create_pool(store, mariadb_cluster)
+    result = run_poller(redis_url, tmp_path, "--once", password="")
+    assert result.returncode == 0, result.stderr
+    no_password = "no MySQL password configured (--mysql-password-file or MPP_MYSQL_PASSWORD)"
+    assert f"WARNING mpp.poller: {no_password}: this poller abstains on every node" in result.stderr
+    said = [line for line in result.stderr.splitlines() if "WARNING mpp.poller: abstaining" in line]
+    assert len(said) == 1, result.stderr  # one line for every node with the same reason
+    for node in (mariadb_cluster.node1, mariadb_cluster.node2):
+        assert f"p1/{node.node_id}" in said[0]
+    assert said[0].endswith(no_password)
+    pool = store.load_pool("p1")
+    assert [(n.state, n.requests) for n in pool.nodes] == [(State.UNKNOWN, None)] * 2
+    assert pool.nodes[1].monitor_note == f"monitor cannot check: {no_password}"
 
 
 def test_sigterm_stops_gracefully_and_leaves(redis_url, mariadb_cluster):
@@ -126,3 +173,14 @@ def test_pool_option_polls_only_the_named_pools(redis_url, mariadb_cluster, tmp_
     assert result.returncode == 0, result.stderr
     assert store.load_pool("p1").last_round >= 0
     assert store.load_pool("p2") == untouched
+
+
+def test_the_readmes_quick_start_interval_works_with_default_options(
+    redis_url, mariadb_cluster, tmp_path
+):
+    store = Store.from_url(redis_url)
+    create_pool(store, mariadb_cluster, interval=2.0)  # as the README's quick start
+    result = run_poller(redis_url, tmp_path, "--once")  # no timeout options
+    assert result.returncode == 0, result.stderr
+    assert "shortest interval served 0.167s" in result.stderr
+    assert [n.state for n in store.load_pool("p1").nodes] == [State.STANDBY, State.STANDBY]

@@ -12,7 +12,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from mpp_agent.model import NodeId, Outcome
+from mpp_agent.model import NodeId, Observation, Outcome
 from mpp_agent.probe import ProbeResult, ProbeSettings, probe_node
 from tests.servers import (
     APP_PASSWORD,
@@ -44,7 +44,7 @@ def test_healthy_node(mariadb_cluster: MariaDBCluster) -> None:
         assert metrics.read_only is False
         assert metrics.max_connections == 50
         assert metrics.threads_connected is not None and metrics.threads_connected >= 1
-        assert metrics.seconds_behind == 0
+        assert metrics.lag == 0
         assert metrics.server_version is not None and "MariaDB" in metrics.server_version
         assert 0 < result.latency < 1.0
 
@@ -119,7 +119,7 @@ def test_stopped_replication_is_a_request_error(mariadb_cluster: MariaDBCluster)
     assert (
         result.observation.message == "Slave Error: Slave SQL is not running, Slave_SQL_Running=No."
     )
-    assert result.metrics.seconds_behind is None  # NULL while stopped
+    assert result.metrics.lag is None  # NULL while stopped: unknown
 
 
 def test_stopped_io_thread_is_a_request_error(mariadb_cluster: MariaDBCluster) -> None:
@@ -189,29 +189,77 @@ def test_empty_monitoring_database_is_a_connect_error(mariadb_cluster: MariaDBCl
     )
 
 
-def test_unknown_database_is_a_connect_error(mariadb_cluster: MariaDBCluster) -> None:
+def test_a_database_the_monitor_may_not_use_is_an_abstention(
+    mariadb_cluster: MariaDBCluster,
+) -> None:
     node = mariadb_cluster.node1
     result = probe(node, ProbeSettings(MONITOR_USER, MONITOR_PASSWORD, database="nosuchdb"))
-    assert result.observation.outcome is Outcome.CONNECT
-    assert result.observation.message.startswith(
-        f"Could not connect to mysql host {node.node_id}: Access denied for user 'monitor'"
-    )
+    assert result.observation == Observation.abstain(
+        "Access denied for user 'monitor'@'127.0.0.1' to database 'nosuchdb'"
+    )  # 1044
 
 
-def test_wrong_password_is_a_connect_error_that_hides_the_password(
+def test_unknown_monitoring_database_is_an_abstention(mariadb_cluster: MariaDBCluster) -> None:
+    node = mariadb_cluster.node1
+    # With a grant on it, the server admits the database does not exist (1049).
+    node.sql(f"SET sql_log_bin=0; GRANT SELECT ON mppgone.* TO '{MONITOR_USER}'@'127.0.0.1'")
+    try:
+        result = probe(node, ProbeSettings(MONITOR_USER, MONITOR_PASSWORD, database="mppgone"))
+    finally:
+        node.sql(f"SET sql_log_bin=0; REVOKE SELECT ON mppgone.* FROM '{MONITOR_USER}'@'127.0.0.1'")
+    assert result.observation == Observation.abstain("Unknown database 'mppgone'")
+
+
+def test_wrong_password_is_an_abstention_that_hides_the_password(
     mariadb_cluster: MariaDBCluster,
 ) -> None:
     secret = "s3cret-Wr0ng-pw"
     settings = ProbeSettings(MONITOR_USER, secret)
     node = mariadb_cluster.node1
     result = probe(node, settings)
-    assert result.observation.outcome is Outcome.CONNECT
-    assert result.observation.message == (
-        f"Could not connect to mysql host {node.node_id}: "
-        f"Access denied for user 'monitor'@'127.0.0.1' (using password: YES)"
-    )
+    assert result.observation == Observation.abstain(
+        "Access denied for user 'monitor'@'127.0.0.1' (using password: YES)"
+    )  # 1045
     for text in (repr(result), str(result), repr(settings), str(settings)):
         assert secret not in text
+
+
+@contextlib.contextmanager
+def monitor_user(cluster: MariaDBCluster, name: str, options: str, grants: str) -> Iterator[str]:
+    """A monitoring user of this test's own on every node (not replicated), dropped after."""
+    for node in cluster.nodes:
+        node.sql(
+            f"SET sql_log_bin=0; CREATE USER '{name}'@'127.0.0.1' IDENTIFIED BY 'pw{name}'"
+            f" {options}; GRANT SELECT ON mppmon.* TO '{name}'@'127.0.0.1'; {grants}"
+        )
+    try:
+        yield f"pw{name}"
+    finally:
+        for node in cluster.nodes:
+            node.sql(f"SET sql_log_bin=0; DROP USER IF EXISTS '{name}'@'127.0.0.1'")
+
+
+def test_locked_account_is_an_abstention(mariadb_cluster: MariaDBCluster) -> None:
+    with monitor_user(mariadb_cluster, "locked", "ACCOUNT LOCK", "") as password:
+        result = probe(mariadb_cluster.node2, ProbeSettings("locked", password))
+    assert result.observation.is_abstained  # 4151
+    assert "locked" in result.observation.message
+
+
+def test_missing_slave_monitor_privilege_is_an_abstention(mariadb_cluster: MariaDBCluster) -> None:
+    # Connects and sees the table, but SHOW SLAVE STATUS is refused (1227).
+    with monitor_user(mariadb_cluster, "nopriv", "", "") as password:
+        result = probe(mariadb_cluster.node2, ProbeSettings("nopriv", password))
+    assert result.observation.is_abstained, result.observation
+    assert result.observation.message.startswith("SHOW SLAVE STATUS: Access denied; you need")
+
+
+def test_no_password_abstains_without_connecting() -> None:
+    node = NodeId("127.0.0.1", free_port())  # nothing listens: a connect would be refused
+    result = probe_node(node, ProbeSettings(MONITOR_USER, ""))
+    assert result.observation == Observation.abstain(
+        "no MySQL password configured (--mysql-password-file or MPP_MYSQL_PASSWORD)"
+    )
 
 
 def test_nothing_listening_is_a_connect_error() -> None:

@@ -6,15 +6,22 @@ from typing import Any
 
 import pytest
 
+from mpp_agent.model import NodeId, Observation, Outcome
 from mpp_agent.probe import (
+    Checkpoint,
+    CheckpointError,
     NodeMetrics,
     ProbeResult,
     ProbeSettings,
+    checkpoints_down,
     error_text,
+    failure_text,
     normalize_slave_status,
+    replication_lag,
     server_version,
     slave_status_errors,
     uses_replica_syntax,
+    with_max_lag,
 )
 
 HEALTHY: dict[str, Any] = {
@@ -59,25 +66,12 @@ CASES = [
         ["Slave Error: Slave SQL is not running, Slave_SQL_Running=."],
         id="null-is-empty-text",
     ),
+    # DIVERGENCE: positions that differ (a busy standby) are no error; lag is judged per pool.
     pytest.param(
-        row(Read_Master_Log_Pos=1500, Seconds_Behind_Master=7),
-        [
-            "Slave Error: Replication out of sync by 266 positions, Read=1500, Execute=1234.",
-            "Slave Error: Seconds Behind Master: 7",
-        ],
-        id="out-of-sync-and-behind",
+        row(Read_Master_Log_Pos=1500, Seconds_Behind_Master=7), [], id="out-of-sync-is-no-error"
     ),
-    pytest.param(
-        row(Read_Master_Log_Pos="1500", Seconds_Behind_Master=None),
-        ["Slave Error: Replication out of sync by 266 positions, Read=1500, Execute=1234."],
-        id="out-of-sync-lag-null-counts-as-zero",
-    ),
-    pytest.param(
-        row(Read_Master_Log_Pos=100, Exec_Master_Log_Pos=400),
-        ["Slave Error: Replication out of sync by -300 positions, Read=100, Execute=400."],
-        id="negative-difference-other-file",
-    ),
-    pytest.param(row(Seconds_Behind_Master=30), [], id="lag-ignored-when-positions-agree"),
+    pytest.param(row(Read_Master_Log_Pos=100, Exec_Master_Log_Pos=400), [], id="other-binlog-file"),
+    pytest.param(row(Seconds_Behind_Master=3000), [], id="lag-is-not-judged-here"),
     pytest.param(
         row(Slave_SQL_Running="No", Last_Error="Error 'Duplicate entry' on query"),
         [
@@ -164,6 +158,136 @@ def test_settings_refuse_nonsense(kwargs: dict[str, Any]) -> None:
 def test_results_are_frozen_values() -> None:
     metrics = NodeMetrics()
     assert metrics == NodeMetrics(None, None, None, None, None)
+    assert metrics.lag is None
     with pytest.raises(AttributeError):
         metrics.read_only = True  # type: ignore[misc]
     assert ProbeResult.__dataclass_params__.frozen  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("status", "lag"),
+    [
+        pytest.param(row(Seconds_Behind_Master=0), 0, id="in-sync"),
+        pytest.param(row(Seconds_Behind_Master=42), 42, id="mariadb-behind"),
+        pytest.param(row(Seconds_Behind_Master="17"), 17, id="text-number"),
+        pytest.param(row(Seconds_Behind_Master=None), None, id="null-is-unknown"),
+        pytest.param(
+            {"Replica_IO_Running": "Yes", "Seconds_Behind_Source": 9}, 9, id="mysql-8-source"
+        ),
+        pytest.param({"Slave_IO_Running": "Yes"}, None, id="no-column"),
+    ],
+)
+def test_replication_lag(status: dict[str, Any], lag: int | None) -> None:
+    assert replication_lag(status) == lag
+
+
+NODE = NodeId("10.0.0.1")
+BEHIND_7 = "Slave Error: Seconds Behind Master: 7"
+SQL_STOPPED = "Slave Error: Slave SQL is not running, Slave_SQL_Running=No."
+
+
+@pytest.mark.parametrize(
+    ("observation", "lag", "max_lag", "expected"),
+    [
+        pytest.param(Observation.healthy(), 7, 30.0, Observation.healthy(), id="below-max-lag"),
+        pytest.param(Observation.healthy(), 30, 30.0, Observation.healthy(), id="at-max-lag"),
+        pytest.param(
+            Observation.healthy(), 7, 6.0, Observation(Outcome.REQUEST, BEHIND_7), id="above"
+        ),
+        pytest.param(
+            Observation.healthy(),
+            1,
+            0.0,
+            Observation(Outcome.REQUEST, "Slave Error: Seconds Behind Master: 1"),
+            id="max-lag-zero-any-lag",
+        ),
+        pytest.param(Observation.healthy(), 0, 0.0, Observation.healthy(), id="zero-lag-zero-max"),
+        pytest.param(Observation.healthy(), None, 0.0, Observation.healthy(), id="unknown-lag"),
+        pytest.param(
+            Observation(Outcome.REQUEST, SQL_STOPPED),
+            7,
+            3.0,
+            Observation(Outcome.REQUEST, f"{SQL_STOPPED}, {BEHIND_7}"),
+            id="appended-to-request-errors",
+        ),
+        pytest.param(
+            Observation(Outcome.REQUEST, SQL_STOPPED),
+            None,
+            3.0,
+            Observation(Outcome.REQUEST, SQL_STOPPED),
+            id="stopped-thread-stays-an-error",
+        ),
+        pytest.param(
+            Observation.connect_error(NODE, "refused"),
+            99,
+            3.0,
+            Observation.connect_error(NODE, "refused"),
+            id="connect-error-unchanged",
+        ),
+        pytest.param(
+            Observation.abstain("Access denied"),
+            99,
+            3.0,
+            Observation.abstain("Access denied"),
+            id="abstention-unchanged",
+        ),
+    ],
+)
+def test_max_lag_per_pool(
+    observation: Observation, lag: int | None, max_lag: float, expected: Observation
+) -> None:
+    assert with_max_lag(observation, lag, max_lag) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "checkpoint"),
+    [
+        ("10.0.0.1:53", Checkpoint("10.0.0.1", 53)),
+        (" gw.example.com:443 ", Checkpoint("gw.example.com", 443)),
+        ("[fd00::1]:80", Checkpoint("fd00::1", 80)),
+    ],
+)
+def test_checkpoint_parse(text: str, checkpoint: Checkpoint) -> None:
+    assert Checkpoint.parse(text) == checkpoint
+    assert Checkpoint.parse(str(checkpoint)) == checkpoint
+
+
+@pytest.mark.parametrize(
+    "text", ["10.0.0.1", ":53", "h:0", "h:65536", "h:x", "a b:1", "h\x1b:1", ""]
+)
+def test_checkpoint_parse_refuses(text: str) -> None:
+    with pytest.raises(CheckpointError):
+        Checkpoint.parse(text)
+
+
+A, B = Checkpoint("10.0.0.1", 53), Checkpoint("10.0.0.2", 80)
+
+
+@pytest.mark.parametrize(
+    ("failures", "reason"),
+    [
+        pytest.param({}, None, id="none-configured"),
+        pytest.param({A: None, B: "Connection refused"}, None, id="some-fail"),
+        pytest.param({A: None}, None, id="all-answer"),
+        pytest.param(
+            {B: "timed out", A: "Connection refused"},
+            "checkpoints unreachable: 10.0.0.1:53 (Connection refused), 10.0.0.2:80 (timed out)",
+            id="all-fail",
+        ),
+    ],
+)
+def test_checkpoints_down_only_when_all_fail(
+    failures: dict[Checkpoint, str | None], reason: str | None
+) -> None:
+    assert checkpoints_down(failures) == reason
+
+
+def test_failure_text_names_the_kind_on_one_line() -> None:
+    import struct
+
+    assert failure_text(IndexError("x")) == "probe failed: IndexError"
+    assert failure_text(struct.error("unpack")) == "probe failed: struct.error"
+
+
+def test_error_text_is_one_line() -> None:
+    assert error_text(Exception(1045, "Access\ndenied  for\tx")) == "Access denied for x"

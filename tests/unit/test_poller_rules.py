@@ -1,0 +1,147 @@
+"""The poller's pure rules: what it records per pool, and what it says about abstentions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from mpp_agent.config import new_pool, parse_failoverpool
+from mpp_agent.model import NodeId, Observation, Outcome, PoolState, PoolStatus, State, Status
+from mpp_agent.poller import (
+    SUMMARY_EVERY,
+    AbstentionKey,
+    CycleReport,
+    CycleSummary,
+    abstention_changes,
+    by_reason,
+    has_changed,
+    lateness,
+    name_list,
+    pool_observations,
+)
+from mpp_agent.probe import NodeMetrics, ProbeResult
+
+A, B = NodeId("10.0.0.1"), NodeId("10.0.0.2")
+
+
+def pool(max_lag: float = 30.0, interval: float = 1.0) -> PoolState:
+    return replace(
+        new_pool(parse_failoverpool("name:p1;primary:10.0.0.1;secondary:10.0.0.2")),
+        max_lag=max_lag,
+        interval=interval,
+    )
+
+
+def result(node: NodeId, observation: Observation, lag: int | None = None) -> ProbeResult:
+    return ProbeResult(node, observation, NodeMetrics(lag=lag), 0.001)
+
+
+def test_pool_observations_apply_each_pools_max_lag() -> None:
+    results = {A: result(A, Observation.healthy(), 0), B: result(B, Observation.healthy(), 12)}
+    relaxed = pool_observations(pool(max_lag=30), results, None)
+    strict = pool_observations(pool(max_lag=10), results, None)
+    assert relaxed == {A: Observation.healthy(), B: Observation.healthy()}
+    assert strict[A] == Observation.healthy()
+    assert strict[B] == Observation(Outcome.REQUEST, "Slave Error: Seconds Behind Master: 12")
+
+
+def test_all_checkpoints_down_abstains_on_every_node_even_healthy_ones() -> None:
+    results = {A: result(A, Observation.healthy()), B: result(B, Observation.connect_error(B, "x"))}
+    why = "checkpoints unreachable: 10.0.0.9:53 (Connection refused)"
+    assert pool_observations(pool(), results, why) == {
+        A: Observation.abstain(why),
+        B: Observation.abstain(why),
+    }
+
+
+DENIED = "Access denied for user 'monitor'@'10.0.0.9' (using password: YES)"
+DOWN = "checkpoints unreachable: 10.0.0.9:53 (timed out)"
+KA: AbstentionKey = ("p1", "10.0.0.1:3306")
+KB: AbstentionKey = ("p1", "10.0.0.2:3306")
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "started", "ended"),
+    [
+        pytest.param({}, {}, {}, {}, id="nothing"),
+        pytest.param({}, {KA: DENIED}, {KA: DENIED}, {}, id="starts"),
+        pytest.param({KA: DENIED}, {KA: DENIED}, {}, {}, id="goes-on-silently"),
+        pytest.param({KA: DENIED}, {}, {}, {KA: DENIED}, id="ends"),
+        pytest.param({KA: DENIED}, {KA: DOWN}, {KA: DOWN}, {}, id="new-reason-is-a-start"),
+        pytest.param(
+            {KA: DENIED}, {KB: DENIED}, {KB: DENIED}, {KA: DENIED}, id="one-ends-other-starts"
+        ),
+    ],
+)
+def test_abstention_changes(
+    before: dict[AbstentionKey, str],
+    after: dict[AbstentionKey, str],
+    started: dict[AbstentionKey, str],
+    ended: dict[AbstentionKey, str],
+) -> None:
+    assert abstention_changes(before, after) == (started, ended)
+
+
+def test_abstentions_are_said_once_per_reason() -> None:
+    assert by_reason({KB: DENIED, KA: DENIED, ("p2", "10.0.0.1:3306"): DOWN}) == [
+        (DENIED, ["p1/10.0.0.1:3306", "p1/10.0.0.2:3306"]),
+        (DOWN, ["p2/10.0.0.1:3306"]),
+    ]
+    assert name_list(["a", "b"]) == "a, b"
+    assert name_list([str(i) for i in range(8)]) == "0, 1, 2, 3, 4 and 3 more"
+
+
+def test_has_changed_is_state_or_status_only() -> None:
+    before = pool()
+
+    def first(**changes: object) -> PoolState:
+        return replace(before, nodes=(replace(before.nodes[0], **changes), *before.nodes[1:]))
+
+    r_only, state, status = (
+        first(requests=2, message="x"),
+        first(state=State.STANDBY),
+        first(status=Status.OK_WARN),
+    )
+    assert not has_changed(before, before)
+    assert not has_changed(before, r_only)
+    assert has_changed(before, state)
+    assert has_changed(before, status)
+    assert has_changed(before, replace(before, status=PoolStatus.FAIL))
+
+
+@pytest.mark.parametrize(
+    ("now", "late"),
+    [(100.0, False), (100.49, False), (100.51, True), (100.99, True)],
+)
+def test_lateness_is_past_the_deadline(now: float, late: bool) -> None:
+    assert (lateness(pool(interval=1.0), 100, now) is not None) is late
+
+
+@pytest.mark.parametrize(
+    ("report", "notable"),
+    [
+        pytest.param(CycleReport(), False, id="steady"),
+        pytest.param(CycleReport(skipped={"p1": "round 5 already committed"}), False, id="race"),
+        pytest.param(CycleReport(skipped={"p1": "round 5 has no observations"}), True, id="skip"),
+        pytest.param(CycleReport(changed=["p1"]), True, id="transition"),
+        pytest.param(CycleReport(late={"p1": "late"}), True, id="late"),
+        pytest.param(CycleReport(news=True), True, id="abstention-or-unserved-change"),
+        pytest.param(CycleReport(abstaining=3), False, id="abstaining-goes-on"),
+    ],
+)
+def test_what_makes_an_info_line(report: CycleReport, notable: bool) -> None:
+    assert report.is_notable is notable
+
+
+def test_the_summary_comes_once_a_period_and_counts_the_quiet_cycles() -> None:
+    summary = CycleSummary(since=1000.0)
+    report = CycleReport(pools=[pool()], committed={"p1": pool()}, abstaining=2)
+    lines = [summary.add(report, 1000.0 + t) for t in range(1, int(SUMMARY_EVERY) + 2)]
+    said = [line for line in lines if line is not None]
+    assert len(said) == 1
+    assert said[0].startswith(f"last {SUMMARY_EVERY:.0f}s: {int(SUMMARY_EVERY)} cycles, ")
+    assert f"{int(SUMMARY_EVERY)} rounds committed" in said[0]
+    assert "p1 status OK, ACTIVE: NONE" in said[0]
+    assert said[0].endswith("abstaining on 2 node(s)")
+    assert summary.add(report, 1000.0 + SUMMARY_EVERY + 2) is None  # counting afresh
