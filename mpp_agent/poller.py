@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 import gevent
 import gevent.pool
 
+from mpp_agent.daemon import OnChange
 from mpp_agent.model import NodeId, Observation, Outcome, PoolState, State
 from mpp_agent.probe import (
     Checkpoint,
@@ -294,6 +295,9 @@ class Poller:
         self.unserved: dict[str, str] = {}  # pool -> why this poller cannot serve it
         self.last_heartbeat = float("-inf")  # monotonic
         self.summary = CycleSummary(time.monotonic())
+        # A problem that repeats every cycle is logged once, then on change (not every cycle).
+        self.cycle_trouble = OnChange(log, "poll cycles succeed again")
+        self.deadline_trouble = OnChange(log, "deadline commits succeed again")
 
     # ---------------------------------------------------------------- clock
 
@@ -546,11 +550,16 @@ class Poller:
         try:
             report.committed.update(self.commit_rounds([(pool, round_)], report))
         except REDIS_DOWN_ERRORS as exc:
-            log.warning("deadline commit of %s round %d: Redis unreachable: %s", pool, round_, exc)
+            self.deadline_trouble.problem(f"deadline commits: Redis unreachable: {exc}")
             return
-        except Exception:  # a greenlet of its own: nothing above it would log this
-            log.exception("deadline commit of %s round %d failed", pool, round_)
+        except Exception as exc:  # a greenlet of its own: nothing above it would log this
+            self.deadline_trouble.problem(
+                f"deadline commits fail: {type(exc).__name__}: {exc} (traceback at DEBUG)",
+                logging.ERROR,
+            )
+            log.debug("deadline commit of %s round %d failed", pool, round_, exc_info=True)
             return
+        self.deadline_trouble.ok()
         if report.committed:
             # A deadline commit means some live poller did not report in time: worth a line.
             log.info(
@@ -611,11 +620,18 @@ class Poller:
                 if report.rounds or time.monotonic() - self.last_heartbeat >= HEARTBEAT_IDLE:
                     self.heartbeat(report, time.monotonic() - started)
                 delay = self.next_wake(report.pools)
+                self.cycle_trouble.ok()
             except REDIS_DOWN_ERRORS as exc:
-                log.warning("Redis unreachable (%s); retrying in %gs", exc, REDIS_RETRY_DELAY)
+                text = f"Redis unreachable ({exc}); retrying every {REDIS_RETRY_DELAY:g}s"
+                self.cycle_trouble.problem(text)
                 delay = REDIS_RETRY_DELAY
-            except Exception:  # the loop must survive any one bad cycle (house style rule 6)
-                log.exception("poll cycle failed; the next cycle goes on")
+            except Exception as exc:  # the loop must survive any one bad cycle (house style 6)
+                self.cycle_trouble.problem(
+                    f"poll cycles fail: {type(exc).__name__}: {exc}; the next cycle goes on "
+                    "(traceback at DEBUG)",
+                    logging.ERROR,
+                )
+                log.debug("poll cycle failed", exc_info=True)
                 delay = REDIS_RETRY_DELAY
             if wait(delay):
                 break

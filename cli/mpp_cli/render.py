@@ -363,7 +363,10 @@ def pollers_text(pollers: Sequence[PollerInfo], now: float) -> str:
 def poller_json(poller: PollerInfo) -> dict[str, Any]:
     """A poller for ``--json``: its heartbeat as it is, and what it abstains on and does not
     serve (empty when it reports none)."""
-    info = poller.info
+    info = {
+        key: iso_time(value) if key.endswith("_at") and is_epoch(value) else value
+        for key, value in poller.info.items()
+    }
     return {
         "poller_id": poller.poller_id,
         "alive": poller.alive,
@@ -372,6 +375,10 @@ def poller_json(poller: PollerInfo) -> dict[str, Any]:
         "unserved": mapping_of(info.get("unserved")),
         "problem": poller.problem or None,
     }
+
+
+def is_epoch(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e11
 
 
 def mapping_of(value: Any) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from mpp_cli.haproxy_config import (
 from mpp_cli.render import (
     history_json,
     history_line,
+    iso_time,
     lag_of,
     listing,
     listing_json,
@@ -335,7 +336,7 @@ def pollers(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     now = store.server_time()
     found = sorted(store.pollers(), key=lambda p: p.poller_id)
     if json_output:
-        typer.echo(to_json({"now": now, "pollers": [poller_json(p) for p in found]}))
+        typer.echo(to_json({"now": iso_time(now), "pollers": [poller_json(p) for p in found]}))
     else:
         typer.echo(pollers_text(found, now), nl=False)
 

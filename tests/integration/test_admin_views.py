@@ -400,6 +400,8 @@ def test_pollers(redis_url: str) -> None:
     doc = json.loads(mpp_admin(redis_url, "pollers", "--json").stdout)
     assert [(p["poller_id"], p["alive"]) for p in doc["pollers"]] == [("p1", True), ("p2", False)]
     assert doc["pollers"][0]["info"]["lag"] == 0.05
+    # Times in JSON are ISO 8601 UTC, like every other command's.
+    assert doc["now"].endswith("Z") and doc["pollers"][0]["info"]["last_cycle_at"].endswith("Z")
 
 
 def test_haproxy_config_lines(redis_url: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 
 import pytest
@@ -14,6 +15,8 @@ from mpp_agent.poller import Poller, PollerSettings, round_of
 from mpp_agent.probe import NodeMetrics, ProbeResult, ProbeSettings
 from mpp_agent.state import AdminResult
 from mpp_agent.store import Store
+from tests.daemons import PollerProcess
+from tests.servers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +96,24 @@ def test_a_round_numbered_under_the_old_interval_is_not_committed(store: Store) 
     assert store.load_pool("p1").last_round == -1
     # The agent would call such a pool stale rather than trust it.
     assert is_pool_stale(replace(pool, last_round=old_round), store.server_time())
+
+
+def test_a_failing_cycle_is_logged_once_and_its_end_too(store: Store, redis_url: str) -> None:
+    # The one key no pool owns (the pool index) made a string: every cycle fails until it is
+    # repaired. The poller says so once, without a traceback at INFO, and once when it ends.
+    create(store, "good", interval=0.5)
+    store.client.delete(store.keys.pools())
+    store.client.set(store.keys.pools(), "not a set")
+    poller = PollerProcess(redis_url, "p-loud").start()
+    try:
+        wait_until(lambda: "poll cycles fail" in poller.log.read_text(), 10, "the error line")
+        time.sleep(2.0)  # about 20 more failing cycles
+        store.client.delete(store.keys.pools())
+        store.client.sadd(store.keys.pools(), "good")
+        wait_until(lambda: store.load_pool("good").last_round >= 0, 10, "a committed round")
+        wait_until(lambda: "succeed again" in poller.log.read_text(), 10, "the recovery line")
+    finally:
+        poller.stop()
+    log = poller.log.read_text()
+    assert log.count("poll cycles fail") == 1, log
+    assert "mpp:pools is a string, not a set" in log and "Traceback" not in log
