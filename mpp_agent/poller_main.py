@@ -67,17 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mysql-password-file",
         default=env("MPP_MYSQL_PASSWORD_FILE"),
-        help="file whose first line is the MySQL password (else env MPP_MYSQL_PASSWORD)",
+        help="file whose first line is the MySQL password (env MPP_MYSQL_PASSWORD_FILE; "
+        "else the password itself from env MPP_MYSQL_PASSWORD)",
     )
     p.add_argument(
         "--database",
         default=env("MPP_DATABASE", DEFAULT_MONITOR_DATABASE),
-        help="monitoring database; must hold at least one table (default %(default)s)",
+        help="monitoring database; must hold at least one table (env MPP_DATABASE; "
+        "default %(default)s)",
     )
     p.add_argument(
         "--poller-id",
         default=env("MPP_POLLER_ID", f"{socket.gethostname()}:{os.getpid()}"),
-        help="this poller's name in Redis (default host:pid)",
+        help="this poller's name in Redis (env MPP_POLLER_ID; default host:pid)",
     )
     p.add_argument(
         "--pool",

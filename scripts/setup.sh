@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install what `make test` needs, and only what is missing (a second run is a no-op in ~1 s):
 #   1. OS packages: mariadb-server, redis-server, haproxy (the real servers the tests start),
-#      openssl (a test certificate for Redis over TLS) and
-#      make, with apt-get, noninteractive. Nothing is started: the tests start their own servers
-#      on free ports (docs: local-topology.md).
+#      openssl (a test certificate for Redis over TLS), systemd (systemd-analyze verifies the
+#      units in packaging/systemd) and make, with apt-get, noninteractive. Nothing is started:
+#      the tests start their own servers on free ports.
 #   2. A virtualenv $VENV (default .venv) with this package installed editable with its [test]
 #      extras; reinstalled when pyproject.toml changes.
 # Environment: PYTHON (default python3, must be >= 3.11), VENV (default .venv).
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-OS_PACKAGES=(mariadb-server redis-server haproxy make openssl)
+OS_PACKAGES=(mariadb-server redis-server haproxy make openssl systemd)
 
 log() { echo "setup: $*" >&2; }
 

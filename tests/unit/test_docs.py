@@ -1,6 +1,6 @@
 """The documentation stands alone: every link and every file it names is in the repository.
 
-Covers README.md, docs/, haproxy/, compose/ and bench/: markdown links (``[text](path)``) and
+Covers README.md, docs/, haproxy/, compose/, bench/ and packaging/: markdown links (``[text](path)``) and
 file names written in the text (``haproxy/haproxy.cfg``, ``scripts/demo.py``, ``admin.md``),
 resolved from the file's directory or from the repository root. Absolute paths (``/tmp/...``,
 ``/etc/mpp/...``) are examples of the operator's machine and are not checked.
@@ -17,7 +17,12 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC_FILES = sorted(
     [ROOT / "README.md"]
     + list((ROOT / "docs").glob("*.md"))
-    + [p for d in ("haproxy", "compose", "bench") for p in (ROOT / d).rglob("*") if p.is_file()]
+    + [
+        p
+        for d in ("haproxy", "compose", "bench", "packaging")
+        for p in (ROOT / d).rglob("*")
+        if p.is_file()
+    ]
 )
 TEXT_FILES = [p for p in DOC_FILES if "secrets" not in p.parts]
 
