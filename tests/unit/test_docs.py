@@ -1,8 +1,8 @@
 """The documentation stands alone: every link and every file it names is in the repository.
 
 Covers README.md, docs/, haproxy/, compose/, bench/ and packaging/: markdown links
-(``[text](path)``) and file names written in the text (``haproxy/haproxy.cfg``, ``scripts/demo.py``, ``admin.md``),
-resolved from the file's directory or from the repository root. Absolute paths (``/tmp/...``,
+(``[text](path)``) and file names written in the text (``haproxy/haproxy.cfg``,
+``scripts/demo.py``, ``admin.md``), resolved from the file's directory or from the repository root. Absolute paths (``/tmp/...``,
 ``/etc/mpp/...``) are examples of the operator's machine and are not checked.
 """
 
