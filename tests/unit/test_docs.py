@@ -2,8 +2,9 @@
 
 Covers README.md, docs/, haproxy/, compose/, bench/ and packaging/: markdown links
 (``[text](path)``) and file names written in the text (``haproxy/haproxy.cfg``,
-``scripts/demo.py``, ``admin.md``), resolved from the file's directory or from the repository root. Absolute paths (``/tmp/...``,
-``/etc/mpp/...``) are examples of the operator's machine and are not checked.
+``scripts/demo.py``, ``admin.md``), resolved from the file's directory or from the repository
+root. Absolute paths (``/tmp/...``, ``/etc/mpp/...``) are examples of the operator's machine and
+are not checked.
 """
 
 from __future__ import annotations
