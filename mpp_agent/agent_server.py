@@ -44,6 +44,7 @@ This is the only module that imports ``gevent.server``. It owns:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import socket
@@ -72,9 +73,12 @@ from mpp_agent.agent_protocol import (
     unknown_pool,
 )
 from mpp_agent.daemon import OnChange, RateLimited
+from mpp_agent.http_api import OPENAPI, check_line, route_path, takes_traffic
+from mpp_agent.http_api import Route as ApiRoute
 from mpp_agent.model import PoolState
 from mpp_agent.routing import route
-from mpp_agent.store import REDIS_ERRORS, Store, is_redis_down, redis_problem
+from mpp_agent.store import REDIS_ERRORS, BadKey, Store, is_redis_down, redis_problem
+from mpp_agent.views import NodeMetrics, listing_json, pool_json
 
 log = logging.getLogger("mpp.agent")
 
@@ -83,6 +87,8 @@ STOP_GRACE = 2.0
 LOOP_RESTART_DELAY = 1.0
 # An HTTP client has this long to send its request and read the reply, keep-alive included.
 HTTP_TIMEOUT = 5.0
+JSON = "application/json"
+UNAVAILABLE = "503 Service Unavailable"
 
 Key = tuple[str, str, Role]
 
@@ -92,7 +98,8 @@ class AgentSettings:
     """How the agent runs; ``agent_main`` declares the options that fill it."""
 
     listen: tuple[str, int] = ("127.0.0.1", 9777)
-    metrics_listen: tuple[str, int] | None = None
+    http_listen: tuple[str, int] | None = None
+    haproxy_sockets: tuple[str, ...] = ()
     stale_after: float = 5.0
     refresh_interval: float = 1.0
     read_timeout: float = 1.0
@@ -216,6 +223,7 @@ class Agent:
         self.metrics = Metrics()
         self.snapshot: Snapshot | None = None
         self.pools: dict[str, PoolState] = {}
+        self.probe_metrics: dict[str, NodeMetrics] = {}  # pool -> node -> its last probe's
         self.stale_pools: set[str] = set()
         self.vanished: set[str] = set()  # pools a full load no longer found (kept, stale)
         self.last_ok = -math.inf  # monotonic time of the last successful refresh
@@ -314,11 +322,20 @@ class Agent:
             pools.update(loaded)
             vanished = (self.vanished - wanted) | (unreadable & set(self.pools))
         self.vanished = vanished
+        self._read_probe_metrics(names, pools)
         self._clock_offset = redis_now - time.time()
         self.pools = pools
         self.last_ok = time.monotonic()
         self.metrics.refreshes += 1
         self._rebuild(redis_now)
+
+    def _read_probe_metrics(self, names: Iterable[str] | None, pools: dict[str, PoolState]) -> None:
+        """The lags of ``GET /v1/pools``: an unreadable metrics hash only makes them null."""
+        wanted = sorted(pools if names is None else set(names) & set(pools))
+        found = self.store.read_metrics(wanted) if wanted else {}
+        kept = {n: m for n, m in self.probe_metrics.items() if n in pools and names is not None}
+        kept.update((n, {} if isinstance(m, BadKey) else m) for n, m in found.items())
+        self.probe_metrics = kept
 
     def _note_pool_count(self, count: int) -> None:
         """Say once when the namespace has no pools (a wrong --namespace?), and where some are."""
@@ -590,6 +607,7 @@ class Agent:
 
     def wsgi_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
         if path == "/metrics":
             status, ctype, body = "200 OK", "text/plain; version=0.0.4", self.metrics_text()
         elif path in ("/healthz", "/readyz"):
@@ -600,10 +618,34 @@ class Agent:
                 text,
             )
         else:
-            status, ctype, body = "404 Not Found", "text/plain", "not found"
+            status, ctype, body = self.api(route_path(path, environ.get("QUERY_STRING", "")))
+        if method not in ("GET", "HEAD"):
+            status, ctype, body = "405 Method Not Allowed", "text/plain", "GET or HEAD only"
         data = (body if body.endswith("\n") else body + "\n").encode()
         start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(data)))])
-        return [data]
+        return [] if method == "HEAD" else [data]
+
+    def api(self, request: ApiRoute) -> tuple[str, str, str]:
+        """Status, content type and body of a ``/v1/`` request, from the snapshot alone."""
+        if request.kind == "openapi":
+            return "200 OK", JSON, json.dumps(OPENAPI)
+        if request.kind == "unknown":
+            return "404 Not Found", "text/plain", "not found"
+        if self.snapshot is None:
+            return UNAVAILABLE, "text/plain", "no snapshot yet"
+        if request.kind == "check":
+            reply = self.answer(check_line(request))
+            return ("200 OK" if takes_traffic(reply) else UNAVAILABLE), "text/plain", reply.decode()
+        now = self.now()
+        if request.kind == "pool":
+            pool = self.pools.get(request.pool)
+            if pool is None:
+                return "404 Not Found", "text/plain", f"unknown pool {request.pool}"
+            document = pool_json(pool, now, self.probe_metrics.get(pool.name, {}))
+        else:
+            pools = [self.pools[name] for name in sorted(self.pools)]
+            document = listing_json(pools, now, self.probe_metrics)
+        return "200 OK", JSON, json.dumps(document)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -612,9 +654,9 @@ class Agent:
         pool = Pool(self.settings.max_connections)
         self._server = StreamServer(self.settings.listen, self.handle, spawn=pool, backlog=4096)
         self._server.start()
-        if self.settings.metrics_listen is not None:
+        if self.settings.http_listen is not None:
             self._metrics_server = HttpServer(
-                self.settings.metrics_listen,
+                self.settings.http_listen,
                 self.wsgi_app,
                 spawn=Pool(self.settings.metrics_max_connections),
                 log=None,
