@@ -622,7 +622,10 @@ class Agent:
         if method not in ("GET", "HEAD"):
             status, ctype, body = "405 Method Not Allowed", "text/plain", "GET or HEAD only"
         data = (body if body.endswith("\n") else body + "\n").encode()
-        start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(data)))])
+        headers = [("Content-Type", ctype), ("Content-Length", str(len(data)))]
+        if status.startswith("405"):
+            headers.append(("Allow", "GET, HEAD"))
+        start_response(status, headers)
         return [] if method == "HEAD" else [data]
 
     def api(self, request: ApiRoute) -> tuple[str, str, str]:
@@ -634,7 +637,10 @@ class Agent:
         if self.snapshot is None:
             return UNAVAILABLE, "text/plain", "no snapshot yet"
         if request.kind == "check":
-            reply = self.answer(check_line(request))
+            line = check_line(request)
+            reply = BAD_REQUEST if line is None else self.answer(line)
+            if reply == BAD_REQUEST:
+                return "400 Bad Request", "text/plain", reply.decode()
             return ("200 OK" if takes_traffic(reply) else UNAVAILABLE), "text/plain", reply.decode()
         now = self.now()
         if request.kind == "pool":

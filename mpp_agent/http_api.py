@@ -57,9 +57,13 @@ def route_path(path: str, query: str) -> Route:
     return Route("unknown")
 
 
-def check_line(route: Route) -> bytes:
-    """The agent-check request line that the HTTP check stands for."""
-    return f"{route.pool} {route.node} {route.role}\n".encode()
+def check_line(route: Route) -> bytes | None:
+    """The agent-check request line that the HTTP check stands for; None if a field holds
+    whitespace (it would split into other fields)."""
+    fields = (route.pool, route.node, route.role)
+    if any(not f or any(c.isspace() for c in f) for f in fields):
+        return None
+    return " ".join(fields).encode() + b"\n"
 
 
 def takes_traffic(reply: bytes) -> bool:
