@@ -60,6 +60,7 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
+from mpp_agent import haproxy_runtime
 from mpp_agent.agent_protocol import (
     BAD_REQUEST,
     MAX_REQUEST_BYTES,
@@ -67,12 +68,14 @@ from mpp_agent.agent_protocol import (
     Reply,
     Role,
     answer_changes,
+    changed_answers,
     decide_pool,
     parse_request,
     unknown_node,
     unknown_pool,
 )
 from mpp_agent.daemon import OnChange, RateLimited
+from mpp_agent.haproxy_push import commands, parse_servers_state, servers_for
 from mpp_agent.http_api import OPENAPI, check_line, route_path, takes_traffic
 from mpp_agent.http_api import Route as ApiRoute
 from mpp_agent.model import PoolState
@@ -241,6 +244,7 @@ class Agent:
         self._no_pools_noted = False
         self._server: StreamServer | None = None
         self._metrics_server: WSGIServer | None = None
+        self.pusher = Pusher(self, settings.haproxy_sockets) if settings.haproxy_sockets else None
 
     @property
     def redis_url(self) -> str:
@@ -374,6 +378,10 @@ class Agent:
                     new = render_pool(pool, now, stale)
                     for line in answer_changes(old.replies if old else {}, new.replies):
                         log.info("%s", line)
+                    if self.pusher is not None:
+                        self.pusher.changed(
+                            changed_answers(old.replies if old else {}, new.replies)
+                        )
                     old = new
                     changed = True
             except Exception as exc:  # one pool's bad state must not stop the others' answers
@@ -572,6 +580,18 @@ class Agent:
             ("refreshes_total", "counter", "Successful refreshes from Redis.", m.refreshes),
             ("socket_errors_total", "counter", "Probes lost to socket errors.", m.socket_errors),
             ("loops_down", "gauge", "Background loops not running.", len(self.loops_down)),
+            (
+                "haproxy_pushes_total",
+                "counter",
+                "Changed answers applied to an HAProxy server through its runtime API.",
+                self.pusher.pushed if self.pusher else 0,
+            ),
+            (
+                "haproxy_push_failures_total",
+                "counter",
+                "Pushes to an HAProxy runtime API that failed (the agent-check corrects them).",
+                self.pusher.failed if self.pusher else 0,
+            ),
         ]
         for name, kind, text, value in gauges:
             lines += [
@@ -669,10 +689,10 @@ class Agent:
                 error_log=BadRequestLog(self.rate_limited),
             )
             self._metrics_server.start()
-        self._loops = {
-            name: gevent.spawn(self.supervised, name, loop)
-            for name, loop in (("refresh", self.refresh_loop), ("pub/sub", self.subscribe_loop))
-        }
+        loops = [("refresh", self.refresh_loop), ("pub/sub", self.subscribe_loop)]
+        if self.pusher is not None:
+            loops.append(("HAProxy push", self.pusher.loop))
+        self._loops = {name: gevent.spawn(self.supervised, name, loop) for name, loop in loops}
 
     @property
     def address(self) -> tuple[str, int]:
@@ -689,6 +709,63 @@ class Agent:
         if self._metrics_server is not None:
             self._metrics_server.stop(timeout=STOP_GRACE)
         gevent.killall(list(self._loops.values()), timeout=STOP_GRACE)
+
+
+class Pusher:
+    """Applies each changed answer to HAProxy at once (haproxy_push.py says how), from a
+    greenlet of its own so that neither the probes nor the refresher ever wait on HAProxy."""
+
+    def __init__(self, agent: Agent, sockets: Iterable[str]) -> None:
+        self.agent = agent
+        self.sockets = tuple(sockets)
+        self.pending: dict[Key, str] = {}  # the latest words of each changed answer
+        self.wakeup = Event()
+        self.pushed = 0
+        self.failed = 0
+        self.problems = {
+            path: OnChange(log, f"HAProxy at {path} takes pushes again") for path in self.sockets
+        }
+
+    def changed(self, changes: Iterable[tuple[Key, Reply, Reply]]) -> None:
+        for key, _old, new in changes:
+            self.pending[key] = new.words
+            self.wakeup.set()
+
+    def loop(self) -> None:
+        stopping = self.agent._stopping
+        while not stopping.is_set():
+            self.wakeup.wait(timeout=1.0)
+            self.wakeup.clear()
+            if self.pending and not stopping.is_set():
+                batch, self.pending = self.pending, {}
+                for path in self.sockets:
+                    self.push(path, batch)
+
+    def push(self, path: str, batch: dict[Key, str]) -> None:
+        """One batch to one HAProxy: find the servers, apply, log what was pushed."""
+        pools_of_node: dict[str, set[str]] = {}
+        for pool in self.agent.pools.values():
+            for node in pool.nodes:
+                pools_of_node.setdefault(str(node.node), set()).add(pool.name)
+        try:
+            servers = parse_servers_state(haproxy_runtime.servers_state(path))
+            carried = servers_for(servers, self.agent.address[1], pools_of_node)
+            done = []
+            for key, words in batch.items():
+                for server in carried.get(key, []):
+                    haproxy_runtime.apply(path, commands(server, words))
+                    done.append(f"{server.backend}/{server.name} {words} ({' '.join(key)})")
+        except OSError as exc:
+            self.failed += 1
+            self.problems[path].problem(
+                f"pushing to HAProxy at {path} failed ({type(exc).__name__}: {exc}); "
+                "its agent-checks will correct it"
+            )
+            return
+        self.problems[path].ok()
+        self.pushed += len(done)
+        for line in done:
+            log.info("pushed to HAProxy at %s: %s", path, line)
 
 
 class BadRequestLog:
