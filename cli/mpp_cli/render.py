@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mpp_agent.config import config_of, render_failoverpool
@@ -306,3 +306,54 @@ def poller_json(poller: PollerInfo) -> dict[str, Any]:
 
 def mapping_of(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+def hooks_text(
+    groups: Mapping[str, Sequence[Mapping[str, Any]]],
+    dead: Sequence[tuple[str, Mapping[str, Any]]],
+    total: int,
+) -> str:
+    """The consumer groups of each pool, then the dead letters (time, pool/id, kinds, error)."""
+    rows: list[tuple[str, ...]] = [("POOL", "GROUP", "CONSUMERS", "PENDING", "LAST DELIVERED")]
+    for pool, found in groups.items():
+        for g in found:
+            fields = ("group", "consumers", "pending", "last_delivered")
+            rows.append((pool, *(str(g[f]) for f in fields)))
+    lines = [table(rows).rstrip("\n") if len(rows) > 1 else "No mpp-hooks group reads any pool."]
+    shown = f" (the last {len(dead)})" if total > len(dead) else ""
+    lines.append(f"Dead letters: {total}{shown}")
+    lines += [dead_letter_line(record) for _, record in dead]
+    return "\n".join(lines) + "\n"
+
+
+def dead_letter_line(record: Mapping[str, Any]) -> str:
+    event = record.get("event")
+    kinds = ",".join(event.get("kinds", ())) if isinstance(event, Mapping) else ""
+    at = record.get("at")
+    when = zoned_time(at) if isinstance(at, int | float) else "-"
+    return (
+        f"  {when}  {record.get('pool', '?')}/{record.get('id', '?')}  {kinds}"
+        f"  after {record.get('attempts', '?')} attempts: {record.get('error', '')}"
+    )
+
+
+def hooks_json(
+    groups: Mapping[str, Sequence[Mapping[str, Any]]],
+    dead: Sequence[tuple[str, Mapping[str, Any]]],
+    total: int,
+) -> dict[str, Any]:
+    return {
+        "groups": [{"pool": pool, **g} for pool, found in groups.items() for g in found],
+        "dead_letters_total": total,
+        "dead_letters": [
+            {
+                "dead_letter_id": rid,
+                **record,
+                "at": iso_time(record["at"]) if isinstance(record.get("at"), int | float) else None,
+            }
+            for rid, record in dead
+        ],
+    }
