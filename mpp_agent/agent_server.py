@@ -725,6 +725,10 @@ class Pusher:
         self.problems = {
             path: OnChange(log, f"HAProxy at {path} takes pushes again") for path in self.sockets
         }
+        self.unmatched = {
+            path: OnChange(log, f"HAProxy at {path} has servers to push to")
+            for path in self.sockets
+        }
 
     def changed(self, changes: Iterable[tuple[Key, Reply, Reply]]) -> None:
         for key, _old, new in changes:
@@ -750,6 +754,7 @@ class Pusher:
         try:
             servers = parse_servers_state(haproxy_runtime.servers_state(path))
             carried = servers_for(servers, self.agent.address[1], pools_of_node)
+            self.note_unmatched(path, bool(carried))
             done = []
             for key, words in batch.items():
                 for server in carried.get(key, []):
@@ -766,6 +771,17 @@ class Pusher:
         self.pushed += len(done)
         for line in done:
             log.info("pushed to HAProxy at %s: %s", path, line)
+
+    def note_unmatched(self, path: str, found: bool) -> None:
+        """Say once when HAProxy has no server this agent can push to (see haproxy_push)."""
+        if found:
+            self.unmatched[path].ok()
+            return
+        self.unmatched[path].problem(
+            f"HAProxy at {path} has no server checked by this agent (agent-port "
+            f"{self.agent.address[1]}) in a backend named *rw or *ro with a node of a pool: "
+            "nothing is pushed, the agent-checks alone apply the answers"
+        )
 
 
 class BadRequestLog:

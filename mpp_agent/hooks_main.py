@@ -186,11 +186,10 @@ class Hooks:
         pools = self.store.pool_names()
         new = [p for p in pools if p not in self.joined]
         if new:
-            self.store.join_hook_group(new, s.group)
-            self.joined.update(new)
+            self.joined |= self.store.join_hook_group(new, s.group)
         self.joined &= set(pools)
         busy = False
-        for pool in pools:
+        for pool in sorted(self.joined):
             claimed = self.store.claim_hook_events(pool, s.group, s.consumer, s.claim_after, BATCH)
             for event_id, _ in claimed:
                 log.info("claimed %s/%s from a consumer that stopped handling it", pool, event_id)

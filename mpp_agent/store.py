@@ -786,15 +786,22 @@ class Store:
 
     # ----------------------------------------------------------------- mpp-hooks
 
-    def join_hook_group(self, pools: Iterable[str], group: str) -> None:
+    def join_hook_group(self, pools: Iterable[str], group: str) -> set[str]:
         """Create ``group`` on each pool's events stream, from its next event on (a group
-        that exists already keeps its position)."""
+        that exists already keeps its position); the pools whose stream has the group. A pool
+        without a stream (removed meanwhile) is left out rather than given a stray one."""
+        joined = set()
         for pool in pools:
+            key = self.keys.events(pool)
             try:
-                self.client.xgroup_create(self.keys.events(pool), group, id="$", mkstream=True)
+                self.client.xgroup_create(key, group, id="$")
             except redis.ResponseError as exc:
+                if "requires the key to exist" in str(exc):
+                    continue
                 if "BUSYGROUP" not in str(exc):
-                    raise self.key_error(exc, [(self.keys.events(pool), "stream")]) from None
+                    raise self.key_error(exc, [(key, "stream")]) from None
+            joined.add(pool)
+        return joined
 
     def read_hook_events(
         self, pool: str, group: str, consumer: str, count: int

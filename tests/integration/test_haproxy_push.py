@@ -11,7 +11,13 @@ import pytest
 from mpp_agent.config import parse_failoverpool
 from mpp_agent.model import State, Status
 from mpp_agent.store import Store
-from tests.integration.test_agent_server import AgentProcess, set_nodes, start_agent, tick
+from tests.integration.test_agent_server import (
+    AgentProcess,
+    metric,
+    set_nodes,
+    start_agent,
+    tick,
+)
 from tests.integration.test_haproxy_httpchk import banner_server, served_by
 from tests.servers import HAProxy, free_ports, wait_until
 
@@ -115,3 +121,30 @@ def test_changed_answers_are_pushed_at_once(
     assert f"pushed to HAProxy at {socket_path}: mysql_rw/db1 down (web {node1} rw)" in text
     assert f"mysql_ro/db2 up ready 75% (web {node2} ro)" in text
     assert "other_backend" not in text  # no role in its name: left to its agent-check
+
+
+def test_a_lost_push_is_logged_once_and_the_agent_check_still_answers(
+    redis_url: str, tmp_path: Path, start_agent: Callable[..., AgentProcess]
+) -> None:
+    node1, node2 = "127.0.0.1:3306", "127.0.0.1:3307"
+    store = Store.from_url(redis_url)
+    store.create_pool(parse_failoverpool(f"name:web;primary:{node1};secondary:{node2}"))
+    set_nodes(store, "web", {node1: {"state": State.ACTIVE}, node2: {"state": State.STANDBY}})
+    tick(store, "web")
+    gone = tmp_path / "no-haproxy.sock"
+    agent = start_agent(redis_url, "--haproxy-socket", str(gone))
+    for i in range(2):
+        writer, other = (node2, node1) if i == 0 else (node1, node2)
+        set_nodes(store, "web", {writer: {"state": State.ACTIVE}, other: {"state": State.STANDBY}})
+        agent.wait_reply(f"web {writer} rw", lambda r: r.startswith("up ready"))
+        wait_until(
+            lambda n=i + 1: (
+                metric(agent.metrics_port, "mpp_agent_haproxy_push_failures_total") >= n
+            ),
+            5,
+            "the failed push",
+        )
+    text = agent.log.read_text()
+    assert text.count(f"pushing to HAProxy at {gone} failed") == 1  # once, not per push
+    assert "its agent-checks will correct it" in text
+    assert metric(agent.metrics_port, "mpp_agent_haproxy_pushes_total") == 0
