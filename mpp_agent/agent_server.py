@@ -628,7 +628,9 @@ class Agent:
     def wsgi_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
-        if path == "/metrics":
+        if method not in ("GET", "HEAD"):
+            status, ctype, body = "405 Method Not Allowed", "text/plain", "GET or HEAD only"
+        elif path == "/metrics":
             status, ctype, body = "200 OK", "text/plain; version=0.0.4", self.metrics_text()
         elif path in ("/healthz", "/readyz"):
             ok, text = self.health() if path == "/healthz" else self.readiness()
@@ -639,8 +641,6 @@ class Agent:
             )
         else:
             status, ctype, body = self.api(route_path(path, environ.get("QUERY_STRING", "")))
-        if method not in ("GET", "HEAD"):
-            status, ctype, body = "405 Method Not Allowed", "text/plain", "GET or HEAD only"
         data = (body if body.endswith("\n") else body + "\n").encode()
         headers = [("Content-Type", ctype), ("Content-Length", str(len(data)))]
         if status.startswith("405"):

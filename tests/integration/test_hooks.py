@@ -145,14 +145,14 @@ def test_a_process_killed_mid_hook_the_other_runs_the_event(
         f"sh -c 'echo $PPID >> {started}; "
         f"if [ ! -e {first} ]; then touch {first}; exec sleep 60; fi; cat >> {done}'"
     )
-    args = ("--on", "override", "--exec", hook, "--claim-after", "1.5", "--timeout", "120")
+    args = ("--on", "override", "--exec", hook, "--claim-after", "3", "--timeout", "120")
     a = start_hooks(redis_url, *args)
     wait_until(lambda: reading(store, "p1", a), 15, "mpp-hooks A reading")
     event_id = override(store, "p1", N2, "kernel upgrade")
     wait_until(lambda: lines(started) == [str(a.proc.pid)], 10, "A running the hook")
     b = start_hooks(redis_url, *args)
     wait_until(lambda: reading(store, "p1", b), 15, "mpp-hooks B reading")
-    threading.Event().wait(2.0)  # A is alive and touching: B must not claim it
+    threading.Event().wait(4.0)  # over --claim-after: A is alive and touching, B must not claim
     assert lines(started) == [str(a.proc.pid)]
     os.kill(a.proc.pid, signal.SIGKILL)
     wait_until(lambda: bool(lines(done)), 15, "B running the event")
