@@ -66,6 +66,11 @@ def test_pools_document_is_mpp_admin_list_json(
     assert served["pools"][0]["active"] == N1
     status, body = http_get(agent.metrics_port, "/v1/pools/nope")
     assert (status, body) == (404, "unknown pool nope\n")
+    status, body, headers = request(agent.metrics_port, "POST", "/v1/pools")
+    assert (status, headers["Allow"]) == (405, "GET, HEAD")
+    status, body, headers = request(agent.metrics_port, "GET", "/v1/openapi.json")
+    assert (status, headers["Content-Type"]) == (200, "application/json")
+    assert "/v1/check/{pool}/{node}" in json.loads(body)["paths"]
 
 
 def test_http_check_agrees_with_the_agent_check(
