@@ -45,8 +45,13 @@ OPTIONS = (
     *CONNECTION,
     Option("--listen", "MPP_AGENT_LISTEN", "127.0.0.1:9777", parse_address,
            "HOST:PORT for HAProxy agent-checks"),
-    Option("--metrics-listen", "MPP_AGENT_METRICS_LISTEN", None, parse_address,
-           "HOST:PORT for HTTP /metrics (Prometheus), /healthz and /readyz"),
+    Option("--http-listen", "MPP_AGENT_HTTP_LISTEN", None, parse_address,
+           "HOST:PORT for HTTP: /metrics (Prometheus), /healthz, /readyz, the API /v1/pools "
+           "and the checks /v1/check/<pool>/<node>?role=rw|ro (--metrics-listen: the same)",
+           aliases=("--metrics-listen",)),
+    Option("--haproxy-socket", "MPP_AGENT_HAPROXY_SOCKETS", None, str,
+           "HAProxy stats socket (level admin) to push each changed answer to at once; "
+           "repeatable (environment: comma-separated)", repeatable=True),
     Option("--stale-after", "MPP_AGENT_STALE_AFTER", "5", seconds,
            "seconds without a successful refresh from Redis before answers are marked stale"),
     Option("--refresh-interval", "MPP_AGENT_REFRESH_INTERVAL", "1", seconds,
@@ -69,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Answer HAProxy agent-check probes from the MPP pool state in Redis.",
         epilog="Exit codes: 0 stopped by SIGTERM or SIGINT; 2 bad options, Redis URL or "
         "password file; 6 Redis refused the agent at start-up (password, db, not Redis). "
-        "SIGHUP reloads every pool from Redis. HTTP (--metrics-listen): /metrics, /healthz "
-        "(liveness), /readyz (fresh state for a pool, every loop running).",
+        "SIGHUP reloads every pool from Redis. HTTP (--http-listen): /metrics, /healthz "
+        "(liveness), /readyz (fresh state for a pool, every loop running), /v1/pools, "
+        "/v1/pools/<pool>, /v1/check/<pool>/<node>?role=rw|ro, /v1/openapi.json.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_arguments(parser, OPTIONS)
@@ -138,7 +144,8 @@ def run(argv: Sequence[str]) -> int:
         )
     settings = AgentSettings(
         listen=args.listen,
-        metrics_listen=args.metrics_listen,
+        http_listen=args.http_listen,
+        haproxy_sockets=tuple(args.haproxy_socket),
         stale_after=args.stale_after,
         refresh_interval=args.refresh_interval,
         read_timeout=args.read_timeout,
@@ -167,12 +174,15 @@ def run(argv: Sequence[str]) -> int:
     gevent.signal_handler(signal.SIGINT, on_signal, "SIGINT")
     gevent.signal_handler(signal.SIGHUP, on_hangup)
     log.info(
-        "mpp-agent listening on %s:%d (metrics %s), Redis %s, namespace %s, stale after %gs",
+        "mpp-agent listening on %s:%d (HTTP %s), Redis %s, namespace %s, stale after %gs%s",
         *agent.address,
-        "{}:{}".format(*settings.metrics_listen) if settings.metrics_listen else "off",
+        "{}:{}".format(*settings.http_listen) if settings.http_listen else "off",
         redact_url(args.redis_url),
         args.namespace,
         settings.stale_after,
+        f", pushing to HAProxy at {', '.join(settings.haproxy_sockets)}"
+        if settings.haproxy_sockets
+        else "",
     )
     stop.wait()
     log.info("%s received: stopping", stopped_by[0] if stopped_by else "stop")

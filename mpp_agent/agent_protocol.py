@@ -203,14 +203,21 @@ def decide_pool(decision: PoolRoute) -> Iterator[tuple[tuple[str, str, Role], Re
             yield (decision.pool, str(node.node), role), reply(node, role)
 
 
+def changed_answers(
+    before: Mapping[tuple[str, str, Role], Reply], after: Mapping[tuple[str, str, Role], Reply]
+) -> Iterator[tuple[tuple[str, str, Role], Reply, Reply]]:
+    """Each answer whose words changed: (key, old, new). Answers that did not exist before (a
+    new pool or node) are not changes."""
+    for key, new in after.items():
+        old = before.get(key)
+        if old is not None and old.words != new.words:
+            yield key, old, new
+
+
 def answer_changes(
     before: Mapping[tuple[str, str, Role], Reply], after: Mapping[tuple[str, str, Role], Reply]
 ) -> Iterator[str]:
     """One log line per answer whose words changed, e.g.
-    ``pool1 10.0.0.1:3306 rw: up ready -> down (FAILED_OFFLINE OK level=FAIL_CRITICAL)``.
-    Answers that did not exist before (a new pool or node) are not changes."""
-    for key, new in after.items():
-        old = before.get(key)
-        if old is not None and old.words != new.words:
-            pool, node, role = key
-            yield f"{pool} {node} {role}: {old.words} -> {new.words} ({new.reason})"
+    ``pool1 10.0.0.1:3306 rw: up ready -> down (FAILED_OFFLINE OK level=FAIL_CRITICAL)``."""
+    for (pool, node, role), old, new in changed_answers(before, after):
+        yield f"{pool} {node} {role}: {old.words} -> {new.words} ({new.reason})"

@@ -44,6 +44,7 @@ This is the only module that imports ``gevent.server``. It owns:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import socket
@@ -59,6 +60,7 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
+from mpp_agent import haproxy_runtime
 from mpp_agent.agent_protocol import (
     BAD_REQUEST,
     MAX_REQUEST_BYTES,
@@ -66,15 +68,20 @@ from mpp_agent.agent_protocol import (
     Reply,
     Role,
     answer_changes,
+    changed_answers,
     decide_pool,
     parse_request,
     unknown_node,
     unknown_pool,
 )
 from mpp_agent.daemon import OnChange, RateLimited
+from mpp_agent.haproxy_push import commands, parse_servers_state, servers_for
+from mpp_agent.http_api import OPENAPI, check_line, route_path, takes_traffic
+from mpp_agent.http_api import Route as ApiRoute
 from mpp_agent.model import PoolState
 from mpp_agent.routing import route
-from mpp_agent.store import REDIS_ERRORS, Store, is_redis_down, redis_problem
+from mpp_agent.store import REDIS_ERRORS, BadKey, Store, is_redis_down, redis_problem
+from mpp_agent.views import NodeMetrics, listing_json, pool_json
 
 log = logging.getLogger("mpp.agent")
 
@@ -83,6 +90,8 @@ STOP_GRACE = 2.0
 LOOP_RESTART_DELAY = 1.0
 # An HTTP client has this long to send its request and read the reply, keep-alive included.
 HTTP_TIMEOUT = 5.0
+JSON = "application/json"
+UNAVAILABLE = "503 Service Unavailable"
 
 Key = tuple[str, str, Role]
 
@@ -92,7 +101,8 @@ class AgentSettings:
     """How the agent runs; ``agent_main`` declares the options that fill it."""
 
     listen: tuple[str, int] = ("127.0.0.1", 9777)
-    metrics_listen: tuple[str, int] | None = None
+    http_listen: tuple[str, int] | None = None
+    haproxy_sockets: tuple[str, ...] = ()
     stale_after: float = 5.0
     refresh_interval: float = 1.0
     read_timeout: float = 1.0
@@ -216,6 +226,7 @@ class Agent:
         self.metrics = Metrics()
         self.snapshot: Snapshot | None = None
         self.pools: dict[str, PoolState] = {}
+        self.probe_metrics: dict[str, NodeMetrics] = {}  # pool -> node -> its last probe's
         self.stale_pools: set[str] = set()
         self.vanished: set[str] = set()  # pools a full load no longer found (kept, stale)
         self.last_ok = -math.inf  # monotonic time of the last successful refresh
@@ -233,6 +244,7 @@ class Agent:
         self._no_pools_noted = False
         self._server: StreamServer | None = None
         self._metrics_server: WSGIServer | None = None
+        self.pusher = Pusher(self, settings.haproxy_sockets) if settings.haproxy_sockets else None
 
     @property
     def redis_url(self) -> str:
@@ -314,11 +326,20 @@ class Agent:
             pools.update(loaded)
             vanished = (self.vanished - wanted) | (unreadable & set(self.pools))
         self.vanished = vanished
+        self._read_probe_metrics(names, pools)
         self._clock_offset = redis_now - time.time()
         self.pools = pools
         self.last_ok = time.monotonic()
         self.metrics.refreshes += 1
         self._rebuild(redis_now)
+
+    def _read_probe_metrics(self, names: Iterable[str] | None, pools: dict[str, PoolState]) -> None:
+        """The lags of ``GET /v1/pools``: an unreadable metrics hash only makes them null."""
+        wanted = sorted(pools if names is None else set(names) & set(pools))
+        found = self.store.read_metrics(wanted) if wanted else {}
+        kept = {n: m for n, m in self.probe_metrics.items() if n in pools and names is not None}
+        kept.update((n, {} if isinstance(m, BadKey) else m) for n, m in found.items())
+        self.probe_metrics = kept
 
     def _note_pool_count(self, count: int) -> None:
         """Say once when the namespace has no pools (a wrong --namespace?), and where some are."""
@@ -357,6 +378,10 @@ class Agent:
                     new = render_pool(pool, now, stale)
                     for line in answer_changes(old.replies if old else {}, new.replies):
                         log.info("%s", line)
+                    if self.pusher is not None:
+                        self.pusher.changed(
+                            changed_answers(old.replies if old else {}, new.replies)
+                        )
                     old = new
                     changed = True
             except Exception as exc:  # one pool's bad state must not stop the others' answers
@@ -555,6 +580,18 @@ class Agent:
             ("refreshes_total", "counter", "Successful refreshes from Redis.", m.refreshes),
             ("socket_errors_total", "counter", "Probes lost to socket errors.", m.socket_errors),
             ("loops_down", "gauge", "Background loops not running.", len(self.loops_down)),
+            (
+                "haproxy_pushes_total",
+                "counter",
+                "Changed answers applied to an HAProxy server through its runtime API.",
+                self.pusher.pushed if self.pusher else 0,
+            ),
+            (
+                "haproxy_push_failures_total",
+                "counter",
+                "Pushes to an HAProxy runtime API that failed (the agent-check corrects them).",
+                self.pusher.failed if self.pusher else 0,
+            ),
         ]
         for name, kind, text, value in gauges:
             lines += [
@@ -590,7 +627,10 @@ class Agent:
 
     def wsgi_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         path = environ.get("PATH_INFO", "")
-        if path == "/metrics":
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in ("GET", "HEAD"):
+            status, ctype, body = "405 Method Not Allowed", "text/plain", "GET or HEAD only"
+        elif path == "/metrics":
             status, ctype, body = "200 OK", "text/plain; version=0.0.4", self.metrics_text()
         elif path in ("/healthz", "/readyz"):
             ok, text = self.health() if path == "/healthz" else self.readiness()
@@ -600,10 +640,38 @@ class Agent:
                 text,
             )
         else:
-            status, ctype, body = "404 Not Found", "text/plain", "not found"
+            status, ctype, body = self.api(route_path(path, environ.get("QUERY_STRING", "")))
         data = (body if body.endswith("\n") else body + "\n").encode()
-        start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(data)))])
-        return [data]
+        headers = [("Content-Type", ctype), ("Content-Length", str(len(data)))]
+        if status.startswith("405"):
+            headers.append(("Allow", "GET, HEAD"))
+        start_response(status, headers)
+        return [] if method == "HEAD" else [data]
+
+    def api(self, request: ApiRoute) -> tuple[str, str, str]:
+        """Status, content type and body of a ``/v1/`` request, from the snapshot alone."""
+        if request.kind == "openapi":
+            return "200 OK", JSON, json.dumps(OPENAPI)
+        if request.kind == "unknown":
+            return "404 Not Found", "text/plain", "not found"
+        if self.snapshot is None:
+            return UNAVAILABLE, "text/plain", "no snapshot yet"
+        if request.kind == "check":
+            line = check_line(request)
+            reply = BAD_REQUEST if line is None else self.answer(line)
+            if reply == BAD_REQUEST:
+                return "400 Bad Request", "text/plain", reply.decode()
+            return ("200 OK" if takes_traffic(reply) else UNAVAILABLE), "text/plain", reply.decode()
+        now = self.now()
+        if request.kind == "pool":
+            pool = self.pools.get(request.pool)
+            if pool is None:
+                return "404 Not Found", "text/plain", f"unknown pool {request.pool}"
+            document = pool_json(pool, now, self.probe_metrics.get(pool.name, {}))
+        else:
+            pools = [self.pools[name] for name in sorted(self.pools)]
+            document = listing_json(pools, now, self.probe_metrics)
+        return "200 OK", JSON, json.dumps(document)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -612,19 +680,19 @@ class Agent:
         pool = Pool(self.settings.max_connections)
         self._server = StreamServer(self.settings.listen, self.handle, spawn=pool, backlog=4096)
         self._server.start()
-        if self.settings.metrics_listen is not None:
+        if self.settings.http_listen is not None:
             self._metrics_server = HttpServer(
-                self.settings.metrics_listen,
+                self.settings.http_listen,
                 self.wsgi_app,
                 spawn=Pool(self.settings.metrics_max_connections),
                 log=None,
                 error_log=BadRequestLog(self.rate_limited),
             )
             self._metrics_server.start()
-        self._loops = {
-            name: gevent.spawn(self.supervised, name, loop)
-            for name, loop in (("refresh", self.refresh_loop), ("pub/sub", self.subscribe_loop))
-        }
+        loops = [("refresh", self.refresh_loop), ("pub/sub", self.subscribe_loop)]
+        if self.pusher is not None:
+            loops.append(("HAProxy push", self.pusher.loop))
+        self._loops = {name: gevent.spawn(self.supervised, name, loop) for name, loop in loops}
 
     @property
     def address(self) -> tuple[str, int]:
@@ -641,6 +709,79 @@ class Agent:
         if self._metrics_server is not None:
             self._metrics_server.stop(timeout=STOP_GRACE)
         gevent.killall(list(self._loops.values()), timeout=STOP_GRACE)
+
+
+class Pusher:
+    """Applies each changed answer to HAProxy at once (haproxy_push.py says how), from a
+    greenlet of its own so that neither the probes nor the refresher ever wait on HAProxy."""
+
+    def __init__(self, agent: Agent, sockets: Iterable[str]) -> None:
+        self.agent = agent
+        self.sockets = tuple(sockets)
+        self.pending: dict[Key, str] = {}  # the latest words of each changed answer
+        self.wakeup = Event()
+        self.pushed = 0
+        self.failed = 0
+        self.problems = {
+            path: OnChange(log, f"HAProxy at {path} takes pushes again") for path in self.sockets
+        }
+        self.unmatched = {
+            path: OnChange(log, f"HAProxy at {path} has servers to push to")
+            for path in self.sockets
+        }
+
+    def changed(self, changes: Iterable[tuple[Key, Reply, Reply]]) -> None:
+        for key, _old, new in changes:
+            self.pending[key] = new.words
+            self.wakeup.set()
+
+    def loop(self) -> None:
+        stopping = self.agent._stopping
+        while not stopping.is_set():
+            self.wakeup.wait(timeout=1.0)
+            self.wakeup.clear()
+            if self.pending and not stopping.is_set():
+                batch, self.pending = self.pending, {}
+                for path in self.sockets:
+                    self.push(path, batch)
+
+    def push(self, path: str, batch: dict[Key, str]) -> None:
+        """One batch to one HAProxy: find the servers, apply, log what was pushed."""
+        pools_of_node: dict[str, set[str]] = {}
+        for pool in self.agent.pools.values():
+            for node in pool.nodes:
+                pools_of_node.setdefault(str(node.node), set()).add(pool.name)
+        try:
+            servers = parse_servers_state(haproxy_runtime.servers_state(path))
+            carried = servers_for(servers, self.agent.address[1], pools_of_node)
+            self.note_unmatched(path, bool(carried))
+            done = []
+            for key, words in batch.items():
+                for server in carried.get(key, []):
+                    haproxy_runtime.apply(path, commands(server, words))
+                    done.append(f"{server.backend}/{server.name} {words} ({' '.join(key)})")
+        except OSError as exc:
+            self.failed += 1
+            self.problems[path].problem(
+                f"pushing to HAProxy at {path} failed ({type(exc).__name__}: {exc}); "
+                "its agent-checks will correct it"
+            )
+            return
+        self.problems[path].ok()
+        self.pushed += len(done)
+        for line in done:
+            log.info("pushed to HAProxy at %s: %s", path, line)
+
+    def note_unmatched(self, path: str, found: bool) -> None:
+        """Say once when HAProxy has no server this agent can push to (see haproxy_push)."""
+        if found:
+            self.unmatched[path].ok()
+            return
+        self.unmatched[path].problem(
+            f"HAProxy at {path} has no server checked by this agent (agent-port "
+            f"{self.agent.address[1]}) in a backend named *rw or *ro with a node of a pool: "
+            "nothing is pushed, the agent-checks alone apply the answers"
+        )
 
 
 class BadRequestLog:

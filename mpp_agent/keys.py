@@ -24,6 +24,10 @@ key                             type    TTL                          written by
 ``ns:{pool}:events``            stream  bounded length (MAXLEN ~)    commit_pool.lua,
                                                                      create_pool.lua,
                                                                      remove_pool.lua
+                                                                     (mpp-hooks' consumer groups
+                                                                     read it: XREADGROUP, XACK)
+``ns:hooks:dead``               stream  bounded length (MAXLEN ~)    mpp-hooks: events whose hook
+                                                                     kept failing (dead letters)
 ``ns:pollers``                  zset    members pruned on expiry     mpp-poller heartbeat: poller
                                                                      id -> expiry (ms)
 ``ns:poller:<id>``              string  a few intervals              mpp-poller heartbeat: JSON of
@@ -63,6 +67,9 @@ class Keys:
 
     def events(self, pool: str) -> str:
         return f"{self._tag(pool)}:events"
+
+    def hooks_dead(self) -> str:
+        return f"{self.namespace}:hooks:dead"
 
     def pollers(self) -> str:
         return f"{self.namespace}:pollers"

@@ -43,6 +43,8 @@ class Setting:
     default: str | None
     parse: Callable[[str], Any]
     help: str
+    aliases: tuple[str, ...] = ()  # older spellings of the flag, still accepted
+    repeatable: bool = False  # given several times: a list (the environment: comma-separated)
 
     @property
     def help_with_env(self) -> str:
@@ -84,9 +86,36 @@ def add_arguments(parser: argparse.ArgumentParser, settings: Iterable[Setting]) 
     The default stays text: argparse parses it like a value given on the command line, so a bad
     environment variable is a usage error (exit 2) naming the option, not a traceback."""
     for setting in settings:
+        default = os.environ.get(setting.env, setting.default)
+        if setting.repeatable:
+            parser.add_argument(
+                setting.flag,
+                *setting.aliases,
+                type=setting.parse,
+                action=ReplaceDefault,
+                default=[setting.parse(item) for item in split_list(default)],
+                help=setting.help_with_env,
+            )
+            continue
         parser.add_argument(
             setting.flag,
+            *setting.aliases,
             type=setting.parse,
-            default=os.environ.get(setting.env, setting.default),
+            default=default,
             help=setting.help_with_env,
         )
+
+
+class ReplaceDefault(argparse.Action):
+    """A repeatable option: the values given on the command line, else the environment's."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, ns: argparse.Namespace, value: Any, *_: Any
+    ) -> None:
+        given = getattr(ns, self.dest)
+        setattr(ns, self.dest, [*([] if given is self.default else given), value])
+
+
+def split_list(text: str | None) -> list[str]:
+    """A repeatable setting's environment value: comma-separated, blanks ignored."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]

@@ -784,6 +784,112 @@ class Store:
             out.append(PollerInfo(poller_id, score > now_ms and raw is not None, info, problem))
         return out
 
+    # ----------------------------------------------------------------- mpp-hooks
+
+    def join_hook_group(self, pools: Iterable[str], group: str) -> set[str]:
+        """Create ``group`` on each pool's events stream, from its next event on (a group
+        that exists already keeps its position); the pools whose stream has the group. A pool
+        without a stream (removed meanwhile) is left out rather than given a stray one."""
+        joined = set()
+        for pool in pools:
+            key = self.keys.events(pool)
+            try:
+                self.client.xgroup_create(key, group, id="$")
+            except redis.ResponseError as exc:
+                if "requires the key to exist" in str(exc):
+                    continue
+                if "BUSYGROUP" not in str(exc):
+                    raise self.key_error(exc, [(key, "stream")]) from None
+            joined.add(pool)
+        return joined
+
+    def read_hook_events(
+        self, pool: str, group: str, consumer: str, count: int
+    ) -> list[tuple[str, dict[str, Any] | None]]:
+        """Up to ``count`` events of a pool never delivered to ``group``, now this consumer's
+        (pending until acknowledged); an unreadable entry as None."""
+        key = self.keys.events(pool)
+        try:
+            reply = self.client.xreadgroup(group, consumer, {key: ">"}, count=count)
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc):  # the stream went away with its pool, or was replaced
+                self.join_hook_group([pool], group)
+                return []
+            raise self.key_error(exc, [(key, "stream")]) from None
+        return [row for _, rows in reply for row in hook_rows(key, rows)]
+
+    def claim_hook_events(
+        self, pool: str, group: str, consumer: str, idle: float, count: int
+    ) -> list[tuple[str, dict[str, Any] | None]]:
+        """Events of ``group`` pending for over ``idle`` seconds on another consumer (one that
+        died, or hangs), now this consumer's (XAUTOCLAIM)."""
+        key = self.keys.events(pool)
+        try:
+            reply = self.client.xautoclaim(key, group, consumer, int(idle * 1000), "0-0", count)
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return []
+            raise self.key_error(exc, [(key, "stream")]) from None
+        return hook_rows(key, [r for r in reply[1] if r and r[1] is not None])
+
+    def touch_hook_event(self, pool: str, group: str, consumer: str, event_id: str) -> None:
+        """Reset the idle time of an event this consumer is still handling, so that no other
+        consumer claims it meanwhile."""
+        self.client.xclaim(self.keys.events(pool), group, consumer, 0, [event_id], justid=True)
+
+    def ack_hook_event(self, pool: str, group: str, event_id: str) -> None:
+        self.client.xack(self.keys.events(pool), group, event_id)
+
+    def dead_letter(self, record: dict[str, Any]) -> None:
+        """Keep an event whose hook kept failing (``mpp-admin hooks`` shows them)."""
+        self.client.xadd(
+            self.keys.hooks_dead(),
+            {"record": json.dumps(record, separators=(",", ":"))},
+            maxlen=EVENTS_MAXLEN,
+            approximate=True,
+        )
+
+    def dead_letters(self, count: int) -> list[tuple[str, dict[str, Any]]]:
+        """The newest ``count`` dead letters, oldest first (an unreadable one as its text)."""
+        key = self.keys.hooks_dead()
+        try:
+            rows = self.client.xrevrange(key, count=count)
+        except redis.ResponseError as exc:
+            raise self.key_error(exc, [(key, "stream")]) from None
+        out = []
+        for rid, fields in reversed(rows):
+            raw = fields.get(b"record", b"")
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                record = {"unreadable": raw.decode(errors="replace")[:200]}
+            out.append((rid.decode(), record if isinstance(record, dict) else {"record": record}))
+        return out
+
+    def dead_letter_count(self) -> int:
+        return int(self.client.xlen(self.keys.hooks_dead()))
+
+    def hook_groups(self, pools: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """Per pool, its events stream's consumer groups: name, consumers, pending, last id."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for pool in pools:
+            try:
+                groups = self.client.xinfo_groups(self.keys.events(pool))
+            except redis.ResponseError:
+                groups = []  # no stream yet (no event since the pool was created)
+            out[pool] = [
+                {
+                    "group": g["name"].decode() if isinstance(g["name"], bytes) else g["name"],
+                    "consumers": g["consumers"],
+                    "pending": g["pending"],
+                    "last_delivered": g["last-delivered-id"].decode()
+                    if isinstance(g["last-delivered-id"], bytes)
+                    else g["last-delivered-id"],
+                }
+                for g in groups
+            ]
+        return out
+
 
 def decode_pool(key: str, name: str, raw: dict[bytes, bytes]) -> PoolState | None:
     """The pool of a raw pool hash; None if absent; BadKey if unreadable."""
@@ -822,6 +928,16 @@ def decode_events(key: str, rows: Iterable[Any]) -> list[tuple[str, dict[str, An
             out.append((rid.decode(), event_from_json(fields.get(b"event", b""))))
         except DocumentError as exc:
             UNREADABLE_LOG.note(f"skipping entries of {key}", f"{rid!r}: {exc}")
+    return out
+
+
+def hook_rows(key: str, rows: Iterable[Any]) -> list[tuple[str, dict[str, Any] | None]]:
+    """Stream rows for mpp-hooks: every id, with its event or None if unreadable (logged by
+    decode_events), so that a garbage entry is acknowledged rather than read again forever."""
+    out: list[tuple[str, dict[str, Any] | None]] = []
+    for rid, fields in rows:
+        decoded = decode_events(key, [(rid, fields)])
+        out.append((rid.decode(), decoded[0][1] if decoded else None))
     return out
 
 

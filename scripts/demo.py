@@ -183,6 +183,23 @@ class Demo:
     pids: dict[str, int] = field(default_factory=dict)
     markers: dict[str, str] = field(default_factory=dict)
     say: Callable[[str], None] = print
+    # bench/failover.py --push: the agent pushes to HAProxy; agent_inter replaces haproxy.cfg's
+    push: bool = False
+    agent_inter: str = ""
+
+    @property
+    def haproxy_socket(self) -> Path:
+        return self.workdir / "haproxy.sock"
+
+    def haproxy_cfg_text(self) -> str:
+        text = HAPROXY_CFG.read_text()
+        if self.agent_inter:
+            if "agent-inter 1s" not in text:
+                raise DemoError(
+                    "haproxy/haproxy.cfg no longer says agent-inter 1s: update the demo"
+                )
+            text = text.replace("agent-inter 1s", f"agent-inter {self.agent_inter}")
+        return text
 
     # ---- state file
 
@@ -353,7 +370,8 @@ class Demo:
                 [
                     str(BIN / "mpp-agent"),
                     "--listen", f"127.0.0.1:{agent}",
-                    "--metrics-listen", f"127.0.0.1:{metrics}",
+                    "--http-listen", f"127.0.0.1:{metrics}",
+                    *(["--haproxy-socket", str(self.haproxy_socket)] if self.push else []),
                 ],
                 env=self.env(),
             )  # fmt: skip
@@ -362,14 +380,14 @@ class Demo:
             cfg = self.workdir / "haproxy.cfg"
             cfg.write_text(
                 render_haproxy_config(
-                    HAPROXY_CFG.read_text(),
+                    self.haproxy_cfg_text(),
                     rw_port=rw,
                     ro_port=ro,
                     node1=self.node_id(1),
                     node2=self.node_id(2),
                     pool=POOL,
                     agent_port=agent,
-                    admin_socket=self.workdir / "haproxy.sock",
+                    admin_socket=self.haproxy_socket,
                 )
             )
             checked = subprocess.run(
@@ -892,9 +910,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 @contextlib.contextmanager
-def running_demo(state_dir: Path, say: Callable[[str], None] = print) -> Iterator[Demo]:
+def running_demo(
+    state_dir: Path, say: Callable[[str], None] = print, push: bool = False, agent_inter: str = ""
+) -> Iterator[Demo]:
     """A started demo, always torn down (for the bench and the tests)."""
-    demo = Demo(state_file=state_dir / "state.json", say=say)
+    demo = Demo(state_file=state_dir / "state.json", say=say, push=push, agent_inter=agent_inter)
     try:
         demo.up()
         yield demo

@@ -13,7 +13,7 @@ from mpp_agent import __version__
 from mpp_agent.keys import DEFAULT_NAMESPACE
 from mpp_agent.settings import NAMESPACE, REDIS_PASSWORD_FILE, REDIS_URL, Setting
 from mpp_agent.store import DEFAULT_REDIS_URL
-from mpp_cli import admin_cmd, view_cmd
+from mpp_cli import admin_cmd, hooks_cmd, view_cmd
 from mpp_cli.pool_cmd import list_pools, pool_app
 from mpp_cli.session import Session
 from mpp_cli.simulate_cmd import simulate
@@ -102,6 +102,7 @@ app.command("release")(admin_cmd.release)
 app.command("history")(view_cmd.history)
 app.command("pollers")(view_cmd.pollers)
 app.command("haproxy-config")(view_cmd.haproxy_config)
+app.command("hooks")(hooks_cmd.hooks)
 app.command("simulate")(simulate)
 
 

@@ -14,12 +14,32 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from mpp_agent.config import config_of, render_failoverpool
 from mpp_agent.model import NodeState, Override, PoolState, request_level
 from mpp_agent.routing import NodeRoute, route
+
+# The JSON documents of pools live with the agent, which serves them too (GET /v1/pools).
+from mpp_agent.views import (
+    iso_time,
+    lag_of,
+    listing_json,
+    node_json,
+    override_json,
+    pool_json,
+    route_json,
+)
+
+__all__ = [
+    "iso_time",
+    "lag_of",
+    "listing_json",
+    "node_json",
+    "override_json",
+    "pool_json",
+    "route_json",
+]
 
 if TYPE_CHECKING:
     from mpp_agent.store import PollerInfo
@@ -45,14 +65,6 @@ def local_time(epoch: float | None) -> str:
 def zoned_time(epoch: float | None) -> str:
     """A time in text outside MPP's listing columns: local time with its zone."""
     return "" if epoch is None else time.strftime(f"{TIME_FORMAT} %Z", time.localtime(epoch))
-
-
-def iso_time(epoch: float | None) -> str | None:
-    """Epoch seconds as JSON shows every time: ISO 8601 in UTC, e.g. 2026-12-01T18:45:54.120Z."""
-    if epoch is None:
-        return None
-    moment = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
-    return moment.replace("+00:00", "Z")
 
 
 def to_json(document: Any) -> str:
@@ -125,88 +137,6 @@ def override_text(override: Override) -> str:
         f"override {override.state}{status} by {override.set_by} at {zoned_time(override.set_at)}"
         f"{until}: {override.reason}"
     )
-
-
-# A pool's last probe metrics: node ("host:port") -> what its probe reported.
-NodeMetrics = Mapping[str, Mapping[str, Any]]
-
-
-def listing_json(
-    pools: Iterable[PoolState], now: float, metrics: Mapping[str, NodeMetrics] | None = None
-) -> dict[str, Any]:
-    metrics = metrics or {}
-    return {"pools": [pool_json(p, now, metrics.get(p.name, {})) for p in pools]}
-
-
-def pool_json(pool: PoolState, now: float, metrics: NodeMetrics) -> dict[str, Any]:
-    """The one JSON schema of a pool (``list --json``, ``pools --json``)."""
-    decision = route(pool, now)
-    writer = decision.writer
-    return {
-        "name": pool.name,
-        "status": pool.status.value,
-        "interval": pool.interval,
-        "max_requests": pool.max_requests,
-        "max_lag": pool.max_lag,
-        "active": None if writer is None else str(writer.node),  # the node taking writes
-        "nodes": [
-            node_json(n, pool.max_requests, r, lag_of(metrics.get(str(n.node), {})))
-            for n, r in zip(pool.nodes, decision.nodes, strict=True)
-        ],
-    }
-
-
-def node_json(
-    node: NodeState, max_requests: int, decided: NodeRoute, lag: float | None
-) -> dict[str, Any]:
-    """The one JSON schema of a node: its stored state and the routing decision for it."""
-    return {
-        "node": str(node.node),
-        "type": node.type.value,
-        "requests": node.requests,
-        "level": request_level(node.requests, max_requests),
-        "status": node.status.value,
-        "state": node.state.value,
-        "message": node.message,
-        "last_request_time": iso_time(node.last_request_time),
-        "override": override_json(node.override) if node.override else None,
-        "lag": lag,
-        "monitor_note": node.monitor_note,
-        "route": route_json(decided),
-    }
-
-
-def override_json(override: Override) -> dict[str, Any]:
-    """The one JSON schema of an override; ``actor`` as in events."""
-    return {
-        "state": override.state.value,
-        "status": override.status.value if override.status else None,
-        "reason": override.reason,
-        "actor": override.set_by,
-        "set_at": iso_time(override.set_at),
-        "expires_at": iso_time(override.expires_at),
-    }
-
-
-def route_json(decided: NodeRoute) -> dict[str, Any]:
-    """What the node answers (the agent's decision): state, writes, reads, weight, reason."""
-    return {
-        "state": decided.state.value,
-        "takes_writes": decided.takes_writes,
-        "takes_reads": decided.takes_reads,
-        "weight": decided.weight if decided.takes_reads else 0,
-        "reason": decided.reason,
-    }
-
-
-def lag_of(metrics: Mapping[str, Any]) -> float | None:
-    """Replication lag in seconds from a node's last probe metrics (``lag``, else the older
-    ``seconds_behind``); None when unknown (not a replica, NULL, or not probed lately)."""
-    for key in ("lag", "seconds_behind"):
-        value = metrics.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return value
-    return None
 
 
 # --------------------------------------------------------------------------- report
@@ -383,3 +313,54 @@ def is_epoch(value: Any) -> bool:
 
 def mapping_of(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+def hooks_text(
+    groups: Mapping[str, Sequence[Mapping[str, Any]]],
+    dead: Sequence[tuple[str, Mapping[str, Any]]],
+    total: int,
+) -> str:
+    """The consumer groups of each pool, then the dead letters (time, pool/id, kinds, error)."""
+    rows: list[tuple[str, ...]] = [("POOL", "GROUP", "CONSUMERS", "PENDING", "LAST DELIVERED")]
+    for pool, found in groups.items():
+        for g in found:
+            fields = ("group", "consumers", "pending", "last_delivered")
+            rows.append((pool, *(str(g[f]) for f in fields)))
+    lines = [table(rows).rstrip("\n") if len(rows) > 1 else "No mpp-hooks group reads any pool."]
+    shown = f" (the last {len(dead)})" if total > len(dead) else ""
+    lines.append(f"Dead letters: {total}{shown}")
+    lines += [dead_letter_line(record) for _, record in dead]
+    return "\n".join(lines) + "\n"
+
+
+def dead_letter_line(record: Mapping[str, Any]) -> str:
+    event = record.get("event")
+    kinds = ",".join(event.get("kinds", ())) if isinstance(event, Mapping) else ""
+    at = record.get("at")
+    when = zoned_time(at) if isinstance(at, int | float) else "-"
+    return (
+        f"  {when}  {record.get('pool', '?')}/{record.get('id', '?')}  {kinds}"
+        f"  after {record.get('attempts', '?')} attempts: {record.get('error', '')}"
+    )
+
+
+def hooks_json(
+    groups: Mapping[str, Sequence[Mapping[str, Any]]],
+    dead: Sequence[tuple[str, Mapping[str, Any]]],
+    total: int,
+) -> dict[str, Any]:
+    return {
+        "groups": [{"pool": pool, **g} for pool, found in groups.items() for g in found],
+        "dead_letters_total": total,
+        "dead_letters": [
+            {
+                "dead_letter_id": rid,
+                **record,
+                "at": iso_time(record["at"]) if isinstance(record.get("at"), int | float) else None,
+            }
+            for rid, record in dead
+        ],
+    }

@@ -575,6 +575,8 @@ def test_connection_caps_are_lowered_to_the_open_file_limit(redis_url: str, tmp_
         assert "open-file limit 1024: --max-connections 4096 and --metrics-max-connections 64" in (
             text
         )
-        assert probe(port, f"p1 {N1}\n".encode()) == b"up ready #ACTIVE OK level=OK\n"
+        # "listening" comes before the first snapshot: until then a probe gets no reply
+        want = b"up ready #ACTIVE OK level=OK\n"
+        wait_until(lambda: probe(port, f"p1 {N1}\n".encode()) == want, 10, "the first snapshot")
     finally:
         terminate(proc)

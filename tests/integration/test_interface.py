@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
 
 
-@pytest.mark.parametrize("command", ["mpp-admin", "mpp-poller", "mpp-agent"])
+@pytest.mark.parametrize("command", ["mpp-admin", "mpp-poller", "mpp-agent", "mpp-hooks"])
 def test_version_and_short_help(command: str) -> None:
     version = subprocess.run(
         [str(BIN / command), "--version"], capture_output=True, text=True, timeout=30
@@ -35,7 +35,7 @@ def test_version_and_short_help(command: str) -> None:
 
 
 def test_subcommands_take_short_help_too() -> None:
-    for args in (["pool", "create"], ["report"], ["history"], ["haproxy-config"]):
+    for args in (["pool", "create"], ["report"], ["history"], ["haproxy-config"], ["hooks"]):
         short = mpp_admin("redis://127.0.0.1:1/0", *args, "-h")
         assert short.exit_code == 0, (args, short.stderr)
         assert short.stdout.startswith(f"Usage: mpp-admin {' '.join(args)} ")
@@ -68,7 +68,7 @@ def test_one_json_schema_for_a_node_an_override_and_an_event(redis_url: str) -> 
 
 def test_choices_are_case_insensitive_everywhere(redis_url: str) -> None:
     # (subprocesses: importing the daemons' entry points would gevent-patch this process)
-    for command in ("mpp-poller", "mpp-agent"):
+    for command in ("mpp-poller", "mpp-agent", "mpp-hooks"):
         for level in ("DEBUG", "debug", "Info"):
             # argparse checks --log-level before it acts on --version, which then exits 0
             argv = [str(BIN / command), "--log-level", level, "--version"]
@@ -97,19 +97,19 @@ def test_shared_settings_are_declared_once_and_named_in_every_help() -> None:
             timeout=30,
             env={**os.environ, "COLUMNS": "200"},
         ).stdout
-        for command in ("mpp-admin", "mpp-poller", "mpp-agent")
+        for command in ("mpp-admin", "mpp-poller", "mpp-agent", "mpp-hooks")
     }
     for setting in settings.CONNECTION:
         for command, text in helps.items():
             flat = " ".join(text.split()).lower()  # help is wrapped differently by each
             assert setting.flag in text and setting.env in text, (command, setting.flag)
             assert setting.help.lower() in flat, (command, setting.flag)
-    for command in ("mpp-poller", "mpp-agent"):
+    for command in ("mpp-poller", "mpp-agent", "mpp-hooks"):
         assert "MPP_LOG_LEVEL" in helps[command]
 
 
 def test_a_bad_environment_value_is_a_usage_error() -> None:
-    for command in ("mpp-poller", "mpp-agent"):
+    for command in ("mpp-poller", "mpp-agent", "mpp-hooks"):
         # argparse reads the defaults after the command line: this stops before any connection
         done = subprocess.run(
             [str(BIN / command)],

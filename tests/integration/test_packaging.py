@@ -108,6 +108,7 @@ def test_help_names_the_environment_variable_of_every_option_that_has_one(script
     sources = {
         "mpp-poller": [ROOT / "mpp_agent" / "poller_main.py"],
         "mpp-agent": [ROOT / "mpp_agent" / "agent_main.py"],
+        "mpp-hooks": [ROOT / "mpp_agent" / "hooks_main.py"],
     }.get(script, sorted(module.get(script, ROOT / "nowhere").glob("*.py")))
     read = set()
     for source in sources:

@@ -1,0 +1,105 @@
+"""The JSON documents of pools, nodes and overrides: the one renderer that ``mpp-admin list
+--json`` and the agent's ``GET /v1/pools`` share, so the two can never disagree.
+
+Pure: plain data in (pools, Redis server time, the pools' last probe metrics), JSON-ready dicts
+out; every routing field comes from ``routing.route``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from mpp_agent.model import NodeState, Override, PoolState, request_level
+from mpp_agent.routing import NodeRoute, route
+
+
+def iso_time(epoch: float | None) -> str | None:
+    """Epoch seconds as JSON shows every time: ISO 8601 in UTC, e.g. 2026-12-01T18:45:54.120Z."""
+    if epoch is None:
+        return None
+    moment = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+    return moment.replace("+00:00", "Z")
+
+
+# A pool's last probe metrics: node ("host:port") -> what its probe reported.
+NodeMetrics = Mapping[str, Mapping[str, Any]]
+
+
+def listing_json(
+    pools: Iterable[PoolState], now: float, metrics: Mapping[str, NodeMetrics] | None = None
+) -> dict[str, Any]:
+    metrics = metrics or {}
+    return {"pools": [pool_json(p, now, metrics.get(p.name, {})) for p in pools]}
+
+
+def pool_json(pool: PoolState, now: float, metrics: NodeMetrics) -> dict[str, Any]:
+    """The one JSON schema of a pool (``list --json``, ``pools --json``)."""
+    decision = route(pool, now)
+    writer = decision.writer
+    return {
+        "name": pool.name,
+        "status": pool.status.value,
+        "interval": pool.interval,
+        "max_requests": pool.max_requests,
+        "max_lag": pool.max_lag,
+        "active": None if writer is None else str(writer.node),  # the node taking writes
+        "nodes": [
+            node_json(n, pool.max_requests, r, lag_of(metrics.get(str(n.node), {})))
+            for n, r in zip(pool.nodes, decision.nodes, strict=True)
+        ],
+    }
+
+
+def node_json(
+    node: NodeState, max_requests: int, decided: NodeRoute, lag: float | None
+) -> dict[str, Any]:
+    """The one JSON schema of a node: its stored state and the routing decision for it."""
+    return {
+        "node": str(node.node),
+        "type": node.type.value,
+        "requests": node.requests,
+        "level": request_level(node.requests, max_requests),
+        "status": node.status.value,
+        "state": node.state.value,
+        "message": node.message,
+        "last_request_time": iso_time(node.last_request_time),
+        "override": override_json(node.override) if node.override else None,
+        "lag": lag,
+        "monitor_note": node.monitor_note,
+        "route": route_json(decided),
+    }
+
+
+def override_json(override: Override) -> dict[str, Any]:
+    """The one JSON schema of an override; ``actor`` as in events."""
+    return {
+        "state": override.state.value,
+        "status": override.status.value if override.status else None,
+        "reason": override.reason,
+        "actor": override.set_by,
+        "set_at": iso_time(override.set_at),
+        "expires_at": iso_time(override.expires_at),
+    }
+
+
+def route_json(decided: NodeRoute) -> dict[str, Any]:
+    """What the node answers (the agent's decision): state, writes, reads, weight, reason."""
+    return {
+        "state": decided.state.value,
+        "takes_writes": decided.takes_writes,
+        "takes_reads": decided.takes_reads,
+        "weight": decided.weight if decided.takes_reads else 0,
+        "reason": decided.reason,
+    }
+
+
+def lag_of(metrics: Mapping[str, Any]) -> float | None:
+    """Replication lag in seconds from a node's last probe metrics (``lag``, else the older
+    ``seconds_behind``); None when unknown (not a replica, NULL, or not probed lately)."""
+    for key in ("lag", "seconds_behind"):
+        value = metrics.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value
+    return None
