@@ -59,6 +59,7 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
+from mpp_agent.adoption import Seen, backwards_text, went_backwards
 from mpp_agent.agent_protocol import (
     BAD_REQUEST,
     MAX_REQUEST_BYTES,
@@ -73,7 +74,7 @@ from mpp_agent.agent_protocol import (
 )
 from mpp_agent.daemon import OnChange, RateLimited
 from mpp_agent.model import PoolState
-from mpp_agent.routing import route
+from mpp_agent.routing import earliest_failover, route, stops_writes
 from mpp_agent.store import REDIS_ERRORS, Store, is_redis_down, redis_problem
 
 log = logging.getLogger("mpp.agent")
@@ -123,6 +124,7 @@ class RenderedPool:
     expiry: float | None
     entries: dict[Key, Entry]
     replies: dict[Key, Reply] = field(default_factory=dict)
+    writes_stopped: bool = False
 
 
 @dataclass
@@ -158,6 +160,11 @@ def is_pool_stale(pool: PoolState, now: float) -> bool:
     return behind > POLLER_STALE_ROUNDS or behind < -1
 
 
+def utc(seconds: float) -> str:
+    """A Redis or wall-clock time for log lines."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
 def node_metrics(pools: Iterable[PoolState]) -> list[str]:
     """Per-node gauges: ``mpp_node_monitor_abstained`` is 1 while the pollers could not judge
     the node in its last polled round (all or some of them abstained: its monitor note), 0
@@ -179,11 +186,16 @@ def label_value(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render_pool(pool: PoolState, now: float, stale: bool) -> RenderedPool:
-    decision = route(pool, now, stale)
+def render_pool(pool: PoolState, now: float, stale: bool, view_stale: bool = False) -> RenderedPool:
+    """``stale``: the pool's own staleness (pollers, vanished); ``view_stale``: the snapshot's
+    too (Redis unreachable), which only routing's rule 7 (writes stopped) reads at render time:
+    probes mark the rest stale themselves."""
+    decision = route(pool, now, stale or view_stale)
     replies = dict(decide_pool(decision))
     entries = {key: Entry.of(reply, stale) for key, reply in replies.items()}
-    return RenderedPool(pool.version, stale, decision.next_expiry, entries, replies)
+    return RenderedPool(
+        pool.version, stale, decision.next_expiry, entries, replies, decision.writes_stopped
+    )
 
 
 def read_line(sock: Any, timeout: float) -> bytes | None:
@@ -231,6 +243,7 @@ class Agent:
         self._pubsub_problem = OnChange(log, "pub/sub listener subscribed again")
         self.rate_limited = RateLimited(log)
         self._no_pools_noted = False
+        self._backwards_noted: dict[str, int] = {}  # pool -> the older version Redis has
         self._server: StreamServer | None = None
         self._metrics_server: WSGIServer | None = None
 
@@ -299,13 +312,13 @@ class Agent:
         if names is None:
             # A pool missing from a full load was not deleted through mpp-admin (that notifies
             # and is handled below): Redis lost it. Keep its last decisions, marked stale.
-            pools = {p.name: p for p in self.store.load_pools()}
+            pools = self._adopt({p.name: p for p in self.store.load_pools()})
             vanished = set(self.pools) - set(pools)
             pools.update((n, self.pools[n]) for n in vanished)
             self._note_pool_count(len(pools))
         else:
             wanted = set(names)
-            loaded = {p.name: p for p in self.store.load_pools(sorted(wanted))}
+            loaded = self._adopt({p.name: p for p in self.store.load_pools(sorted(wanted))})
             missing = wanted - set(loaded)
             # A notified pool whose hash is still there but did not load is unreadable (the
             # store logs why), not removed: keep its last decisions, stale, like a vanished one.
@@ -319,6 +332,28 @@ class Agent:
         self.last_ok = time.monotonic()
         self.metrics.refreshes += 1
         self._rebuild(redis_now)
+
+    def _adopt(self, loaded: dict[str, PoolState]) -> dict[str, PoolState]:
+        """The loaded pools, except that a pool Redis now has at an older version than this
+        agent served (same incarnation) keeps the newer state, said once per version."""
+        out = {}
+        for name, pool in loaded.items():
+            served = self.pools.get(name)
+            seen = Seen.of(served) if served is not None else None
+            if served is not None and seen is not None and went_backwards(seen, pool):
+                if self._backwards_noted.get(name) != pool.version:
+                    log.warning(
+                        "%s: keeping version %d until Redis has a newer one",
+                        backwards_text(pool, seen),
+                        served.version,
+                    )
+                self._backwards_noted[name] = pool.version
+                out[name] = served
+                continue
+            if self._backwards_noted.pop(name, None) is not None:
+                log.info("pool %s: Redis has version %d, newer than served", name, pool.version)
+            out[name] = pool
+        return out
 
     def _note_pool_count(self, count: int) -> None:
         """Say once when the namespace has no pools (a wrong --namespace?), and where some are."""
@@ -344,17 +379,21 @@ class Agent:
     def _rebuild(self, now: float) -> None:
         changed = self.snapshot is None or set(self._rendered) != set(self.pools)
         rendered: dict[str, RenderedPool] = {}
+        view_stale = self.is_stale()
         for name, pool in self.pools.items():
             old = self._rendered.get(name)
             try:
                 stale = name in self.vanished or is_pool_stale(pool, now)
+                stopped = stops_writes(pool, now, stale or view_stale)
                 if (
                     old is None
                     or old.version != pool.version
                     or old.stale != stale
+                    or old.writes_stopped != stopped
                     or (old.expiry is not None and now >= old.expiry)
                 ):
-                    new = render_pool(pool, now, stale)
+                    new = render_pool(pool, now, stale, view_stale)
+                    self._note_writes_stopped(pool, old, new)
                     for line in answer_changes(old.replies if old else {}, new.replies):
                         log.info("%s", line)
                     old = new
@@ -378,6 +417,23 @@ class Agent:
                 entries.update(r.entries)
             self.snapshot = Snapshot(entries, frozenset(rendered))
 
+    def _note_writes_stopped(
+        self, pool: PoolState, old: RenderedPool | None, new: RenderedPool
+    ) -> None:
+        """Say when writes stop and start again (rule 7), with what the agent knows."""
+        if new.writes_stopped and not (old and old.writes_stopped):
+            deadline = earliest_failover(pool)
+            log.warning(
+                "pool %s (stale-writer drain): last state seen is round %d; the pollers could "
+                "have failed its writer over without this agent from %s on: writes stopped to "
+                "avoid two writers",
+                pool.name,
+                pool.last_round,
+                utc(deadline if deadline is not None else 0.0),
+            )
+        elif old is not None and old.writes_stopped and not new.writes_stopped:
+            log.info("pool %s: fresh state again; writes follow it", pool.name)
+
     def _note_stale_pools(self, stale: set[str]) -> None:
         for name in sorted(stale - self.stale_pools):
             pool = self.pools[name]
@@ -390,10 +446,11 @@ class Agent:
                 )
                 continue
             log.warning(
-                "pool %s: no round committed since round %d (interval %gs): pollers look dead; "
-                "answering its last known decisions marked stale",
+                "no commit of pool %s since round %d (%s, interval %gs): answering its last "
+                "known decisions marked stale",
                 name,
                 pool.last_round,
+                utc(pool.last_round * pool.interval),
                 pool.interval,
             )
         for name in sorted(self.stale_pools - stale):
@@ -405,8 +462,9 @@ class Agent:
         stale = self.is_stale()
         if stale and not self._was_stale and self.snapshot is not None:
             log.warning(
-                "snapshot stale: no successful refresh from Redis for over %gs; "
-                "answering the last known decisions marked stale",
+                "snapshot stale: Redis unreachable since %s (no successful refresh for over "
+                "%gs); answering the last known decisions marked stale",
+                utc(time.time() - (time.monotonic() - self.last_ok)),
                 self.settings.stale_after,
             )
         elif not stale and self._was_stale:

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 import gevent
 import gevent.pool
 
+from mpp_agent.adoption import Seen, backwards_text, went_backwards
 from mpp_agent.model import NodeId, Observation, Outcome, PoolState, State
 from mpp_agent.probe import NodeMetrics, ProbeResult, ProbeSettings, probe_node
 from mpp_agent.state import expire_overrides, tick
@@ -154,6 +155,7 @@ class Poller:
         self.last_cycle: dict[str, object] = {}
         self.workers = gevent.pool.Pool(settings.concurrency)
         self.pending: dict[str, gevent.Greenlet] = {}
+        self.seen: dict[str, PoolState] = {}  # pool -> its newest state this poller read
 
     # ---------------------------------------------------------------- clock
 
@@ -256,7 +258,7 @@ class Poller:
         """Tick and commit each (pool, round); a round already committed is left alone."""
         committed: dict[str, PoolState] = {}
         todo = list(rounds)
-        for _ in range(COMMIT_RETRIES):
+        for attempt in range(COMMIT_RETRIES):
             if not todo:
                 break
             retry = []
@@ -266,7 +268,11 @@ class Poller:
                 try:
                     if isinstance(pool, BadKey):  # logged once by the store
                         raise pool
-                    outcome = self.commit_round(name, round_, pool, reports)
+                    restore = self.rolled_back(pool, last_try=attempt == COMMIT_RETRIES - 1)
+                    if isinstance(restore, str):  # re-read
+                        retry.append((name, round_))
+                        continue
+                    outcome = self.commit_round(name, round_, pool, reports, restore)
                 except UnknownPool:
                     outcome = "was removed"
                 except BadKey as exc:
@@ -282,13 +288,31 @@ class Poller:
             report.skipped[name] = "lost the commit race to other writers; next round"
         return committed
 
+    def rolled_back(self, pool: PoolState | None, last_try: bool) -> PoolState | str | None:
+        """None when ``pool`` is not older than what this poller saw (then it is remembered);
+        else "re-read", or on the last try the newer state to tick from instead."""
+        if pool is None:
+            return None
+        newer = self.seen.get(pool.name)
+        if newer is None or not went_backwards(Seen.of(newer), pool):
+            self.seen[pool.name] = pool
+            return None
+        action = f"ticking from version {newer.version}" if last_try else "re-reading"
+        log.warning(
+            "%s (a Redis failover lost commits?); %s", backwards_text(pool, Seen.of(newer)), action
+        )
+        return newer if last_try else "re-read"
+
     def commit_round(
         self,
         name: str,
         round_: int,
         pool: PoolState | None,
         reports: Mapping[str, Mapping[NodeId, Observation]],
+        restore: PoolState | None = None,
     ) -> PoolState | str:
+        """Tick ``pool`` (or ``restore``, a newer state of it that Redis lost, written above
+        every version seen so that no reader keeps the older one) and commit over ``pool``."""
         if pool is None:
             return "was removed"
         if pool.last_round >= round_:
@@ -300,9 +324,11 @@ class Poller:
             return f"round {round_} belongs to the pool's previous interval; not ticked"
         if not reports:
             return f"round {round_} has no observations; not ticked"
-        result = tick(expire_overrides(pool, now), merge_observations(reports), now)
+        base = pool if restore is None else restore
+        result = tick(expire_overrides(base, now), merge_observations(reports), now)
+        least = None if restore is None else restore.version + 1
         ok, why = self.store.commit(
-            pool, result.pool, result.events, self.settings.poller_id, now, round_
+            pool, result.pool, result.events, self.settings.poller_id, now, round_, least
         )
         if ok:
             return result.pool

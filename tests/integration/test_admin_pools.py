@@ -177,6 +177,8 @@ def test_show_text_and_json(redis_url: str) -> None:
         "interval      10s",
         "max_requests  4",
         "max_lag       30s",
+        "stale_writer  keep",
+        f"incarnation   {store_for(redis_url).load_pool('pool1').incarnation}",
         "members       (priority order)",
         "  1. PRIMARY    10.0.0.1:3306",
         "  2. SECONDARY  10.0.0.2:3306",
@@ -206,9 +208,9 @@ def test_pools_and_pool_list(redis_url: str) -> None:
     )  # fmt: skip
     assert created.exit_code == 0, created.stderr
     expected = [
-        "POOL   STATUS  ACTIVE         NODES  INTERVAL  M  MAX_LAG",
-        "pool1  OK      10.0.0.1:3306  3      10s       4  30s",
-        "pool2  OK      -              1      2.5s      4  7.5s",
+        "POOL   STATUS  ACTIVE         NODES  INTERVAL  M  MAX_LAG  STALE_WRITER",
+        "pool1  OK      10.0.0.1:3306  3      10s       4  30s      keep",
+        "pool2  OK      -              1      2.5s      4  7.5s     keep",
     ]
     assert mpp_admin(redis_url, "pools").stdout.splitlines() == expected
     assert mpp_admin(redis_url, "pool", "list").stdout.splitlines() == expected
@@ -216,10 +218,13 @@ def test_pools_and_pool_list(redis_url: str) -> None:
     # the same documents as list --json: one schema for a pool and for a node
     assert doc == json.loads(mpp_admin(redis_url, "list", "--json").stdout)
     first = doc["pools"][0]
+    stored = store.load_pool("pool1")
     assert {k: v for k, v in first.items() if k != "nodes"} == {
         "name": "pool1", "status": "OK", "active": "10.0.0.1:3306",
-        "interval": 10.0, "max_requests": 4, "max_lag": 30.0,
+        "interval": 10.0, "max_requests": 4, "max_lag": 30.0, "stale_writer": "keep",
+        "incarnation": stored.incarnation, "version": stored.version, "went_backwards": None,
     }  # fmt: skip
+    assert len(stored.incarnation) == 32
     members = ["10.0.0.1:3306", "10.0.0.2:3306", "10.0.0.3:3307"]
     assert [n["node"] for n in first["nodes"]] == members
     assert doc["pools"][1]["max_lag"] == 7.5
