@@ -73,7 +73,7 @@ from mpp_agent.agent_protocol import (
     unknown_pool,
 )
 from mpp_agent.daemon import OnChange, RateLimited
-from mpp_agent.model import PoolState
+from mpp_agent.model import PoolState, StaleWriter
 from mpp_agent.routing import earliest_failover, route, stops_writes
 from mpp_agent.store import REDIS_ERRORS, Store, is_redis_down, redis_problem
 
@@ -96,6 +96,7 @@ class AgentSettings:
     metrics_listen: tuple[str, int] | None = None
     stale_after: float = 5.0
     refresh_interval: float = 1.0
+    agent_inter: float = 1.0  # HAProxy's, for rule 7's lead
     read_timeout: float = 1.0
     max_connections: int = 4096
     metrics_max_connections: int = 64
@@ -186,11 +187,13 @@ def label_value(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render_pool(pool: PoolState, now: float, stale: bool, view_stale: bool = False) -> RenderedPool:
+def render_pool(
+    pool: PoolState, now: float, stale: bool, view_stale: bool = False, lead: float = 0.0
+) -> RenderedPool:
     """``stale``: the pool's own staleness (pollers, vanished); ``view_stale``: the snapshot's
-    too (Redis unreachable), which only routing's rule 7 (writes stopped) reads at render time:
-    probes mark the rest stale themselves."""
-    decision = route(pool, now, stale or view_stale)
+    too (Redis unreachable), which only routing's rule 7 (writes stopped, ``lead`` seconds
+    early) reads at render time: probes mark the rest stale themselves."""
+    decision = route(pool, now, stale or view_stale, lead)
     replies = dict(decide_pool(decision))
     entries = {key: Entry.of(reply, stale) for key, reply in replies.items()}
     return RenderedPool(
@@ -243,6 +246,7 @@ class Agent:
         self._pubsub_problem = OnChange(log, "pub/sub listener subscribed again")
         self.rate_limited = RateLimited(log)
         self._no_pools_noted = False
+        self._next_drain: float | None = None  # monotonic: a rule-7 deadline to re-decide at
         self._backwards_noted: dict[str, int] = {}  # pool -> the older version Redis has
         self._server: StreamServer | None = None
         self._metrics_server: WSGIServer | None = None
@@ -384,7 +388,8 @@ class Agent:
             old = self._rendered.get(name)
             try:
                 stale = name in self.vanished or is_pool_stale(pool, now)
-                stopped = stops_writes(pool, now, stale or view_stale)
+                lead = self.settings.agent_inter
+                stopped = stops_writes(pool, now, stale or view_stale, lead)
                 if (
                     old is None
                     or old.version != pool.version
@@ -392,7 +397,7 @@ class Agent:
                     or old.writes_stopped != stopped
                     or (old.expiry is not None and now >= old.expiry)
                 ):
-                    new = render_pool(pool, now, stale, view_stale)
+                    new = render_pool(pool, now, stale, view_stale, lead)
                     self._note_writes_stopped(pool, old, new)
                     for line in answer_changes(old.replies if old else {}, new.replies):
                         log.info("%s", line)
@@ -410,12 +415,26 @@ class Agent:
                     continue
             rendered[name] = old
         self._rendered = rendered
+        self._next_drain = self._drain_wake(now)
         self._note_stale_pools({n for n, r in rendered.items() if r.stale})
         if changed:
             entries: dict[Key, Entry] = {}
             for r in rendered.values():
                 entries.update(r.entries)
             self.snapshot = Snapshot(entries, frozenset(rendered))
+
+    def _drain_wake(self, now: float) -> float | None:
+        """The monotonic time of the next rule-7 deadline of a pool still taking writes, so
+        the refresher re-decides then rather than at its next refresh."""
+        times = []
+        for name, pool in self.pools.items():
+            deadline = earliest_failover(pool)
+            rendered = self._rendered.get(name)
+            if deadline is None or rendered is None or rendered.writes_stopped:
+                continue
+            if pool.stale_writer is StaleWriter.DRAIN:
+                times.append(deadline - self.settings.agent_inter - now)
+        return time.monotonic() + max(0.0, min(times)) if times else None
 
     def _note_writes_stopped(
         self, pool: PoolState, old: RenderedPool | None, new: RenderedPool
@@ -504,7 +523,9 @@ class Agent:
             self._note_staleness()
             due = time.monotonic() >= next_full
             if not (notified or due):
-                continue  # woken only to log the moment the snapshot went stale
+                # woken to log the moment the snapshot went stale, or at a rule-7 deadline
+                self._rebuild_quietly()
+                continue
             # a wake-up with no notified pool (start, resubscribe, SIGHUP) asks for a full one
             full = due or not self._dirty
             names = None if full else self._dirty
@@ -535,9 +556,14 @@ class Agent:
 
     def _next_wake(self, next_full: float) -> float:
         """The next full refresh, or the moment the snapshot turns stale if that is sooner."""
-        if self._was_stale or self.snapshot is None:
+        if self.snapshot is None:
             return next_full
-        return min(next_full, self.last_ok + self.settings.stale_after + 0.001)
+        wakes = [next_full]
+        if not self._was_stale:
+            wakes.append(self.last_ok + self.settings.stale_after + 0.001)
+        if self._next_drain is not None and self.is_stale():
+            wakes.append(self._next_drain)
+        return min(wakes)
 
     def subscribe_loop(self) -> None:
         """Mark notified pools dirty and wake the refresher; resubscribe after errors."""

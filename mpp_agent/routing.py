@@ -29,7 +29,8 @@ The rules, in the order they apply:
 7. **Stale writer.** With the pool setting ``stale_writer`` = ``drain``, a stale view stops
    writes from the earliest moment the pollers could have failed the writer over without it
    (``earliest_failover``: the writer's remaining failing rounds to M after the last committed
-   round, at most M x interval after that commit): the writer then takes none (``up drain``),
+   round, at most M x interval after that commit), less a ``lead`` (the agent's HAProxy
+   agent-inter, so that HAProxy acts on it in time): the writer then takes none (``up drain``),
    with the reason ``stale: writes stopped to avoid two writers``. Reads are unchanged. A fresh
    view gives the writer back at once. With ``keep`` (the default) rule 6 stands.
 
@@ -175,23 +176,25 @@ def earliest_failover(pool: PoolState) -> float | None:
     return (pool.last_round + 1 + rounds_left) * pool.interval
 
 
-def stops_writes(pool: PoolState, now: float, stale: bool) -> bool:
-    """Rule 7: a stale view of a ``drain`` pool stops writes from the earliest failover on."""
+def stops_writes(pool: PoolState, now: float, stale: bool, lead: float = 0.0) -> bool:
+    """Rule 7: a stale view of a ``drain`` pool stops writes ``lead`` seconds before the
+    earliest failover (the time its readers need to act on the answer) and from then on."""
     if not stale or pool.stale_writer is not StaleWriter.DRAIN:
         return False
     deadline = earliest_failover(pool)
-    return deadline is not None and now >= deadline
+    return deadline is not None and now >= deadline - lead
 
 
-def route(pool: PoolState, now: float, stale: bool = False) -> PoolRoute:
+def route(pool: PoolState, now: float, stale: bool = False, lead: float = 0.0) -> PoolRoute:
     """The routing decision for every node of ``pool`` at ``now`` (Redis server time, which
     expires overrides and dates rounds); ``stale`` is the caller's knowledge that its view of
-    the pool may be old (not refreshed, or no commit for rounds)."""
+    the pool may be old (not refreshed, or no commit for rounds); ``lead``: how long before the
+    earliest failover a stale view stops writes (rule 7; the agent's HAProxy agent-inter)."""
     answered = [_apply_override(n, now) for n in pool.nodes]
     writer = _choose_writer(answered)
     answered = _demote(answered, writer)
     has_replica = any(a.is_healthy_standby for a in answered)
-    stopped = stops_writes(pool, now, stale)
+    stopped = stops_writes(pool, now, stale, lead)
     nodes = tuple(
         _node_route(pool, a, i == writer, has_replica, stopped) for i, a in enumerate(answered)
     )
