@@ -19,7 +19,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import gevent
 import gevent.pool
@@ -327,10 +327,15 @@ class Poller:
         base = pool if restore is None else restore
         result = tick(expire_overrides(base, now), merge_observations(reports), now)
         least = None if restore is None else restore.version + 1
-        ok, why = self.store.commit(
+        done = self.store.commit(
             pool, result.pool, result.events, self.settings.poller_id, now, round_, least
         )
+        ok, why = done
         if ok:
+            # What this poller wrote is the newest state it has seen (a rollback below it is
+            # told from this, even if it never reads this version back).
+            version = max(pool.version + 1, least or 0)
+            self.seen[name] = replace(result.pool, version=version, last_round=round_)
             return result.pool
         return "version" if why == "version" else f"round {round_} already committed"
 

@@ -111,6 +111,9 @@ class CommitRefusal(StrEnum):
 
 
 class CommitResult(NamedTuple):
+    """A committed change wrote version ``before.version + 1`` (or ``least_version`` if that is
+    higher): the compare-and-set guarantees ``before`` was the version it replaced."""
+
     committed: bool
     refusal: CommitRefusal | None = None
 
