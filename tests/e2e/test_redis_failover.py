@@ -1,13 +1,13 @@
 """A Redis failover that loses the last commits never rolls the writer back.
 
 Redis master + replica + 3 Sentinels started here; pollers and the agent reach Redis through the
-Sentinels. The replica is frozen (SIGSTOP, its link dropped by the master) just before the
-pollers commit a failover of the pool (node1 -> node2), so it never receives that commit; once
-the agent serves node2 as the writer the master is killed and the replica thawed: the Sentinels
-promote it, with the pool's older state (node1 ACTIVE, a lower version). The pollers are paused meanwhile, so that the agent
-and ``mpp-admin list`` meet that older state: the agent keeps the newer one, ``list`` says the
-state went backwards; resumed, the pollers see the rollback and restore their newer state above
-every version seen. At no moment does the agent send writes back to node1.
+Sentinels. The replica is frozen (SIGSTOP, its link dropped by the master) just before the pollers
+commit a failover of the pool (node1 -> node2), so it never receives that commit; once the agent
+serves node2 as the writer the master is killed and the replica thawed: the Sentinels promote it,
+with the pool's older state (node1 ACTIVE, a lower version). The pollers are paused meanwhile, so
+that the agent and ``mpp-admin list`` meet that older state: the agent keeps the newer one, ``list``
+says the state went backwards; resumed, the pollers see the rollback and restore their newer state
+above every version seen. At no moment does the agent send writes back to node1.
 """
 
 from __future__ import annotations
