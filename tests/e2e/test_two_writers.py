@@ -142,6 +142,9 @@ def rig(
             cfg = haproxy_cfg(cluster, fwd, agent_port)
             pairs.append(Pair(agent, agent_port, haproxy_factory(cfg), rw_port_of(cfg)))
         wait_until(
+            lambda: all(n.r == 0 for n in store.load_pool(POOL).nodes), 30, "a steady pool"
+        )
+        wait_until(
             lambda: all(agent_says(p.agent_port, fwd[1]).startswith("up ready") for p in pairs),
             40,
             "both agents to send writes to node1",
