@@ -23,6 +23,11 @@ This is the only module that imports ``gevent.server``. It owns:
     (``remove_pool`` notifies) is dropped at once: its nodes become unknown, i.e. ``down``.
     If that notification was missed, the pool stays (stale) until the agent restarts.
 
+* **stale writers** (the pool setting ``stale_writer`` = ``drain``, routing's rule 7): a stale
+  view (either kind) stops the writer's writes ``agent_inter`` before the pollers' earliest
+  failover; the refresher wakes at that moment to re-decide. Logged with what the agent knows;
+* **rollbacks**: a pool that Redis has at a lower version than served (same incarnation: a
+  Redis failover lost commits) keeps the served state until Redis has a newer one (logged once);
 * **before the first snapshot** (agent just started, Redis not reachable yet) probes are closed
   *without a reply*: HAProxy then ignores the check and keeps what it had (haproxy-agent.md 3),
   rather than hearing ``down`` for every node from an agent that knows nothing;
