@@ -54,6 +54,9 @@ OPTIONS = (
            "repeatable (environment: comma-separated)", repeatable=True),
     Option("--stale-after", "MPP_AGENT_STALE_AFTER", "5", seconds,
            "seconds without a successful refresh from Redis before answers are marked stale"),
+    Option("--agent-inter", "MPP_AGENT_AGENT_INTER", "1", seconds,
+           "HAProxy's agent-inter for this agent's checks: a stale-writer drain pool's writes "
+           "stop this long before the pollers' earliest failover, so HAProxy has heard it"),
     Option("--refresh-interval", "MPP_AGENT_REFRESH_INTERVAL", "1", seconds,
            "seconds between full reloads of every pool (notifications reload sooner)"),
     Option("--read-timeout", "MPP_AGENT_READ_TIMEOUT", "1", seconds,
@@ -148,6 +151,7 @@ def run(argv: Sequence[str]) -> int:
         haproxy_sockets=tuple(args.haproxy_socket),
         stale_after=args.stale_after,
         refresh_interval=args.refresh_interval,
+        agent_inter=args.agent_inter,
         read_timeout=args.read_timeout,
         max_connections=probe_cap,
         metrics_max_connections=http_cap,

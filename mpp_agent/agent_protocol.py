@@ -45,7 +45,9 @@ not up (UNKNOWN, FAILED_*)             ``down``        ``down``
   override (``override: <reason> by <who>``) or the pinning (``ACTIVE, writes pinned to <node>
   by override``) when they apply.
 * Stale (the snapshot is old, or the pollers stopped committing): the same words (the last known
-  decision), with ``stale`` at the end of the reason.
+  decision), with ``stale`` at the end of the reason. With the pool's ``stale_writer`` = ``drain``
+  and a view older than M x interval, the writer answers ``rw`` with
+  ``up drain #stale: writes stopped to avoid two writers; <STATE> <STATUS> level=<LEVEL>``.
 * A pool or node that the snapshot does not hold: ``down #unknown pool <pool>`` or
   ``down #unknown node <node> in pool <pool>``.
 """
@@ -102,8 +104,13 @@ class Reply:
         return "_".join(w for w in self.words.split() if not w.endswith("%"))
 
     def encode(self, stale: bool = False) -> bytes:
-        """The reply line, ``stale`` appended to the reason when asked; always < 200 bytes."""
-        reason = f"{self.reason}; stale" if stale else self.reason
+        """The reply line, ``stale`` appended to the reason when asked (unless the reason
+        already starts with it: writes stopped); always < 200 bytes."""
+        reason = (
+            f"{self.reason}; stale"
+            if stale and not self.reason.startswith("stale")
+            else self.reason
+        )
         return render_line(self.words, reason)
 
 

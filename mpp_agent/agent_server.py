@@ -23,6 +23,11 @@ This is the only module that imports ``gevent.server``. It owns:
     (``remove_pool`` notifies) is dropped at once: its nodes become unknown, i.e. ``down``.
     If that notification was missed, the pool stays (stale) until the agent restarts.
 
+* **stale writers** (the pool setting ``stale_writer`` = ``drain``, routing's rule 7): a stale
+  view (either kind) stops the writer's writes ``agent_inter`` before the pollers' earliest
+  failover; the refresher wakes at that moment to re-decide. Logged with what the agent knows;
+* **rollbacks**: a pool that Redis has at a lower version than served (same incarnation: a
+  Redis failover lost commits) keeps the served state until Redis has a newer one (logged once);
 * **before the first snapshot** (agent just started, Redis not reachable yet) probes are closed
   *without a reply*: HAProxy then ignores the check and keeps what it had (haproxy-agent.md 3),
   rather than hearing ``down`` for every node from an agent that knows nothing;
@@ -61,6 +66,7 @@ from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
 from mpp_agent import haproxy_runtime
+from mpp_agent.adoption import Seen, backwards_text, went_backwards
 from mpp_agent.agent_protocol import (
     BAD_REQUEST,
     MAX_REQUEST_BYTES,
@@ -78,8 +84,8 @@ from mpp_agent.daemon import OnChange, RateLimited
 from mpp_agent.haproxy_push import commands, parse_servers_state, servers_for
 from mpp_agent.http_api import OPENAPI, check_line, route_path, takes_traffic
 from mpp_agent.http_api import Route as ApiRoute
-from mpp_agent.model import PoolState
-from mpp_agent.routing import route
+from mpp_agent.model import PoolState, StaleWriter
+from mpp_agent.routing import earliest_failover, route, stops_writes
 from mpp_agent.store import REDIS_ERRORS, BadKey, Store, is_redis_down, redis_problem
 from mpp_agent.views import NodeMetrics, listing_json, pool_json
 
@@ -105,6 +111,7 @@ class AgentSettings:
     haproxy_sockets: tuple[str, ...] = ()
     stale_after: float = 5.0
     refresh_interval: float = 1.0
+    agent_inter: float = 1.0  # HAProxy's, for rule 7's lead
     read_timeout: float = 1.0
     max_connections: int = 4096
     metrics_max_connections: int = 64
@@ -133,6 +140,7 @@ class RenderedPool:
     expiry: float | None
     entries: dict[Key, Entry]
     replies: dict[Key, Reply] = field(default_factory=dict)
+    writes_stopped: bool = False
 
 
 @dataclass
@@ -168,6 +176,11 @@ def is_pool_stale(pool: PoolState, now: float) -> bool:
     return behind > POLLER_STALE_ROUNDS or behind < -1
 
 
+def utc(seconds: float) -> str:
+    """A Redis or wall-clock time for log lines."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
 def node_metrics(pools: Iterable[PoolState]) -> list[str]:
     """Per-node gauges: ``mpp_node_monitor_abstained`` is 1 while the pollers could not judge
     the node in its last polled round (all or some of them abstained: its monitor note), 0
@@ -189,11 +202,18 @@ def label_value(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render_pool(pool: PoolState, now: float, stale: bool) -> RenderedPool:
-    decision = route(pool, now, stale)
+def render_pool(
+    pool: PoolState, now: float, stale: bool, view_stale: bool = False, lead: float = 0.0
+) -> RenderedPool:
+    """``stale``: the pool's own staleness (pollers, vanished); ``view_stale``: the snapshot's
+    too (Redis unreachable), which only routing's rule 7 (writes stopped, ``lead`` seconds
+    early) reads at render time: probes mark the rest stale themselves."""
+    decision = route(pool, now, stale or view_stale, lead)
     replies = dict(decide_pool(decision))
     entries = {key: Entry.of(reply, stale) for key, reply in replies.items()}
-    return RenderedPool(pool.version, stale, decision.next_expiry, entries, replies)
+    return RenderedPool(
+        pool.version, stale, decision.next_expiry, entries, replies, decision.writes_stopped
+    )
 
 
 def read_line(sock: Any, timeout: float) -> bytes | None:
@@ -242,6 +262,8 @@ class Agent:
         self._pubsub_problem = OnChange(log, "pub/sub listener subscribed again")
         self.rate_limited = RateLimited(log)
         self._no_pools_noted = False
+        self._next_drain: float | None = None  # monotonic: a rule-7 deadline to re-decide at
+        self._backwards_noted: dict[str, int] = {}  # pool -> the older version Redis has
         self._server: StreamServer | None = None
         self._metrics_server: WSGIServer | None = None
         self.pusher = Pusher(self, settings.haproxy_sockets) if settings.haproxy_sockets else None
@@ -311,13 +333,13 @@ class Agent:
         if names is None:
             # A pool missing from a full load was not deleted through mpp-admin (that notifies
             # and is handled below): Redis lost it. Keep its last decisions, marked stale.
-            pools = {p.name: p for p in self.store.load_pools()}
+            pools = self._adopt({p.name: p for p in self.store.load_pools()})
             vanished = set(self.pools) - set(pools)
             pools.update((n, self.pools[n]) for n in vanished)
             self._note_pool_count(len(pools))
         else:
             wanted = set(names)
-            loaded = {p.name: p for p in self.store.load_pools(sorted(wanted))}
+            loaded = self._adopt({p.name: p for p in self.store.load_pools(sorted(wanted))})
             missing = wanted - set(loaded)
             # A notified pool whose hash is still there but did not load is unreadable (the
             # store logs why), not removed: keep its last decisions, stale, like a vanished one.
@@ -340,6 +362,36 @@ class Agent:
         kept = {n: m for n, m in self.probe_metrics.items() if n in pools and names is not None}
         kept.update((n, {} if isinstance(m, BadKey) else m) for n, m in found.items())
         self.probe_metrics = kept
+
+    def backwards(self) -> dict[str, str]:
+        """Pools whose state in Redis is older than the one this agent keeps serving."""
+        return {
+            name: f"Redis has version {older}; this agent serves {self.pools[name].version}"
+            for name, older in self._backwards_noted.items()
+            if name in self.pools
+        }
+
+    def _adopt(self, loaded: dict[str, PoolState]) -> dict[str, PoolState]:
+        """The loaded pools, except that a pool Redis now has at an older version than this
+        agent served (same incarnation) keeps the newer state, said once per version."""
+        out = {}
+        for name, pool in loaded.items():
+            served = self.pools.get(name)
+            seen = Seen.of(served) if served is not None else None
+            if served is not None and seen is not None and went_backwards(seen, pool):
+                if self._backwards_noted.get(name) != pool.version:
+                    log.warning(
+                        "%s: keeping version %d until Redis has a newer one",
+                        backwards_text(pool, seen),
+                        served.version,
+                    )
+                self._backwards_noted[name] = pool.version
+                out[name] = served
+                continue
+            if self._backwards_noted.pop(name, None) is not None:
+                log.info("pool %s: Redis has version %d, newer than served", name, pool.version)
+            out[name] = pool
+        return out
 
     def _note_pool_count(self, count: int) -> None:
         """Say once when the namespace has no pools (a wrong --namespace?), and where some are."""
@@ -365,17 +417,22 @@ class Agent:
     def _rebuild(self, now: float) -> None:
         changed = self.snapshot is None or set(self._rendered) != set(self.pools)
         rendered: dict[str, RenderedPool] = {}
+        view_stale = self.is_stale()
         for name, pool in self.pools.items():
             old = self._rendered.get(name)
             try:
                 stale = name in self.vanished or is_pool_stale(pool, now)
+                lead = self.settings.agent_inter
+                stopped = stops_writes(pool, now, stale or view_stale, lead)
                 if (
                     old is None
                     or old.version != pool.version
                     or old.stale != stale
+                    or old.writes_stopped != stopped
                     or (old.expiry is not None and now >= old.expiry)
                 ):
-                    new = render_pool(pool, now, stale)
+                    new = render_pool(pool, now, stale, view_stale, lead)
+                    self._note_writes_stopped(pool, old, new)
                     for line in answer_changes(old.replies if old else {}, new.replies):
                         log.info("%s", line)
                     if self.pusher is not None:
@@ -396,12 +453,43 @@ class Agent:
                     continue
             rendered[name] = old
         self._rendered = rendered
+        self._next_drain = self._drain_wake(now)
         self._note_stale_pools({n for n, r in rendered.items() if r.stale})
         if changed:
             entries: dict[Key, Entry] = {}
             for r in rendered.values():
                 entries.update(r.entries)
             self.snapshot = Snapshot(entries, frozenset(rendered))
+
+    def _drain_wake(self, now: float) -> float | None:
+        """The monotonic time of the next rule-7 deadline of a pool still taking writes, so
+        the refresher re-decides then rather than at its next refresh."""
+        times = []
+        for name, pool in self.pools.items():
+            deadline = earliest_failover(pool)
+            rendered = self._rendered.get(name)
+            if deadline is None or rendered is None or rendered.writes_stopped:
+                continue
+            if pool.stale_writer is StaleWriter.DRAIN:
+                times.append(deadline - self.settings.agent_inter - now)
+        return time.monotonic() + max(0.0, min(times)) if times else None
+
+    def _note_writes_stopped(
+        self, pool: PoolState, old: RenderedPool | None, new: RenderedPool
+    ) -> None:
+        """Say when writes stop and start again (rule 7), with what the agent knows."""
+        if new.writes_stopped and not (old and old.writes_stopped):
+            deadline = earliest_failover(pool)
+            log.warning(
+                "pool %s (stale-writer drain): last state seen is round %d; the pollers could "
+                "have failed its writer over without this agent from %s on: writes stopped to "
+                "avoid two writers",
+                pool.name,
+                pool.last_round,
+                utc(deadline if deadline is not None else 0.0),
+            )
+        elif old is not None and old.writes_stopped and not new.writes_stopped:
+            log.info("pool %s: fresh state again; writes follow it", pool.name)
 
     def _note_stale_pools(self, stale: set[str]) -> None:
         for name in sorted(stale - self.stale_pools):
@@ -415,10 +503,11 @@ class Agent:
                 )
                 continue
             log.warning(
-                "pool %s: no round committed since round %d (interval %gs): pollers look dead; "
-                "answering its last known decisions marked stale",
+                "no commit of pool %s since round %d (%s, interval %gs): answering its last "
+                "known decisions marked stale",
                 name,
                 pool.last_round,
+                utc(pool.last_round * pool.interval),
                 pool.interval,
             )
         for name in sorted(self.stale_pools - stale):
@@ -430,8 +519,9 @@ class Agent:
         stale = self.is_stale()
         if stale and not self._was_stale and self.snapshot is not None:
             log.warning(
-                "snapshot stale: no successful refresh from Redis for over %gs; "
-                "answering the last known decisions marked stale",
+                "snapshot stale: Redis unreachable since %s (no successful refresh for over "
+                "%gs); answering the last known decisions marked stale",
+                utc(time.time() - (time.monotonic() - self.last_ok)),
                 self.settings.stale_after,
             )
         elif not stale and self._was_stale:
@@ -471,7 +561,9 @@ class Agent:
             self._note_staleness()
             due = time.monotonic() >= next_full
             if not (notified or due):
-                continue  # woken only to log the moment the snapshot went stale
+                # woken to log the moment the snapshot went stale, or at a rule-7 deadline
+                self._rebuild_quietly()
+                continue
             # a wake-up with no notified pool (start, resubscribe, SIGHUP) asks for a full one
             full = due or not self._dirty
             names = None if full else self._dirty
@@ -502,9 +594,14 @@ class Agent:
 
     def _next_wake(self, next_full: float) -> float:
         """The next full refresh, or the moment the snapshot turns stale if that is sooner."""
-        if self._was_stale or self.snapshot is None:
+        if self.snapshot is None:
             return next_full
-        return min(next_full, self.last_ok + self.settings.stale_after + 0.001)
+        wakes = [next_full]
+        if not self._was_stale:
+            wakes.append(self.last_ok + self.settings.stale_after + 0.001)
+        if self._next_drain is not None and self.is_stale():
+            wakes.append(self._next_drain)
+        return min(wakes)
 
     def subscribe_loop(self) -> None:
         """Mark notified pools dirty and wake the refresher; resubscribe after errors."""
@@ -667,10 +764,12 @@ class Agent:
             pool = self.pools.get(request.pool)
             if pool is None:
                 return "404 Not Found", "text/plain", f"unknown pool {request.pool}"
-            document = pool_json(pool, now, self.probe_metrics.get(pool.name, {}))
+            document = pool_json(
+                pool, now, self.probe_metrics.get(pool.name, {}), self.backwards().get(pool.name)
+            )
         else:
             pools = [self.pools[name] for name in sorted(self.pools)]
-            document = listing_json(pools, now, self.probe_metrics)
+            document = listing_json(pools, now, self.probe_metrics, self.backwards())
         return "200 OK", JSON, json.dumps(document)
 
     # ------------------------------------------------------------------ lifecycle

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -31,6 +32,7 @@ from mpp_agent.model import (
     Override,
     PoolState,
     PoolStatus,
+    StaleWriter,
     State,
     Status,
 )
@@ -41,6 +43,8 @@ SCHEMA = 1
 MAX_TIME = 1e11
 MAX_COUNT = 10**9
 MAX_SEQUENCE = 2**53
+# Empty for pools stored before incarnations existed.
+INCARNATION_RE = re.compile(r"[0-9a-f]{0,32}")
 
 
 class DocumentError(ValueError):
@@ -115,6 +119,8 @@ def _pool_json(pool: PoolState) -> str:
             "max_requests": pool.max_requests,
             "interval": pool.interval,
             "max_lag": pool.max_lag,
+            "stale_writer": pool.stale_writer.value,
+            "incarnation": pool.incarnation,
             "nodes": [node_to_dict(n) for n in pool.nodes],
         },
         separators=(",", ":"),
@@ -138,6 +144,8 @@ def pool_from_doc(doc: str | bytes, version: int, last_round: int, name: str) ->
             max_lag=float(data.get("max_lag", DEFAULT_MAX_LAG)),
             version=version,
             last_round=last_round,
+            stale_writer=StaleWriter(data.get("stale_writer", StaleWriter.KEEP.value)),
+            incarnation=str(data.get("incarnation", "")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DocumentError(f"unreadable pool document: {exc!r}") from None
@@ -158,6 +166,8 @@ def pool_problem(pool: PoolState) -> str:
     finite or not plausible."""
     if not 0 <= pool.version < MAX_SEQUENCE or not -1 <= pool.last_round < MAX_SEQUENCE:
         return f"version {pool.version} or round {pool.last_round} out of range"
+    if not INCARNATION_RE.fullmatch(pool.incarnation):
+        return f"incarnation {pool.incarnation[:40]!a} is not an id"
     if not all(math.isfinite(x) for x in (pool.interval, pool.max_lag)):
         return "interval or max_lag is not a finite number"
     try:  # the configuration's own validation: one home for the settings' bounds

@@ -24,6 +24,7 @@ from mpp_agent.model import (
     NodeState,
     NodeType,
     PoolState,
+    StaleWriter,
 )
 
 MAX_LAG_LIMIT = 86400.0
@@ -46,6 +47,7 @@ class PoolConfig:
     max_requests: int = DEFAULT_MAX_REQUESTS
     interval: float = DEFAULT_INTERVAL
     max_lag: float = DEFAULT_MAX_LAG
+    stale_writer: StaleWriter = StaleWriter.KEEP
 
     def __post_init__(self) -> None:
         validate_pool_name(self.name)
@@ -75,6 +77,8 @@ class PoolConfig:
             raise PoolConfigError(
                 f"max_lag must be between 0 and {MAX_LAG_LIMIT:g} s, not {self.max_lag}."
             )
+        if not isinstance(self.stale_writer, StaleWriter):
+            raise PoolConfigError(f"stale_writer must be keep or drain, not {self.stale_writer!r}.")
 
     @property
     def nodes(self) -> tuple[NodeId, ...]:
@@ -163,17 +167,21 @@ def config_of(pool: PoolState) -> PoolConfig:
         max_requests=pool.max_requests,
         interval=pool.interval,
         max_lag=pool.max_lag,
+        stale_writer=pool.stale_writer,
     )
 
 
-def new_pool(config: PoolConfig) -> PoolState:
-    """A fresh pool: every node UNKNOWN/OK, never polled (mpp-behaviour 1.1)."""
+def new_pool(config: PoolConfig, incarnation: str = "") -> PoolState:
+    """A fresh pool: every node UNKNOWN/OK, never polled (mpp-behaviour 1.1); ``incarnation``
+    is the id the store draws for it."""
     return PoolState(
         config.name,
         tuple(NodeState(node, kind) for node, kind in config.members),
         max_requests=config.max_requests,
         interval=config.interval,
         max_lag=config.max_lag,
+        stale_writer=config.stale_writer,
+        incarnation=incarnation,
     )
 
 
@@ -201,4 +209,5 @@ def apply_config(pool: PoolState, config: PoolConfig, *, force: bool = False) ->
         max_requests=config.max_requests,
         interval=config.interval,
         max_lag=config.max_lag,
+        stale_writer=config.stale_writer,
     )

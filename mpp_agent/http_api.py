@@ -134,7 +134,14 @@ _POOL = {
         "interval": {"type": "number"},
         "max_requests": {"type": "integer"},
         "max_lag": {"type": "number"},
+        "stale_writer": {"type": "string", "enum": ["keep", "drain"]},
+        "incarnation": {"type": "string"},
+        "version": {"type": "integer"},
         "active": {**_NULLABLE_STRING, "description": "the node taking writes"},
+        "went_backwards": {
+            **_NULLABLE_STRING,
+            "description": "set when Redis holds an older state than one already served",
+        },
         "nodes": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
     },
 }

@@ -53,6 +53,18 @@ class PoolStatus(StrEnum):
     FAIL = "FAIL"
 
 
+class StaleWriter(StrEnum):
+    """What an agent cut off from the pool's state does with the writer it last knew.
+
+    ``keep``: it keeps answering the writer ``up ready`` (a broken monitor never takes down a
+    healthy database; two writers are possible if the pollers fail the ACTIVE over meanwhile).
+    ``drain``: once its view is older than the pollers' earliest failover (M x interval), it
+    answers the writer ``up drain`` (no write can reach a node the pollers may have replaced)."""
+
+    KEEP = "keep"
+    DRAIN = "drain"
+
+
 class Outcome(StrEnum):
     """What one probe of a node found (mpp-behaviour 2.3)."""
 
@@ -240,6 +252,10 @@ class PoolState:
     max_lag: float = DEFAULT_MAX_LAG
     version: int = 0
     last_round: int = -1
+    stale_writer: StaleWriter = StaleWriter.KEEP
+    # Set once when the pool is created (a pool removed and created again gets a new one):
+    # versions are only comparable within one incarnation.
+    incarnation: str = ""
 
     @property
     def primary(self) -> NodeState | None:

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 import gevent
 import gevent.pool
 
+from mpp_agent.adoption import Seen, backwards_text, went_backwards
 from mpp_agent.daemon import OnChange
 from mpp_agent.model import NodeId, Observation, Outcome, PoolState, State
 from mpp_agent.probe import (
@@ -298,6 +299,7 @@ class Poller:
         # A problem that repeats every cycle is logged once, then on change (not every cycle).
         self.cycle_trouble = OnChange(log, "poll cycles succeed again")
         self.deadline_trouble = OnChange(log, "deadline commits succeed again")
+        self.seen: dict[str, PoolState] = {}  # pool -> its newest state this poller read
 
     # ---------------------------------------------------------------- clock
 
@@ -479,7 +481,7 @@ class Poller:
         """Tick and commit each (pool, round); a round already committed is left alone."""
         committed: dict[str, PoolState] = {}
         todo = list(rounds)
-        for _ in range(COMMIT_RETRIES):
+        for attempt in range(COMMIT_RETRIES):
             if not todo:
                 break
             retry = []
@@ -489,7 +491,11 @@ class Poller:
                 try:
                     if isinstance(pool, BadKey):  # logged once by the store
                         raise pool
-                    outcome = self.commit_round(name, round_, pool, reports)
+                    restore = self.rolled_back(pool, last_try=attempt == COMMIT_RETRIES - 1)
+                    if isinstance(restore, str):  # re-read
+                        retry.append((name, round_))
+                        continue
+                    outcome = self.commit_round(name, round_, pool, reports, restore)
                 except UnknownPool:
                     outcome = "was removed"
                 except BadKey as exc:
@@ -507,13 +513,31 @@ class Poller:
             report.skipped[name] = "lost the commit race to other writers; next round"
         return committed
 
+    def rolled_back(self, pool: PoolState | None, last_try: bool) -> PoolState | str | None:
+        """None when ``pool`` is not older than what this poller saw (then it is remembered);
+        else "re-read", or on the last try the newer state to tick from instead."""
+        if pool is None:
+            return None
+        newer = self.seen.get(pool.name)
+        if newer is None or not went_backwards(Seen.of(newer), pool):
+            self.seen[pool.name] = pool
+            return None
+        action = f"ticking from version {newer.version}" if last_try else "re-reading"
+        log.warning(
+            "%s (a Redis failover lost commits?); %s", backwards_text(pool, Seen.of(newer)), action
+        )
+        return newer if last_try else "re-read"
+
     def commit_round(
         self,
         name: str,
         round_: int,
         pool: PoolState | None,
         reports: Mapping[str, Mapping[NodeId, Observation]],
+        restore: PoolState | None = None,
     ) -> PoolState | str:
+        """Tick ``pool`` (or ``restore``, a newer state of it that Redis lost, written above
+        every version seen so that no reader keeps the older one) and commit over ``pool``."""
         if pool is None:
             return "was removed"
         if pool.last_round >= round_:
@@ -525,11 +549,18 @@ class Poller:
             return f"round {round_} belongs to the pool's previous interval; not ticked"
         if not reports:
             return f"round {round_} has no observations; not ticked"
-        result = tick(expire_overrides(pool, now), merge_observations(reports), now)
-        ok, why = self.store.commit(
-            pool, result.pool, result.events, self.settings.poller_id, now, round_
+        base = pool if restore is None else restore
+        result = tick(expire_overrides(base, now), merge_observations(reports), now)
+        least = None if restore is None else restore.version + 1
+        done = self.store.commit(
+            pool, result.pool, result.events, self.settings.poller_id, now, round_, least
         )
+        ok, why = done
         if ok:
+            # What this poller wrote is the newest state it has seen (a rollback below it is
+            # told from this, even if it never reads this version back).
+            version = max(pool.version + 1, least or 0)
+            self.seen[name] = replace(result.pool, version=version, last_round=round_)
             return result.pool
         return "version" if why == "version" else f"round {round_} {ALREADY_COMMITTED}"
 

@@ -25,7 +25,14 @@ The rules, in the order they apply:
    OK INFO 75%, OK WARN 50%, OK CRITICAL 25%, FAIL CRITICAL 25% (never 0%: HAProxy shows 0%
    as DRAIN, which would contradict taking reads).
 6. **Staleness** (the caller knows it: the agent's snapshot is old, or the pollers stopped
-   committing) changes no decision: the last known decision stands, marked stale.
+   committing) changes no decision: the last known decision stands, marked stale. Except:
+7. **Stale writer.** With the pool setting ``stale_writer`` = ``drain``, a stale view stops
+   writes from the earliest moment the pollers could have failed the writer over without it
+   (``earliest_failover``: the writer's remaining failing rounds to M after the last committed
+   round, at most M x interval after that commit), less a ``lead`` (the agent's HAProxy
+   agent-inter, so that HAProxy acts on it in time): the writer then takes none (``up drain``),
+   with the reason ``stale: writes stopped to avoid two writers``. Reads are unchanged. A fresh
+   view gives the writer back at once. With ``keep`` (the default) rule 6 stands.
 
 The pool status FAIL changes nothing here (the state machine leaves no ACTIVE node then); the
 reason says ``pool FAIL``.
@@ -36,7 +43,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from mpp_agent.model import NodeId, NodeState, PoolState, PoolStatus, State, Status, request_level
+from mpp_agent.model import (
+    NodeId,
+    NodeState,
+    PoolState,
+    PoolStatus,
+    StaleWriter,
+    State,
+    Status,
+    request_level,
+)
+
+WRITES_STOPPED = "stale: writes stopped to avoid two writers"
 
 # Weight (percent of the server's configured weight) of each request level on the read backend.
 LEVEL_WEIGHTS = {
@@ -77,6 +95,7 @@ class PoolRoute:
     stale: bool = False
     # the earliest future override expiry: when this decision must be taken again
     next_expiry: float | None = None
+    writes_stopped: bool = False  # rule 7
 
     @property
     def writer(self) -> NodeRoute | None:
@@ -145,22 +164,52 @@ def _demote(answered: list[_Answered], writer: int | None) -> list[_Answered]:
     ]
 
 
-def route(pool: PoolState, now: float, stale: bool = False) -> PoolRoute:
+def earliest_failover(pool: PoolState) -> float | None:
+    """The earliest Redis time at which the pollers could commit the failover of the pool's
+    writer without anyone seeing it: the writer at R failing every round from the next one on
+    reaches M in round ``last_round + 1 + (M - 1 - R)``, committed no earlier than that round
+    starts. At most M x interval after the commit of ``last_round``; None without a writer."""
+    writer = next((n for n in pool.nodes if n.state is State.ACTIVE), None)
+    if writer is None:
+        return None
+    rounds_left = max(0, pool.max_requests - 1 - writer.r)
+    return (pool.last_round + 1 + rounds_left) * pool.interval
+
+
+def stops_writes(pool: PoolState, now: float, stale: bool, lead: float = 0.0) -> bool:
+    """Rule 7: a stale view of a ``drain`` pool stops writes ``lead`` seconds before the
+    earliest failover (the time its readers need to act on the answer) and from then on."""
+    if not stale or pool.stale_writer is not StaleWriter.DRAIN:
+        return False
+    deadline = earliest_failover(pool)
+    return deadline is not None and now >= deadline - lead
+
+
+def route(pool: PoolState, now: float, stale: bool = False, lead: float = 0.0) -> PoolRoute:
     """The routing decision for every node of ``pool`` at ``now`` (Redis server time, which
-    expires overrides); ``stale`` is the caller's knowledge that this state may be old."""
+    expires overrides and dates rounds); ``stale`` is the caller's knowledge that its view of
+    the pool may be old (not refreshed, or no commit for rounds); ``lead``: how long before the
+    earliest failover a stale view stops writes (rule 7; the agent's HAProxy agent-inter)."""
     answered = [_apply_override(n, now) for n in pool.nodes]
     writer = _choose_writer(answered)
     answered = _demote(answered, writer)
     has_replica = any(a.is_healthy_standby for a in answered)
-    nodes = tuple(_node_route(pool, a, i == writer, has_replica) for i, a in enumerate(answered))
-    return PoolRoute(pool.name, nodes, stale, next_expiry(pool, now))
+    stopped = stops_writes(pool, now, stale, lead)
+    nodes = tuple(
+        _node_route(pool, a, i == writer, has_replica, stopped) for i, a in enumerate(answered)
+    )
+    return PoolRoute(pool.name, nodes, stale, next_expiry(pool, now), stopped)
 
 
-def _node_route(pool: PoolState, a: _Answered, is_writer: bool, has_replica: bool) -> NodeRoute:
+def _node_route(
+    pool: PoolState, a: _Answered, is_writer: bool, has_replica: bool, stopped: bool = False
+) -> NodeRoute:
     level = request_level(a.node.requests, pool.max_requests)
     # rule 4: the writer reads only when no replica can
     reads = not has_replica if is_writer else a.is_healthy_standby
     why = [f"{a.state} {a.status} level={level.replace(' ', '_')}"]
+    if stopped and is_writer:
+        why.insert(0, WRITES_STOPPED)
     if pool.status is PoolStatus.FAIL:
         why.append("pool FAIL")
     if a.override_note:
@@ -171,7 +220,7 @@ def _node_route(pool: PoolState, a: _Answered, is_writer: bool, has_replica: boo
         status=a.status,
         level=level,
         is_up=a.state in (State.ACTIVE, State.STANDBY),
-        takes_writes=is_writer,
+        takes_writes=is_writer and not stopped,
         takes_reads=reads,
         weight=LEVEL_WEIGHTS[level],
         why=tuple(why),

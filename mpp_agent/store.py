@@ -16,6 +16,8 @@ import json
 import logging
 import os
 import re
+import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -51,6 +53,9 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 EVENTS_MAXLEN = 10_000
 ADMIN_RETRIES = 20
 SOCKET_TIMEOUT = 2.0
+# A commit waits at most this fraction of its pool's interval for a Redis replica to have it.
+WAIT_FRACTION = 0.2
+REPLICA_CHECK_EVERY = 10.0
 
 # Errors that mean "Redis is not reachable right now" (as opposed to a bug or a refusal).
 REDIS_DOWN_ERRORS: tuple[type[Exception], ...] = (
@@ -106,6 +111,9 @@ class CommitRefusal(StrEnum):
 
 
 class CommitResult(NamedTuple):
+    """A committed change wrote version ``before.version + 1`` (or ``least_version`` if that is
+    higher): the compare-and-set guarantees ``before`` was the version it replaced."""
+
     committed: bool
     refusal: CommitRefusal | None = None
 
@@ -392,6 +400,7 @@ class Store:
         self._create = client.register_script(load_script("create_pool"))
         self._remove = client.register_script(load_script("remove_pool"))
         self._record = client.register_script(load_script("record_observation"))
+        self._replicas_checked: tuple[float, bool] | None = None  # (monotonic time, any)
 
     @classmethod
     def from_url(
@@ -567,7 +576,8 @@ class Store:
     # ---------------------------------------------------------------- pools
 
     def create_pool(self, config: PoolConfig, actor: str = "admin") -> PoolState:
-        pool = new_pool(config)
+        # A fresh id per creation: versions of a pool removed and created again start over.
+        pool = new_pool(config, uuid.uuid4().hex)
         event = Event(EventKind.CONFIGURE, pool.name, message=f"pool created by {actor}")
         keys = [self.keys.pool(pool.name), self.keys.events(pool.name)]
         try:
@@ -630,11 +640,13 @@ class Store:
         actor: str,
         now: float,
         round_: int | str | None,
+        least_version: int | None = None,
     ) -> CommitResult:
         """Compare-and-set ``after`` over ``before``: (committed, why not if not).
 
         ``round_`` is the tick's round (refused unless newer than the last), None for an admin
-        change, or ``"=<n>"`` to re-number the rounds.
+        change, or ``"=<n>"`` to re-number the rounds. ``least_version``: write at least this
+        version (restoring a state Redis lost, above every version seen of it).
 
         Raises UnknownPool if the pool is gone, BadKey if one of its keys is unusable (then
         nothing is written)."""
@@ -653,6 +665,7 @@ class Store:
                     before.name,
                     len(payload),
                     *payload,
+                    *([] if least_version is None else [least_version]),
                 ],
             )
         except redis.ResponseError as exc:
@@ -660,11 +673,47 @@ class Store:
             raise self.problems.bad(self.key_error(exc, expected)) from None
         self.problems.good(*keys)
         if int(result[0]) == 1:
+            self.confirm(before.name, int(result[1]), before.interval)
             return CommitResult(True)
         reason = result[1].decode()
         if reason == "missing":
             raise UnknownPool(before.name)
         return CommitResult(False, CommitRefusal(reason))
+
+    def confirm(self, pool: str, version: int, interval: float) -> bool:
+        """Wait (a bounded fraction of the interval) for one Redis replica to have the commit
+        just made, where the master has replicas: a Redis failover then cannot roll the pool
+        back past it. A timeout is a WARNING, not a lost commit (the master has it)."""
+        timeout_ms = max(1, int(interval * WAIT_FRACTION * 1000))
+        try:
+            if not self.has_replicas():
+                return True
+            acked = int(self.client.execute_command("WAIT", 1, timeout_ms))
+        except redis.RedisError as exc:  # the commit stands: only its confirmation failed
+            UNREADABLE_LOG.note(
+                "cannot confirm commits with a Redis replica",
+                f"{type(exc).__name__}: {exc}",
+                logging.WARNING,
+            )
+            return False
+        if acked < 1:
+            log.warning(
+                "commit of pool %s version %d not confirmed by any Redis replica within %dms: "
+                "a Redis failover now could lose it",
+                pool,
+                version,
+                timeout_ms,
+            )
+        return acked >= 1
+
+    def has_replicas(self) -> bool:
+        """Whether the master has connected replicas (``INFO replication``), asked at most
+        once per REPLICA_CHECK_EVERY seconds: not a round trip per commit."""
+        now = time.monotonic()
+        if self._replicas_checked is None or now - self._replicas_checked[0] > REPLICA_CHECK_EVERY:
+            info = self.client.info("replication")
+            self._replicas_checked = (now, int(info.get("connected_slaves", 0)) > 0)
+        return self._replicas_checked[1]
 
     # ---------------------------------------------------------------- pollers
 

@@ -28,14 +28,23 @@ NodeMetrics = Mapping[str, Mapping[str, Any]]
 
 
 def listing_json(
-    pools: Iterable[PoolState], now: float, metrics: Mapping[str, NodeMetrics] | None = None
+    pools: Iterable[PoolState],
+    now: float,
+    metrics: Mapping[str, NodeMetrics] | None = None,
+    backwards: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     metrics = metrics or {}
-    return {"pools": [pool_json(p, now, metrics.get(p.name, {})) for p in pools]}
+    backwards = backwards or {}
+    return {
+        "pools": [pool_json(p, now, metrics.get(p.name, {}), backwards.get(p.name)) for p in pools]
+    }
 
 
-def pool_json(pool: PoolState, now: float, metrics: NodeMetrics) -> dict[str, Any]:
-    """The one JSON schema of a pool (``list --json``, ``pools --json``)."""
+def pool_json(
+    pool: PoolState, now: float, metrics: NodeMetrics, went_backwards: str | None = None
+) -> dict[str, Any]:
+    """The one JSON schema of a pool (``list --json``, ``pools --json``, ``GET /v1/pools``);
+    ``went_backwards`` says when the state in Redis is older than one already seen."""
     decision = route(pool, now)
     writer = decision.writer
     return {
@@ -44,11 +53,15 @@ def pool_json(pool: PoolState, now: float, metrics: NodeMetrics) -> dict[str, An
         "interval": pool.interval,
         "max_requests": pool.max_requests,
         "max_lag": pool.max_lag,
+        "stale_writer": pool.stale_writer.value,
+        "incarnation": pool.incarnation,
+        "version": pool.version,
         "active": None if writer is None else str(writer.node),  # the node taking writes
         "nodes": [
             node_json(n, pool.max_requests, r, lag_of(metrics.get(str(n.node), {})))
             for n, r in zip(pool.nodes, decision.nodes, strict=True)
         ],
+        "went_backwards": went_backwards,
     }
 
 

@@ -33,6 +33,7 @@ from mpp_agent.model import (
     NodeId,
     NodeType,
     PoolState,
+    StaleWriter,
 )
 from mpp_agent.state import AdminRefused, AdminResult
 from mpp_agent.store import BadKey, PollerInfo, Store
@@ -75,6 +76,11 @@ FailoverpoolOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 MAX_LAG_HELP = "Replication lag (seconds) above which a node's probe is a request error."
+STALE_WRITER_HELP = (
+    "What an agent cut off from this pool's state does with the writer: keep (answer it up "
+    "ready: a broken monitor never takes down a healthy database, two writers possible) or "
+    "drain (stop its writes from the earliest moment the pollers could have failed it over)."
+)
 
 
 def build_config(
@@ -85,6 +91,7 @@ def build_config(
     interval: float,
     max_requests: int,
     max_lag: float,
+    stale_writer: StaleWriter = StaleWriter.KEEP,
 ) -> PoolConfig:
     """The PoolConfig the options describe (PoolConfigError / CliError: exit 2)."""
     if failoverpool is not None:
@@ -93,7 +100,7 @@ def build_config(
         config = parse_failoverpool(failoverpool, max_requests=max_requests, interval=interval)
         if name is not None and name != config.name:
             raise CliError(f"pool name {name!r} differs from name:{config.name} in --failoverpool")
-        return replace(config, max_lag=max_lag)
+        return replace(config, max_lag=max_lag, stale_writer=stale_writer)
     if name is None:
         raise CliError("give a pool NAME with --primary/--secondary, or --failoverpool")
     validate_pool_name(name)
@@ -102,7 +109,12 @@ def build_config(
         raise second_primary(members[1][0])
     members += [(member("--secondary", s), NodeType.SECONDARY) for s in secondaries or []]
     return PoolConfig(
-        name, tuple(members), max_requests=max_requests, interval=interval, max_lag=max_lag
+        name,
+        tuple(members),
+        max_requests=max_requests,
+        interval=interval,
+        max_lag=max_lag,
+        stale_writer=stale_writer,
     )
 
 
@@ -164,6 +176,9 @@ def create(
         int, typer.Option(help="M: a node fails on its M-th consecutive failing tick.")
     ] = DEFAULT_MAX_REQUESTS,
     max_lag: Annotated[float, typer.Option(help=MAX_LAG_HELP)] = DEFAULT_MAX_LAG,
+    stale_writer: Annotated[
+        StaleWriter, typer.Option(help=STALE_WRITER_HELP, case_sensitive=False)
+    ] = StaleWriter.KEEP,
 ) -> None:
     """Create a pool.
 
@@ -171,7 +186,9 @@ def create(
 
     Example: mpp-admin pool create pool1 --primary 10.0.0.1 --secondary 10.0.0.2:3307
     """
-    config = build_config(name, primary, secondary, failoverpool, interval, max_requests, max_lag)
+    config = build_config(
+        name, primary, secondary, failoverpool, interval, max_requests, max_lag, stale_writer
+    )
     session = session_of(ctx)
     pool = session.store.create_pool(config, actor=session.actor)
     typer.echo(f"OK: Pool {pool.name} created: {render_failoverpool(config)}")
@@ -197,6 +214,14 @@ def apply(
     max_lag: Annotated[
         float | None,
         typer.Option(help=f"{MAX_LAG_HELP} Default: keep the pool's.", show_default=False),
+    ] = None,
+    stale_writer: Annotated[
+        StaleWriter | None,
+        typer.Option(
+            help=f"{STALE_WRITER_HELP} Default: keep the pool's.",
+            show_default=False,
+            case_sensitive=False,
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow removing the ACTIVE node.")] = False,
 ) -> None:
@@ -232,6 +257,7 @@ def apply(
             interval=pool.interval if interval is None else interval,
             max_requests=pool.max_requests if max_requests is None else max_requests,
             max_lag=pool.max_lag if max_lag is None else max_lag,
+            stale_writer=pool.stale_writer if stale_writer is None else stale_writer,
         )
         try:
             after = apply_config(pool, config, force=force)
@@ -296,11 +322,12 @@ def list_pools(ctx: typer.Context, json_output: JsonOpt = False) -> None:
 
     Same as 'mpp-admin pools'.
     """
-    store = session_of(ctx).store
+    session = session_of(ctx)
+    store = session.store
     pools, unusable = readable_pools(store, None)
     note_if_no_pools(store, len(pools) + len(unusable), "pools")
     if json_output:
-        typer.echo(to_json(pools_document(store, pools, store.server_time(), "pools")))
+        typer.echo(to_json(pools_document(session, pools, store.server_time(), "pools")))
     elif pools:
         typer.echo(pools_table(pools, store.server_time()), nl=False)
     else:

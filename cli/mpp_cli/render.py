@@ -82,7 +82,9 @@ def listing_row(values: Sequence[str]) -> str:
     return "".join(v.ljust(w) + "  " for v, w in zip(values, LIST_WIDTHS, strict=True))
 
 
-def listing(pools: Iterable[PoolState], now: float) -> str:
+def listing(
+    pools: Iterable[PoolState], now: float, backwards: Mapping[str, str] | None = None
+) -> str:
     """MPP's ``--list-cached-pools`` table: header once, then per pool its line and nodes.
 
     Under a node: its override on an 'O' line, and on an 'R' line what it answers when that
@@ -90,6 +92,8 @@ def listing(pools: Iterable[PoolState], now: float) -> str:
     lines = [listing_row(LIST_HEADER), listing_row(["-" * w for w in LIST_WIDTHS])]
     for pool in pools:
         lines.append(f"*  [ {pool.name} ] status={pool.status}  {pool_settings(pool)}")
+        if backwards and pool.name in backwards:
+            lines.append(f"  ! {backwards[pool.name]}")
         for node, decided in zip(pool.nodes, route(pool, now).nodes, strict=True):
             lines.append(listing_row(node_columns(node)))
             if node.override is not None:
@@ -103,8 +107,11 @@ def listing(pools: Iterable[PoolState], now: float) -> str:
 
 def pool_settings(pool: PoolState) -> str:
     """The pool's settings, after MPP's ``status=`` on its line (so ``status=(\\S+)`` still
-    parses): ``interval=2s max_requests=4 max_lag=30s``."""
-    return f"interval={pool.interval:g}s max_requests={pool.max_requests} max_lag={pool.max_lag:g}s"
+    parses): ``interval=2s max_requests=4 max_lag=30s stale_writer=keep``."""
+    return (
+        f"interval={pool.interval:g}s max_requests={pool.max_requests} max_lag={pool.max_lag:g}s"
+        f" stale_writer={pool.stale_writer}"
+    )
 
 
 def routing_note(node: NodeState, decided: NodeRoute, now: float) -> str:
@@ -156,7 +163,7 @@ def report_line(pool: PoolState, node: NodeState) -> str:
 
 def pools_table(pools: Iterable[PoolState], now: float) -> str:
     """One row per pool; ACTIVE is the node that takes writes (overrides applied)."""
-    rows = [("POOL", "STATUS", "ACTIVE", "NODES", "INTERVAL", "M", "MAX_LAG")]
+    rows = [("POOL", "STATUS", "ACTIVE", "NODES", "INTERVAL", "M", "MAX_LAG", "STALE_WRITER")]
     for pool in pools:
         writer = route(pool, now).writer
         active = "-" if writer is None else str(writer.node)
@@ -169,6 +176,7 @@ def pools_table(pools: Iterable[PoolState], now: float) -> str:
                 f"{pool.interval:g}s",
                 str(pool.max_requests),
                 f"{pool.max_lag:g}s",
+                pool.stale_writer.value,
             )
         )
     return table(rows)
@@ -181,6 +189,8 @@ def pool_config_json(pool: PoolState) -> dict[str, Any]:
         "interval": config.interval,
         "max_requests": config.max_requests,
         "max_lag": config.max_lag,
+        "stale_writer": config.stale_writer.value,
+        "incarnation": pool.incarnation,
         "members": [{"node": str(n), "type": t.value} for n, t in config.members],
         "failoverpool": render_failoverpool(config),
     }
@@ -193,6 +203,8 @@ def pool_config_text(pool: PoolState) -> str:
         f"interval      {data['interval']:g}s",
         f"max_requests  {data['max_requests']}",
         f"max_lag       {data['max_lag']:g}s",
+        f"stale_writer  {data['stale_writer']}",
+        f"incarnation   {data['incarnation'] or '-'}",
         "members       (priority order)",
     ]
     lines += [f"  {i}. {m['type']:<9}  {m['node']}" for i, m in enumerate(data["members"], 1)]

@@ -45,9 +45,11 @@ from mpp_cli.render import (
     to_json,
     to_json_line,
 )
+from mpp_cli.seen import check_versions
 from mpp_cli.session import (
     NodeArg,
     PoolOpt,
+    Session,
     locate,
     note_if_no_pools,
     parse_node,
@@ -70,26 +72,33 @@ def list_(
     """MPP's listing of every node.
 
     Every pool (or only --pool), nodes in priority order, overrides on an 'O' line, why the
-    monitor could not judge a node on an 'M' line. --json adds each node's replication lag.
+    monitor could not judge a node on an 'M' line, and a '!' line under a pool whose state
+    went backwards (Redis has a lower version than mpp-admin saw before: a Redis failover
+    lost commits). --json adds each node's replication lag.
     """
-    store = session_of(ctx).store
+    session = session_of(ctx)
+    store = session.store
     pools, unusable = readable_pools(store, pool)
     note_if_no_pools(store, len(pools) + len(unusable), "list")
     now = store.server_time()
     if json_output:
-        typer.echo(to_json(pools_document(store, pools, now, "list")))
+        typer.echo(to_json(pools_document(session, pools, now, "list")))
     else:
-        typer.echo(listing(pools, now), nl=False)
+        backwards = check_versions(session.redacted_url, session.namespace, pools)
+        typer.echo(listing(pools, now, backwards), nl=False)
     report_unusable("list", unusable)
 
 
-def pools_document(store: Store, pools: list[PoolState], now: float, command: str) -> Any:
+def pools_document(session: Session, pools: list[PoolState], now: float, command: str) -> Any:
     """The JSON document of ``list --json`` and ``pools --json``, with each node's lag from its
-    pool's probe metrics; an unusable metrics hash only makes its pool's lags null."""
+    pool's probe metrics (an unusable metrics hash only makes its pool's lags null) and each
+    pool's ``went_backwards`` (null, or what went backwards)."""
+    store = session.store
     metrics = store.read_metrics([p.name for p in pools])
     readable = {n: m for n, m in metrics.items() if not isinstance(m, BadKey)}
     report_unusable(command, [m for m in metrics.values() if isinstance(m, BadKey)], fatal=False)
-    return listing_json(pools, now, readable)
+    backwards = check_versions(session.redacted_url, session.namespace, pools)
+    return listing_json(pools, now, readable, backwards)
 
 
 @cli_errors("report")

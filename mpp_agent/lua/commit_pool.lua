@@ -10,6 +10,9 @@
 -- ARGV[5]  pub/sub channel to notify
 -- ARGV[6]  message to publish (the pool name)
 -- ARGV[7]  number of events N, then ARGV[8 .. 7+N]: one JSON event each
+-- ARGV[8+N] optional: the least version to write (a writer restoring a state that Redis lost
+--          in a failover sets it above the versions already seen, so that every reader adopts
+--          the restored state at once)
 --
 -- Returns {1, new_version} on success,
 --         {0, "missing"} if the pool does not exist,
@@ -37,9 +40,14 @@ elseif ARGV[2] ~= '' then
   end
   redis.call('HSET', KEYS[1], 'round', ARGV[2])
 end
-local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('HSET', KEYS[1], 'doc', ARGV[3])
 local n = tonumber(ARGV[7])
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+local floor = tonumber(ARGV[8 + n] or '')
+if floor and floor > version then
+  version = floor
+  redis.call('HSET', KEYS[1], 'version', version)
+end
+redis.call('HSET', KEYS[1], 'doc', ARGV[3])
 for i = 1, n do
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[7 + i])
 end

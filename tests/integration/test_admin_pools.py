@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -177,6 +178,8 @@ def test_show_text_and_json(redis_url: str) -> None:
         "interval      10s",
         "max_requests  4",
         "max_lag       30s",
+        "stale_writer  keep",
+        f"incarnation   {store_for(redis_url).load_pool('pool1').incarnation}",
         "members       (priority order)",
         "  1. PRIMARY    10.0.0.1:3306",
         "  2. SECONDARY  10.0.0.2:3306",
@@ -206,9 +209,9 @@ def test_pools_and_pool_list(redis_url: str) -> None:
     )  # fmt: skip
     assert created.exit_code == 0, created.stderr
     expected = [
-        "POOL   STATUS  ACTIVE         NODES  INTERVAL  M  MAX_LAG",
-        "pool1  OK      10.0.0.1:3306  3      10s       4  30s",
-        "pool2  OK      -              1      2.5s      4  7.5s",
+        "POOL   STATUS  ACTIVE         NODES  INTERVAL  M  MAX_LAG  STALE_WRITER",
+        "pool1  OK      10.0.0.1:3306  3      10s       4  30s      keep",
+        "pool2  OK      -              1      2.5s      4  7.5s     keep",
     ]
     assert mpp_admin(redis_url, "pools").stdout.splitlines() == expected
     assert mpp_admin(redis_url, "pool", "list").stdout.splitlines() == expected
@@ -216,10 +219,68 @@ def test_pools_and_pool_list(redis_url: str) -> None:
     # the same documents as list --json: one schema for a pool and for a node
     assert doc == json.loads(mpp_admin(redis_url, "list", "--json").stdout)
     first = doc["pools"][0]
+    stored = store.load_pool("pool1")
     assert {k: v for k, v in first.items() if k != "nodes"} == {
         "name": "pool1", "status": "OK", "active": "10.0.0.1:3306",
-        "interval": 10.0, "max_requests": 4, "max_lag": 30.0,
+        "interval": 10.0, "max_requests": 4, "max_lag": 30.0, "stale_writer": "keep",
+        "incarnation": stored.incarnation, "version": stored.version, "went_backwards": None,
     }  # fmt: skip
+    assert len(stored.incarnation) == 32
     members = ["10.0.0.1:3306", "10.0.0.2:3306", "10.0.0.3:3307"]
     assert [n["node"] for n in first["nodes"]] == members
     assert doc["pools"][1]["max_lag"] == 7.5
+
+
+def test_stale_writer_is_set_kept_and_shown(redis_url: str) -> None:
+    created = mpp_admin(
+        redis_url, "pool", "create", "p9", "--primary", "db1", "--stale-writer", "drain"
+    )
+    assert created.exit_code == 0, created.output
+    store = store_for(redis_url)
+    first = store.load_pool("p9")
+    assert first.stale_writer == "drain" and len(first.incarnation) == 32
+    # apply without --stale-writer keeps it, and keeps the incarnation
+    applied = mpp_admin(redis_url, "pool", "apply", "p9", "--interval", "3")
+    assert applied.exit_code == 0, applied.output
+    again = store.load_pool("p9")
+    assert (again.stale_writer, again.incarnation) == ("drain", first.incarnation)
+    shown = mpp_admin(redis_url, "pool", "show", "p9").stdout
+    assert "stale_writer  drain" in shown
+    assert (
+        json.loads(mpp_admin(redis_url, "pool", "show", "p9", "--json").stdout)["stale_writer"]
+        == "drain"
+    )
+    assert "stale_writer=drain" in mpp_admin(redis_url, "list").stdout
+    assert mpp_admin(redis_url, "pool", "apply", "p9", "--stale-writer", "keep").exit_code == 0
+    assert store.load_pool("p9").stale_writer == "keep"
+    # a bad value: usage error, nothing changed
+    bad = mpp_admin(redis_url, "pool", "apply", "p9", "--stale-writer", "sometimes")
+    assert bad.exit_code == 2
+    assert store.load_pool("p9").stale_writer == "keep"
+    # removed and created again: a new incarnation
+    assert mpp_admin(redis_url, "pool", "remove", "p9", "--yes").exit_code == 0
+    assert mpp_admin(redis_url, "pool", "create", "p9", "--primary", "db1").exit_code == 0
+    assert store.load_pool("p9").incarnation != first.incarnation
+
+
+def test_list_says_when_the_state_went_backwards(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    store = store_for(redis_url)
+    bootstrap(store)
+    pool = store.load_pool("pool1")
+    assert "went backwards" not in mpp_admin(redis_url, "list").stdout
+    # what a Redis failover that lost commits leaves: the same pool at a lower version
+    store.client.hset(store.keys.pool("pool1"), "version", pool.version - 1)
+    listed = mpp_admin(redis_url, "list")
+    assert listed.exit_code == 0
+    assert (
+        f"  ! state went backwards: Redis has version {pool.version - 1} of pool pool1, older "
+        f"than version {pool.version} already seen" in listed.stdout
+    )
+    doc = json.loads(mpp_admin(redis_url, "list", "--json").stdout)
+    assert "went backwards" in doc["pools"][0]["went_backwards"]
+    # newer again: nothing to say
+    store.client.hset(store.keys.pool("pool1"), "version", pool.version + 1)
+    assert "went backwards" not in mpp_admin(redis_url, "list").stdout

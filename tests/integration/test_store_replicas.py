@@ -1,0 +1,67 @@
+"""Commits confirmed by a Redis replica (``WAIT``) where the master has one, against real
+redis-servers: no replica, no WAIT; a replica in sync confirms; a frozen one is a WARNING and the
+commit stands."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from mpp_agent.config import parse_failoverpool
+from mpp_agent.store import Store
+from tests.servers import RedisServer, wait_until
+
+
+@pytest.fixture
+def master_and_replica() -> Iterator[tuple[RedisServer, RedisServer]]:
+    master = RedisServer().start()
+    replica = RedisServer().start()
+    try:
+        replica.client().replicaof("127.0.0.1", master.port)
+        wait_until(
+            lambda: replica.client().info("replication")["master_link_status"] == "up",
+            15,
+            "the replica in sync",
+        )
+        yield master, replica
+    finally:
+        os.kill(replica.pid, signal.SIGCONT)
+        replica.cleanup()
+        master.cleanup()
+
+
+def commit_once(store: Store) -> bool:
+    pool = store.load_pool("p1")
+    return store.commit(pool, pool, [], "test", store.server_time(), None).committed
+
+
+def test_no_replica_no_wait(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    store = Store.from_url(redis_url, "wait1")
+    store.create_pool(parse_failoverpool("name:p1;primary:db1", interval=1.0))
+    assert not store.has_replicas()
+    assert store.confirm("p1", 2, 1.0)
+    with caplog.at_level(logging.WARNING, "mpp.store"):
+        assert commit_once(store)
+    assert "not confirmed" not in caplog.text
+
+
+def test_a_replica_confirms_and_a_frozen_one_is_a_warning(
+    master_and_replica: tuple[RedisServer, RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    master, replica = master_and_replica
+    store = Store.from_url(master.url, "wait2")
+    store.create_pool(parse_failoverpool("name:p1;primary:db1", interval=1.0))
+    assert store.has_replicas()
+    version = store.load_pool("p1").version
+    assert commit_once(store)
+    assert replica.client().hget(store.keys.pool("p1"), "version") == str(version + 1)
+    os.kill(replica.pid, signal.SIGSTOP)
+    with caplog.at_level(logging.WARNING, "mpp.store"):
+        assert commit_once(store)  # the commit stands
+    assert "commit of pool p1 version" in caplog.text
+    assert "not confirmed by any Redis replica within 200ms" in caplog.text
+    assert store.load_pool("p1").version == version + 2
