@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from typing import Any
 
 from mpp_agent.config import PoolConfigError, config_of
@@ -31,6 +31,7 @@ from mpp_agent.model import (
     Override,
     PoolState,
     PoolStatus,
+    Replication,
     State,
     Status,
 )
@@ -80,7 +81,32 @@ def node_to_dict(node: NodeState) -> dict[str, Any]:
         "last_request_time": node.last_request_time,
         "override": override_to_dict(node.override) if node.override else None,
         "monitor_note": node.monitor_note,
+        **({"replication": replication_to_dict(node.replication)} if node.replication else {}),
     }
+
+
+def replication_to_dict(details: Replication) -> dict[str, Any]:
+    return asdict(details)
+
+
+def replication_from_dict(data: Any) -> Replication | None:
+    """Replication values as stored; fields this version does not know are ignored, missing
+    ones take their defaults (a document of an older or newer version still reads)."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise TypeError(f"replication is not an object: {data!r}")
+    known = {f.name for f in fields(Replication)}
+    values = {key: value for key, value in data.items() if key in known}
+    details = Replication(**values)
+    for key in ("source", "io_running", "sql_running", "received", "applied", "binlog"):
+        if not isinstance(getattr(details, key), str):
+            raise TypeError(f"replication {key} is not text")
+    for key in ("source_server_id", "server_id", "unapplied", "lag"):
+        value = getattr(details, key)
+        if value is not None and type(value) is not int:
+            raise TypeError(f"replication {key} is not a whole number")
+    return details
 
 
 def node_from_dict(data: dict[str, Any]) -> NodeState:
@@ -95,6 +121,7 @@ def node_from_dict(data: dict[str, Any]) -> NodeState:
         last_request_time=data.get("last_request_time"),
         override=override_from_dict(override) if override else None,
         monitor_note=data.get("monitor_note"),
+        replication=replication_from_dict(data.get("replication")),
     )
 
 
@@ -216,18 +243,30 @@ def event_from_json(text: str | bytes) -> dict[str, Any]:
 
 
 def observations_to_json(observations: dict[NodeId, Observation]) -> str:
+    """``{node: [outcome, message]}``, with the replication values as a third element when
+    the probe read them (a reader of the two-element form still reads it)."""
     return json.dumps(
-        {str(node): [obs.outcome.value, obs.message] for node, obs in observations.items()},
+        {str(node): _observation_list(obs) for node, obs in observations.items()},
         separators=(",", ":"),
     )
+
+
+def _observation_list(obs: Observation) -> list[Any]:
+    if obs.replication is None:
+        return [obs.outcome.value, obs.message]
+    return [obs.outcome.value, obs.message, replication_to_dict(obs.replication)]
 
 
 def observations_from_json(text: str | bytes) -> dict[NodeId, Observation]:
     try:
         data = json.loads(text)
         return {
-            NodeId.parse(node): Observation(Outcome(outcome), str(message))
-            for node, (outcome, message) in data.items()
+            NodeId.parse(node): Observation(
+                Outcome(item[0]),
+                str(item[1]),
+                replication=replication_from_dict(item[2] if len(item) > 2 else None),
+            )
+            for node, item in data.items()
         }
-    except (TypeError, ValueError, AttributeError) as exc:
+    except (TypeError, ValueError, AttributeError, IndexError, KeyError) as exc:
         raise DocumentError(f"unreadable observations: {exc!r}") from None

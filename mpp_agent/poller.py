@@ -102,7 +102,8 @@ def merge_observations(
     when more than half of them report an error (a tie is healthy), and the error reported is
     the majority's among the failing reports. A node every poller abstained on merges into an
     abstention (not evaluated); any abstention is carried as the verdict's ``monitor_note``.
-    Nodes nobody observed are left out, so they are not evaluated either."""
+    Nodes nobody observed are left out, so they are not evaluated either. The merged verdict
+    carries the replication values read by a poller that gave it (the first such report)."""
     by_node: dict[NodeId, list[Observation]] = {}
     for observations in reports.values():
         for node, obs in observations.items():
@@ -119,12 +120,17 @@ def merge_node(seen: Sequence[Observation]) -> Observation:
         return Observation(Outcome.ABSTAIN, note, monitor_note=note)
     failing = [o for o in judged if not o.is_healthy]
     if 2 * len(failing) <= len(judged):
-        return Observation(Outcome.HEALTHY, monitor_note=note)
+        details = next((o.replication for o in judged if o.is_healthy and o.replication), None)
+        return Observation(Outcome.HEALTHY, monitor_note=note, replication=details)
     counts = Counter((o.outcome, o.message) for o in failing)
     (outcome, message), _ = min(
         counts.items(), key=lambda item: (-item[1], item[0][0] != Outcome.CONNECT, item[0])
     )
-    return Observation(outcome, message, monitor_note=note)
+    # The replication values are those of a poller that gave the verdict: one consistent read.
+    details = next(
+        (o.replication for o in failing if (o.outcome, o.message) == (outcome, message)), None
+    )
+    return Observation(outcome, message, monitor_note=note, replication=details)
 
 
 def abstention_note(abstained: Sequence[Observation], pollers: int) -> str:

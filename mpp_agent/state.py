@@ -26,6 +26,7 @@ from mpp_agent.model import (
     Override,
     PoolState,
     PoolStatus,
+    Replication,
     State,
     Status,
 )
@@ -46,6 +47,7 @@ MSG_FAILOVER = "FAILOVER: Taking over ACTIVE state."
 MSG_FAILED_RECOVERY = "FAILED server is reporting recovery. Manual intervention required."
 MSG_MANUAL_RECOVERY = "Manual Recovery Initiated."
 MSG_MANUALLY_REINSTATED = "PRIMARY Manually reinstated as ACTIVE."
+MSG_READ_ONLY = "ACTIVE node is read_only"
 RECOVERING_PREFIX = "(recovering) "
 
 
@@ -111,6 +113,7 @@ def tick(
     if status is not pool.status:
         events.append(Event(EventKind.POOL_STATUS, pool.name, message=f"{pool.status} -> {status}"))
     current = replace(pool, status=status)
+    observations = excuse_cut_links(pool, observations)
     rules: dict[NodeId, str] = {}
     exits: dict[NodeId, Exit] = {}
     for index, before in enumerate(pool.nodes):
@@ -124,7 +127,11 @@ def tick(
             current = with_node(current, index, replace(before, monitor_note=note or None))
             continue
         decision = decide(current, index, observation, observations)
-        after = replace(commit(before, decision, status, now), monitor_note=note or None)
+        after = replace(
+            commit(before, decision, status, now),
+            monitor_note=note or None,
+            replication=observation.replication or before.replication,
+        )
         rules[before.node] = decision.rule
         exits[before.node] = decision.exit
         current = with_node(current, index, after)
@@ -145,7 +152,14 @@ def decide(
     node = pool.nodes[index]
     seen = observations if observations is not None else {node.node: observation}
     pre = rule_a(pool, node)
-    if observation.outcome is Outcome.CONNECT:
+    if node.state is State.ACTIVE and is_read_only(observation):
+        # An ACTIVE that refuses writes is failing like one that cannot be reached: writes
+        # move after M ticks when another node can take over (the node itself is up).
+        errors = MSG_READ_ONLY
+        if observation.outcome is Outcome.REQUEST:
+            errors = f"{MSG_READ_ONLY}, {observation.message}"
+        decision = rules_b(pool, index, errors, seen, failed=State.FAILED_ONLINE, rule="B-ro")
+    elif observation.outcome is Outcome.CONNECT:
         decision = rules_b(pool, index, observation.message, seen)
     elif observation.outcome is Outcome.REQUEST:
         decision = rules_c(pool, node, observation.message)
@@ -176,12 +190,70 @@ def is_failing_threshold(pool: PoolState, node: NodeState) -> bool:
     return node.r >= pool.max_requests - 1
 
 
+def is_read_only(observation: Observation) -> bool:
+    """A node that answered and said it is read_only (or super_read_only)."""
+    details = observation.replication
+    return (
+        observation.outcome in (Outcome.HEALTHY, Outcome.REQUEST)
+        and details is not None
+        and details.read_only is True
+    )
+
+
+def excuse_cut_links(
+    pool: PoolState, observations: Mapping[NodeId, Observation]
+) -> Mapping[NodeId, Observation]:
+    """DIVERGENCE (replaces the probe's blanket excuse): a node whose only replication error is
+    an IO thread that cannot reach its source is healthy only when that source is a node of
+    the pool that is connect-failing in the same round (the master-master failover case: the
+    source is down, not the link). Cut off from a living source, or from a source outside the
+    pool or not observed this round, it stays MPP's replication error: its data is ageing."""
+    excused = {
+        node: Observation(
+            Outcome.HEALTHY, monitor_note=obs.monitor_note, replication=obs.replication
+        )
+        for node, obs in observations.items()
+        if obs.outcome is Outcome.REQUEST
+        and obs.replication is not None
+        and obs.replication.source_unreachable
+        and source_is_down(pool, obs, observations)
+    }
+    return {**observations, **excused} if excused else observations
+
+
+def source_is_down(
+    pool: PoolState, observation: Observation, observations: Mapping[NodeId, Observation]
+) -> bool:
+    """Whether the node ``observation`` replicates from is connect-failing this round. The
+    source is the pool node written as the slave status's ``host:port``, or else the one whose
+    server_id is the slave status's ``Master_Server_Id``."""
+    details = observation.replication
+    if details is None:
+        return False
+    for n in pool.nodes:
+        seen = observations.get(n.node)
+        if seen is None:
+            continue
+        server_id = (seen.replication or n.replication or Replication()).server_id
+        named = details.source == str(n.node)
+        same_id = details.source_server_id is not None and server_id == details.source_server_id
+        if named or (same_id and not any(details.source == str(m.node) for m in pool.nodes)):
+            return seen.outcome is Outcome.CONNECT
+    return False
+
+
 def rules_b(
-    pool: PoolState, index: int, errors: str, observations: Mapping[NodeId, Observation]
+    pool: PoolState,
+    index: int,
+    errors: str,
+    observations: Mapping[NodeId, Observation],
+    *,
+    failed: State = State.FAILED_OFFLINE,
+    rule: str = "B",
 ) -> Decision:
     node = pool.nodes[index]
     if not is_failing_threshold(pool, node):
-        return Decision(Exit.WARN, status=Status.OK_WARN, message=errors, rule="B2")
+        return Decision(Exit.WARN, status=Status.OK_WARN, message=errors, rule=f"{rule}2")
     if node.state is State.ACTIVE and not can_take_over(pool, index, observations):
         # DIVERGENCE: the ACTIVE node is not failed while no other node can take over this
         # tick; it stays ACTIVE, counting, and takes writes again when it comes back.
@@ -189,11 +261,9 @@ def rules_b(
             Exit.WARN,
             status=Status.OK_WARN,
             message=f"{errors}; {MSG_NOT_FAILING}",
-            rule="B1-last-active",
+            rule=f"{rule}1-last-active",
         )
-    return Decision(
-        Exit.FAIL, state=State.FAILED_OFFLINE, status=Status.FAIL, message=errors, rule="B1"
-    )
+    return Decision(Exit.FAIL, state=failed, status=Status.FAIL, message=errors, rule=f"{rule}1")
 
 
 def can_take_over(pool: PoolState, index: int, observations: Mapping[NodeId, Observation]) -> bool:

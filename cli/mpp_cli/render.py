@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from mpp_agent.config import config_of, render_failoverpool
-from mpp_agent.model import NodeState, Override, PoolState, request_level
+from mpp_agent.model import NodeState, Override, PoolState, State, request_level
+from mpp_agent.positions import lacks
 from mpp_agent.routing import NodeRoute, route
 
 if TYPE_CHECKING:
@@ -66,20 +67,41 @@ def to_json_line(document: Any) -> str:
 # --------------------------------------------------------------------------- list
 
 
-def listing_row(values: Sequence[str]) -> str:
-    return "".join(v.ljust(w) + "  " for v, w in zip(values, LIST_WIDTHS, strict=True))
+# ``list --wide``: replication columns between MPP's State and its message.
+WIDE_HEADER = ("RO", "Lag", "Caught up", "Behind")
+WIDE_WIDTHS = (3, 5, 9, 6)
 
 
-def listing(pools: Iterable[PoolState], now: float) -> str:
+def listing_row(values: Sequence[str], wide: Sequence[str] = ()) -> str:
+    """A row of MPP's columns; with ``wide`` the replication columns go before the message."""
+    if not wide:
+        return _row(values, LIST_WIDTHS)
+    widths = (*LIST_WIDTHS[:-1], *WIDE_WIDTHS, LIST_WIDTHS[-1])
+    return _row([*values[:-1], *wide, values[-1]], widths)
+
+
+def _row(values: Sequence[str], widths: Sequence[int]) -> str:
+    return "".join(v.ljust(w) + "  " for v, w in zip(values, widths, strict=True))
+
+
+def listing(pools: Iterable[PoolState], now: float, wide: bool = False) -> str:
     """MPP's ``--list-cached-pools`` table: header once, then per pool its line and nodes.
 
     Under a node: its override on an 'O' line, and on an 'R' line what it answers when that
-    is neither its state nor its override's (the writer pinned elsewhere)."""
-    lines = [listing_row(LIST_HEADER), listing_row(["-" * w for w in LIST_WIDTHS])]
+    is neither its state nor its override's (the writer pinned elsewhere). ``wide`` adds each
+    node's read_only, lag, whether it has applied what it received, and what it lacks of the
+    ACTIVE's last known position."""
+    header = WIDE_HEADER if wide else ()
+    dashes = tuple("-" * w for w in WIDE_WIDTHS) if wide else ()
+    lines = [
+        listing_row(LIST_HEADER, header),
+        listing_row(["-" * w for w in LIST_WIDTHS], dashes),
+    ]
     for pool in pools:
         lines.append(f"*  [ {pool.name} ] status={pool.status}  {pool_settings(pool)}")
         for node, decided in zip(pool.nodes, route(pool, now).nodes, strict=True):
-            lines.append(listing_row(node_columns(node)))
+            extra = wide_columns(replication_json(pool, node, None)) if wide else ()
+            lines.append(listing_row(node_columns(node), extra))
             if node.override is not None:
                 lines.append(f"  O {override_text(node.override)}")
             if routing_note(node, decided, now):
@@ -117,6 +139,38 @@ def node_columns(node: NodeState) -> list[str]:
     ]
 
 
+def wide_columns(values: Mapping[str, Any]) -> tuple[str, ...]:
+    def shown(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return tuple(shown(values[key]) for key in ("read_only", "lag", "caught_up", "behind"))
+
+
+def replication_json(pool: PoolState, node: NodeState, lag: float | None) -> dict[str, Any]:
+    """A node's replication as its last judged round saw it: ``read_only``, ``lag`` (the
+    probe metrics' when given, else the stored one), ``caught_up`` (everything it received is
+    applied) and ``behind`` (transactions it lacks of the ACTIVE's last known position);
+    each null when unknown."""
+    details = node.replication
+    active = next((n.replication for n in pool.active_nodes if n.replication), None)
+    behind = None
+    if details is not None and active is not None:
+        if node.state is State.ACTIVE:
+            behind = 0
+        else:
+            behind = lacks(active.binlog, details.binlog, details.applied, details.received)
+    return {
+        "read_only": None if details is None else details.read_only,
+        "lag": lag if lag is not None or details is None else details.lag,
+        "caught_up": None if details is None else details.caught_up,
+        "behind": behind,
+    }
+
+
 def override_text(override: Override) -> str:
     """``override STANDBY/OK by admin:alice at <time> until <time>: <reason>``."""
     status = f"/{override.status}" if override.status is not None else ""
@@ -150,7 +204,10 @@ def pool_json(pool: PoolState, now: float, metrics: NodeMetrics) -> dict[str, An
         "max_lag": pool.max_lag,
         "active": None if writer is None else str(writer.node),  # the node taking writes
         "nodes": [
-            node_json(n, pool.max_requests, r, lag_of(metrics.get(str(n.node), {})))
+            {
+                **node_json(n, pool.max_requests, r, None),
+                **replication_json(pool, n, lag_of(metrics.get(str(n.node), {}))),
+            }
             for n, r in zip(pool.nodes, decision.nodes, strict=True)
         ],
     }

@@ -65,11 +65,18 @@ def list_(
         str | None, typer.Option("--pool", "-p", help="Only this pool.", show_default=False)
     ] = None,
     json_output: JsonOpt = False,
+    wide: Annotated[
+        bool,
+        typer.Option(
+            "--wide", "-w", help="Add replication columns: read_only, lag, caught up, behind."
+        ),
+    ] = False,
 ) -> None:
     """MPP's listing of every node.
 
     Every pool (or only --pool), nodes in priority order, overrides on an 'O' line, why the
-    monitor could not judge a node on an 'M' line. --json adds each node's replication lag.
+    monitor could not judge a node on an 'M' line. --json adds each node's replication lag,
+    read_only, caught_up and behind; --wide shows them as columns.
     """
     store = session_of(ctx).store
     pools, unusable = readable_pools(store, pool)
@@ -78,7 +85,7 @@ def list_(
     if json_output:
         typer.echo(to_json(pools_document(store, pools, now, "list")))
     else:
-        typer.echo(listing(pools, now), nl=False)
+        typer.echo(listing(pools, now, wide), nl=False)
     report_unusable("list", unusable)
 
 

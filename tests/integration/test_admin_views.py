@@ -112,6 +112,7 @@ def test_list_shows_overrides_and_json(redis_url: str) -> None:
     assert set(primary) == {
         "node", "type", "requests", "level", "status", "state", "message",
         "last_request_time", "override", "lag", "monitor_note", "route",
+        "read_only", "caught_up", "behind",
     }  # fmt: skip
     assert primary["route"] == {
         "state": "ACTIVE", "takes_writes": True, "takes_reads": False, "weight": 0,

@@ -1,0 +1,181 @@
+"""Table and property tests of the tick's replication rules (architecture.md 2.10 and 3):
+
+* a standby whose IO thread cannot reach its source is excused only when that source is a pool
+  node connect-failing in the same round; cut off from a living source it is failing;
+* an ACTIVE that says it is read_only is failing ("ACTIVE node is read_only"), so writes move
+  after M ticks when a standby can take over, and it stays put when none can.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mpp_agent.model import (
+    NodeId,
+    NodeState,
+    NodeType,
+    Observation,
+    Outcome,
+    PoolState,
+    Replication,
+    State,
+    Status,
+)
+from mpp_agent.state import MSG_READ_ONLY, excuse_cut_links, tick
+
+A, B = NodeId("10.0.0.1"), NodeId("10.0.0.2")
+IO_ERROR = "Slave Error: Slave IO is not running, Slave_IO_Running=Connecting."
+
+
+def pool(a_state: State = State.ACTIVE, b_state: State = State.STANDBY, r: int = 0) -> PoolState:
+    return PoolState(
+        "p",
+        (
+            NodeState(A, NodeType.PRIMARY, a_state, Status.OK, r),
+            NodeState(B, NodeType.SECONDARY, b_state, Status.OK, r),
+        ),
+        max_requests=4,
+    )
+
+
+def cut(source: str = str(A), source_server_id: int | None = None) -> Observation:
+    details = Replication(
+        source=source,
+        source_server_id=source_server_id,
+        io_running="Connecting",
+        sql_running="Yes",
+        source_unreachable=True,
+    )
+    return Observation(Outcome.REQUEST, IO_ERROR, replication=details)
+
+
+def source(word: str, server_id: int = 1) -> Observation:
+    details = Replication(server_id=server_id, io_running="Yes", sql_running="Yes")
+    if word == "conn":
+        return Observation.connect_error(A, "Can't connect")
+    if word == "req":
+        return Observation(Outcome.REQUEST, "Slave Error: x", replication=details)
+    return Observation(Outcome.HEALTHY, replication=details)
+
+
+def test_cut_from_a_living_source_is_failing() -> None:
+    seen = excuse_cut_links(pool(), {A: source("ok"), B: cut()})
+    assert seen[B].outcome is Outcome.REQUEST
+    assert seen[B].message == IO_ERROR
+
+
+def test_cut_from_a_dead_source_is_excused() -> None:
+    seen = excuse_cut_links(pool(), {A: source("conn"), B: cut()})
+    assert seen[B].is_healthy
+    assert seen[B].replication is not None  # the positions travel on
+
+
+def test_source_with_replication_errors_is_not_down() -> None:
+    # Both links of a master-master pair cut: each node still answers; neither is excused.
+    seen = excuse_cut_links(pool(), {A: source("req"), B: cut()})
+    assert seen[B].outcome is Outcome.REQUEST
+
+
+def test_source_outside_the_pool_or_not_observed_excuses_nothing() -> None:
+    assert excuse_cut_links(pool(), {A: source("conn"), B: cut("10.9.9.9:3306")})[B].outcome is (
+        Outcome.REQUEST
+    )
+    assert excuse_cut_links(pool(), {B: cut()})[B].outcome is Outcome.REQUEST
+
+
+def test_source_found_by_server_id_when_named_otherwise() -> None:
+    # The link goes through another address (a proxy, a DNS name): the server_id says who.
+    seen = excuse_cut_links(pool(), {A: source("ok"), B: cut("proxy:3306", source_server_id=1)})
+    assert seen[B].outcome is Outcome.REQUEST
+    prior = pool()
+    prior = PoolState(
+        "p",
+        (
+            NodeState(A, NodeType.PRIMARY, State.ACTIVE, replication=Replication(server_id=1)),
+            prior.nodes[1],
+        ),
+    )
+    seen = excuse_cut_links(prior, {A: source("conn"), B: cut("proxy:3306", source_server_id=1)})
+    assert seen[B].is_healthy
+
+
+def test_cut_standby_fails_after_m_ticks_and_is_not_promoted() -> None:
+    current = pool()
+    for _ in range(4):
+        current = tick(current, {A: source("ok"), B: cut()}, 1.0).pool
+    assert current.nodes[1].state is State.FAILED_ONLINE
+    # The primary dies now: nobody can take over, it stays ACTIVE (last node standing).
+    for _ in range(4):
+        current = tick(current, {A: source("conn"), B: cut()}, 2.0).pool
+    assert current.nodes[0].state is State.ACTIVE
+    assert current.nodes[1].state is State.FAILED_ONLINE
+
+
+def test_primary_death_in_master_master_still_fails_over() -> None:
+    current = pool()
+    for _ in range(4):
+        current = tick(current, {A: source("conn"), B: cut()}, 1.0).pool
+    assert [n.state for n in current.nodes] == [State.FAILED_OFFLINE, State.ACTIVE]
+
+
+def read_only(flag: bool = True) -> Observation:
+    return Observation(Outcome.HEALTHY, replication=Replication(read_only=flag))
+
+
+def test_read_only_active_moves_writes_after_m_ticks() -> None:
+    current = pool()
+    for count in range(1, 5):
+        result = tick(current, {A: read_only(), B: source("ok")}, float(count))
+        current = result.pool
+        if count < 4:
+            assert current.nodes[0].state is State.ACTIVE
+            assert current.nodes[0].message == MSG_READ_ONLY
+            assert current.nodes[0].requests == count
+    assert [n.state for n in current.nodes] == [State.FAILED_ONLINE, State.ACTIVE]
+    assert current.nodes[0].message == MSG_READ_ONLY
+
+
+def test_read_only_active_stays_when_nobody_can_take_over() -> None:
+    current = pool(b_state=State.FAILED_OFFLINE)
+    for _ in range(6):
+        current = tick(current, {A: read_only(), B: Observation.connect_error(B, "x")}, 1.0).pool
+    assert current.nodes[0].state is State.ACTIVE
+    assert current.nodes[0].status is Status.OK_WARN
+    assert current.nodes[0].message is not None
+    assert current.nodes[0].message.startswith(MSG_READ_ONLY)
+
+
+def test_read_only_standby_is_healthy() -> None:
+    current = tick(pool(), {A: source("ok"), B: read_only()}, 1.0).pool
+    assert current.nodes[1].status is Status.OK and current.nodes[1].requests == 0
+
+
+def test_tick_keeps_the_last_replication_values() -> None:
+    current = tick(pool(), {A: read_only(False), B: source("ok")}, 1.0).pool
+    assert current.nodes[0].replication == Replication(read_only=False)
+    # A round without replication values (a connect error) keeps the last known ones.
+    current = tick(current, {A: Observation.connect_error(A, "x"), B: source("ok")}, 2.0).pool
+    assert current.nodes[0].replication == Replication(read_only=False)
+
+
+@given(
+    source_word=st.sampled_from(["ok", "req", "abs", None]),
+    states=st.sampled_from([State.ACTIVE, State.STANDBY, State.FAILED_ONLINE, State.UNKNOWN]),
+    r=st.integers(0, 6),
+)
+def test_cut_standby_with_a_living_source_is_never_healthy(
+    source_word: str | None, states: State, r: int
+) -> None:
+    """Whatever the states and counters, a node cut from a source that answers (or is not
+    observed) is never evaluated as healthy: its R counts and it never takes over."""
+    observations = {B: cut()}
+    if source_word == "abs":
+        observations[A] = Observation.abstain("no password")
+    elif source_word is not None:
+        observations[A] = source(source_word)
+    before = pool(a_state=states, b_state=State.STANDBY, r=r)
+    assert excuse_cut_links(before, observations)[B].outcome is Outcome.REQUEST
+    after = tick(before, observations, 1.0)
+    assert after.exits[B] != "OK"
+    assert after.pool.nodes[1].state is not State.ACTIVE
