@@ -20,6 +20,8 @@ from typing import Any
 
 from mpp_agent.config import PoolConfigError, config_of
 from mpp_agent.model import (
+    DEFAULT_CATCHUP_TIMEOUT,
+    DEFAULT_MAX_FAILOVER_LAG,
     DEFAULT_MAX_LAG,
     Event,
     EventKind,
@@ -81,6 +83,7 @@ def node_to_dict(node: NodeState) -> dict[str, Any]:
         "last_request_time": node.last_request_time,
         "override": override_to_dict(node.override) if node.override else None,
         "monitor_note": node.monitor_note,
+        **({"catchup_until": node.catchup_until} if node.catchup_until is not None else {}),
         **({"replication": replication_to_dict(node.replication)} if node.replication else {}),
     }
 
@@ -122,6 +125,7 @@ def node_from_dict(data: dict[str, Any]) -> NodeState:
         override=override_from_dict(override) if override else None,
         monitor_note=data.get("monitor_note"),
         replication=replication_from_dict(data.get("replication")),
+        catchup_until=data.get("catchup_until"),
     )
 
 
@@ -142,6 +146,8 @@ def _pool_json(pool: PoolState) -> str:
             "max_requests": pool.max_requests,
             "interval": pool.interval,
             "max_lag": pool.max_lag,
+            "catchup_timeout": pool.catchup_timeout,
+            "max_failover_lag": pool.max_failover_lag,
             "nodes": [node_to_dict(n) for n in pool.nodes],
         },
         separators=(",", ":"),
@@ -163,6 +169,8 @@ def pool_from_doc(doc: str | bytes, version: int, last_round: int, name: str) ->
             max_requests=int(data["max_requests"]),
             interval=float(data["interval"]),
             max_lag=float(data.get("max_lag", DEFAULT_MAX_LAG)),
+            catchup_timeout=float(data.get("catchup_timeout", DEFAULT_CATCHUP_TIMEOUT)),
+            max_failover_lag=float(data.get("max_failover_lag", DEFAULT_MAX_FAILOVER_LAG)),
             version=version,
             last_round=last_round,
         )
@@ -185,8 +193,9 @@ def pool_problem(pool: PoolState) -> str:
     finite or not plausible."""
     if not 0 <= pool.version < MAX_SEQUENCE or not -1 <= pool.last_round < MAX_SEQUENCE:
         return f"version {pool.version} or round {pool.last_round} out of range"
-    if not all(math.isfinite(x) for x in (pool.interval, pool.max_lag)):
-        return "interval or max_lag is not a finite number"
+    settings = (pool.interval, pool.max_lag, pool.catchup_timeout, pool.max_failover_lag)
+    if not all(math.isfinite(x) for x in settings):
+        return "interval, max_lag, catchup_timeout or max_failover_lag is not a finite number"
     try:  # the configuration's own validation: one home for the settings' bounds
         config_of(pool if pool.nodes else replace(pool, nodes=_PLACEHOLDER))
     except PoolConfigError as exc:
@@ -209,7 +218,7 @@ def node_problem(n: NodeState) -> str:
         return f"message of {n.node} is not text"
     if n.monitor_note is not None and not isinstance(n.monitor_note, str):
         return f"monitor_note of {n.node} is not text"
-    times = [n.last_request_time]
+    times = [n.last_request_time, n.catchup_until]
     if n.override is not None:
         times += [n.override.set_at, n.override.expires_at]
     for t in times:

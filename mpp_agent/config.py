@@ -16,7 +16,9 @@ import re
 from dataclasses import dataclass, replace
 
 from mpp_agent.model import (
+    DEFAULT_CATCHUP_TIMEOUT,
     DEFAULT_INTERVAL,
+    DEFAULT_MAX_FAILOVER_LAG,
     DEFAULT_MAX_LAG,
     DEFAULT_MAX_REQUESTS,
     NodeId,
@@ -46,6 +48,8 @@ class PoolConfig:
     max_requests: int = DEFAULT_MAX_REQUESTS
     interval: float = DEFAULT_INTERVAL
     max_lag: float = DEFAULT_MAX_LAG
+    catchup_timeout: float = DEFAULT_CATCHUP_TIMEOUT
+    max_failover_lag: float = DEFAULT_MAX_FAILOVER_LAG
 
     def __post_init__(self) -> None:
         validate_pool_name(self.name)
@@ -74,6 +78,16 @@ class PoolConfig:
         if not 0 <= self.max_lag <= MAX_LAG_LIMIT:
             raise PoolConfigError(
                 f"max_lag must be between 0 and {MAX_LAG_LIMIT:g} s, not {self.max_lag}."
+            )
+        if not 0 <= self.catchup_timeout <= MAX_LAG_LIMIT:
+            raise PoolConfigError(
+                f"catchup_timeout must be between 0 and {MAX_LAG_LIMIT:g} s, "
+                f"not {self.catchup_timeout}."
+            )
+        if not 0 <= self.max_failover_lag <= MAX_LAG_LIMIT:
+            raise PoolConfigError(
+                f"max_failover_lag must be between 0 (off) and {MAX_LAG_LIMIT:g} s, "
+                f"not {self.max_failover_lag}."
             )
 
     @property
@@ -163,6 +177,8 @@ def config_of(pool: PoolState) -> PoolConfig:
         max_requests=pool.max_requests,
         interval=pool.interval,
         max_lag=pool.max_lag,
+        catchup_timeout=pool.catchup_timeout,
+        max_failover_lag=pool.max_failover_lag,
     )
 
 
@@ -174,6 +190,8 @@ def new_pool(config: PoolConfig) -> PoolState:
         max_requests=config.max_requests,
         interval=config.interval,
         max_lag=config.max_lag,
+        catchup_timeout=config.catchup_timeout,
+        max_failover_lag=config.max_failover_lag,
     )
 
 
@@ -201,4 +219,6 @@ def apply_config(pool: PoolState, config: PoolConfig, *, force: bool = False) ->
         max_requests=config.max_requests,
         interval=config.interval,
         max_lag=config.max_lag,
+        catchup_timeout=config.catchup_timeout,
+        max_failover_lag=config.max_failover_lag,
     )

@@ -16,6 +16,8 @@ DEFAULT_PORT = 3306
 DEFAULT_MAX_REQUESTS = 4
 DEFAULT_INTERVAL = 10.0
 DEFAULT_MAX_LAG = 30.0
+DEFAULT_CATCHUP_TIMEOUT = 30.0
+DEFAULT_MAX_FAILOVER_LAG = 0.0  # off
 
 
 class NodeType(StrEnum):
@@ -256,6 +258,9 @@ class NodeState:
     # What the node's replication looked like in the last round it was judged (None if never
     # read): positions, read_only and lag for the listings and the failover rules.
     replication: Replication | None = None
+    # Set while a node that became ACTIVE has not applied what it had received: it takes no
+    # writes before this time (the pool's catch-up timeout), or before it has caught up.
+    catchup_until: float | None = None
 
     @property
     def is_primary(self) -> bool:
@@ -280,6 +285,8 @@ class PoolState:
     max_requests: int = DEFAULT_MAX_REQUESTS
     interval: float = DEFAULT_INTERVAL
     max_lag: float = DEFAULT_MAX_LAG
+    catchup_timeout: float = DEFAULT_CATCHUP_TIMEOUT
+    max_failover_lag: float = DEFAULT_MAX_FAILOVER_LAG
     version: int = 0
     last_round: int = -1
 
@@ -308,6 +315,9 @@ class EventKind(StrEnum):
     OVERRIDE = "override"
     RELEASE = "release"
     POOL_STATUS = "pool-status"
+    CATCHUP = "catch-up"  # a new ACTIVE's write gate: held, opened when caught up or timed out
+    FAILOVER = "failover"  # promotion by hand (mpp-admin failover)
+    HELD = "held"  # a STANDBY that would take over is held back by the lag gate
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,9 @@ from mpp_agent.config import (
     validate_pool_name,
 )
 from mpp_agent.model import (
+    DEFAULT_CATCHUP_TIMEOUT,
     DEFAULT_INTERVAL,
+    DEFAULT_MAX_FAILOVER_LAG,
     DEFAULT_MAX_LAG,
     DEFAULT_MAX_REQUESTS,
     Event,
@@ -75,6 +77,14 @@ FailoverpoolOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 MAX_LAG_HELP = "Replication lag (seconds) above which a node's probe is a request error."
+CATCHUP_HELP = (
+    "Longest wait (seconds) for a new ACTIVE to apply what it had received before it takes "
+    "writes; past it writes open with a WARNING event."
+)
+FAILOVER_LAG_HELP = (
+    "A STANDBY that lagged more than this (seconds) when the ACTIVE failed does not take over "
+    "by itself (0 = off)."
+)
 
 
 def build_config(
@@ -164,6 +174,10 @@ def create(
         int, typer.Option(help="M: a node fails on its M-th consecutive failing tick.")
     ] = DEFAULT_MAX_REQUESTS,
     max_lag: Annotated[float, typer.Option(help=MAX_LAG_HELP)] = DEFAULT_MAX_LAG,
+    catchup_timeout: Annotated[float, typer.Option(help=CATCHUP_HELP)] = DEFAULT_CATCHUP_TIMEOUT,
+    max_failover_lag: Annotated[
+        float, typer.Option(help=FAILOVER_LAG_HELP)
+    ] = DEFAULT_MAX_FAILOVER_LAG,
 ) -> None:
     """Create a pool.
 
@@ -172,6 +186,7 @@ def create(
     Example: mpp-admin pool create pool1 --primary 10.0.0.1 --secondary 10.0.0.2:3307
     """
     config = build_config(name, primary, secondary, failoverpool, interval, max_requests, max_lag)
+    config = replace(config, catchup_timeout=catchup_timeout, max_failover_lag=max_failover_lag)
     session = session_of(ctx)
     pool = session.store.create_pool(config, actor=session.actor)
     typer.echo(f"OK: Pool {pool.name} created: {render_failoverpool(config)}")
@@ -197,6 +212,14 @@ def apply(
     max_lag: Annotated[
         float | None,
         typer.Option(help=f"{MAX_LAG_HELP} Default: keep the pool's.", show_default=False),
+    ] = None,
+    catchup_timeout: Annotated[
+        float | None,
+        typer.Option(help=f"{CATCHUP_HELP} Default: keep the pool's.", show_default=False),
+    ] = None,
+    max_failover_lag: Annotated[
+        float | None,
+        typer.Option(help=f"{FAILOVER_LAG_HELP} Default: keep the pool's.", show_default=False),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow removing the ACTIVE node.")] = False,
 ) -> None:
@@ -232,6 +255,10 @@ def apply(
             interval=pool.interval if interval is None else interval,
             max_requests=pool.max_requests if max_requests is None else max_requests,
             max_lag=pool.max_lag if max_lag is None else max_lag,
+            catchup_timeout=pool.catchup_timeout if catchup_timeout is None else catchup_timeout,
+            max_failover_lag=(
+                pool.max_failover_lag if max_failover_lag is None else max_failover_lag
+            ),
         )
         try:
             after = apply_config(pool, config, force=force)

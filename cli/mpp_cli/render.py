@@ -113,8 +113,16 @@ def listing(pools: Iterable[PoolState], now: float, wide: bool = False) -> str:
 
 def pool_settings(pool: PoolState) -> str:
     """The pool's settings, after MPP's ``status=`` on its line (so ``status=(\\S+)`` still
-    parses): ``interval=2s max_requests=4 max_lag=30s``."""
-    return f"interval={pool.interval:g}s max_requests={pool.max_requests} max_lag={pool.max_lag:g}s"
+    parses): ``interval=2s max_requests=4 max_lag=30s catchup_timeout=30s max_failover_lag=off``."""
+    return (
+        f"interval={pool.interval:g}s max_requests={pool.max_requests} max_lag={pool.max_lag:g}s"
+        f" catchup_timeout={pool.catchup_timeout:g}s"
+        f" max_failover_lag={failover_lag_text(pool.max_failover_lag)}"
+    )
+
+
+def failover_lag_text(seconds: float) -> str:
+    return f"{seconds:g}s" if seconds > 0 else "off"
 
 
 def routing_note(node: NodeState, decided: NodeRoute, now: float) -> str:
@@ -202,6 +210,8 @@ def pool_json(pool: PoolState, now: float, metrics: NodeMetrics) -> dict[str, An
         "interval": pool.interval,
         "max_requests": pool.max_requests,
         "max_lag": pool.max_lag,
+        "catchup_timeout": pool.catchup_timeout,
+        "max_failover_lag": pool.max_failover_lag,
         "active": None if writer is None else str(writer.node),  # the node taking writes
         "nodes": [
             {
@@ -283,7 +293,9 @@ def report_line(pool: PoolState, node: NodeState) -> str:
 
 def pools_table(pools: Iterable[PoolState], now: float) -> str:
     """One row per pool; ACTIVE is the node that takes writes (overrides applied)."""
-    rows = [("POOL", "STATUS", "ACTIVE", "NODES", "INTERVAL", "M", "MAX_LAG")]
+    rows = [
+        ("POOL", "STATUS", "ACTIVE", "NODES", "INTERVAL", "M", "MAX_LAG", "CATCHUP", "FAILOVER_LAG")
+    ]
     for pool in pools:
         writer = route(pool, now).writer
         active = "-" if writer is None else str(writer.node)
@@ -296,6 +308,8 @@ def pools_table(pools: Iterable[PoolState], now: float) -> str:
                 f"{pool.interval:g}s",
                 str(pool.max_requests),
                 f"{pool.max_lag:g}s",
+                f"{pool.catchup_timeout:g}s",
+                failover_lag_text(pool.max_failover_lag),
             )
         )
     return table(rows)
@@ -308,6 +322,8 @@ def pool_config_json(pool: PoolState) -> dict[str, Any]:
         "interval": config.interval,
         "max_requests": config.max_requests,
         "max_lag": config.max_lag,
+        "catchup_timeout": config.catchup_timeout,
+        "max_failover_lag": config.max_failover_lag,
         "members": [{"node": str(n), "type": t.value} for n, t in config.members],
         "failoverpool": render_failoverpool(config),
     }
@@ -320,6 +336,8 @@ def pool_config_text(pool: PoolState) -> str:
         f"interval      {data['interval']:g}s",
         f"max_requests  {data['max_requests']}",
         f"max_lag       {data['max_lag']:g}s",
+        f"catchup       {data['catchup_timeout']:g}s",
+        f"failover_lag  {failover_lag_text(data['max_failover_lag'])}",
         "members       (priority order)",
     ]
     lines += [f"  {i}. {m['type']:<9}  {m['node']}" for i, m in enumerate(data["members"], 1)]

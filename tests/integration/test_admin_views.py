@@ -43,6 +43,8 @@ DASHES = (
     "-------------------  "
 )
 
+SETTINGS = "interval=10s max_requests=4 max_lag=30s catchup_timeout=30s max_failover_lag=off"
+
 
 def node_time(store: Store, node: NodeId) -> float | None:
     found = store.load_pool("pool1").find(node)
@@ -68,10 +70,10 @@ def test_list_is_mpps_table_in_priority_order(redis_url: str) -> None:
     assert result.stdout.splitlines() == [
         HEADER,
         DASHES,
-        "*  [ pool0 ] status=OK  interval=10s max_requests=4 max_lag=30s",
+        f"*  [ pool0 ] status=OK  {SETTINGS}",
         row("P", "zz:3306", "", "", "OK", "UNKNOWN", ""),
         row("S", "aa:3306", "", "", "OK", "UNKNOWN", ""),
-        "*  [ pool1 ] status=OK  interval=10s max_requests=4 max_lag=30s",
+        f"*  [ pool1 ] status=OK  {SETTINGS}",
         row("P", "10.0.0.1:3306", "0", t, "OK", "ACTIVE",
             "(recovering) PRIMARY instatement to ACTIVE complete."),
         row("S", "10.0.0.2:3306", "0", t, "OK", "STANDBY", ""),
@@ -80,7 +82,7 @@ def test_list_is_mpps_table_in_priority_order(redis_url: str) -> None:
     # The exact layout of mpp-behaviour 4.2: the time column starts at offset 40.
     assert result.stdout.splitlines()[6][40:59] == t
     only = mpp_admin(redis_url, "list", "--pool", "pool0").stdout.splitlines()
-    pool0 = "*  [ pool0 ] status=OK  interval=10s max_requests=4 max_lag=30s"
+    pool0 = f"*  [ pool0 ] status=OK  {SETTINGS}"
     assert only[:3] == [HEADER, DASHES, pool0] and len(only) == 5
 
 
