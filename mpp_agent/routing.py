@@ -24,7 +24,12 @@ The rules, in the order they apply:
 5. **Weight** of a reader: by its request level R (``request_level(R, M)``): OK 100%,
    OK INFO 75%, OK WARN 50%, OK CRITICAL 25%, FAIL CRITICAL 25% (never 0%: HAProxy shows 0%
    as DRAIN, which would contradict taking reads).
-6. **Staleness** (the caller knows it: the agent's snapshot is old, or the pollers stopped
+6. **Catch-up gate.** A writer that became ACTIVE before applying what it had received
+   (``NodeState.catchup_until`` set by the tick, not yet passed) takes no writes: it answers
+   as ACTIVE with ``catching up (<n> behind)`` and takes reads as a STANDBY would. Past the
+   time, writes open even if the tick has not said so yet. An ACTIVE override is not gated:
+   the operator pinned the writer.
+7. **Staleness** (the caller knows it: the agent's snapshot is old, or the pollers stopped
    committing) changes no decision: the last known decision stands, marked stale.
 
 The pool status FAIL changes nothing here (the state machine leaves no ACTIVE node then); the
@@ -151,16 +156,37 @@ def route(pool: PoolState, now: float, stale: bool = False) -> PoolRoute:
     answered = [_apply_override(n, now) for n in pool.nodes]
     writer = _choose_writer(answered)
     answered = _demote(answered, writer)
-    has_replica = any(a.is_healthy_standby for a in answered)
-    nodes = tuple(_node_route(pool, a, i == writer, has_replica) for i, a in enumerate(answered))
+    gated = writer is not None and is_catching_up(answered[writer], now)
+    has_replica = any(a.is_healthy_standby for a in answered) or gated
+    nodes = tuple(
+        _node_route(pool, a, i == writer, has_replica, gated and i == writer)
+        for i, a in enumerate(answered)
+    )
     return PoolRoute(pool.name, nodes, stale, next_expiry(pool, now))
 
 
-def _node_route(pool: PoolState, a: _Answered, is_writer: bool, has_replica: bool) -> NodeRoute:
+def is_catching_up(a: _Answered, now: float) -> bool:
+    """Rule 6: the writer's catch-up gate holds (not for an ACTIVE override)."""
+    until = a.node.catchup_until
+    return not a.pinned and until is not None and math.isfinite(until) and now < until
+
+
+def catching_up_text(node: NodeState) -> str:
+    unapplied = node.replication.unapplied if node.replication else None
+    return f"catching up ({unapplied if unapplied is not None else '?'} behind)"
+
+
+def _node_route(
+    pool: PoolState, a: _Answered, is_writer: bool, has_replica: bool, gated: bool = False
+) -> NodeRoute:
     level = request_level(a.node.requests, pool.max_requests)
-    # rule 4: the writer reads only when no replica can
+    # rule 4: the writer reads only when no replica can; a gated writer reads as a STANDBY
     reads = not has_replica if is_writer else a.is_healthy_standby
+    if gated:
+        reads = a.status.is_ok
     why = [f"{a.state} {a.status} level={level.replace(' ', '_')}"]
+    if gated:
+        why.insert(0, catching_up_text(a.node))
     if pool.status is PoolStatus.FAIL:
         why.append("pool FAIL")
     if a.override_note:
@@ -171,7 +197,7 @@ def _node_route(pool: PoolState, a: _Answered, is_writer: bool, has_replica: boo
         status=a.status,
         level=level,
         is_up=a.state in (State.ACTIVE, State.STANDBY),
-        takes_writes=is_writer,
+        takes_writes=is_writer and not gated,
         takes_reads=reads,
         weight=LEVEL_WEIGHTS[level],
         why=tuple(why),
@@ -185,5 +211,11 @@ def next_expiry(pool: PoolState, now: float) -> float | None:
         for n in pool.nodes
         if n.override is not None and n.override.expires_at is not None
         if n.override.expires_at > now and math.isfinite(n.override.expires_at)
+    ]
+    # A catch-up gate that times out changes the decision too.
+    times += [
+        n.catchup_until
+        for n in pool.nodes
+        if n.catchup_until is not None and n.catchup_until > now and math.isfinite(n.catchup_until)
     ]
     return min(times, default=None)

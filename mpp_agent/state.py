@@ -132,13 +132,69 @@ def tick(
             monitor_note=note or None,
             replication=observation.replication or before.replication,
         )
+        after, gate_event = catch_up(pool, before, after, now)
         rules[before.node] = decision.rule
         exits[before.node] = decision.exit
         current = with_node(current, index, after)
         event = transition_event(pool.name, before, after, decision.rule)
         if event is not None:
             events.append(event)
+        if gate_event is not None:
+            events.append(gate_event)
     return TickResult(current, tuple(events), rules, exits)
+
+
+def catch_up(
+    pool: PoolState, before: NodeState, after: NodeState, now: float
+) -> tuple[NodeState, Event | None]:
+    """The catch-up gate (architecture.md 2.10): a node that becomes ACTIVE while its last
+    observation shows received transactions not yet applied takes no writes (``routing``)
+    until an observation shows them applied, or until the pool's catch-up timeout has passed:
+    then writes open anyway, with a WARNING event (availability wins). Leaving ACTIVE ends
+    the gate."""
+    if after.state is not State.ACTIVE:
+        return (replace(after, catchup_until=None), None) if after.catchup_until else (after, None)
+    details = after.replication
+    caught_up = details is None or details.caught_up is not False
+    if before.state is not State.ACTIVE:
+        if caught_up or pool.catchup_timeout <= 0:
+            return after, None
+        gated = replace(after, catchup_until=now + pool.catchup_timeout)
+        text = f"catching up ({behind_text(gated)}): no writes until it has applied them"
+        return gated, gate_event(pool, gated, text, "INFO")
+    if after.catchup_until is None:
+        return after, None
+    if caught_up:
+        return replace(after, catchup_until=None), gate_event(
+            pool, after, "caught up: writes open", "INFO"
+        )
+    if now >= after.catchup_until:
+        text = (
+            f"catch-up timeout ({pool.catchup_timeout:g}s) passed with {behind_text(after)}: "
+            "writes open before the node has applied everything it received"
+        )
+        return replace(after, catchup_until=None), gate_event(pool, after, text, "WARNING")
+    return after, None
+
+
+def behind_text(node: NodeState) -> str:
+    """``<n> behind`` (received, not applied), or ``relay log not applied`` when only the
+    binlog file positions tell."""
+    unapplied = node.replication.unapplied if node.replication else None
+    return f"{unapplied} behind" if unapplied is not None else "relay log not applied"
+
+
+def gate_event(pool: PoolState, node: NodeState, text: str, level: str) -> Event:
+    return Event(
+        EventKind.CATCHUP,
+        pool.name,
+        node=str(node.node),
+        to_state=node.state,
+        to_status=node.status,
+        requests=node.requests,
+        message=text,
+        extra={"level": level},
+    )
 
 
 def decide(

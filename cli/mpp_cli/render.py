@@ -130,6 +130,8 @@ def routing_note(node: NodeState, decided: NodeRoute, now: float) -> str:
     shown = node.state
     if node.override is not None and not node.override.is_expired(now):
         shown = node.override.state
+    if decided.state is State.ACTIVE and not decided.takes_writes:
+        return f"no writes: {decided.why[0]}"  # the catch-up gate holds
     if decided.state is shown:
         return ""
     return f"answers {decided.state}: {decided.why[-1]}"

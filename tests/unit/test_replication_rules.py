@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -179,3 +181,62 @@ def test_cut_standby_with_a_living_source_is_never_healthy(
     after = tick(before, observations, 1.0)
     assert after.exits[B] != "OK"
     assert after.pool.nodes[1].state is not State.ACTIVE
+
+
+# ---------------------------------------------------------------------------------------------
+# the catch-up gate (tick side)
+
+
+def behind(n: int | None) -> Observation:
+    return Observation(Outcome.HEALTHY, replication=Replication(unapplied=n, server_id=2))
+
+
+def failover(unapplied: int, timeout: float = 30.0) -> tuple[PoolState, list[str]]:
+    """The primary dies; B takes over on the 4th tick with ``unapplied`` transactions."""
+    current = replace(pool(), catchup_timeout=timeout)
+    kinds: list[str] = []
+    for t in range(1, 5):
+        result = tick(current, {A: source("conn"), B: behind(unapplied)}, float(t))
+        current = result.pool
+        kinds += [e.kind for e in result.events]
+    return current, kinds
+
+
+def test_a_caught_up_standby_takes_over_without_gate() -> None:
+    current, kinds = failover(0)
+    assert current.nodes[1].state is State.ACTIVE
+    assert current.nodes[1].catchup_until is None
+    assert "catch-up" not in kinds
+
+
+def test_a_standby_with_unapplied_transactions_is_gated_until_it_caught_up() -> None:
+    current, _ = failover(7)
+    assert current.nodes[1].state is State.ACTIVE
+    assert current.nodes[1].catchup_until == 4.0 + 30.0
+    result = tick(current, {A: source("conn"), B: behind(2)}, 5.0)
+    assert result.pool.nodes[1].catchup_until == 34.0
+    assert not [e for e in result.events if e.kind == "catch-up"]
+    result = tick(result.pool, {A: source("conn"), B: behind(0)}, 6.0)
+    assert result.pool.nodes[1].catchup_until is None
+    [event] = [e for e in result.events if e.kind == "catch-up"]
+    assert event.message == "caught up: writes open" and event.extra["level"] == "INFO"
+
+
+def test_the_catch_up_timeout_opens_writes_with_a_warning() -> None:
+    current, _ = failover(7, timeout=3.0)
+    result = tick(current, {A: source("conn"), B: behind(7)}, 7.0)
+    assert result.pool.nodes[1].catchup_until is None
+    [event] = [e for e in result.events if e.kind == "catch-up"]
+    assert event.extra["level"] == "WARNING"
+    assert "catch-up timeout (3s) passed with 7 behind" in event.message
+
+
+def test_gate_event_at_takeover_says_how_far_behind() -> None:
+    current = pool()
+    events = []
+    for t in range(1, 5):
+        result = tick(current, {A: source("conn"), B: behind(7)}, float(t))
+        current = result.pool
+        events += [e for e in result.events if e.kind == "catch-up"]
+    [event] = events
+    assert event.message.startswith("catching up (7 behind)")
