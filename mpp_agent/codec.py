@@ -84,6 +84,7 @@ def node_to_dict(node: NodeState) -> dict[str, Any]:
         "override": override_to_dict(node.override) if node.override else None,
         "monitor_note": node.monitor_note,
         **({"catchup_until": node.catchup_until} if node.catchup_until is not None else {}),
+        **({"synced_at": node.synced_at} if node.synced_at is not None else {}),
         **({"replication": replication_to_dict(node.replication)} if node.replication else {}),
     }
 
@@ -126,6 +127,7 @@ def node_from_dict(data: dict[str, Any]) -> NodeState:
         monitor_note=data.get("monitor_note"),
         replication=replication_from_dict(data.get("replication")),
         catchup_until=data.get("catchup_until"),
+        synced_at=data.get("synced_at"),
     )
 
 
@@ -218,7 +220,7 @@ def node_problem(n: NodeState) -> str:
         return f"message of {n.node} is not text"
     if n.monitor_note is not None and not isinstance(n.monitor_note, str):
         return f"monitor_note of {n.node} is not text"
-    times = [n.last_request_time, n.catchup_until]
+    times = [n.last_request_time, n.catchup_until, n.synced_at]
     if n.override is not None:
         times += [n.override.set_at, n.override.expires_at]
     for t in times:

@@ -261,6 +261,9 @@ class NodeState:
     # Set while a node that became ACTIVE has not applied what it had received: it takes no
     # writes before this time (the pool's catch-up timeout), or before it has caught up.
     catchup_until: float | None = None
+    # The last tick at which the node held everything of the ACTIVE's last known position (or
+    # was the ACTIVE): how long it has been lagging is measured from here (the lag gate).
+    synced_at: float | None = None
 
     @property
     def is_primary(self) -> bool:

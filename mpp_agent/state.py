@@ -30,6 +30,7 @@ from mpp_agent.model import (
     State,
     Status,
 )
+from mpp_agent.positions import lacks
 from mpp_agent.routing import route
 
 CLEAR = "--"  # MPP's sentinel: "healthy, clear the message"
@@ -126,7 +127,9 @@ def tick(
             # unchanged), only the reason is kept for operators (architecture 2.8).
             current = with_node(current, index, replace(before, monitor_note=note or None))
             continue
-        decision = decide(current, index, observation, observations)
+        before = with_sync(pool, before, observation, now)
+        current = with_node(current, index, before)
+        decision = decide(current, index, observation, observations, now=now)
         after = replace(
             commit(before, decision, status, now),
             monitor_note=note or None,
@@ -141,7 +144,75 @@ def tick(
             events.append(event)
         if gate_event is not None:
             events.append(gate_event)
+        if decision.rule.endswith(HELD_SUFFIX) and not is_held(before):
+            events.append(
+                admin_event(EventKind.HELD, pool.name, before, after, extra={"level": "WARNING"})
+            )
     return TickResult(current, tuple(events), rules, exits)
+
+
+def last_active_position(pool: PoolState, node: NodeState) -> Replication | None:
+    """The replication values of the pool's ACTIVE (other than ``node``) as last observed."""
+    return next(
+        (
+            n.replication
+            for n in pool.nodes
+            if n.state is State.ACTIVE and n.node != node.node and n.replication is not None
+        ),
+        None,
+    )
+
+
+def lacks_of(reference: Replication | None, details: Replication | None) -> int | None:
+    """Transactions of ``reference``'s binlog position that ``details`` does not hold."""
+    if reference is None or details is None:
+        return None
+    return lacks(reference.binlog, details.binlog, details.applied, details.received)
+
+
+def with_sync(pool: PoolState, node: NodeState, observation: Observation, now: float) -> NodeState:
+    """``synced_at`` moves to ``now`` when the node is the ACTIVE, or when this round's
+    observation holds everything of the ACTIVE's last known position (``pool`` as it was
+    before the tick: a dead ACTIVE's position stays what it last was)."""
+    if node.state is State.ACTIVE and observation.outcome is not Outcome.CONNECT:
+        return replace(node, synced_at=now)
+    if lacks_of(last_active_position(pool, node), observation.replication) == 0:
+        return replace(node, synced_at=now)
+    return node
+
+
+HELD_SUFFIX = "-held"
+MSG_HELD = "Not taking over:"
+
+
+def is_held(node: NodeState) -> bool:
+    """Whether the node's message says the lag gate holds it (its event is already written)."""
+    return (node.message or "").removeprefix(RECOVERING_PREFIX).startswith(MSG_HELD)
+
+
+def failover_lag(node: NodeState, now: float) -> float | None:
+    """How far behind the ACTIVE the node is, by its last observations: its replication lag
+    in seconds, or how long since it last held everything of the ACTIVE's position; None
+    when neither is known."""
+    lag = node.replication.lag if node.replication is not None else None
+    gap = now - node.synced_at if node.synced_at is not None else None
+    known = [x for x in (lag, gap) if x is not None]
+    return max(known) if known else None
+
+
+def held_back(pool: PoolState, node: NodeState, now: float) -> str | None:
+    """Why the lag gate keeps ``node`` from taking over by itself, or None (gate off, or it
+    lagged no more than ``max_failover_lag``; an unknown lag does not hold it)."""
+    if pool.max_failover_lag <= 0:
+        return None
+    behind = failover_lag(node, now)
+    if behind is None or behind <= pool.max_failover_lag:
+        return None
+    return (
+        f"{MSG_HELD} {behind:.1f}s behind the ACTIVE's last known position "
+        f"(max_failover_lag {pool.max_failover_lag:g}s); to promote it anyway: "
+        f"mpp-admin failover {pool.name} --to {node.node}"
+    )
 
 
 def catch_up(
@@ -202,9 +273,12 @@ def decide(
     index: int,
     observation: Observation,
     observations: Mapping[NodeId, Observation] | None = None,
+    *,
+    now: float = 0.0,
 ) -> Decision:
     """Rules A to E for the node at ``index``, seeing ``pool`` as updated so far this tick and
-    this round's ``observations`` of every node (default: only this node's)."""
+    this round's ``observations`` of every node (default: only this node's); ``now`` is for
+    the lag gate."""
     node = pool.nodes[index]
     seen = observations if observations is not None else {node.node: observation}
     pre = rule_a(pool, node)
@@ -220,13 +294,26 @@ def decide(
     elif observation.outcome is Outcome.REQUEST:
         decision = rules_c(pool, node, observation.message)
     elif node.is_primary:
-        decision = rules_d(pool, index)
+        decision = lag_gate(pool, node, rules_d(pool, index), now)
     else:
-        decision = rules_e(pool, index)
+        decision = lag_gate(pool, node, rules_e(pool, index), now)
     if pre is not None and decision.state is None:
         # Rule A is a pre-step: its state survives unless a later rule sets one.
         decision = replace(decision, state=pre.state, rule=f"A+{decision.rule}")
     return decision
+
+
+def lag_gate(pool: PoolState, node: NodeState, decision: Decision, now: float) -> Decision:
+    """A takeover (D2, E6) by a node that lagged beyond the pool's ``max_failover_lag`` does
+    not happen: the node stays STANDBY (OK_WARN) with a message saying why and what to run."""
+    if decision.state is not State.ACTIVE or node.state is State.ACTIVE:
+        return decision
+    why = held_back(pool, node, now)
+    if why is None:
+        return decision
+    return Decision(
+        Exit.OK, status=Status.OK_WARN, message=why, rule=f"{decision.rule}{HELD_SUFFIX}"
+    )
 
 
 def rule_a(pool: PoolState, node: NodeState) -> Decision | None:
@@ -483,7 +570,13 @@ def with_node(pool: PoolState, index: int, node: NodeState) -> PoolState:
     return replace(pool, nodes=(*pool.nodes[:index], node, *pool.nodes[index + 1 :]))
 
 
-def admin_event(kind: EventKind, pool: str, before: NodeState, after: NodeState) -> Event:
+def admin_event(
+    kind: EventKind,
+    pool: str,
+    before: NodeState,
+    after: NodeState,
+    extra: dict[str, str] | None = None,
+) -> Event:
     return Event(
         kind,
         pool,
@@ -494,6 +587,7 @@ def admin_event(kind: EventKind, pool: str, before: NodeState, after: NodeState)
         to_status=after.status,
         requests=after.requests,
         message=after.message or "",
+        extra=extra or {},
     )
 
 
@@ -557,6 +651,77 @@ def activate_primary(pool: PoolState) -> AdminResult:
         nodes.append(after)
     output = f"PRIMARY SERVER {primary.node} STATE is now ACTIVE."
     return AdminResult(replace(pool, nodes=tuple(nodes)), output, tuple(events))
+
+
+MSG_MANUAL_FAILOVER = "FAILOVER by hand: Taking over ACTIVE state."
+
+
+def failover_to(pool: PoolState, node: NodeId, now: float, *, force: bool = False) -> AdminResult:
+    """``mpp-admin failover POOL --to NODE``: promote a chosen node by hand.
+
+    The node must be STANDBY (``force``: also UNKNOWN or FAILED_*, e.g. a standby the lag
+    gate or a cut link left behind). Any other ACTIVE node is demoted to STANDBY in the same
+    change (never two ACTIVE). Refused while the pool status is FAIL, as activate-primary is.
+    The new ACTIVE passes the catch-up gate like any other; the output says what it lacks of
+    every other node's last known position."""
+    index = node_index(pool, node)
+    target = pool.nodes[index]
+    if target.state is State.ACTIVE:
+        raise AdminRefused(f"Server {node} is already ACTIVE in pool {pool.name}.")
+    if target.state is not State.STANDBY and not force:
+        raise AdminRefused(
+            f"Server {node} is {target.state}, not STANDBY: use --force to promote it anyway."
+        )
+    if pool.status is not PoolStatus.OK:
+        raise AdminRefused(
+            f"Pool {pool.name} status is {pool.status}: recover the pool first "
+            f"(mpp-admin recover --pool {pool.name})."
+        )
+    events: list[Event] = []
+    nodes: list[NodeState] = []
+    for n in pool.nodes:
+        if n is target:
+            after = replace(
+                n, state=State.ACTIVE, status=Status.OK_WARN, requests=0,
+                message=MSG_MANUAL_FAILOVER, synced_at=now,
+            )  # fmt: skip
+            after, _ = catch_up(pool, n, after, now)
+        elif n.state is State.ACTIVE:
+            after = replace(n, state=State.STANDBY, message=MSG_RELINQUISHING, catchup_until=None)
+        else:
+            nodes.append(n)
+            continue
+        events.append(admin_event(EventKind.FAILOVER, pool.name, n, after))
+        nodes.append(after)
+    promoted = replace(pool, nodes=tuple(nodes))
+    output = [f"OK: Server {node} STATE is now ACTIVE (was {target.state}/{target.status})."]
+    output += lacks_report(pool, target)
+    new = promoted.nodes[index]
+    if new.catchup_until is not None:
+        output.append(
+            f"It takes writes once it has applied what it received ({behind_text(new)}), "
+            f"at the latest in {pool.catchup_timeout:g}s."
+        )
+    return AdminResult(promoted, "\n".join(output), tuple(events))
+
+
+def lacks_report(pool: PoolState, target: NodeState) -> list[str]:
+    """What ``target`` lacks of every other node's last known position, one line each."""
+    lines = []
+    for n in pool.nodes:
+        if n is target or n.replication is None or not n.replication.binlog:
+            continue
+        missing = lacks_of(n.replication, target.replication)
+        if missing is None:
+            lines.append(f"Unknown what it lacks of {n.node} (positions not comparable).")
+        elif missing:
+            lines.append(
+                f"It lacks {missing} transaction(s) of {n.node}'s last known position "
+                f"({n.replication.binlog})."
+            )
+        else:
+            lines.append(f"It lacks nothing of {n.node}'s last known position.")
+    return lines
 
 
 def delete_node(pool: PoolState, node: NodeId) -> AdminResult:

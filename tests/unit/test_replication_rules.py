@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,11 +21,12 @@ from mpp_agent.model import (
     Observation,
     Outcome,
     PoolState,
+    PoolStatus,
     Replication,
     State,
     Status,
 )
-from mpp_agent.state import MSG_READ_ONLY, excuse_cut_links, tick
+from mpp_agent.state import MSG_READ_ONLY, AdminRefused, excuse_cut_links, failover_to, tick
 
 A, B = NodeId("10.0.0.1"), NodeId("10.0.0.2")
 IO_ERROR = "Slave Error: Slave IO is not running, Slave_IO_Running=Connecting."
@@ -240,3 +242,110 @@ def test_gate_event_at_takeover_says_how_far_behind() -> None:
         events += [e for e in result.events if e.kind == "catch-up"]
     [event] = events
     assert event.message.startswith("catching up (7 behind)")
+
+
+# ---------------------------------------------------------------------------------------------
+# the lag gate and failover by hand
+
+
+def positioned(binlog: str, lag: int | None = 0, sid: int = 2) -> Observation:
+    details = Replication(binlog=binlog, applied=binlog, received=binlog, lag=lag, server_id=sid)
+    return Observation(Outcome.HEALTHY, replication=details)
+
+
+def steady(max_failover_lag: float, b_binlog: str, rounds: int = 3) -> PoolState:
+    """Rounds 1..rounds: the ACTIVE A writes (1-1-10 .. ); B holds ``b_binlog`` throughout."""
+    current = replace(pool(), max_failover_lag=max_failover_lag)
+    for t in range(1, rounds + 1):
+        observed = {A: positioned(f"1-1-{10 * t}", sid=1), B: positioned(b_binlog)}
+        current = tick(current, observed, float(t)).pool
+    return current
+
+
+def kill_a(current: PoolState, start: float) -> tuple[PoolState, list[str]]:
+    kinds: list[str] = []
+    for t in range(4):
+        # A is gone; B's IO thread is cut from a dead source: excused, its positions frozen.
+        b = Observation(
+            Outcome.REQUEST,
+            IO_ERROR,
+            replication=replace(
+                current.nodes[1].replication or Replication(),
+                source=str(A),
+                source_unreachable=True,
+                io_running="Connecting",
+                lag=None,
+            ),
+        )
+        result = tick(current, {A: source("conn"), B: b}, start + t)
+        current = result.pool
+        kinds += [e.kind for e in result.events]
+    return current, kinds
+
+
+def test_a_standby_in_sync_takes_over_with_the_gate_on() -> None:
+    current = steady(2.0, "1-1-30")
+    # B holds A's position of the round before each tick: in sync.
+    assert current.nodes[1].synced_at == 3.0
+    current, _ = kill_a(current, 4.0)
+    assert [n.state for n in current.nodes] == [State.FAILED_OFFLINE, State.ACTIVE]
+
+
+def test_a_standby_lacking_transactions_is_held_and_says_what_to_run() -> None:
+    current = steady(2.0, "1-1-5")  # B stopped receiving long ago (never in sync here)
+    prior = current.nodes[1]
+    current = replace(
+        current, nodes=(current.nodes[0], replace(prior, synced_at=0.5))
+    )  # last in sync at 0.5 s
+    current, kinds = kill_a(current, 4.0)
+    held = current.nodes[1]
+    assert [n.state for n in current.nodes] == [State.FAILED_OFFLINE, State.STANDBY]
+    assert held.status is Status.OK_WARN
+    assert held.message is not None and "Not taking over:" in held.message
+    assert f"mpp-admin failover p --to {B}" in held.message
+    assert kinds.count("held") == 1
+    # the gate off: the same standby takes over
+    off, _ = kill_a(replace(current, max_failover_lag=0.0), 8.0)
+    assert off.nodes[1].state is State.ACTIVE
+
+
+def test_lag_seconds_hold_too() -> None:
+    current = replace(pool(), max_failover_lag=2.0)
+    current = tick(current, {A: positioned("1-1-10", sid=1), B: positioned("1-1-10", 9)}, 1.0).pool
+    for t in range(2, 6):
+        current = tick(current, {A: source("conn"), B: positioned("1-1-10", 9)}, float(t)).pool
+    assert current.nodes[1].state is State.STANDBY
+    assert "9.0s behind" in (current.nodes[1].message or "")
+
+
+def test_failover_by_hand_promotes_a_held_standby_and_says_what_it_lacks() -> None:
+    current = steady(2.0, "1-1-5")
+    current = replace(current, nodes=(current.nodes[0], replace(current.nodes[1], synced_at=0.5)))
+    current, _ = kill_a(current, 4.0)
+    result = failover_to(current, B, 9.0)
+    assert [n.state for n in result.pool.nodes] == [State.FAILED_OFFLINE, State.ACTIVE]
+    assert "It lacks 25 transaction(s) of 10.0.0.1:3306's last known position (1-1-30)" in (
+        result.output
+    )
+    assert [e.kind for e in result.events] == ["failover"]
+
+
+def test_failover_by_hand_refusals_and_force() -> None:
+    current = pool(b_state=State.FAILED_ONLINE)
+    with pytest.raises(AdminRefused, match="use --force"):
+        failover_to(current, B, 1.0)
+    with pytest.raises(AdminRefused, match="already ACTIVE"):
+        failover_to(current, A, 1.0)
+    with pytest.raises(AdminRefused, match="recover the pool first"):
+        failover_to(replace(pool(), status=PoolStatus.FAIL), B, 1.0)
+    forced = failover_to(current, B, 1.0, force=True).pool
+    # never two ACTIVE: the old one steps down in the same change
+    assert [n.state for n in forced.nodes] == [State.STANDBY, State.ACTIVE]
+
+
+def test_failover_by_hand_to_a_node_with_unapplied_transactions_is_gated() -> None:
+    current = pool()
+    lagging = replace(current.nodes[1], replication=Replication(unapplied=4))
+    result = failover_to(replace(current, nodes=(current.nodes[0], lagging)), B, 10.0)
+    assert result.pool.nodes[1].catchup_until == 40.0
+    assert "4 behind" in result.output
