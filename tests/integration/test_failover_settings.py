@@ -1,4 +1,5 @@
-"""The catch-up and failover-lag pool settings: set, shown, kept by apply, bounds refused."""
+"""The catch-up and failover-lag pool settings (set, shown, kept by apply, bounds refused) and
+``mpp-admin failover POOL --to NODE``."""
 
 from __future__ import annotations
 
@@ -6,8 +7,17 @@ import json
 
 import pytest
 
+from mpp_agent.model import NodeId, Outcome
 from mpp_cli.errors import ExitCode
-from tests.integration.admin_support import client_for, create, dump, mpp_admin, store_for
+from tests.integration.admin_support import (
+    bootstrap,
+    client_for,
+    create,
+    dump,
+    mpp_admin,
+    store_for,
+    tick,
+)
 
 
 def test_failover_settings_are_set_shown_and_kept(redis_url: str) -> None:
@@ -57,3 +67,50 @@ def test_bad_values_are_refused_and_change_nothing(
     assert result.exit_code == ExitCode.USAGE
     assert message in result.stderr
     assert dump(client_for(redis_url)) == before
+
+
+# --------------------------------------------------------------------------- failover --to
+
+
+def test_failover_to_a_standby_through_the_cli(redis_url: str) -> None:
+    store = store_for(redis_url)
+    bootstrap(store)
+    result = mpp_admin(redis_url, "failover", "pool1", "--to", "10.0.0.2")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("OK: Server 10.0.0.2:3306 STATE is now ACTIVE")
+    pool = store.load_pool("pool1")
+    assert [n.state.value for n in pool.nodes] == ["STANDBY", "ACTIVE", "STANDBY"]
+    history = json.loads(mpp_admin(redis_url, "history", "--pool", "pool1", "--json").stdout)
+    kinds = (
+        [e["kind"] for e in history["events"]]
+        if isinstance(history, dict)
+        else [e["kind"] for e in history]
+    )
+    assert kinds.count("failover") == 2  # the promotion and the old ACTIVE stepping down
+
+
+def test_failover_to_a_failed_node_needs_force_and_changes_nothing_without(
+    redis_url: str,
+) -> None:
+    store = store_for(redis_url)
+    bootstrap(store)
+    tick(store, "pool1", {NodeId.parse("10.0.0.2"): Outcome.CONNECT}, times=4)
+    before = dump(client_for(redis_url))
+    refused = mpp_admin(redis_url, "failover", "pool1", "--to", "10.0.0.2")
+    assert refused.exit_code == ExitCode.REFUSED
+    assert "use --force" in refused.stderr
+    assert dump(client_for(redis_url)) == before
+    forced = mpp_admin(redis_url, "failover", "pool1", "--to", "10.0.0.2", "--force")
+    assert forced.exit_code == 0, forced.stderr
+    assert store.load_pool("pool1").nodes[1].state.value == "ACTIVE"
+
+
+def test_failover_to_an_unknown_node_or_pool(redis_url: str) -> None:
+    bootstrap(store_for(redis_url))
+    assert mpp_admin(redis_url, "failover", "pool1", "--to", "10.9.9.9").exit_code in (
+        ExitCode.REFUSED,
+        ExitCode.NOT_FOUND,
+    )
+    assert mpp_admin(redis_url, "failover", "nope", "--to", "10.0.0.2").exit_code == (
+        ExitCode.NOT_FOUND
+    )
