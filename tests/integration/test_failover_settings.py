@@ -81,11 +81,7 @@ def test_failover_to_a_standby_through_the_cli(redis_url: str) -> None:
     pool = store.load_pool("pool1")
     assert [n.state.value for n in pool.nodes] == ["STANDBY", "ACTIVE", "STANDBY"]
     history = json.loads(mpp_admin(redis_url, "history", "--pool", "pool1", "--json").stdout)
-    kinds = (
-        [e["kind"] for e in history["events"]]
-        if isinstance(history, dict)
-        else [e["kind"] for e in history]
-    )
+    kinds = [e["kind"] for e in history["events"]]
     assert kinds.count("failover") == 2  # the promotion and the old ACTIVE stepping down
 
 
