@@ -29,7 +29,10 @@ The rules, in the order they apply:
    as ACTIVE with ``catching up (<n> behind)`` and takes reads as a STANDBY would. Past the
    time, writes open even if the tick has not said so yet. An ACTIVE override is not gated:
    the operator pinned the writer.
-7. **Staleness** (the caller knows it: the agent's snapshot is old, or the pollers stopped
+7. **Degraded.** When no other node could take over if the ACTIVE failed now
+   (``candidates.degraded``), the writer's reason says ``degraded: no failover candidate``
+   and the decision carries the full reason (``PoolRoute.degraded``).
+8. **Staleness** (the caller knows it: the agent's snapshot is old, or the pollers stopped
    committing) changes no decision: the last known decision stands, marked stale.
 
 The pool status FAIL changes nothing here (the state machine leaves no ACTIVE node then); the
@@ -41,6 +44,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from mpp_agent.candidates import degraded
 from mpp_agent.model import NodeId, NodeState, PoolState, PoolStatus, State, Status, request_level
 
 # Weight (percent of the server's configured weight) of each request level on the read backend.
@@ -82,6 +86,7 @@ class PoolRoute:
     stale: bool = False
     # the earliest future override expiry: when this decision must be taken again
     next_expiry: float | None = None
+    degraded: str | None = None  # why no node could take over if the ACTIVE failed now
 
     @property
     def writer(self) -> NodeRoute | None:
@@ -158,11 +163,12 @@ def route(pool: PoolState, now: float, stale: bool = False) -> PoolRoute:
     answered = _demote(answered, writer)
     gated = writer is not None and is_catching_up(answered[writer], now)
     has_replica = any(a.is_healthy_standby for a in answered) or gated
+    lost = degraded(pool, now)
     nodes = tuple(
-        _node_route(pool, a, i == writer, has_replica, gated and i == writer)
+        _node_route(pool, a, i == writer, has_replica, gated and i == writer, lost is not None)
         for i, a in enumerate(answered)
     )
-    return PoolRoute(pool.name, nodes, stale, next_expiry(pool, now))
+    return PoolRoute(pool.name, nodes, stale, next_expiry(pool, now), lost)
 
 
 def is_catching_up(a: _Answered, now: float) -> bool:
@@ -177,7 +183,12 @@ def catching_up_text(node: NodeState) -> str:
 
 
 def _node_route(
-    pool: PoolState, a: _Answered, is_writer: bool, has_replica: bool, gated: bool = False
+    pool: PoolState,
+    a: _Answered,
+    is_writer: bool,
+    has_replica: bool,
+    gated: bool = False,
+    lost: bool = False,
 ) -> NodeRoute:
     level = request_level(a.node.requests, pool.max_requests)
     # rule 4: the writer reads only when no replica can; a gated writer reads as a STANDBY
@@ -191,6 +202,8 @@ def _node_route(
         why.append("pool FAIL")
     if a.override_note:
         why.append(a.override_note)
+    if lost and is_writer:
+        why.append("degraded: no failover candidate")
     return NodeRoute(
         node=a.node.node,
         state=a.state,

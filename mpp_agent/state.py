@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from mpp_agent.candidates import MSG_HELD, held_back
 from mpp_agent.model import (
     Event,
     EventKind,
@@ -182,37 +183,11 @@ def with_sync(pool: PoolState, node: NodeState, observation: Observation, now: f
 
 
 HELD_SUFFIX = "-held"
-MSG_HELD = "Not taking over:"
 
 
 def is_held(node: NodeState) -> bool:
     """Whether the node's message says the lag gate holds it (its event is already written)."""
     return (node.message or "").removeprefix(RECOVERING_PREFIX).startswith(MSG_HELD)
-
-
-def failover_lag(node: NodeState, now: float) -> float | None:
-    """How far behind the ACTIVE the node is, by its last observations: its replication lag
-    in seconds, or how long since it last held everything of the ACTIVE's position; None
-    when neither is known."""
-    lag = node.replication.lag if node.replication is not None else None
-    gap = now - node.synced_at if node.synced_at is not None else None
-    known = [x for x in (lag, gap) if x is not None]
-    return max(known) if known else None
-
-
-def held_back(pool: PoolState, node: NodeState, now: float) -> str | None:
-    """Why the lag gate keeps ``node`` from taking over by itself, or None (gate off, or it
-    lagged no more than ``max_failover_lag``; an unknown lag does not hold it)."""
-    if pool.max_failover_lag <= 0:
-        return None
-    behind = failover_lag(node, now)
-    if behind is None or behind <= pool.max_failover_lag:
-        return None
-    return (
-        f"{MSG_HELD} {behind:.1f}s behind the ACTIVE's last known position "
-        f"(max_failover_lag {pool.max_failover_lag:g}s); to promote it anyway: "
-        f"mpp-admin failover {pool.name} --to {node.node}"
-    )
 
 
 def catch_up(

@@ -216,12 +216,19 @@ def pool_json(pool: PoolState, now: float, metrics: NodeMetrics) -> dict[str, An
         "max_failover_lag": pool.max_failover_lag,
         "active": None if writer is None else str(writer.node),  # the node taking writes
         "nodes": [
-            {
-                **node_json(n, pool.max_requests, r, None),
-                **replication_json(pool, n, lag_of(metrics.get(str(n.node), {}))),
-            }
+            member_json(pool, n, r, lag_of(metrics.get(str(n.node), {})))
             for n, r in zip(pool.nodes, decision.nodes, strict=True)
         ],
+    }
+
+
+def member_json(
+    pool: PoolState, node: NodeState, decided: NodeRoute, lag: float | None
+) -> dict[str, Any]:
+    """A node's document with its replication fields (``list``, ``pools``, ``report``)."""
+    return {
+        **node_json(node, pool.max_requests, decided, None),
+        **replication_json(pool, node, lag),
     }
 
 

@@ -34,7 +34,7 @@ from mpp_cli.render import (
     lag_of,
     listing,
     listing_json,
-    node_json,
+    member_json,
     override_text,
     poller_json,
     pollers_text,
@@ -114,7 +114,7 @@ def report(
     if json_output:
         metrics = store.read_metrics([found.name])[found.name]
         lag = None if isinstance(metrics, BadKey) else lag_of(metrics.get(str(member.node), {}))
-        document = node_json(member, found.max_requests, decided, lag)
+        document = member_json(found, member, decided, lag)
         typer.echo(to_json({"pool": found.name, **document}))
         return
     typer.echo(report_line(found, member))

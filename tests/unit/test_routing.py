@@ -285,7 +285,8 @@ def test_a_writer_catching_up_drains_writes_and_reads_as_a_standby() -> None:
     pool = gated_writer()
     assert writers(pool) == []
     assert decide(pool, B, Role.RW, NOW).encode() == (
-        b"up drain #catching up (3 behind); ACTIVE OK_WARN level=OK\n"
+        b"up drain #catching up (3 behind); ACTIVE OK_WARN level=OK; "
+        b"degraded: no failover candidate\n"
     )
     assert decide(pool, B, Role.RO, NOW).words == "up ready 100%"
     assert route(pool, NOW).next_expiry == NOW + 5
