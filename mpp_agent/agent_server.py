@@ -71,6 +71,7 @@ from mpp_agent.agent_protocol import (
     unknown_node,
     unknown_pool,
 )
+from mpp_agent.candidates import degraded
 from mpp_agent.daemon import OnChange, RateLimited
 from mpp_agent.model import PoolState
 from mpp_agent.routing import route
@@ -171,6 +172,19 @@ def node_metrics(pools: Iterable[PoolState]) -> list[str]:
         for node in pool.nodes:
             labels = f'pool="{label_value(pool.name)}",node="{label_value(str(node.node))}"'
             lines.append(f"mpp_node_monitor_abstained{{{labels}}} {int(bool(node.monitor_note))}")
+    return lines
+
+
+def pool_metrics(pools: Iterable[PoolState], now: float) -> list[str]:
+    """``mpp_pool_degraded`` is 1 while no node of the pool could take over if its ACTIVE
+    failed now (``candidates.degraded``), else 0."""
+    lines = [
+        "# HELP mpp_pool_degraded 1 when no node could take over if the ACTIVE failed now.",
+        "# TYPE mpp_pool_degraded gauge",
+    ]
+    for pool in sorted(pools, key=lambda p: p.name):
+        lost = degraded(pool, now) is not None
+        lines.append(f'mpp_pool_degraded{{pool="{label_value(pool.name)}"}} {int(lost)}')
     return lines
 
 
@@ -565,6 +579,7 @@ class Agent:
                 else f"mpp_agent_{name} {value}",
             ]
         lines += node_metrics(self.pools.values())
+        lines += pool_metrics(self.pools.values(), time.time())
         return "\n".join(lines) + "\n"
 
     def health(self) -> tuple[bool, str]:

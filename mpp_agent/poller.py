@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 import gevent
 import gevent.pool
 
+from mpp_agent.candidates import degraded
 from mpp_agent.model import NodeId, Observation, Outcome, PoolState, State
 from mpp_agent.probe import (
     Checkpoint,
@@ -300,6 +301,7 @@ class Poller:
         self.unserved: dict[str, str] = {}  # pool -> why this poller cannot serve it
         self.last_heartbeat = float("-inf")  # monotonic
         self.summary = CycleSummary(time.monotonic())
+        self.degraded: dict[str, str] = {}  # pool -> why no node could take over now
 
     # ---------------------------------------------------------------- clock
 
@@ -498,6 +500,7 @@ class Poller:
                     outcome = f"not ticked: {exc.key} is unusable"
                 if isinstance(outcome, PoolState):
                     committed[name] = outcome
+                    self.track_degraded(outcome)
                     if isinstance(pool, PoolState) and has_changed(pool, outcome):
                         report.changed.append(name)
                 elif outcome == "version":
@@ -534,6 +537,18 @@ class Poller:
         if ok:
             return result.pool
         return "version" if why == "version" else f"round {round_} {ALREADY_COMMITTED}"
+
+    def track_degraded(self, pool: PoolState) -> None:
+        """Say once (WARNING) when a pool loses its last failover candidate, and once when it
+        has one again."""
+        why = degraded(pool, self.now())
+        was = self.degraded.get(pool.name)
+        if why is not None and was is None:
+            log.warning("pool %s is degraded: %s", pool.name, why)
+            self.degraded[pool.name] = why
+        elif why is None and was is not None:
+            log.warning("pool %s is no longer degraded (was: %s)", pool.name, was)
+            del self.degraded[pool.name]
 
     def schedule_deadline(self, record: RoundRecord, pool: PoolState) -> None:
         """Commit the round at its deadline if no other poller did (a dead poller costs at most

@@ -99,7 +99,10 @@ def listing(pools: Iterable[PoolState], now: float, wide: bool = False) -> str:
     ]
     for pool in pools:
         lines.append(f"*  [ {pool.name} ] status={pool.status}  {pool_settings(pool)}")
-        for node, decided in zip(pool.nodes, route(pool, now).nodes, strict=True):
+        decision = route(pool, now)
+        if decision.degraded:
+            lines.append(f"  D degraded: {decision.degraded}")
+        for node, decided in zip(pool.nodes, decision.nodes, strict=True):
             extra = wide_columns(replication_json(pool, node, None)) if wide else ()
             lines.append(listing_row(node_columns(node), extra))
             if node.override is not None:
@@ -215,6 +218,7 @@ def pool_json(pool: PoolState, now: float, metrics: NodeMetrics) -> dict[str, An
         "catchup_timeout": pool.catchup_timeout,
         "max_failover_lag": pool.max_failover_lag,
         "active": None if writer is None else str(writer.node),  # the node taking writes
+        "degraded": decision.degraded,  # why no node could take over now, or null
         "nodes": [
             member_json(pool, n, r, lag_of(metrics.get(str(n.node), {})))
             for n, r in zip(pool.nodes, decision.nodes, strict=True)

@@ -221,7 +221,7 @@ def test_pools_and_pool_list(redis_url: str) -> None:
     assert {k: v for k, v in first.items() if k != "nodes"} == {
         "name": "pool1", "status": "OK", "active": "10.0.0.1:3306",
         "interval": 10.0, "max_requests": 4, "max_lag": 30.0,
-        "catchup_timeout": 30.0, "max_failover_lag": 0.0,
+        "catchup_timeout": 30.0, "max_failover_lag": 0.0, "degraded": None,
     }  # fmt: skip
     members = ["10.0.0.1:3306", "10.0.0.2:3306", "10.0.0.3:3307"]
     assert [n["node"] for n in first["nodes"]] == members
