@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import pymysql
 import pytest
 
 from mpp_agent.model import State
-from tests.e2e.conftest import BUDGET, System, write_through
+from tests.e2e.conftest import BUDGET, NAMESPACE, POOL, System, write_through
 from tests.servers import APP_PASSWORD, APP_USER, MariaDBNode, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -147,3 +148,35 @@ def test_a_delayed_standby_takes_no_write_before_it_has_applied_what_it_received
     finally:
         delayed(node2, 0)
     assert write_through(system.rw_port)[0] == node2.port
+
+
+def test_the_catch_up_timeout_opens_writes_with_a_warning(system: System) -> None:
+    """The SQL thread held back (MASTER_DELAY=60: it applies nothing during the test; a stopped
+    SQL thread would be a replication error and keep the standby from taking over at all):
+    past the pool's catch-up timeout writes open anyway, with a WARNING event."""
+    node1, node2 = system.node1, system.node2
+    applied = subprocess.run(
+        [
+            *("mpp-admin", "--redis-url", system.redis.url, "--namespace", NAMESPACE),
+            *("pool", "apply", POOL, "--catchup-timeout", "3"),
+        ],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    delayed(node2, 60)
+    try:
+        with CountingWriter(system.rw_port, node1.port) as writer:
+            time.sleep(2.0)
+            node1.kill9()
+            wait_until(
+                lambda: any(port == node2.port for _, port, _ in writer.rows), 45, "node2 writes"
+            )
+        history = [e for _, e in system.store.last_events(POOL, 100)]
+        gates = [e for e in history if e.get("kind") == "catch-up"]
+        opened = [e for e in gates if (e.get("extra") or {}).get("level") == "WARNING"]
+        assert opened, gates
+        assert "catch-up timeout (3s) passed with" in opened[0]["message"]
+        promoted = next(e for e in gates if "catching up" in e.get("message", ""))
+        assert float(opened[0]["at"]) - float(promoted["at"]) >= 2.5  # the timeout, not sooner
+    finally:
+        delayed(node2, 0)
