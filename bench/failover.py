@@ -15,7 +15,8 @@ M = 4), then ``--runs`` times:
 2. restart node1, ``mpp-admin recover`` it, wait until a write lands on node1 again (the
    hand-back, reported too) and the pool is steady;
 
-once with a healthy standby, once with a lagging one (``MASTER_DELAY=3`` on node2).
+once with a healthy standby, once with a lagging one (``MASTER_DELAY=6`` on node2: longer
+than the failure detection, so the catch-up gate has to hold writes).
 
 Prints each run, then min/median/max next to the budget M x interval + agent-inter + 1 s
 (the target of bench/README.md) and the data figures; exits 1 if a healthy run is over the
@@ -55,7 +56,7 @@ from scripts.demo import (  # noqa: E402 - after the path set-up
     summary,
 )
 
-LAG_DELAY = 3  # seconds of MASTER_DELAY on node2 for the "lagging standby" runs
+LAG_DELAY = 6  # seconds of MASTER_DELAY on node2 for the "lagging standby" runs
 
 
 @dataclass
