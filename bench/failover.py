@@ -6,42 +6,47 @@ It starts the demo's system once (``scripts/demo.py``: MariaDB x2 master-master,
 ``mpp-poller``s, ``mpp-agent``, HAProxy running ``haproxy/haproxy.cfg``; pool interval 1 s,
 M = 4), then ``--runs`` times:
 
-1. with node1 ACTIVE and steady, ``kill -9`` node1 and write through HAProxy every 50 ms (a new
-   connection each: ``INSERT``, ``SELECT @@port``) until a write lands on node2; that time is
-   the failover;
+1. with node1 ACTIVE and steady, write through HAProxy for a moment, ``kill -9`` node1 and go on
+   writing (a new connection each: read how many of this run's node1 rows the node holds,
+   ``INSERT``) until ten writes land on node2; the time to the first is the failover. Once
+   node2 has applied its relay log, count what it received of node1's acknowledged rows:
+   *early writes* are writes on node2 before it held all of them (the catch-up gate must
+   make this 0), *missing* the acknowledged rows it never received;
 2. restart node1, ``mpp-admin recover`` it, wait until a write lands on node1 again (the
-   hand-back, reported too) and the pool is steady.
+   hand-back, reported too) and the pool is steady;
+
+once with a healthy standby, once with a lagging one (``MASTER_DELAY=6`` on node2: longer
+than the failure detection, so the catch-up gate has to hold writes).
 
 Prints each run, then min/median/max next to the budget M x interval + agent-inter + 1 s
-(the target of bench/README.md); exits 1 if any run is over it. Everything is stopped at the end,
+(the target of bench/README.md) and the data figures; exits 1 if a healthy run is over the
+budget or any write landed early. Everything is stopped at the end,
 by pid. Needs what ``make demo`` needs (``scripts/setup.sh``).
 
-``--push`` runs it all twice, first with the agent-check alone, then with ``mpp-agent
---haproxy-socket`` pushing each changed answer into HAProxy's runtime API, and prints both; the
-column ``commit->write`` is HAProxy's part of the failover (from the commit that makes node2
-ACTIVE to the first write on it): up to one agent-inter without the push, a few milliseconds
-with it. ``--agent-inter 3s`` replaces haproxy.cfg's ``agent-inter 1s``.
-
-Run: ``.venv/bin/python bench/failover.py [--runs 5] [--push] [--agent-inter 3s]``
+Run: ``.venv/bin/python bench/failover.py [--runs 5]``
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import pymysql
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mpp_agent.model import State  # noqa: E402 - after the path set-up
-from scripts.demo import (  # noqa: E402
+from scripts.demo import (  # noqa: E402 - after the path set-up
     AGENT_INTER,
+    APP_PASSWORD,
+    APP_USER,
+    BUDGET,
     INTERVAL,
     Demo,
     DemoError,
@@ -51,113 +56,135 @@ from scripts.demo import (  # noqa: E402
     summary,
 )
 
+LAG_DELAY = 6  # seconds of MASTER_DELAY on node2 for the "lagging standby" runs
+
 
 @dataclass
-class Run:
-    failover: float  # kill -9 -> first write on the new ACTIVE
-    after_commit: float  # the commit making node2 ACTIVE -> that write (HAProxy's part)
+class DataRun:
+    """One kill -9 failover, with what the new ACTIVE held when each write landed on it."""
+
+    seconds: float  # kill -> first write that lands on node2
     failed_writes: int
-    handback: float
+    early_writes: int  # writes on node2 before it had applied every row it had received
+    missing: int  # rows acknowledged by node1 that node2 never got
 
 
-def failover_run(demo: Demo) -> Run:
-    """One kill -9 of node1 and its hand-back; the commit is seen by polling Redis."""
-    # A random phase within the round: the kill does not always land just after a probe.
-    time.sleep(random.uniform(0.5, 1.5))
-    start = time.monotonic()
-    demo.kill9(1)
-    committed = None
-    failed = 0
-    want = demo.ports["node2"]
-    while True:
-        if committed is None and demo.pool().nodes[1].state is State.ACTIVE:
-            committed = time.monotonic()
-        port, _ = demo.write(tag="failover", timeout=0.5)
-        if port == want:
-            break
-        failed += port is None
-        if time.monotonic() - start > 30:
-            raise DemoError("no write landed on node2 within 30 s")
+def counted_write(demo: Demo, tag: str, origin: int) -> tuple[int | None, int]:
+    """A write through HAProxy that also reads how many of ``origin``'s rows of this run its
+    node holds at that moment: (port or None, held)."""
+    try:
+        conn = pymysql.connect(
+            host="127.0.0.1", port=demo.ports["rw"], user=APP_USER, password=APP_PASSWORD,
+            autocommit=True, connect_timeout=0.5, read_timeout=0.5, write_timeout=0.5,
+        )  # fmt: skip
+    except (pymysql.err.MySQLError, OSError):
+        return None, 0
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT @@port, (SELECT COUNT(*) FROM app.t WHERE v = %s AND port = %s)",
+                (tag, origin),
+            )
+            port, held = cur.fetchone()
+            cur.execute("INSERT INTO app.t (port, v) VALUES (@@port, %s)", (tag,))
+            return int(port), int(held)
+    except (pymysql.err.MySQLError, OSError):
+        return None, 0
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def data_run(demo: Demo, tag: str, delay: int) -> DataRun:
+    """Writes for 1.5 s, ``kill -9`` node1, writes until ten land on node2; then, replication
+    settled, counts what node2 received of node1's acknowledged rows."""
+    node1, node2 = demo.ports["node1"], demo.ports["node2"]
+    demo.sql(2, f"STOP SLAVE; CHANGE MASTER TO MASTER_DELAY={delay}; START SLAVE")
+    acked = failed = 0
+    landed: list[int] = []  # what node2 held at each write that landed on it
+    until = time.monotonic() + 1.5 + random.uniform(0, 1)
+    while time.monotonic() < until:
+        port, _ = counted_write(demo, tag, node1)
+        acked += port == node1
         time.sleep(0.02)
-    landed = time.monotonic()
-    committed = committed or landed  # seen in the same iteration as the write
+    killed = time.monotonic()
+    demo.kill9(1)
+    first = None
+    while len(landed) < 10:
+        if time.monotonic() - killed > 60:
+            raise DemoError("no failover within 60 s")
+        port, held = counted_write(demo, tag, node1)
+        if port == node2:
+            first = first or time.monotonic()
+            landed.append(held)
+        elif port is None:
+            failed += 1
+        time.sleep(0.02)
+    time.sleep(delay + 2)  # the relay log applied
+    received = demo.sql(2, f"SELECT COUNT(*) FROM app.t WHERE v = '{tag}' AND port = {node1}")
+    count = int(received[0][0])
+    demo.sql(2, "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=0; START SLAVE")
+    assert first is not None
+    return DataRun(first - killed, failed, sum(h < count for h in landed), acked - count)
+
+
+def hand_back(demo: Demo) -> float:
     demo.start_node(1)
     time.sleep(2 * INTERVAL)
-    back = time.monotonic()
+    start = time.monotonic()
     demo.admin("recover", demo.node_id(1))
-    handback = measure_switch(demo, 1, back)
+    handback = measure_switch(demo, 1, start)
     deadline = time.monotonic() + 20
     while not demo.is_steady():
         if time.monotonic() > deadline:
             raise DemoError("the pool did not settle after the hand-back")
         time.sleep(0.1)
-    return Run(landed - start, landed - committed, failed, handback.seconds)
-
-
-def bench(runs: int, push: bool, agent_inter: str, say: Callable[[str], None]) -> list[Run]:
-    mode = "push (--haproxy-socket)" if push else "agent-check only"
-    results = []
-    with tempfile.TemporaryDirectory(prefix="mppbench-") as state_dir:
-        started = time.monotonic()
-        with running_demo(Path(state_dir), say=say, push=push, agent_inter=agent_inter) as demo:
-            print(f"{mode}: system up in {time.monotonic() - started:.1f} s; {runs} runs")
-            print("run  failover s  commit->write s  failed writes  hand-back s")
-            for run in range(1, runs + 1):
-                r = failover_run(demo)
-                results.append(r)
-                print(
-                    f"{run:3d}  {r.failover:10.2f}  {r.after_commit:15.2f}  {r.failed_writes:13d}"
-                    f"  {r.handback:11.2f}"
-                )
-    print(
-        f"{mode}: failover (kill -9 -> first write on the new ACTIVE): "
-        f"{summary([r.failover for r in results])}"
-    )
-    print(
-        f"{mode}: commit -> first write through HAProxy: "
-        f"{summary([r.after_commit for r in results])}"
-    )
-    print(
-        f"{mode}: hand-back (recover -> first write on the PRIMARY): "
-        f"{summary([r.handback for r in results])}"
-    )
-    return results
+    return handback.seconds
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument(
-        "--push",
-        action="store_true",
-        help="run twice, without and with mpp-agent --haproxy-socket, and compare",
-    )
-    parser.add_argument(
-        "--agent-inter",
-        default="",
-        help="HAProxy agent-inter instead of haproxy.cfg's 1s (e.g. 3s: the push matters more)",
-    )
+    parser.add_argument("--runs", type=int, default=5, help="runs per kind of standby")
     parser.add_argument("--verbose", action="store_true", help="show the demo's start-up steps")
     args = parser.parse_args(argv)
 
     def quiet(_: str) -> None:
         pass
 
-    say = print if args.verbose else quiet
-    inter = float(args.agent_inter.removesuffix("s")) if args.agent_inter else AGENT_INTER
-    budget = M * INTERVAL + inter + 1.0
-    modes = (False, True) if args.push else (False,)
-    over = 0
-    for push in modes:
-        results = bench(args.runs, push, args.agent_inter, say)
-        over += sum(r.failover > budget for r in results)
+    results: dict[str, list[DataRun]] = {"healthy": [], "lagging": []}
+    handbacks: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="mppbench-") as state_dir:
+        say = print if args.verbose else quiet
+        started = time.monotonic()
+        with running_demo(Path(state_dir), say=say) as demo:
+            print(f"system up in {time.monotonic() - started:.1f} s; {args.runs} runs of each")
+            print("run  standby  failover s  failed writes  early writes  missing  hand-back s")
+            for run in range(1, args.runs + 1):
+                for kind, delay in (("healthy", 0), ("lagging", LAG_DELAY)):
+                    result = data_run(demo, f"bench-{kind}-{run}-{time.time():.0f}", delay)
+                    results[kind].append(result)
+                    handbacks.append(hand_back(demo))
+                    print(
+                        f"{run:3d}  {kind:7s}  {result.seconds:10.2f}  {result.failed_writes:13d}"
+                        f"  {result.early_writes:12d}  {result.missing:7d}  {handbacks[-1]:11.2f}"
+                    )
+    healthy = [r.seconds for r in results["healthy"]]
+    print(f"failover, healthy standby (kill -9 -> first write on it): {summary(healthy)}")
+    lagging = [r.seconds for r in results["lagging"]]
+    print(f"failover, standby with MASTER_DELAY={LAG_DELAY}: {summary(lagging)}")
     print(
-        f"budget M x interval + agent-inter + 1 s = {M} x {INTERVAL:g} + {inter:g}"
-        f" + 1 = {budget:g} s; over budget: {over}"
+        f"budget M x interval + agent-inter + 1 s = {M} x {INTERVAL:.0f} + {AGENT_INTER:.0f}"
+        f" + 1 = {BUDGET:.0f} s; healthy runs over budget: {sum(f > BUDGET for f in healthy)}"
     )
-    if args.push:
-        print(f"push goal: M x interval + 0.2 s = {M * INTERVAL + 0.2:g} s")
-    return 1 if over else 0
+    for kind, runs in results.items():
+        print(
+            f"{kind} standby: writes on the new ACTIVE before it had caught up: "
+            f"{sum(r.early_writes for r in runs)} (must be 0); acknowledged writes missing on "
+            f"it once replication settled: {sum(r.missing for r in runs)}"
+        )
+    print(f"hand-back (recover -> first write on the PRIMARY): {summary(handbacks)}")
+    early = sum(r.early_writes for runs in results.values() for r in runs)
+    return 1 if early or any(f > BUDGET for f in healthy) else 0
 
 
 if __name__ == "__main__":

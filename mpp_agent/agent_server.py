@@ -23,7 +23,7 @@ This is the only module that imports ``gevent.server``. It owns:
     (``remove_pool`` notifies) is dropped at once: its nodes become unknown, i.e. ``down``.
     If that notification was missed, the pool stays (stale) until the agent restarts.
 
-* **stale writers** (the pool setting ``stale_writer`` = ``drain``, routing's rule 7): a stale
+* **stale writers** (the pool setting ``stale_writer`` = ``drain``, routing's rule 9): a stale
   view (either kind) stops the writer's writes ``agent_inter`` before the pollers' earliest
   failover; the refresher wakes at that moment to re-decide. Logged with what the agent knows;
 * **rollbacks**: a pool that Redis has at a lower version than served (same incarnation: a
@@ -80,6 +80,7 @@ from mpp_agent.agent_protocol import (
     unknown_node,
     unknown_pool,
 )
+from mpp_agent.candidates import degraded
 from mpp_agent.daemon import OnChange, RateLimited
 from mpp_agent.haproxy_push import commands, parse_servers_state, servers_for
 from mpp_agent.http_api import OPENAPI, check_line, route_path, takes_traffic
@@ -111,7 +112,7 @@ class AgentSettings:
     haproxy_sockets: tuple[str, ...] = ()
     stale_after: float = 5.0
     refresh_interval: float = 1.0
-    agent_inter: float = 1.0  # HAProxy's, for rule 7's lead
+    agent_inter: float = 1.0  # HAProxy's, for rule 9's lead
     read_timeout: float = 1.0
     max_connections: int = 4096
     metrics_max_connections: int = 64
@@ -197,6 +198,19 @@ def node_metrics(pools: Iterable[PoolState]) -> list[str]:
     return lines
 
 
+def pool_metrics(pools: Iterable[PoolState], now: float) -> list[str]:
+    """``mpp_pool_degraded`` is 1 while no node of the pool could take over if its ACTIVE
+    failed now (``candidates.degraded``), else 0."""
+    lines = [
+        "# HELP mpp_pool_degraded 1 when no node could take over if the ACTIVE failed now.",
+        "# TYPE mpp_pool_degraded gauge",
+    ]
+    for pool in sorted(pools, key=lambda p: p.name):
+        lost = degraded(pool, now) is not None
+        lines.append(f'mpp_pool_degraded{{pool="{label_value(pool.name)}"}} {int(lost)}')
+    return lines
+
+
 def label_value(text: str) -> str:
     """A Prometheus label value: backslash, double quote and newline escaped."""
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
@@ -206,7 +220,7 @@ def render_pool(
     pool: PoolState, now: float, stale: bool, view_stale: bool = False, lead: float = 0.0
 ) -> RenderedPool:
     """``stale``: the pool's own staleness (pollers, vanished); ``view_stale``: the snapshot's
-    too (Redis unreachable), which only routing's rule 7 (writes stopped, ``lead`` seconds
+    too (Redis unreachable), which only routing's rule 9 (writes stopped, ``lead`` seconds
     early) reads at render time: probes mark the rest stale themselves."""
     decision = route(pool, now, stale or view_stale, lead)
     replies = dict(decide_pool(decision))
@@ -477,7 +491,7 @@ class Agent:
     def _note_writes_stopped(
         self, pool: PoolState, old: RenderedPool | None, new: RenderedPool
     ) -> None:
-        """Say when writes stop and start again (rule 7), with what the agent knows."""
+        """Say when writes stop and start again (rule 9), with what the agent knows."""
         if new.writes_stopped and not (old and old.writes_stopped):
             deadline = earliest_failover(pool)
             log.warning(
@@ -699,6 +713,7 @@ class Agent:
                 else f"mpp_agent_{name} {value}",
             ]
         lines += node_metrics(self.pools.values())
+        lines += pool_metrics(self.pools.values(), time.time())
         return "\n".join(lines) + "\n"
 
     def health(self) -> tuple[bool, str]:

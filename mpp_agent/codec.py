@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from typing import Any
 
 from mpp_agent.config import PoolConfigError, config_of
 from mpp_agent.model import (
+    DEFAULT_CATCHUP_TIMEOUT,
+    DEFAULT_MAX_FAILOVER_LAG,
     DEFAULT_MAX_LAG,
     Event,
     EventKind,
@@ -32,6 +34,7 @@ from mpp_agent.model import (
     Override,
     PoolState,
     PoolStatus,
+    Replication,
     StaleWriter,
     State,
     Status,
@@ -84,7 +87,34 @@ def node_to_dict(node: NodeState) -> dict[str, Any]:
         "last_request_time": node.last_request_time,
         "override": override_to_dict(node.override) if node.override else None,
         "monitor_note": node.monitor_note,
+        **({"catchup_until": node.catchup_until} if node.catchup_until is not None else {}),
+        **({"synced_at": node.synced_at} if node.synced_at is not None else {}),
+        **({"replication": replication_to_dict(node.replication)} if node.replication else {}),
     }
+
+
+def replication_to_dict(details: Replication) -> dict[str, Any]:
+    return asdict(details)
+
+
+def replication_from_dict(data: Any) -> Replication | None:
+    """Replication values as stored; fields this version does not know are ignored, missing
+    ones take their defaults (a document of an older or newer version still reads)."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise TypeError(f"replication is not an object: {data!r}")
+    known = {f.name for f in fields(Replication)}
+    values = {key: value for key, value in data.items() if key in known}
+    details = Replication(**values)
+    for key in ("source", "io_running", "sql_running", "received", "applied", "binlog"):
+        if not isinstance(getattr(details, key), str):
+            raise TypeError(f"replication {key} is not text")
+    for key in ("source_server_id", "server_id", "unapplied", "lag"):
+        value = getattr(details, key)
+        if value is not None and type(value) is not int:
+            raise TypeError(f"replication {key} is not a whole number")
+    return details
 
 
 def node_from_dict(data: dict[str, Any]) -> NodeState:
@@ -99,6 +129,9 @@ def node_from_dict(data: dict[str, Any]) -> NodeState:
         last_request_time=data.get("last_request_time"),
         override=override_from_dict(override) if override else None,
         monitor_note=data.get("monitor_note"),
+        replication=replication_from_dict(data.get("replication")),
+        catchup_until=data.get("catchup_until"),
+        synced_at=data.get("synced_at"),
     )
 
 
@@ -121,6 +154,8 @@ def _pool_json(pool: PoolState) -> str:
             "max_lag": pool.max_lag,
             "stale_writer": pool.stale_writer.value,
             "incarnation": pool.incarnation,
+            "catchup_timeout": pool.catchup_timeout,
+            "max_failover_lag": pool.max_failover_lag,
             "nodes": [node_to_dict(n) for n in pool.nodes],
         },
         separators=(",", ":"),
@@ -142,6 +177,8 @@ def pool_from_doc(doc: str | bytes, version: int, last_round: int, name: str) ->
             max_requests=int(data["max_requests"]),
             interval=float(data["interval"]),
             max_lag=float(data.get("max_lag", DEFAULT_MAX_LAG)),
+            catchup_timeout=float(data.get("catchup_timeout", DEFAULT_CATCHUP_TIMEOUT)),
+            max_failover_lag=float(data.get("max_failover_lag", DEFAULT_MAX_FAILOVER_LAG)),
             version=version,
             last_round=last_round,
             stale_writer=StaleWriter(data.get("stale_writer", StaleWriter.KEEP.value)),
@@ -168,8 +205,9 @@ def pool_problem(pool: PoolState) -> str:
         return f"version {pool.version} or round {pool.last_round} out of range"
     if not INCARNATION_RE.fullmatch(pool.incarnation):
         return f"incarnation {pool.incarnation[:40]!a} is not an id"
-    if not all(math.isfinite(x) for x in (pool.interval, pool.max_lag)):
-        return "interval or max_lag is not a finite number"
+    settings = (pool.interval, pool.max_lag, pool.catchup_timeout, pool.max_failover_lag)
+    if not all(math.isfinite(x) for x in settings):
+        return "interval, max_lag, catchup_timeout or max_failover_lag is not a finite number"
     try:  # the configuration's own validation: one home for the settings' bounds
         config_of(pool if pool.nodes else replace(pool, nodes=_PLACEHOLDER))
     except PoolConfigError as exc:
@@ -192,7 +230,7 @@ def node_problem(n: NodeState) -> str:
         return f"message of {n.node} is not text"
     if n.monitor_note is not None and not isinstance(n.monitor_note, str):
         return f"monitor_note of {n.node} is not text"
-    times = [n.last_request_time]
+    times = [n.last_request_time, n.catchup_until, n.synced_at]
     if n.override is not None:
         times += [n.override.set_at, n.override.expires_at]
     for t in times:
@@ -226,18 +264,30 @@ def event_from_json(text: str | bytes) -> dict[str, Any]:
 
 
 def observations_to_json(observations: dict[NodeId, Observation]) -> str:
+    """``{node: [outcome, message]}``, with the replication values as a third element when
+    the probe read them (a reader of the two-element form still reads it)."""
     return json.dumps(
-        {str(node): [obs.outcome.value, obs.message] for node, obs in observations.items()},
+        {str(node): _observation_list(obs) for node, obs in observations.items()},
         separators=(",", ":"),
     )
+
+
+def _observation_list(obs: Observation) -> list[Any]:
+    if obs.replication is None:
+        return [obs.outcome.value, obs.message]
+    return [obs.outcome.value, obs.message, replication_to_dict(obs.replication)]
 
 
 def observations_from_json(text: str | bytes) -> dict[NodeId, Observation]:
     try:
         data = json.loads(text)
         return {
-            NodeId.parse(node): Observation(Outcome(outcome), str(message))
-            for node, (outcome, message) in data.items()
+            NodeId.parse(node): Observation(
+                Outcome(item[0]),
+                str(item[1]),
+                replication=replication_from_dict(item[2] if len(item) > 2 else None),
+            )
+            for node, item in data.items()
         }
-    except (TypeError, ValueError, AttributeError) as exc:
+    except (TypeError, ValueError, AttributeError, IndexError, KeyError) as exc:
         raise DocumentError(f"unreadable observations: {exc!r}") from None

@@ -16,7 +16,9 @@ import re
 from dataclasses import dataclass, replace
 
 from mpp_agent.model import (
+    DEFAULT_CATCHUP_TIMEOUT,
     DEFAULT_INTERVAL,
+    DEFAULT_MAX_FAILOVER_LAG,
     DEFAULT_MAX_LAG,
     DEFAULT_MAX_REQUESTS,
     NodeId,
@@ -48,6 +50,8 @@ class PoolConfig:
     interval: float = DEFAULT_INTERVAL
     max_lag: float = DEFAULT_MAX_LAG
     stale_writer: StaleWriter = StaleWriter.KEEP
+    catchup_timeout: float = DEFAULT_CATCHUP_TIMEOUT
+    max_failover_lag: float = DEFAULT_MAX_FAILOVER_LAG
 
     def __post_init__(self) -> None:
         validate_pool_name(self.name)
@@ -79,6 +83,16 @@ class PoolConfig:
             )
         if not isinstance(self.stale_writer, StaleWriter):
             raise PoolConfigError(f"stale_writer must be keep or drain, not {self.stale_writer!r}.")
+        if not 0 <= self.catchup_timeout <= MAX_LAG_LIMIT:
+            raise PoolConfigError(
+                f"catchup_timeout must be between 0 and {MAX_LAG_LIMIT:g} s, "
+                f"not {self.catchup_timeout}."
+            )
+        if not 0 <= self.max_failover_lag <= MAX_LAG_LIMIT:
+            raise PoolConfigError(
+                f"max_failover_lag must be between 0 (off) and {MAX_LAG_LIMIT:g} s, "
+                f"not {self.max_failover_lag}."
+            )
 
     @property
     def nodes(self) -> tuple[NodeId, ...]:
@@ -168,6 +182,8 @@ def config_of(pool: PoolState) -> PoolConfig:
         interval=pool.interval,
         max_lag=pool.max_lag,
         stale_writer=pool.stale_writer,
+        catchup_timeout=pool.catchup_timeout,
+        max_failover_lag=pool.max_failover_lag,
     )
 
 
@@ -182,6 +198,8 @@ def new_pool(config: PoolConfig, incarnation: str = "") -> PoolState:
         max_lag=config.max_lag,
         stale_writer=config.stale_writer,
         incarnation=incarnation,
+        catchup_timeout=config.catchup_timeout,
+        max_failover_lag=config.max_failover_lag,
     )
 
 
@@ -210,4 +228,6 @@ def apply_config(pool: PoolState, config: PoolConfig, *, force: bool = False) ->
         interval=config.interval,
         max_lag=config.max_lag,
         stale_writer=config.stale_writer,
+        catchup_timeout=config.catchup_timeout,
+        max_failover_lag=config.max_failover_lag,
     )

@@ -122,6 +122,15 @@ _NODE = {
         "lag": {"type": ["number", "null"], "description": "replication lag, seconds"},
         "monitor_note": _NULLABLE_STRING,
         "route": {"$ref": "#/components/schemas/Route"},
+        "read_only": {"type": ["boolean", "null"]},
+        "caught_up": {
+            "type": ["boolean", "null"],
+            "description": "everything the node received is applied",
+        },
+        "behind": {
+            "type": ["integer", "null"],
+            "description": "transactions it lacks of the ACTIVE's last known position",
+        },
     },
 }  # fmt: skip
 
@@ -135,6 +144,12 @@ _POOL = {
         "max_requests": {"type": "integer"},
         "max_lag": {"type": "number"},
         "stale_writer": {"type": "string", "enum": ["keep", "drain"]},
+        "catchup_timeout": {"type": "number"},
+        "max_failover_lag": {"type": "number", "description": "0: off"},
+        "degraded": {
+            **_NULLABLE_STRING,
+            "description": "why no node could take over if the ACTIVE failed now",
+        },
         "incarnation": {"type": "string"},
         "version": {"type": "integer"},
         "active": {**_NULLABLE_STRING, "description": "the node taking writes"},

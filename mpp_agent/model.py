@@ -16,6 +16,8 @@ DEFAULT_PORT = 3306
 DEFAULT_MAX_REQUESTS = 4
 DEFAULT_INTERVAL = 10.0
 DEFAULT_MAX_LAG = 30.0
+DEFAULT_CATCHUP_TIMEOUT = 30.0
+DEFAULT_MAX_FAILOVER_LAG = 0.0  # off
 
 
 class NodeType(StrEnum):
@@ -162,15 +164,54 @@ def _check_ipv6(host: str, shown: str) -> str:
 
 
 @dataclass(frozen=True)
+class Replication:
+    """What a probe read of a node's replication: positions, source, threads, read_only, lag.
+
+    Positions are GTID texts as the server prints them (MariaDB ``domain-server-seqno`` lists,
+    MySQL GTID sets); "" when unknown. ``received`` is what the IO thread has fetched
+    (``Gtid_IO_Pos``, ``Retrieved_Gtid_Set``), ``applied`` what the SQL thread has applied
+    (``gtid_slave_pos``, ``Executed_Gtid_Set``), ``binlog`` what the node has written
+    (``gtid_binlog_pos``, ``gtid_executed``): an ACTIVE's ``binlog`` is the position a standby
+    must hold to lack nothing. ``unapplied`` is how many received transactions are not applied
+    yet (None when the positions cannot say; then ``relay_caught_up`` tells from the binlog
+    file positions). ``source_unreachable`` is set when the only replication error is an IO
+    thread that cannot reach ``source`` (whether that is excused is the tick's decision)."""
+
+    source: str = ""  # host:port of the node it replicates from
+    source_server_id: int | None = None
+    server_id: int | None = None
+    io_running: str = ""
+    sql_running: str = ""
+    received: str = ""
+    applied: str = ""
+    binlog: str = ""
+    unapplied: int | None = None
+    relay_caught_up: bool | None = None
+    read_only: bool | None = None
+    lag: int | None = None
+    source_unreachable: bool = False
+
+    @property
+    def caught_up(self) -> bool | None:
+        """Whether everything received is applied; None when unknown."""
+        if self.unapplied is not None:
+            return self.unapplied == 0
+        return self.relay_caught_up
+
+
+@dataclass(frozen=True)
 class Observation:
     """One probe verdict for a node: the outcome and its message.
 
     A merged verdict (what a tick sees) may carry ``monitor_note``: why some or all pollers
-    could not judge the node this round, shown to operators but never a failure."""
+    could not judge the node this round, shown to operators but never a failure.
+    ``replication`` is what the probe read of the node's replication (None when it got no
+    such far); it never takes part in comparing verdicts."""
 
     outcome: Outcome
     message: str = ""
     monitor_note: str = ""
+    replication: Replication | None = field(default=None, compare=False)
 
     @classmethod
     def healthy(cls) -> Observation:
@@ -226,6 +267,15 @@ class NodeState:
     # Why the monitor could not judge this node in the last round it was polled (some or all
     # pollers abstained), or None. Not a state: it never makes an event.
     monitor_note: str | None = None
+    # What the node's replication looked like in the last round it was judged (None if never
+    # read): positions, read_only and lag for the listings and the failover rules.
+    replication: Replication | None = None
+    # Set while a node that became ACTIVE has not applied what it had received: it takes no
+    # writes before this time (the pool's catch-up timeout), or before it has caught up.
+    catchup_until: float | None = None
+    # The last tick at which the node held everything of the ACTIVE's last known position (or
+    # was the ACTIVE): how long it has been lagging is measured from here (the lag gate).
+    synced_at: float | None = None
 
     @property
     def is_primary(self) -> bool:
@@ -250,6 +300,8 @@ class PoolState:
     max_requests: int = DEFAULT_MAX_REQUESTS
     interval: float = DEFAULT_INTERVAL
     max_lag: float = DEFAULT_MAX_LAG
+    catchup_timeout: float = DEFAULT_CATCHUP_TIMEOUT
+    max_failover_lag: float = DEFAULT_MAX_FAILOVER_LAG
     version: int = 0
     last_round: int = -1
     stale_writer: StaleWriter = StaleWriter.KEEP
@@ -282,6 +334,9 @@ class EventKind(StrEnum):
     OVERRIDE = "override"
     RELEASE = "release"
     POOL_STATUS = "pool-status"
+    CATCHUP = "catch-up"  # a new ACTIVE's write gate: held, opened when caught up or timed out
+    FAILOVER = "failover"  # promotion by hand (mpp-admin failover)
+    HELD = "held"  # a STANDBY that would take over is held back by the lag gate
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ import gevent
 import gevent.pool
 
 from mpp_agent.adoption import Seen, backwards_text, went_backwards
+from mpp_agent.candidates import degraded
 from mpp_agent.daemon import OnChange
 from mpp_agent.model import NodeId, Observation, Outcome, PoolState, State
 from mpp_agent.probe import (
@@ -104,7 +105,8 @@ def merge_observations(
     when more than half of them report an error (a tie is healthy), and the error reported is
     the majority's among the failing reports. A node every poller abstained on merges into an
     abstention (not evaluated); any abstention is carried as the verdict's ``monitor_note``.
-    Nodes nobody observed are left out, so they are not evaluated either."""
+    Nodes nobody observed are left out, so they are not evaluated either. The merged verdict
+    carries the replication values read by a poller that gave it (the first such report)."""
     by_node: dict[NodeId, list[Observation]] = {}
     for observations in reports.values():
         for node, obs in observations.items():
@@ -121,12 +123,17 @@ def merge_node(seen: Sequence[Observation]) -> Observation:
         return Observation(Outcome.ABSTAIN, note, monitor_note=note)
     failing = [o for o in judged if not o.is_healthy]
     if 2 * len(failing) <= len(judged):
-        return Observation(Outcome.HEALTHY, monitor_note=note)
+        details = next((o.replication for o in judged if o.is_healthy and o.replication), None)
+        return Observation(Outcome.HEALTHY, monitor_note=note, replication=details)
     counts = Counter((o.outcome, o.message) for o in failing)
     (outcome, message), _ = min(
         counts.items(), key=lambda item: (-item[1], item[0][0] != Outcome.CONNECT, item[0])
     )
-    return Observation(outcome, message, monitor_note=note)
+    # The replication values are those of a poller that gave the verdict: one consistent read.
+    details = next(
+        (o.replication for o in failing if (o.outcome, o.message) == (outcome, message)), None
+    )
+    return Observation(outcome, message, monitor_note=note, replication=details)
 
 
 def abstention_note(abstained: Sequence[Observation], pollers: int) -> str:
@@ -300,6 +307,7 @@ class Poller:
         self.cycle_trouble = OnChange(log, "poll cycles succeed again")
         self.deadline_trouble = OnChange(log, "deadline commits succeed again")
         self.seen: dict[str, PoolState] = {}  # pool -> its newest state this poller read
+        self.degraded: dict[str, str] = {}  # pool -> why no node could take over now
 
     # ---------------------------------------------------------------- clock
 
@@ -502,6 +510,7 @@ class Poller:
                     outcome = f"not ticked: {exc.key} is unusable"
                 if isinstance(outcome, PoolState):
                     committed[name] = outcome
+                    self.track_degraded(outcome)
                     if isinstance(pool, PoolState) and has_changed(pool, outcome):
                         report.changed.append(name)
                 elif outcome == "version":
@@ -563,6 +572,18 @@ class Poller:
             self.seen[name] = replace(result.pool, version=version, last_round=round_)
             return result.pool
         return "version" if why == "version" else f"round {round_} {ALREADY_COMMITTED}"
+
+    def track_degraded(self, pool: PoolState) -> None:
+        """Say once (WARNING) when a pool loses its last failover candidate, and once when it
+        has one again."""
+        why = degraded(pool, self.now())
+        was = self.degraded.get(pool.name)
+        if why is not None and was is None:
+            log.warning("pool %s is degraded: %s", pool.name, why)
+            self.degraded[pool.name] = why
+        elif why is None and was is not None:
+            log.warning("pool %s is no longer degraded (was: %s)", pool.name, was)
+            del self.degraded[pool.name]
 
     def schedule_deadline(self, record: RoundRecord, pool: PoolState) -> None:
         """Commit the round at its deadline if no other poller did (a dead poller costs at most

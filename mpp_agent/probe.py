@@ -40,12 +40,13 @@ import socket
 import struct
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pymysql
 
-from mpp_agent.model import NodeId, Observation, Outcome
+from mpp_agent.model import NodeId, Observation, Outcome, Replication
+from mpp_agent.positions import missing
 from mpp_agent.timeouts import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 
 log = logging.getLogger("mpp.probe")
@@ -170,24 +171,32 @@ def _is_yes(value: Any) -> bool:
 _SOURCE_UNREACHABLE = frozenset({0, 2002, 2003, 2005, 2006, 2013})
 
 
-def _is_reconnecting(status: Mapping[str, Any]) -> bool:
-    """DIVERGENCE: an IO thread (re)connecting to an unreachable source is not this node's fault.
+def is_reconnecting(status: Mapping[str, Any]) -> bool:
+    """An IO thread (re)connecting to a source it cannot reach, the SQL thread fine.
 
     When the ACTIVE primary of a master-master pair dies, the secondary's IO thread goes to
-    ``Connecting`` at once. MPP counted that as a request error, so the secondary failed in the
-    same tick as the primary and nobody took over. The source's own probe sees the outage. Any
-    other reason to be stuck connecting (e.g. 1045, a wrong replication password) stays an
-    error of this node."""
+    ``Connecting`` at once; the same is seen when the link to a living source is cut. Which of
+    the two it is only the round's other observations can tell, so this is reported
+    (``Replication.source_unreachable``) and the tick decides (``state.excuse_cut_links``).
+    Any other reason to be stuck connecting (e.g. 1045, a wrong replication password) is an
+    error of this node whatever its source's state."""
     state = _text(status.get("Slave_IO_Running")).strip().lower()
     errno = _number(status.get("Last_IO_Errno"))
-    return state in ("connecting", "preparing") and errno in _SOURCE_UNREACHABLE
+    return (
+        state in ("connecting", "preparing")
+        and errno in _SOURCE_UNREACHABLE
+        and _is_yes(status.get("Slave_SQL_Running"))
+        and not re.search(r"\w", _text(status.get("Last_Error")))
+    )
 
 
 def slave_status_errors(row: Mapping[str, Any]) -> list[str]:
     """MPP's request-phase checks of one ``SHOW SLAVE STATUS`` row (mpp-behaviour.md 3.2).
 
     Only one thread error is reported (SQL before IO); ``Last_Error`` counts when it holds a
-    word character. DIVERGENCE: MPP's "Replication out of sync by N positions" is gone (any
+    word character. An IO thread that cannot reach its source is an error here; the tick
+    excuses it when that source is down in the same round (``is_reconnecting``).
+    DIVERGENCE: MPP's "Replication out of sync by N positions" is gone (any
     write load made the executed position trail the read one, so a busy standby failed); lag
     is judged against the pool's ``max_lag`` instead (``with_max_lag``)."""
     status = normalize_slave_status(row)
@@ -198,7 +207,7 @@ def slave_status_errors(row: Mapping[str, Any]) -> list[str]:
         errors.append(
             f"Slave Error: Slave SQL is not running, Slave_SQL_Running={_text(sql_running)}."
         )
-    elif not _is_yes(io_running) and not _is_reconnecting(status):
+    elif not _is_yes(io_running):
         errors.append(
             f"Slave Error: Slave IO is not running, Slave_IO_Running={_text(io_running)}."
         )
@@ -206,6 +215,52 @@ def slave_status_errors(row: Mapping[str, Any]) -> list[str]:
     if re.search(r"\w", last_error):
         errors.append(f"Last_Error: {last_error}")
     return errors
+
+
+def replication_of(
+    status: Mapping[str, Any] | None, variables: Mapping[str, Any], lag: int | None
+) -> Replication:
+    """The replication values of one probe: a (normalised) slave-status row, or None when the
+    node has none, and its global variables (``binlog``, ``slave_pos``, ``server_id``,
+    ``read_only``, ``super_read_only``)."""
+    row = status or {}
+    received = _text(row.get("Gtid_IO_Pos") or row.get("Retrieved_Gtid_Set")).strip()
+    applied = _text(variables.get("slave_pos") or row.get("Executed_Gtid_Set")).strip()
+    binlog = _text(variables.get("binlog")).strip()
+    unapplied = missing(received, applied, binlog) if received else None
+    relay_caught_up = None
+    if status is not None and _text(row.get("Master_Log_File")):
+        relay_caught_up = _text(row.get("Master_Log_File")) == _text(
+            row.get("Relay_Master_Log_File")
+        ) and _number(row.get("Read_Master_Log_Pos")) == _number(row.get("Exec_Master_Log_Pos"))
+    read_only = _optional_bool(variables.get("read_only"))
+    if _optional_bool(variables.get("super_read_only")):
+        read_only = True
+    return Replication(
+        source=_source(row),
+        source_server_id=_optional_int(row.get("Master_Server_Id")),
+        server_id=_optional_int(variables.get("server_id")),
+        io_running=_text(row.get("Slave_IO_Running")),
+        sql_running=_text(row.get("Slave_SQL_Running")),
+        received=received,
+        applied=applied,
+        binlog=binlog,
+        unapplied=unapplied,
+        relay_caught_up=relay_caught_up,
+        read_only=read_only,
+        lag=lag,
+        source_unreachable=status is not None and is_reconnecting(status),
+    )
+
+
+def _source(row: Mapping[str, Any]) -> str:
+    host, port = _text(row.get("Master_Host")).strip(), _optional_int(row.get("Master_Port"))
+    if not host:
+        return ""
+    try:
+        return str(NodeId.parse(host if port is None else f"{host}:{port}"))
+    except ValueError:
+        return one_line(host)
 
 
 def replication_lag(row: Mapping[str, Any]) -> int | None:
@@ -221,8 +276,12 @@ def with_max_lag(observation: Observation, lag: int | None, max_lag: float) -> O
         return observation
     error = f"Slave Error: Seconds Behind Master: {lag}"
     if observation.outcome is Outcome.REQUEST:
-        return Observation(Outcome.REQUEST, f"{observation.message}, {error}")
-    return Observation(Outcome.REQUEST, error)
+        error = f"{observation.message}, {error}"
+    # No longer a link that is merely cut: the tick must not excuse it.
+    details = observation.replication
+    if details is not None:
+        details = replace(details, source_unreachable=False)
+    return Observation(Outcome.REQUEST, error, replication=details)
 
 
 def uses_replica_syntax(server_version: str) -> bool:
@@ -383,14 +442,15 @@ def _check(conn: Any, node: NodeId, settings: ProbeSettings) -> tuple[Observatio
             )
             return Observation(Outcome.CONNECT, message), NodeMetrics(server_version=version)
         status, errors = _slave_status(conn, node, version)
-        metrics = _metrics(conn, version, status)
+        metrics, variables = _metrics(conn, version, status)
     except _NodeGone as gone:
         return Observation.connect_error(node, str(gone)), NodeMetrics(server_version=version)
     except _MonitorFault as fault:
         return Observation.abstain(str(fault)), NodeMetrics(server_version=version)
+    details = replication_of(status, variables, metrics.lag)
     if errors:
-        return Observation(Outcome.REQUEST, ", ".join(errors)), metrics
-    return Observation.healthy(), metrics
+        return Observation(Outcome.REQUEST, ", ".join(errors), replication=details), metrics
+    return Observation(Outcome.HEALTHY, replication=details), metrics
 
 
 def _query(conn: Any, sql: str) -> list[dict[str, Any]]:
@@ -443,14 +503,35 @@ def _slave_status(conn: Any, node: NodeId, version: str) -> tuple[dict[str, Any]
     return status, slave_status_errors(status)
 
 
-def _metrics(conn: Any, version: str, status: Mapping[str, Any] | None) -> NodeMetrics:
-    """Best effort: a server error here (not a lost connection) leaves a metric unknown."""
+# The global variables a probe reads besides the slave status, per dialect.
+_MARIADB_VARIABLES = (
+    "SELECT @@global.read_only AS read_only, @@global.max_connections AS max_conn, "
+    "@@global.gtid_binlog_pos AS `binlog`, @@global.gtid_slave_pos AS slave_pos, "
+    "@@global.server_id AS server_id"
+)
+_MYSQL_VARIABLES = (
+    "SELECT @@global.read_only AS read_only, @@global.max_connections AS max_conn, "
+    "@@global.super_read_only AS super_read_only, @@global.gtid_executed AS `binlog`, "
+    "@@global.server_id AS server_id"
+)
+_BASIC_VARIABLES = "SELECT @@global.read_only AS read_only, @@global.max_connections AS max_conn"
+
+
+def _metrics(
+    conn: Any, version: str, status: Mapping[str, Any] | None
+) -> tuple[NodeMetrics, dict[str, Any]]:
+    """Best effort: a server error here (not a lost connection) leaves a metric unknown.
+    Returns the metrics and the global variables read (for ``replication_of``)."""
     values: dict[str, Any] = {}
-    try:
-        rows = _query(
-            conn, "SELECT @@global.read_only AS read_only, @@global.max_connections AS max_conn"
-        )
+    full = _MARIADB_VARIABLES if "mariadb" in version.lower() else _MYSQL_VARIABLES
+    for sql in (full, _BASIC_VARIABLES):  # an old server without GTIDs: the basic ones
+        try:
+            rows = _query(conn, sql)
+        except (pymysql.err.MySQLError, _MonitorFault):
+            continue
         values.update(rows[0] if rows else {})
+        break
+    try:
         rows = _query(conn, "SHOW GLOBAL STATUS LIKE 'Threads_connected'")
         values["threads"] = _first_value(rows, "Value")
     except (pymysql.err.MySQLError, _MonitorFault):
@@ -461,7 +542,7 @@ def _metrics(conn: Any, version: str, status: Mapping[str, Any] | None) -> NodeM
         max_connections=_optional_int(values.get("max_conn")),
         lag=replication_lag(status) if status else None,
         server_version=version,
-    )
+    ), values
 
 
 def _first_value(rows: Sequence[Mapping[str, Any]], column: str) -> Any:

@@ -24,15 +24,23 @@ The rules, in the order they apply:
 5. **Weight** of a reader: by its request level R (``request_level(R, M)``): OK 100%,
    OK INFO 75%, OK WARN 50%, OK CRITICAL 25%, FAIL CRITICAL 25% (never 0%: HAProxy shows 0%
    as DRAIN, which would contradict taking reads).
-6. **Staleness** (the caller knows it: the agent's snapshot is old, or the pollers stopped
+6. **Catch-up gate.** A writer that became ACTIVE before applying what it had received
+   (``NodeState.catchup_until`` set by the tick, not yet passed) takes no writes: it answers
+   as ACTIVE with ``catching up (<n> behind)`` and takes reads as a STANDBY would. Past the
+   time, writes open even if the tick has not said so yet. An ACTIVE override is not gated:
+   the operator pinned the writer.
+7. **Degraded.** When no other node could take over if the ACTIVE failed now
+   (``candidates.degraded``), the writer's reason says ``degraded: no failover candidate``
+   and the decision carries the full reason (``PoolRoute.degraded``).
+8. **Staleness** (the caller knows it: the agent's snapshot is old, or the pollers stopped
    committing) changes no decision: the last known decision stands, marked stale. Except:
-7. **Stale writer.** With the pool setting ``stale_writer`` = ``drain``, a stale view stops
+9. **Stale writer.** With the pool setting ``stale_writer`` = ``drain``, a stale view stops
    writes from the earliest moment the pollers could have failed the writer over without it
    (``earliest_failover``: the writer's remaining failing rounds to M after the last committed
    round, at most M x interval after that commit), less a ``lead`` (the agent's HAProxy
    agent-inter, so that HAProxy acts on it in time): the writer then takes none (``up drain``),
    with the reason ``stale: writes stopped to avoid two writers``. Reads are unchanged. A fresh
-   view gives the writer back at once. With ``keep`` (the default) rule 6 stands.
+   view gives the writer back at once. With ``keep`` (the default) rule 8 stands.
 
 The pool status FAIL changes nothing here (the state machine leaves no ACTIVE node then); the
 reason says ``pool FAIL``.
@@ -43,6 +51,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from mpp_agent.candidates import degraded
 from mpp_agent.model import (
     NodeId,
     NodeState,
@@ -95,7 +104,8 @@ class PoolRoute:
     stale: bool = False
     # the earliest future override expiry: when this decision must be taken again
     next_expiry: float | None = None
-    writes_stopped: bool = False  # rule 7
+    writes_stopped: bool = False  # rule 9
+    degraded: str | None = None  # why no node could take over if the ACTIVE failed now
 
     @property
     def writer(self) -> NodeRoute | None:
@@ -189,38 +199,66 @@ def route(pool: PoolState, now: float, stale: bool = False, lead: float = 0.0) -
     """The routing decision for every node of ``pool`` at ``now`` (Redis server time, which
     expires overrides and dates rounds); ``stale`` is the caller's knowledge that its view of
     the pool may be old (not refreshed, or no commit for rounds); ``lead``: how long before the
-    earliest failover a stale view stops writes (rule 7; the agent's HAProxy agent-inter)."""
+    earliest failover a stale view stops writes (rule 9; the agent's HAProxy agent-inter)."""
     answered = [_apply_override(n, now) for n in pool.nodes]
     writer = _choose_writer(answered)
     answered = _demote(answered, writer)
-    has_replica = any(a.is_healthy_standby for a in answered)
+    gated = writer is not None and is_catching_up(answered[writer], now)
+    has_replica = any(a.is_healthy_standby for a in answered) or gated
+    lost = degraded(pool, now)
     stopped = stops_writes(pool, now, stale, lead)
     nodes = tuple(
-        _node_route(pool, a, i == writer, has_replica, stopped) for i, a in enumerate(answered)
+        _node_route(
+            pool, a, i == writer, has_replica, gated and i == writer, lost is not None, stopped
+        )
+        for i, a in enumerate(answered)
     )
-    return PoolRoute(pool.name, nodes, stale, next_expiry(pool, now), stopped)
+    return PoolRoute(pool.name, nodes, stale, next_expiry(pool, now), stopped, lost)
+
+
+def is_catching_up(a: _Answered, now: float) -> bool:
+    """Rule 6: the writer's catch-up gate holds (not for an ACTIVE override)."""
+    until = a.node.catchup_until
+    return not a.pinned and until is not None and math.isfinite(until) and now < until
+
+
+def catching_up_text(node: NodeState) -> str:
+    unapplied = node.replication.unapplied if node.replication else None
+    return f"catching up ({unapplied if unapplied is not None else '?'} behind)"
 
 
 def _node_route(
-    pool: PoolState, a: _Answered, is_writer: bool, has_replica: bool, stopped: bool = False
+    pool: PoolState,
+    a: _Answered,
+    is_writer: bool,
+    has_replica: bool,
+    gated: bool = False,
+    lost: bool = False,
+    stopped: bool = False,
 ) -> NodeRoute:
     level = request_level(a.node.requests, pool.max_requests)
-    # rule 4: the writer reads only when no replica can
+    # rule 4: the writer reads only when no replica can; a gated writer reads as a STANDBY
     reads = not has_replica if is_writer else a.is_healthy_standby
+    if gated:
+        reads = a.status.is_ok
     why = [f"{a.state} {a.status} level={level.replace(' ', '_')}"]
     if stopped and is_writer:
         why.insert(0, WRITES_STOPPED)
+    if gated:
+        why.insert(0, catching_up_text(a.node))
     if pool.status is PoolStatus.FAIL:
         why.append("pool FAIL")
     if a.override_note:
         why.append(a.override_note)
+    if lost and is_writer:
+        why.append("degraded: no failover candidate")
     return NodeRoute(
         node=a.node.node,
         state=a.state,
         status=a.status,
         level=level,
         is_up=a.state in (State.ACTIVE, State.STANDBY),
-        takes_writes=is_writer and not stopped,
+        takes_writes=is_writer and not gated and not stopped,
         takes_reads=reads,
         weight=LEVEL_WEIGHTS[level],
         why=tuple(why),
@@ -234,5 +272,11 @@ def next_expiry(pool: PoolState, now: float) -> float | None:
         for n in pool.nodes
         if n.override is not None and n.override.expires_at is not None
         if n.override.expires_at > now and math.isfinite(n.override.expires_at)
+    ]
+    # A catch-up gate that times out changes the decision too.
+    times += [
+        n.catchup_until
+        for n in pool.nodes
+        if n.catchup_until is not None and n.catchup_until > now and math.isfinite(n.catchup_until)
     ]
     return min(times, default=None)

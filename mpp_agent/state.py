@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from mpp_agent.candidates import MSG_HELD, held_back
 from mpp_agent.model import (
     Event,
     EventKind,
@@ -26,9 +27,11 @@ from mpp_agent.model import (
     Override,
     PoolState,
     PoolStatus,
+    Replication,
     State,
     Status,
 )
+from mpp_agent.positions import lacks
 from mpp_agent.routing import route
 
 CLEAR = "--"  # MPP's sentinel: "healthy, clear the message"
@@ -46,6 +49,7 @@ MSG_FAILOVER = "FAILOVER: Taking over ACTIVE state."
 MSG_FAILED_RECOVERY = "FAILED server is reporting recovery. Manual intervention required."
 MSG_MANUAL_RECOVERY = "Manual Recovery Initiated."
 MSG_MANUALLY_REINSTATED = "PRIMARY Manually reinstated as ACTIVE."
+MSG_READ_ONLY = "ACTIVE node is read_only"
 RECOVERING_PREFIX = "(recovering) "
 
 
@@ -111,6 +115,7 @@ def tick(
     if status is not pool.status:
         events.append(Event(EventKind.POOL_STATUS, pool.name, message=f"{pool.status} -> {status}"))
     current = replace(pool, status=status)
+    observations = excuse_cut_links(pool, observations)
     rules: dict[NodeId, str] = {}
     exits: dict[NodeId, Exit] = {}
     for index, before in enumerate(pool.nodes):
@@ -123,15 +128,119 @@ def tick(
             # unchanged), only the reason is kept for operators (architecture 2.8).
             current = with_node(current, index, replace(before, monitor_note=note or None))
             continue
-        decision = decide(current, index, observation, observations)
-        after = replace(commit(before, decision, status, now), monitor_note=note or None)
+        before = with_sync(pool, before, observation, now)
+        current = with_node(current, index, before)
+        decision = decide(current, index, observation, observations, now=now)
+        after = replace(
+            commit(before, decision, status, now),
+            monitor_note=note or None,
+            replication=observation.replication or before.replication,
+        )
+        after, gate_event = catch_up(pool, before, after, now)
         rules[before.node] = decision.rule
         exits[before.node] = decision.exit
         current = with_node(current, index, after)
         event = transition_event(pool.name, before, after, decision.rule)
         if event is not None:
             events.append(event)
+        if gate_event is not None:
+            events.append(gate_event)
+        if decision.rule.endswith(HELD_SUFFIX) and not is_held(before):
+            events.append(
+                admin_event(EventKind.HELD, pool.name, before, after, extra={"level": "WARNING"})
+            )
     return TickResult(current, tuple(events), rules, exits)
+
+
+def last_active_position(pool: PoolState, node: NodeState) -> Replication | None:
+    """The replication values of the pool's ACTIVE (other than ``node``) as last observed."""
+    return next(
+        (
+            n.replication
+            for n in pool.nodes
+            if n.state is State.ACTIVE and n.node != node.node and n.replication is not None
+        ),
+        None,
+    )
+
+
+def lacks_of(reference: Replication | None, details: Replication | None) -> int | None:
+    """Transactions of ``reference``'s binlog position that ``details`` does not hold."""
+    if reference is None or details is None:
+        return None
+    return lacks(reference.binlog, details.binlog, details.applied, details.received)
+
+
+def with_sync(pool: PoolState, node: NodeState, observation: Observation, now: float) -> NodeState:
+    """``synced_at`` moves to ``now`` when the node is the ACTIVE, or when this round's
+    observation holds everything of the ACTIVE's last known position (``pool`` as it was
+    before the tick: a dead ACTIVE's position stays what it last was)."""
+    if node.state is State.ACTIVE and observation.outcome is not Outcome.CONNECT:
+        return replace(node, synced_at=now)
+    if lacks_of(last_active_position(pool, node), observation.replication) == 0:
+        return replace(node, synced_at=now)
+    return node
+
+
+HELD_SUFFIX = "-held"
+
+
+def is_held(node: NodeState) -> bool:
+    """Whether the node's message says the lag gate holds it (its event is already written)."""
+    return (node.message or "").removeprefix(RECOVERING_PREFIX).startswith(MSG_HELD)
+
+
+def catch_up(
+    pool: PoolState, before: NodeState, after: NodeState, now: float
+) -> tuple[NodeState, Event | None]:
+    """The catch-up gate (architecture.md 2.10): a node that becomes ACTIVE while its last
+    observation shows received transactions not yet applied takes no writes (``routing``)
+    until an observation shows them applied, or until the pool's catch-up timeout has passed:
+    then writes open anyway, with a WARNING event (availability wins). Leaving ACTIVE ends
+    the gate."""
+    if after.state is not State.ACTIVE:
+        return (replace(after, catchup_until=None), None) if after.catchup_until else (after, None)
+    details = after.replication
+    caught_up = details is None or details.caught_up is not False
+    if before.state is not State.ACTIVE:
+        if caught_up or pool.catchup_timeout <= 0:
+            return after, None
+        gated = replace(after, catchup_until=now + pool.catchup_timeout)
+        text = f"catching up ({behind_text(gated)}): no writes until it has applied them"
+        return gated, gate_event(pool, gated, text, "INFO")
+    if after.catchup_until is None:
+        return after, None
+    if caught_up:
+        return replace(after, catchup_until=None), gate_event(
+            pool, after, "caught up: writes open", "INFO"
+        )
+    if now >= after.catchup_until:
+        text = (
+            f"catch-up timeout ({pool.catchup_timeout:g}s) passed with {behind_text(after)}: "
+            "writes open before the node has applied everything it received"
+        )
+        return replace(after, catchup_until=None), gate_event(pool, after, text, "WARNING")
+    return after, None
+
+
+def behind_text(node: NodeState) -> str:
+    """``<n> behind`` (received, not applied), or ``relay log not applied`` when only the
+    binlog file positions tell."""
+    unapplied = node.replication.unapplied if node.replication else None
+    return f"{unapplied} behind" if unapplied is not None else "relay log not applied"
+
+
+def gate_event(pool: PoolState, node: NodeState, text: str, level: str) -> Event:
+    return Event(
+        EventKind.CATCHUP,
+        pool.name,
+        node=str(node.node),
+        to_state=node.state,
+        to_status=node.status,
+        requests=node.requests,
+        message=text,
+        extra={"level": level},
+    )
 
 
 def decide(
@@ -139,24 +248,47 @@ def decide(
     index: int,
     observation: Observation,
     observations: Mapping[NodeId, Observation] | None = None,
+    *,
+    now: float = 0.0,
 ) -> Decision:
     """Rules A to E for the node at ``index``, seeing ``pool`` as updated so far this tick and
-    this round's ``observations`` of every node (default: only this node's)."""
+    this round's ``observations`` of every node (default: only this node's); ``now`` is for
+    the lag gate."""
     node = pool.nodes[index]
     seen = observations if observations is not None else {node.node: observation}
     pre = rule_a(pool, node)
-    if observation.outcome is Outcome.CONNECT:
+    if node.state is State.ACTIVE and is_read_only(observation):
+        # An ACTIVE that refuses writes is failing like one that cannot be reached: writes
+        # move after M ticks when another node can take over (the node itself is up).
+        errors = MSG_READ_ONLY
+        if observation.outcome is Outcome.REQUEST:
+            errors = f"{MSG_READ_ONLY}, {observation.message}"
+        decision = rules_b(pool, index, errors, seen, failed=State.FAILED_ONLINE, rule="B-ro")
+    elif observation.outcome is Outcome.CONNECT:
         decision = rules_b(pool, index, observation.message, seen)
     elif observation.outcome is Outcome.REQUEST:
         decision = rules_c(pool, node, observation.message)
     elif node.is_primary:
-        decision = rules_d(pool, index)
+        decision = lag_gate(pool, node, rules_d(pool, index), now)
     else:
-        decision = rules_e(pool, index)
+        decision = lag_gate(pool, node, rules_e(pool, index), now)
     if pre is not None and decision.state is None:
         # Rule A is a pre-step: its state survives unless a later rule sets one.
         decision = replace(decision, state=pre.state, rule=f"A+{decision.rule}")
     return decision
+
+
+def lag_gate(pool: PoolState, node: NodeState, decision: Decision, now: float) -> Decision:
+    """A takeover (D2, E6) by a node that lagged beyond the pool's ``max_failover_lag`` does
+    not happen: the node stays STANDBY (OK_WARN) with a message saying why and what to run."""
+    if decision.state is not State.ACTIVE or node.state is State.ACTIVE:
+        return decision
+    why = held_back(pool, node, now)
+    if why is None:
+        return decision
+    return Decision(
+        Exit.OK, status=Status.OK_WARN, message=why, rule=f"{decision.rule}{HELD_SUFFIX}"
+    )
 
 
 def rule_a(pool: PoolState, node: NodeState) -> Decision | None:
@@ -176,12 +308,70 @@ def is_failing_threshold(pool: PoolState, node: NodeState) -> bool:
     return node.r >= pool.max_requests - 1
 
 
+def is_read_only(observation: Observation) -> bool:
+    """A node that answered and said it is read_only (or super_read_only)."""
+    details = observation.replication
+    return (
+        observation.outcome in (Outcome.HEALTHY, Outcome.REQUEST)
+        and details is not None
+        and details.read_only is True
+    )
+
+
+def excuse_cut_links(
+    pool: PoolState, observations: Mapping[NodeId, Observation]
+) -> Mapping[NodeId, Observation]:
+    """DIVERGENCE (replaces the probe's blanket excuse): a node whose only replication error is
+    an IO thread that cannot reach its source is healthy only when that source is a node of
+    the pool that is connect-failing in the same round (the master-master failover case: the
+    source is down, not the link). Cut off from a living source, or from a source outside the
+    pool or not observed this round, it stays MPP's replication error: its data is ageing."""
+    excused = {
+        node: Observation(
+            Outcome.HEALTHY, monitor_note=obs.monitor_note, replication=obs.replication
+        )
+        for node, obs in observations.items()
+        if obs.outcome is Outcome.REQUEST
+        and obs.replication is not None
+        and obs.replication.source_unreachable
+        and source_is_down(pool, obs, observations)
+    }
+    return {**observations, **excused} if excused else observations
+
+
+def source_is_down(
+    pool: PoolState, observation: Observation, observations: Mapping[NodeId, Observation]
+) -> bool:
+    """Whether the node ``observation`` replicates from is connect-failing this round. The
+    source is the pool node written as the slave status's ``host:port``, or else the one whose
+    server_id is the slave status's ``Master_Server_Id``."""
+    details = observation.replication
+    if details is None:
+        return False
+    for n in pool.nodes:
+        seen = observations.get(n.node)
+        if seen is None:
+            continue
+        server_id = (seen.replication or n.replication or Replication()).server_id
+        named = details.source == str(n.node)
+        same_id = details.source_server_id is not None and server_id == details.source_server_id
+        if named or (same_id and not any(details.source == str(m.node) for m in pool.nodes)):
+            return seen.outcome is Outcome.CONNECT
+    return False
+
+
 def rules_b(
-    pool: PoolState, index: int, errors: str, observations: Mapping[NodeId, Observation]
+    pool: PoolState,
+    index: int,
+    errors: str,
+    observations: Mapping[NodeId, Observation],
+    *,
+    failed: State = State.FAILED_OFFLINE,
+    rule: str = "B",
 ) -> Decision:
     node = pool.nodes[index]
     if not is_failing_threshold(pool, node):
-        return Decision(Exit.WARN, status=Status.OK_WARN, message=errors, rule="B2")
+        return Decision(Exit.WARN, status=Status.OK_WARN, message=errors, rule=f"{rule}2")
     if node.state is State.ACTIVE and not can_take_over(pool, index, observations):
         # DIVERGENCE: the ACTIVE node is not failed while no other node can take over this
         # tick; it stays ACTIVE, counting, and takes writes again when it comes back.
@@ -189,11 +379,9 @@ def rules_b(
             Exit.WARN,
             status=Status.OK_WARN,
             message=f"{errors}; {MSG_NOT_FAILING}",
-            rule="B1-last-active",
+            rule=f"{rule}1-last-active",
         )
-    return Decision(
-        Exit.FAIL, state=State.FAILED_OFFLINE, status=Status.FAIL, message=errors, rule="B1"
-    )
+    return Decision(Exit.FAIL, state=failed, status=Status.FAIL, message=errors, rule=f"{rule}1")
 
 
 def can_take_over(pool: PoolState, index: int, observations: Mapping[NodeId, Observation]) -> bool:
@@ -357,7 +545,13 @@ def with_node(pool: PoolState, index: int, node: NodeState) -> PoolState:
     return replace(pool, nodes=(*pool.nodes[:index], node, *pool.nodes[index + 1 :]))
 
 
-def admin_event(kind: EventKind, pool: str, before: NodeState, after: NodeState) -> Event:
+def admin_event(
+    kind: EventKind,
+    pool: str,
+    before: NodeState,
+    after: NodeState,
+    extra: dict[str, str] | None = None,
+) -> Event:
     return Event(
         kind,
         pool,
@@ -368,6 +562,7 @@ def admin_event(kind: EventKind, pool: str, before: NodeState, after: NodeState)
         to_status=after.status,
         requests=after.requests,
         message=after.message or "",
+        extra=extra or {},
     )
 
 
@@ -431,6 +626,77 @@ def activate_primary(pool: PoolState) -> AdminResult:
         nodes.append(after)
     output = f"PRIMARY SERVER {primary.node} STATE is now ACTIVE."
     return AdminResult(replace(pool, nodes=tuple(nodes)), output, tuple(events))
+
+
+MSG_MANUAL_FAILOVER = "FAILOVER by hand: Taking over ACTIVE state."
+
+
+def failover_to(pool: PoolState, node: NodeId, now: float, *, force: bool = False) -> AdminResult:
+    """``mpp-admin failover POOL --to NODE``: promote a chosen node by hand.
+
+    The node must be STANDBY (``force``: also UNKNOWN or FAILED_*, e.g. a standby the lag
+    gate or a cut link left behind). Any other ACTIVE node is demoted to STANDBY in the same
+    change (never two ACTIVE). Refused while the pool status is FAIL, as activate-primary is.
+    The new ACTIVE passes the catch-up gate like any other; the output says what it lacks of
+    every other node's last known position."""
+    index = node_index(pool, node)
+    target = pool.nodes[index]
+    if target.state is State.ACTIVE:
+        raise AdminRefused(f"Server {node} is already ACTIVE in pool {pool.name}.")
+    if target.state is not State.STANDBY and not force:
+        raise AdminRefused(
+            f"Server {node} is {target.state}, not STANDBY: use --force to promote it anyway."
+        )
+    if pool.status is not PoolStatus.OK:
+        raise AdminRefused(
+            f"Pool {pool.name} status is {pool.status}: recover the pool first "
+            f"(mpp-admin recover --pool {pool.name})."
+        )
+    events: list[Event] = []
+    nodes: list[NodeState] = []
+    for n in pool.nodes:
+        if n is target:
+            after = replace(
+                n, state=State.ACTIVE, status=Status.OK_WARN, requests=0,
+                message=MSG_MANUAL_FAILOVER, synced_at=now,
+            )  # fmt: skip
+            after, _ = catch_up(pool, n, after, now)
+        elif n.state is State.ACTIVE:
+            after = replace(n, state=State.STANDBY, message=MSG_RELINQUISHING, catchup_until=None)
+        else:
+            nodes.append(n)
+            continue
+        events.append(admin_event(EventKind.FAILOVER, pool.name, n, after))
+        nodes.append(after)
+    promoted = replace(pool, nodes=tuple(nodes))
+    output = [f"OK: Server {node} STATE is now ACTIVE (was {target.state}/{target.status})."]
+    output += lacks_report(pool, target)
+    new = promoted.nodes[index]
+    if new.catchup_until is not None:
+        output.append(
+            f"It takes writes once it has applied what it received ({behind_text(new)}), "
+            f"at the latest in {pool.catchup_timeout:g}s."
+        )
+    return AdminResult(promoted, "\n".join(output), tuple(events))
+
+
+def lacks_report(pool: PoolState, target: NodeState) -> list[str]:
+    """What ``target`` lacks of every other node's last known position, one line each."""
+    lines = []
+    for n in pool.nodes:
+        if n is target or n.replication is None or not n.replication.binlog:
+            continue
+        missing = lacks_of(n.replication, target.replication)
+        if missing is None:
+            lines.append(f"Unknown what it lacks of {n.node} (positions not comparable).")
+        elif missing:
+            lines.append(
+                f"It lacks {missing} transaction(s) of {n.node}'s last known position "
+                f"({n.replication.binlog})."
+            )
+        else:
+            lines.append(f"It lacks nothing of {n.node}'s last known position.")
+    return lines
 
 
 def delete_node(pool: PoolState, node: NodeId) -> AdminResult:

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from mpp_agent.model import NodeState, Override, PoolState, request_level
+from mpp_agent.model import NodeState, Override, PoolState, State, request_level
+from mpp_agent.positions import lacks
 from mpp_agent.routing import NodeRoute, route
 
 
@@ -55,13 +56,47 @@ def pool_json(
         "max_lag": pool.max_lag,
         "stale_writer": pool.stale_writer.value,
         "incarnation": pool.incarnation,
+        "catchup_timeout": pool.catchup_timeout,
+        "max_failover_lag": pool.max_failover_lag,
         "version": pool.version,
         "active": None if writer is None else str(writer.node),  # the node taking writes
+        "degraded": decision.degraded,  # why no node could take over now, or null
         "nodes": [
-            node_json(n, pool.max_requests, r, lag_of(metrics.get(str(n.node), {})))
+            member_json(pool, n, r, lag_of(metrics.get(str(n.node), {})))
             for n, r in zip(pool.nodes, decision.nodes, strict=True)
         ],
         "went_backwards": went_backwards,
+    }
+
+
+def member_json(
+    pool: PoolState, node: NodeState, decided: NodeRoute, lag: float | None
+) -> dict[str, Any]:
+    """A node's document with its replication fields (``list``, ``pools``, ``report``)."""
+    return {
+        **node_json(node, pool.max_requests, decided, None),
+        **replication_json(pool, node, lag),
+    }
+
+
+def replication_json(pool: PoolState, node: NodeState, lag: float | None) -> dict[str, Any]:
+    """A node's replication as its last judged round saw it: ``read_only``, ``lag`` (the
+    probe metrics' when given, else the stored one), ``caught_up`` (everything it received is
+    applied) and ``behind`` (transactions it lacks of the ACTIVE's last known position);
+    each null when unknown."""
+    details = node.replication
+    active = next((n.replication for n in pool.active_nodes if n.replication), None)
+    behind = None
+    if details is not None and active is not None:
+        if node.state is State.ACTIVE:
+            behind = 0
+        else:
+            behind = lacks(active.binlog, details.binlog, details.applied, details.received)
+    return {
+        "read_only": None if details is None else details.read_only,
+        "lag": lag if lag is not None or details is None else details.lag,
+        "caught_up": None if details is None else details.caught_up,
+        "behind": behind,
     }
 
 

@@ -1,5 +1,5 @@
-"""Commands that change a pool's state: ``recover``, ``activate-primary``, ``delete``,
-``override``, ``release``.
+"""Commands that change a pool's state: ``recover``, ``activate-primary``, ``failover``,
+``delete``, ``override``, ``release``.
 
 Each is one pure transition of ``mpp_agent.state`` applied through the store's compare-and-set
 (atomic against concurrent poller ticks), and prints MPP's text for it. A refusal changes
@@ -17,6 +17,7 @@ from mpp_agent.model import Override, State, Status
 from mpp_agent.state import (
     activate_primary,
     delete_node,
+    failover_to,
     recover_node,
     recover_pool,
     release_override,
@@ -72,6 +73,34 @@ def activate_primary_cmd(
     """
     session = session_of(ctx)
     result = run_admin(session.store, pool, activate_primary, session.actor)
+    typer.echo(result.output)
+
+
+@cli_errors("failover")
+def failover_cmd(
+    ctx: typer.Context,
+    pool: Annotated[str, typer.Argument(help="The pool.")],
+    to: Annotated[str, typer.Option("--to", help="The node to promote.", show_default=False)],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Promote a node that is not STANDBY (e.g. FAILED_ONLINE)."),
+    ] = False,
+) -> None:
+    """Promote a chosen node of a pool to ACTIVE by hand.
+
+    The node must be STANDBY (--force: also UNKNOWN or FAILED_*). The ACTIVE node, if any,
+    steps down to STANDBY in the same atomic change. Prints what the node lacks of every
+    other node's last known position; it takes writes once it has applied what it had
+    received (at the latest after the pool's catch-up timeout).
+
+    Example: mpp-admin failover pool1 --to 10.0.0.2
+    """
+    session = session_of(ctx)
+    node_id = parse_node(to)
+    now = session.store.server_time()
+    result = run_admin(
+        session.store, pool, lambda p: failover_to(p, node_id, now, force=force), session.actor
+    )
     typer.echo(result.output)
 
 

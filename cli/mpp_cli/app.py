@@ -28,6 +28,7 @@ Examples:
   mpp-admin is-active 10.0.0.1:3306 || echo "not the ACTIVE node"
   mpp-admin recover 10.0.0.1
   mpp-admin activate-primary pool1
+  mpp-admin failover pool1 --to 10.0.0.2
   mpp-admin override 10.0.0.2 --state STANDBY --reason "kernel upgrade" --for 2h
   mpp-admin history --pool pool1 --follow
   mpp-admin haproxy-config pool1 --role rw
@@ -96,6 +97,7 @@ app.command("report")(view_cmd.report)
 app.command("is-active")(view_cmd.is_active)
 app.command("recover")(admin_cmd.recover)
 app.command("activate-primary")(admin_cmd.activate_primary_cmd)
+app.command("failover")(admin_cmd.failover_cmd)
 app.command("delete")(admin_cmd.delete)
 app.command("override")(admin_cmd.override)
 app.command("release")(admin_cmd.release)

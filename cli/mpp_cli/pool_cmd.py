@@ -25,7 +25,9 @@ from mpp_agent.config import (
     validate_pool_name,
 )
 from mpp_agent.model import (
+    DEFAULT_CATCHUP_TIMEOUT,
     DEFAULT_INTERVAL,
+    DEFAULT_MAX_FAILOVER_LAG,
     DEFAULT_MAX_LAG,
     DEFAULT_MAX_REQUESTS,
     Event,
@@ -80,6 +82,14 @@ STALE_WRITER_HELP = (
     "What an agent cut off from this pool's state does with the writer: keep (answer it up "
     "ready: a broken monitor never takes down a healthy database, two writers possible) or "
     "drain (stop its writes from the earliest moment the pollers could have failed it over)."
+)
+CATCHUP_HELP = (
+    "Longest wait (seconds) for a new ACTIVE to apply what it had received before it takes "
+    "writes; past it writes open with a WARNING event."
+)
+FAILOVER_LAG_HELP = (
+    "A STANDBY that lagged more than this (seconds) when the ACTIVE failed does not take over "
+    "by itself (0 = off)."
 )
 
 
@@ -179,6 +189,10 @@ def create(
     stale_writer: Annotated[
         StaleWriter, typer.Option(help=STALE_WRITER_HELP, case_sensitive=False)
     ] = StaleWriter.KEEP,
+    catchup_timeout: Annotated[float, typer.Option(help=CATCHUP_HELP)] = DEFAULT_CATCHUP_TIMEOUT,
+    max_failover_lag: Annotated[
+        float, typer.Option(help=FAILOVER_LAG_HELP)
+    ] = DEFAULT_MAX_FAILOVER_LAG,
 ) -> None:
     """Create a pool.
 
@@ -189,6 +203,7 @@ def create(
     config = build_config(
         name, primary, secondary, failoverpool, interval, max_requests, max_lag, stale_writer
     )
+    config = replace(config, catchup_timeout=catchup_timeout, max_failover_lag=max_failover_lag)
     session = session_of(ctx)
     pool = session.store.create_pool(config, actor=session.actor)
     typer.echo(f"OK: Pool {pool.name} created: {render_failoverpool(config)}")
@@ -222,6 +237,14 @@ def apply(
             show_default=False,
             case_sensitive=False,
         ),
+    ] = None,
+    catchup_timeout: Annotated[
+        float | None,
+        typer.Option(help=f"{CATCHUP_HELP} Default: keep the pool's.", show_default=False),
+    ] = None,
+    max_failover_lag: Annotated[
+        float | None,
+        typer.Option(help=f"{FAILOVER_LAG_HELP} Default: keep the pool's.", show_default=False),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow removing the ACTIVE node.")] = False,
 ) -> None:
@@ -258,6 +281,10 @@ def apply(
             max_requests=pool.max_requests if max_requests is None else max_requests,
             max_lag=pool.max_lag if max_lag is None else max_lag,
             stale_writer=pool.stale_writer if stale_writer is None else stale_writer,
+            catchup_timeout=pool.catchup_timeout if catchup_timeout is None else catchup_timeout,
+            max_failover_lag=(
+                pool.max_failover_lag if max_failover_lag is None else max_failover_lag
+            ),
         )
         try:
             after = apply_config(pool, config, force=force)

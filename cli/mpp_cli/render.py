@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mpp_agent.config import config_of, render_failoverpool
-from mpp_agent.model import NodeState, Override, PoolState, request_level
+from mpp_agent.model import NodeState, Override, PoolState, State, request_level
 from mpp_agent.routing import NodeRoute, route
 
 # The JSON documents of pools live with the agent, which serves them too (GET /v1/pools).
@@ -25,9 +25,11 @@ from mpp_agent.views import (
     iso_time,
     lag_of,
     listing_json,
+    member_json,
     node_json,
     override_json,
     pool_json,
+    replication_json,
     route_json,
 )
 
@@ -35,6 +37,7 @@ __all__ = [
     "iso_time",
     "lag_of",
     "listing_json",
+    "member_json",
     "node_json",
     "override_json",
     "pool_json",
@@ -78,24 +81,51 @@ def to_json_line(document: Any) -> str:
 # --------------------------------------------------------------------------- list
 
 
-def listing_row(values: Sequence[str]) -> str:
-    return "".join(v.ljust(w) + "  " for v, w in zip(values, LIST_WIDTHS, strict=True))
+# ``list --wide``: replication columns between MPP's State and its message.
+WIDE_HEADER = ("RO", "Lag", "Caught up", "Behind")
+WIDE_WIDTHS = (3, 5, 9, 6)
+
+
+def listing_row(values: Sequence[str], wide: Sequence[str] = ()) -> str:
+    """A row of MPP's columns; with ``wide`` the replication columns go before the message."""
+    if not wide:
+        return _row(values, LIST_WIDTHS)
+    widths = (*LIST_WIDTHS[:-1], *WIDE_WIDTHS, LIST_WIDTHS[-1])
+    return _row([*values[:-1], *wide, values[-1]], widths)
+
+
+def _row(values: Sequence[str], widths: Sequence[int]) -> str:
+    return "".join(v.ljust(w) + "  " for v, w in zip(values, widths, strict=True))
 
 
 def listing(
-    pools: Iterable[PoolState], now: float, backwards: Mapping[str, str] | None = None
+    pools: Iterable[PoolState],
+    now: float,
+    backwards: Mapping[str, str] | None = None,
+    wide: bool = False,
 ) -> str:
     """MPP's ``--list-cached-pools`` table: header once, then per pool its line and nodes.
 
     Under a node: its override on an 'O' line, and on an 'R' line what it answers when that
-    is neither its state nor its override's (the writer pinned elsewhere)."""
-    lines = [listing_row(LIST_HEADER), listing_row(["-" * w for w in LIST_WIDTHS])]
+    is neither its state nor its override's (the writer pinned elsewhere). ``wide`` adds each
+    node's read_only, lag, whether it has applied what it received, and what it lacks of the
+    ACTIVE's last known position."""
+    header = WIDE_HEADER if wide else ()
+    dashes = tuple("-" * w for w in WIDE_WIDTHS) if wide else ()
+    lines = [
+        listing_row(LIST_HEADER, header),
+        listing_row(["-" * w for w in LIST_WIDTHS], dashes),
+    ]
     for pool in pools:
         lines.append(f"*  [ {pool.name} ] status={pool.status}  {pool_settings(pool)}")
         if backwards and pool.name in backwards:
             lines.append(f"  ! {backwards[pool.name]}")
-        for node, decided in zip(pool.nodes, route(pool, now).nodes, strict=True):
-            lines.append(listing_row(node_columns(node)))
+        decision = route(pool, now)
+        if decision.degraded:
+            lines.append(f"  D degraded: {decision.degraded}")
+        for node, decided in zip(pool.nodes, decision.nodes, strict=True):
+            extra = wide_columns(replication_json(pool, node, None)) if wide else ()
+            lines.append(listing_row(node_columns(node), extra))
             if node.override is not None:
                 lines.append(f"  O {override_text(node.override)}")
             if routing_note(node, decided, now):
@@ -107,11 +137,17 @@ def listing(
 
 def pool_settings(pool: PoolState) -> str:
     """The pool's settings, after MPP's ``status=`` on its line (so ``status=(\\S+)`` still
-    parses): ``interval=2s max_requests=4 max_lag=30s stale_writer=keep``."""
+    parses): ``interval=2s max_requests=4 max_lag=30s stale_writer=keep catchup_timeout=30s
+    max_failover_lag=off``."""
     return (
         f"interval={pool.interval:g}s max_requests={pool.max_requests} max_lag={pool.max_lag:g}s"
-        f" stale_writer={pool.stale_writer}"
+        f" stale_writer={pool.stale_writer} catchup_timeout={pool.catchup_timeout:g}s"
+        f" max_failover_lag={failover_lag_text(pool.max_failover_lag)}"
     )
+
+
+def failover_lag_text(seconds: float) -> str:
+    return f"{seconds:g}s" if seconds > 0 else "off"
 
 
 def routing_note(node: NodeState, decided: NodeRoute, now: float) -> str:
@@ -119,6 +155,8 @@ def routing_note(node: NodeState, decided: NodeRoute, now: float) -> str:
     shown = node.state
     if node.override is not None and not node.override.is_expired(now):
         shown = node.override.state
+    if decided.state is State.ACTIVE and not decided.takes_writes:
+        return f"no writes: {decided.why[0]}"  # the catch-up gate holds
     if decided.state is shown:
         return ""
     return f"answers {decided.state}: {decided.why[-1]}"
@@ -134,6 +172,17 @@ def node_columns(node: NodeState) -> list[str]:
         node.state.value,
         node.message or "",
     ]
+
+
+def wide_columns(values: Mapping[str, Any]) -> tuple[str, ...]:
+    def shown(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return tuple(shown(values[key]) for key in ("read_only", "lag", "caught_up", "behind"))
 
 
 def override_text(override: Override) -> str:
@@ -163,7 +212,12 @@ def report_line(pool: PoolState, node: NodeState) -> str:
 
 def pools_table(pools: Iterable[PoolState], now: float) -> str:
     """One row per pool; ACTIVE is the node that takes writes (overrides applied)."""
-    rows = [("POOL", "STATUS", "ACTIVE", "NODES", "INTERVAL", "M", "MAX_LAG", "STALE_WRITER")]
+    rows = [
+        (
+            "POOL", "STATUS", "ACTIVE", "NODES", "INTERVAL", "M", "MAX_LAG", "STALE_WRITER",
+            "CATCHUP", "FAILOVER_LAG",
+        )
+    ]  # fmt: skip
     for pool in pools:
         writer = route(pool, now).writer
         active = "-" if writer is None else str(writer.node)
@@ -177,6 +231,8 @@ def pools_table(pools: Iterable[PoolState], now: float) -> str:
                 str(pool.max_requests),
                 f"{pool.max_lag:g}s",
                 pool.stale_writer.value,
+                f"{pool.catchup_timeout:g}s",
+                failover_lag_text(pool.max_failover_lag),
             )
         )
     return table(rows)
@@ -191,6 +247,8 @@ def pool_config_json(pool: PoolState) -> dict[str, Any]:
         "max_lag": config.max_lag,
         "stale_writer": config.stale_writer.value,
         "incarnation": pool.incarnation,
+        "catchup_timeout": config.catchup_timeout,
+        "max_failover_lag": config.max_failover_lag,
         "members": [{"node": str(n), "type": t.value} for n, t in config.members],
         "failoverpool": render_failoverpool(config),
     }
@@ -205,6 +263,8 @@ def pool_config_text(pool: PoolState) -> str:
         f"max_lag       {data['max_lag']:g}s",
         f"stale_writer  {data['stale_writer']}",
         f"incarnation   {data['incarnation'] or '-'}",
+        f"catchup       {data['catchup_timeout']:g}s",
+        f"failover_lag  {failover_lag_text(data['max_failover_lag'])}",
         "members       (priority order)",
     ]
     lines += [f"  {i}. {m['type']:<9}  {m['node']}" for i, m in enumerate(data["members"], 1)]

@@ -35,7 +35,7 @@ from mpp_cli.render import (
     lag_of,
     listing,
     listing_json,
-    node_json,
+    member_json,
     override_text,
     poller_json,
     pollers_text,
@@ -68,13 +68,20 @@ def list_(
         str | None, typer.Option("--pool", "-p", help="Only this pool.", show_default=False)
     ] = None,
     json_output: JsonOpt = False,
+    wide: Annotated[
+        bool,
+        typer.Option(
+            "--wide", "-w", help="Add replication columns: read_only, lag, caught up, behind."
+        ),
+    ] = False,
 ) -> None:
     """MPP's listing of every node.
 
     Every pool (or only --pool), nodes in priority order, overrides on an 'O' line, why the
-    monitor could not judge a node on an 'M' line, and a '!' line under a pool whose state
+    monitor could not judge a node on an 'M' line, a '!' line under a pool whose state
     went backwards (Redis has a lower version than mpp-admin saw before: a Redis failover
-    lost commits). --json adds each node's replication lag.
+    lost commits) and a 'D' line under a pool with no failover candidate. --json adds each
+    node's replication lag, read_only, caught_up and behind; --wide shows them as columns.
     """
     session = session_of(ctx)
     store = session.store
@@ -85,7 +92,7 @@ def list_(
         typer.echo(to_json(pools_document(session, pools, now, "list")))
     else:
         backwards = check_versions(session.redacted_url, session.namespace, pools)
-        typer.echo(listing(pools, now, backwards), nl=False)
+        typer.echo(listing(pools, now, backwards, wide), nl=False)
     report_unusable("list", unusable)
 
 
@@ -117,7 +124,7 @@ def report(
     if json_output:
         metrics = store.read_metrics([found.name])[found.name]
         lag = None if isinstance(metrics, BadKey) else lag_of(metrics.get(str(member.node), {}))
-        document = node_json(member, found.max_requests, decided, lag)
+        document = member_json(found, member, decided, lag)
         typer.echo(to_json({"pool": found.name, **document}))
         return
     typer.echo(report_line(found, member))

@@ -180,6 +180,9 @@ def test_a_redis_failover_that_lost_commits_never_moves_the_writer_back(
         os.kill(replica.pid, signal.SIGCONT)
         wait_until(lambda: sentinels.master_port() == replica.port, 60, "the replica promoted")
         after = Store.from_url(sentinels.url, NAMESPACE)
+        # Every Sentinel must agree before a client gets the new master (it may still be
+        # flagged down for a moment after the first Sentinel reports it).
+        wait_until(lambda: redis_answers(after), 30, "Sentinels to hand out the new master")
         rolled_back = after.load_pool(POOL)
         assert rolled_back.version < served.version  # the commits the replica lacked are lost
         assert rolled_back.incarnation == served.incarnation
@@ -216,3 +219,10 @@ def test_a_redis_failover_that_lost_commits_never_moves_the_writer_back(
         for f in fwd.values():
             f.stop()
         sentinels.stop()
+
+
+def redis_answers(store: Store) -> bool:
+    try:
+        return bool(store.client.ping())
+    except redis.RedisError:
+        return False

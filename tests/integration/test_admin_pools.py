@@ -180,6 +180,8 @@ def test_show_text_and_json(redis_url: str) -> None:
         "max_lag       30s",
         "stale_writer  keep",
         f"incarnation   {store_for(redis_url).load_pool('pool1').incarnation}",
+        "catchup       30s",
+        "failover_lag  off",
         "members       (priority order)",
         "  1. PRIMARY    10.0.0.1:3306",
         "  2. SECONDARY  10.0.0.2:3306",
@@ -205,13 +207,14 @@ def test_pools_and_pool_list(redis_url: str) -> None:
     bootstrap(store)
     created = mpp_admin(
         redis_url, *("pool", "create", "pool2", "--primary", "db9", "--interval", "2.5"),
-        *("--max-lag", "7.5"),
+        *("--max-lag", "7.5", "--catchup-timeout", "12", "--max-failover-lag", "5"),
     )  # fmt: skip
     assert created.exit_code == 0, created.stderr
     expected = [
-        "POOL   STATUS  ACTIVE         NODES  INTERVAL  M  MAX_LAG  STALE_WRITER",
-        "pool1  OK      10.0.0.1:3306  3      10s       4  30s      keep",
-        "pool2  OK      -              1      2.5s      4  7.5s     keep",
+        "POOL   STATUS  ACTIVE         NODES  INTERVAL  M  MAX_LAG  STALE_WRITER  CATCHUP"
+        "  FAILOVER_LAG",
+        "pool1  OK      10.0.0.1:3306  3      10s       4  30s      keep          30s      off",
+        "pool2  OK      -              1      2.5s      4  7.5s     keep          12s      5s",
     ]
     assert mpp_admin(redis_url, "pools").stdout.splitlines() == expected
     assert mpp_admin(redis_url, "pool", "list").stdout.splitlines() == expected
@@ -224,11 +227,13 @@ def test_pools_and_pool_list(redis_url: str) -> None:
         "name": "pool1", "status": "OK", "active": "10.0.0.1:3306",
         "interval": 10.0, "max_requests": 4, "max_lag": 30.0, "stale_writer": "keep",
         "incarnation": stored.incarnation, "version": stored.version, "went_backwards": None,
+        "catchup_timeout": 30.0, "max_failover_lag": 0.0, "degraded": None,
     }  # fmt: skip
     assert len(stored.incarnation) == 32
     members = ["10.0.0.1:3306", "10.0.0.2:3306", "10.0.0.3:3307"]
     assert [n["node"] for n in first["nodes"]] == members
     assert doc["pools"][1]["max_lag"] == 7.5
+    assert (doc["pools"][1]["catchup_timeout"], doc["pools"][1]["max_failover_lag"]) == (12, 5)
 
 
 def test_stale_writer_is_set_kept_and_shown(redis_url: str) -> None:

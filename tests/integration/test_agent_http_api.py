@@ -101,7 +101,12 @@ def test_http_check_agrees_with_the_agent_check(
     set_nodes(store, "p1", {N1: failed, N2: {"state": State.ACTIVE, "requests": 0}})
     agent.wait_reply(f"p1 {N2} rw", lambda r: r.startswith("up ready"))
     status, body, _ = request(port, "GET", f"/v1/check/p1/{N2}?role=rw")
-    assert (status, body) == (200, b"up ready #ACTIVE OK level=OK\n")
+    # The same reply as the agent-check: the new writer, and no failover candidate left.
+    assert (status, body) == (
+        200,
+        b"up ready #ACTIVE OK level=OK; degraded: no failover candidate\n",
+    )
+    assert body.decode() == agent.ask(f"p1 {N2} rw")
     status, body, _ = request(port, "GET", f"/v1/check/p1/{N1}?role=rw")
     assert status == 503
     assert body.startswith(b"down #FAILED_OFFLINE FAIL")

@@ -177,8 +177,10 @@ def test_replies_follow_state_changes(
     set_nodes(store, "p1", {N1: failed, N2: {"state": State.ACTIVE, "requests": 0}})
     waited = agent.wait_reply(f"p1 {N1} rw", lambda r: r.startswith("down #FAILED_OFFLINE FAIL"))
     assert waited < 1.0
-    assert agent.ask(f"p1 {N2} rw") == "up ready #ACTIVE OK level=OK\n"
-    assert agent.ask(f"p1 {N2} ro") == "up ready 100% #ACTIVE OK level=OK\n"
+    # node1 failed: nobody could take over from node2 now, and the reason says so
+    lost = "degraded: no failover candidate"
+    assert agent.ask(f"p1 {N2} rw") == f"up ready #ACTIVE OK level=OK; {lost}\n"
+    assert agent.ask(f"p1 {N2} ro") == f"up ready 100% #ACTIVE OK level=OK; {lost}\n"
 
     # an operator override, with who and why
     override = Override(State.STANDBY, None, "backup window", "alice", 0.0, None)
@@ -420,7 +422,8 @@ def test_a_bad_interval_is_skipped_and_the_repair_picked_up(
     agent.wait_reply(f"p1 {N1}", lambda r: r == "up ready #ACTIVE OK level=OK; stale\n")
     time.sleep(2.5)  # several full refreshes of the bad document
     assert agent.ask(f"p1 {N1}") == "up ready #ACTIVE OK level=OK; stale\n"
-    assert agent.ask("p2 10.0.0.1") == fresh
+    # p2 has one node: nobody could take over, its reason says so
+    assert agent.ask("p2 10.0.0.1") == fresh.replace("\n", "; degraded: no failover candidate\n")
     assert http_get(agent.metrics_port, "/healthz")[0] == 200
     assert http_get(agent.metrics_port, "/readyz")[0] == 200  # p2 is fresh
 

@@ -12,8 +12,10 @@ from typing import Any
 import pymysql
 import pytest
 
-from mpp_agent.model import NodeId, Observation, Outcome
+from mpp_agent.model import NodeId, NodeState, NodeType, Observation, Outcome, PoolState, State
+from mpp_agent.positions import missing
 from mpp_agent.probe import ProbeResult, ProbeSettings, probe_node
+from mpp_agent.state import excuse_cut_links
 from tests.servers import (
     APP_PASSWORD,
     APP_USER,
@@ -132,15 +134,44 @@ def test_stopped_io_thread_is_a_request_error(mariadb_cluster: MariaDBCluster) -
     )
 
 
-def test_io_thread_reconnecting_to_a_dead_source_is_not_an_error(
+def test_io_thread_reconnecting_to_a_dead_source_is_excused_by_the_tick(
     mariadb_cluster: MariaDBCluster,
 ) -> None:
     # node3 replicates from node1: with node1 gone its IO thread keeps "Connecting" (2003).
-    mariadb_cluster.node1.kill9()
-    node = mariadb_cluster.node3
+    # The probe reports it with the source; the tick, which sees node1 down, excuses it.
+    source, node = mariadb_cluster.node1, mariadb_cluster.node3
+    source.kill9()
     wait_until(lambda: (node.slave_status() or {}).get("Last_IO_Errno") in (2003, 2013), 15, "IO")
     result = probe(node)
-    assert result.observation.outcome is Outcome.HEALTHY, result.observation.message
+    assert result.observation.outcome is Outcome.REQUEST
+    details = result.observation.replication
+    assert details is not None
+    assert details.source_unreachable and details.source == source.node_id
+    pool = PoolState(
+        "p",
+        (
+            NodeState(NodeId.parse(source.node_id), NodeType.PRIMARY, State.ACTIVE),
+            NodeState(NodeId.parse(node.node_id), NodeType.SECONDARY, State.STANDBY),
+        ),
+    )
+    seen = {pool.nodes[0].node: probe(source).observation, pool.nodes[1].node: result.observation}
+    assert excuse_cut_links(pool, seen)[pool.nodes[1].node].is_healthy
+
+
+def test_positions_and_read_only_are_read(mariadb_cluster: MariaDBCluster) -> None:
+    source, node = mariadb_cluster.node1, mariadb_cluster.node3
+    source.sql("CREATE TABLE IF NOT EXISTS mppmon.positions (id INT PRIMARY KEY)")
+    source.sql("REPLACE INTO mppmon.positions VALUES (1)")
+    mariadb_cluster.wait_replicated(source)
+    node.sql("SET GLOBAL read_only=ON")
+    details = probe(node).observation.replication
+    assert details is not None
+    binlog = source.sql("SELECT @@gtid_binlog_pos")[0][0]
+    assert details.unapplied == 0 and details.caught_up is True
+    assert details.read_only is True
+    assert details.io_running == "Yes" and details.sql_running == "Yes"
+    assert missing(binlog, details.binlog, details.applied, details.received) == 0
+    assert details.server_id == 3
 
 
 def test_io_thread_refused_by_its_source_is_a_request_error(

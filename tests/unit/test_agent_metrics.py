@@ -22,3 +22,14 @@ def test_one_abstained_gauge_per_node_with_its_pool_and_node() -> None:
 
 def test_label_values_are_escaped() -> None:
     assert label_value('a\\b"c\nd') == 'a\\\\b\\"c\\nd'
+
+
+def test_a_degraded_gauge_per_pool() -> None:
+    from mpp_agent.agent_server import pool_metrics
+    from mpp_agent.model import State
+
+    a = NodeState(NodeId("db1"), NodeType.PRIMARY, State.ACTIVE)
+    b = NodeState(NodeId("db2"), NodeType.SECONDARY, State.STANDBY)
+    failed = NodeState(NodeId("db2"), NodeType.SECONDARY, State.FAILED_ONLINE)
+    lines = pool_metrics([PoolState("ok", (a, b)), PoolState("lost", (a, failed))], 0.0)
+    assert lines[2:] == ['mpp_pool_degraded{pool="lost"} 1', 'mpp_pool_degraded{pool="ok"} 0']

@@ -18,6 +18,7 @@ from mpp_agent.probe import (
     failure_text,
     normalize_slave_status,
     replication_lag,
+    replication_of,
     server_version,
     slave_status_errors,
     uses_replica_syntax,
@@ -47,9 +48,10 @@ CASES = [
         id="sql-stopped",
     ),
     pytest.param(
+        # Whether a source it cannot reach is down (excused) is the tick's decision.
         row(Slave_IO_Running="Connecting", Last_IO_Errno=2003),
-        [],
-        id="io-connecting-source-down-is-not-this-nodes-error",
+        ["Slave Error: Slave IO is not running, Slave_IO_Running=Connecting."],
+        id="io-connecting-source-unreachable-is-reported",
     ),
     pytest.param(
         row(Slave_IO_Running="Connecting", Last_IO_Errno=1045),
@@ -291,3 +293,73 @@ def test_failure_text_names_the_kind_on_one_line() -> None:
 
 def test_error_text_is_one_line() -> None:
     assert error_text(Exception(1045, "Access\ndenied  for\tx")) == "Access denied for x"
+
+
+MARIADB_STATUS = row(
+    Master_Host="10.0.0.1",
+    Master_Port=3306,
+    Master_Server_Id=1,
+    Gtid_IO_Pos="1-1-120,2-2-7",
+    Master_Log_File="bin.000002",
+    Relay_Master_Log_File="bin.000002",
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "variables", "expected"),
+    [
+        pytest.param(
+            MARIADB_STATUS,
+            {"binlog": "1-1-100,2-2-7", "slave_pos": "1-1-100", "server_id": 2, "read_only": 0},
+            {"unapplied": 20, "caught_up": False, "source": "10.0.0.1:3306", "read_only": False},
+            id="mariadb-relay-log-not-applied",
+        ),
+        pytest.param(
+            MARIADB_STATUS,
+            {"binlog": "1-1-120,2-2-7", "slave_pos": "1-1-120", "server_id": 2, "read_only": 1},
+            {"unapplied": 0, "caught_up": True, "source_server_id": 1, "read_only": True},
+            id="mariadb-caught-up-own-domain-not-counted",
+        ),
+        pytest.param(
+            row(
+                Retrieved_Gtid_Set="3e11fa47-71ca-11e1-9e33-c80aa9429562:1-50",
+                Executed_Gtid_Set="3e11fa47-71ca-11e1-9e33-c80aa9429562:1-45",
+            ),
+            {"read_only": 0, "super_read_only": 1},
+            {"unapplied": 5, "read_only": True},
+            id="mysql-gtid-sets-and-super-read-only",
+        ),
+        pytest.param(
+            row(Read_Master_Log_Pos=500, Exec_Master_Log_Pos=400, Master_Log_File="b.1"),
+            {},
+            {"unapplied": None, "caught_up": False},
+            id="no-gtid-file-positions",
+        ),
+        pytest.param(
+            row(Slave_IO_Running="Connecting", Last_IO_Errno=2003),
+            {},
+            {"source_unreachable": True},
+            id="io-cannot-reach-source",
+        ),
+        pytest.param(
+            row(Slave_IO_Running="Connecting", Last_IO_Errno=1045),
+            {},
+            {"source_unreachable": False},
+            id="io-refused-by-source-is-not-a-cut-link",
+        ),
+    ],
+)
+def test_replication_values(
+    status: dict[str, Any], variables: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    details = replication_of(normalize_slave_status(status), variables, 3)
+    assert details.lag == 3
+    for key, value in expected.items():
+        assert getattr(details, key) == value, key
+
+
+def test_max_lag_error_is_no_longer_a_cut_link() -> None:
+    details = replication_of(row(Slave_IO_Running="Connecting", Last_IO_Errno=2003), {}, None)
+    seen = Observation(Outcome.REQUEST, "x", replication=details)
+    lagging = with_max_lag(seen, 100, 30)
+    assert lagging.replication is not None and not lagging.replication.source_unreachable

@@ -4,7 +4,9 @@ releases:
 
 * at most one node of a pool takes writes, whatever the overrides, their expiries and the state;
 * ``mpp-admin is-active`` says OK exactly when the agent answers ``up ready`` on ``rw``;
-* ``pools`` names as ACTIVE the node the agent sends writes to.
+* ``pools`` names as ACTIVE the node the agent sends writes to;
+* a node never takes writes while its catch-up gate holds (it became ACTIVE with received
+  transactions not applied, and neither caught up nor timed out), unless an override pins it.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from mpp_agent.model import (
     NodeState,
     NodeType,
     Observation,
+    Outcome,
     Override,
     PoolState,
+    Replication,
     State,
     Status,
 )
@@ -138,6 +142,7 @@ def test_stale_changes_no_decision() -> None:
 @dataclass(frozen=True)
 class Tick:
     healthy: tuple[bool, ...]
+    unapplied: tuple[int, ...] = ()  # received, not applied, per node (as its probe read it)
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,7 @@ Step = Tick | SetOverride | Release | Wait | Drop
 
 def schedules(size: int) -> st.SearchStrategy[list[Step]]:
     step = st.one_of(
-        st.builds(Tick, st.tuples(*[st.booleans()] * size)),
+        st.builds(Tick, st.tuples(*[st.booleans()] * size), st.tuples(*[st.integers(0, 2)] * size)),
         st.builds(
             SetOverride,
             st.integers(0, size - 1),
@@ -192,14 +197,18 @@ def scenarios(draw: st.DrawFn) -> tuple[PoolState, list[Step]]:
         (NodeId(f"10.0.0.{i + 1}"), NodeType.PRIMARY if i == 0 else NodeType.SECONDARY)
         for i in range(size)
     )
-    return new_pool(PoolConfig("p1", members, max_requests=2)), draw(schedules(size))
+    config = PoolConfig("p1", members, max_requests=2, catchup_timeout=3.0)
+    return new_pool(config), draw(schedules(size))
 
 
 def apply(pool: PoolState, step: Step, now: float) -> PoolState:
     if isinstance(step, Tick):
+        behind = step.unapplied or (0,) * len(pool.nodes)
         obs = {
-            n.node: Observation.healthy() if ok else Observation.connect_error(n.node, "down")
-            for n, ok in zip(pool.nodes, step.healthy, strict=True)
+            n.node: Observation(Outcome.HEALTHY, replication=Replication(unapplied=k))
+            if ok
+            else Observation.connect_error(n.node, "down")
+            for n, ok, k in zip(pool.nodes, step.healthy, behind, strict=True)
         }
         return tick(pool, obs, now).pool
     if isinstance(step, SetOverride):
@@ -232,6 +241,11 @@ def check_views_agree(pool: PoolState, now: float) -> None:
     for n in pool.nodes:
         is_active_ok = node_route(pool, n.node, now).takes_writes
         assert is_active_ok == (rw[str(n.node)] == "up ready"), f"is-active disagrees on {n.node}"
+    for n, decided in zip(pool.nodes, decision.nodes, strict=True):
+        gated = n.catchup_until is not None and now < n.catchup_until
+        pinned = n.override is not None and not n.override.is_expired(now)
+        if decided.takes_writes and not pinned:
+            assert not gated, f"{n.node} takes writes while catching up"
     writer = decision.writer
     shown = pools_table([pool], now).splitlines()[1].split()[2]
     assert shown == ("-" if writer is None else str(writer.node))
@@ -252,3 +266,39 @@ def test_one_writer_and_one_truth_over_random_schedules(
         for n in pool.nodes:
             if n.override is not None and n.override.expires_at is not None:
                 check_views_agree(pool, n.override.expires_at)
+
+
+# ---------------------------------------------------------------------------------------------
+# the catch-up gate
+
+
+def gated_writer(unapplied: int | None = 3, until: float = NOW + 5) -> PoolState:
+    active = replace(
+        node(B, State.ACTIVE, Status.OK_WARN),
+        replication=Replication(unapplied=unapplied),
+        catchup_until=until,
+    )
+    return pool_of(node(A, State.FAILED_OFFLINE, Status.FAIL), active)
+
+
+def test_a_writer_catching_up_drains_writes_and_reads_as_a_standby() -> None:
+    pool = gated_writer()
+    assert writers(pool) == []
+    assert decide(pool, B, Role.RW, NOW).encode() == (
+        b"up drain #catching up (3 behind); ACTIVE OK_WARN level=OK; "
+        b"degraded: no failover candidate\n"
+    )
+    assert decide(pool, B, Role.RO, NOW).words == "up ready 100%"
+    assert route(pool, NOW).next_expiry == NOW + 5
+
+
+def test_writes_open_at_the_catch_up_deadline() -> None:
+    pool = gated_writer()
+    assert writers(pool, NOW + 5) == [str(B)]
+    assert decide(pool, B, Role.RW, NOW + 5).words == "up ready"
+
+
+def test_an_active_override_is_not_gated() -> None:
+    pool = gated_writer()
+    pinned = replace(pool.nodes[1], override=pin())
+    assert writers(pool_of(pool.nodes[0], pinned)) == [str(B)]
