@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import HAProxy, MariaDBCluster, RedisServer, require_binary, short_tempdir
+from tests.servers import (
+    HAProxy,
+    MariaDBCluster,
+    RedisServer,
+    require_binary,
+    short_tempdir,
+    wait_until,
+)
 
 # Tests start the console scripts by name (mpp-poller, mpp-agent, mpp-admin): those of the
 # interpreter running pytest come first, since `make test` runs `.venv/bin/python -m pytest`
@@ -41,6 +48,25 @@ def redis_url(redis_server: RedisServer) -> str:
         client.flushall()
         client.script_flush()
     return redis_server.url
+
+
+@pytest.fixture
+def redis_master_and_replica() -> Iterator[tuple[RedisServer, RedisServer]]:
+    """A redis-server and its replica, in sync, of this test's own (free to SIGSTOP or kill:
+    stopping a server SIGCONTs it first)."""
+    master = RedisServer().start()
+    replica = RedisServer().start()
+    try:
+        replica.client().replicaof("127.0.0.1", master.port)
+        wait_until(
+            lambda: replica.client().info("replication")["master_link_status"] == "up",
+            15,
+            "the replica in sync",
+        )
+        yield master, replica
+    finally:
+        replica.cleanup()
+        master.cleanup()
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -100,34 +99,14 @@ def ask(agent_port: int, node: str) -> str:
         return f"error {exc!r}"
 
 
-@pytest.fixture
-def redis_pair(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
-    master = RedisServer().start()
-    replica = RedisServer().start()
-    try:
-        replica.client().replicaof("127.0.0.1", master.port)
-        wait_until(
-            lambda: replica.client().info("replication")["master_link_status"] == "up",
-            15,
-            "the replica in sync",
-        )
-        yield master, replica
-    finally:
-        with_cont = replica._proc
-        if with_cont is not None and with_cont.poll() is None:  # never left stopped
-            os.kill(with_cont.pid, signal.SIGCONT)
-        replica.cleanup()
-        master.cleanup()
-
-
 def test_a_redis_failover_that_lost_commits_never_moves_the_writer_back(
     mariadb_cluster: MariaDBCluster,
-    redis_pair: tuple[RedisServer, RedisServer],
+    redis_master_and_replica: tuple[RedisServer, RedisServer],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # mpp-admin's memory
-    master, replica = redis_pair
+    master, replica = redis_master_and_replica
     cluster = mariadb_cluster
     sentinels = Sentinels(master.port, tmp_path)
     fwd = {1: Forwarder(cluster.node1.port).start(), 2: Forwarder(cluster.node2.port).start()}

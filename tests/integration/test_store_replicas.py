@@ -7,31 +7,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Iterator
 
 import pytest
 
 from mpp_agent.config import parse_failoverpool
 from mpp_agent.store import Store
-from tests.servers import RedisServer, wait_until
-
-
-@pytest.fixture
-def master_and_replica() -> Iterator[tuple[RedisServer, RedisServer]]:
-    master = RedisServer().start()
-    replica = RedisServer().start()
-    try:
-        replica.client().replicaof("127.0.0.1", master.port)
-        wait_until(
-            lambda: replica.client().info("replication")["master_link_status"] == "up",
-            15,
-            "the replica in sync",
-        )
-        yield master, replica
-    finally:
-        os.kill(replica.pid, signal.SIGCONT)
-        replica.cleanup()
-        master.cleanup()
+from tests.servers import RedisServer
 
 
 def commit_once(store: Store) -> bool:
@@ -50,9 +31,9 @@ def test_no_replica_no_wait(redis_url: str, caplog: pytest.LogCaptureFixture) ->
 
 
 def test_a_replica_confirms_and_a_frozen_one_is_a_warning(
-    master_and_replica: tuple[RedisServer, RedisServer], caplog: pytest.LogCaptureFixture
+    redis_master_and_replica: tuple[RedisServer, RedisServer], caplog: pytest.LogCaptureFixture
 ) -> None:
-    master, replica = master_and_replica
+    master, replica = redis_master_and_replica
     store = Store.from_url(master.url, "wait2")
     store.create_pool(parse_failoverpool("name:p1;primary:db1", interval=1.0))
     assert store.has_replicas()
