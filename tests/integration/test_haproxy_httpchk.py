@@ -86,6 +86,16 @@ def render(text: str, rw: int, ro: int, node1: str, node2: str, http_port: int) 
     return text
 
 
+def web_pool(redis_url: str, node1: str, node2: str, interval: float = 10.0) -> Store:
+    """Pool ``web``: node1 ACTIVE, node2 STANDBY, as a tick committed them."""
+    store = Store.from_url(redis_url)
+    spec = f"name:web;primary:{node1};secondary:{node2}"
+    store.create_pool(parse_failoverpool(spec, interval=interval))
+    set_nodes(store, "web", {node1: {"state": State.ACTIVE}, node2: {"state": State.STANDBY}})
+    tick(store, "web")
+    return store
+
+
 def test_live_haproxy_routes_by_the_http_check(
     redis_url: str,
     start_agent: Callable[..., AgentProcess],
@@ -93,11 +103,7 @@ def test_live_haproxy_routes_by_the_http_check(
 ) -> None:
     db1, db2, rw, ro = free_ports(4)
     node1, node2 = f"127.0.0.1:{db1}", f"127.0.0.1:{db2}"
-    store = Store.from_url(redis_url)
-    spec = f"name:web;primary:{node1};secondary:{node2}"
-    store.create_pool(parse_failoverpool(spec, interval=60.0))
-    set_nodes(store, "web", {node1: {"state": State.ACTIVE}, node2: {"state": State.STANDBY}})
-    tick(store, "web")
+    store = web_pool(redis_url, node1, node2, interval=60.0)
     agent = start_agent(redis_url)
     with banner_server(db1), banner_server(db2):
         haproxy_factory(render(CONFIG.read_text(), rw, ro, node1, node2, agent.metrics_port))

@@ -8,17 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from mpp_agent.config import parse_failoverpool
 from mpp_agent.model import State, Status
-from mpp_agent.store import Store
 from tests.integration.test_agent_server import (
     AgentProcess,
     metric,
     set_nodes,
     start_agent,
-    tick,
 )
-from tests.integration.test_haproxy_httpchk import banner_server, served_by
+from tests.integration.test_haproxy_httpchk import banner_server, served_by, web_pool
 from tests.servers import HAProxy, free_ports, wait_until
 
 pytestmark = pytest.mark.integration
@@ -75,11 +72,7 @@ def test_changed_answers_are_pushed_at_once(
 ) -> None:
     db1, db2, rw, ro = free_ports(4)
     node1, node2 = f"127.0.0.1:{db1}", f"127.0.0.1:{db2}"
-    store = Store.from_url(redis_url)
-    spec = f"name:web;primary:{node1};secondary:{node2}"
-    store.create_pool(parse_failoverpool(spec, interval=60.0))
-    set_nodes(store, "web", {node1: {"state": State.ACTIVE}, node2: {"state": State.STANDBY}})
-    tick(store, "web")
+    store = web_pool(redis_url, node1, node2, interval=60.0)
     socket_path = short_tmp / "h0" / "admin.sock"  # where haproxy_factory puts the first one
     agent = start_agent(redis_url, "--haproxy-socket", str(socket_path))
     with banner_server(db1), banner_server(db2):
@@ -127,10 +120,7 @@ def test_a_lost_push_is_logged_once_and_the_agent_check_still_answers(
     redis_url: str, tmp_path: Path, start_agent: Callable[..., AgentProcess]
 ) -> None:
     node1, node2 = "127.0.0.1:3306", "127.0.0.1:3307"
-    store = Store.from_url(redis_url)
-    store.create_pool(parse_failoverpool(f"name:web;primary:{node1};secondary:{node2}"))
-    set_nodes(store, "web", {node1: {"state": State.ACTIVE}, node2: {"state": State.STANDBY}})
-    tick(store, "web")
+    store = web_pool(redis_url, node1, node2)
     gone = tmp_path / "no-haproxy.sock"
     agent = start_agent(redis_url, "--haproxy-socket", str(gone))
     for i in range(2):
