@@ -51,7 +51,7 @@ from scripts.demo import (  # noqa: E402 - after the path set-up
     Demo,
     DemoError,
     M,
-    measure_switch,
+    hand_back,
     running_demo,
     summary,
 )
@@ -126,20 +126,6 @@ def data_run(demo: Demo, tag: str, delay: int) -> DataRun:
     demo.sql(2, "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=0; START SLAVE")
     assert first is not None
     return DataRun(first - killed, failed, sum(h < count for h in landed), acked - count)
-
-
-def hand_back(demo: Demo) -> float:
-    demo.start_node(1)
-    time.sleep(2 * INTERVAL)
-    start = time.monotonic()
-    demo.admin("recover", demo.node_id(1))
-    handback = measure_switch(demo, 1, start)
-    deadline = time.monotonic() + 20
-    while not demo.is_steady():
-        if time.monotonic() > deadline:
-            raise DemoError("the pool did not settle after the hand-back")
-        time.sleep(0.1)
-    return handback.seconds
 
 
 def main(argv: list[str] | None = None) -> int:

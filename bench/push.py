@@ -47,7 +47,7 @@ from scripts.demo import (  # noqa: E402
     Demo,
     DemoError,
     M,
-    measure_switch,
+    hand_back,
     running_demo,
     summary,
 )
@@ -82,17 +82,7 @@ def failover_run(demo: Demo) -> Run:
         time.sleep(0.02)
     landed = time.monotonic()
     committed = committed or landed  # seen in the same iteration as the write
-    demo.start_node(1)
-    time.sleep(2 * INTERVAL)
-    back = time.monotonic()
-    demo.admin("recover", demo.node_id(1))
-    handback = measure_switch(demo, 1, back)
-    deadline = time.monotonic() + 20
-    while not demo.is_steady():
-        if time.monotonic() > deadline:
-            raise DemoError("the pool did not settle after the hand-back")
-        time.sleep(0.1)
-    return Run(landed - start, landed - committed, failed, handback.seconds)
+    return Run(landed - start, landed - committed, failed, hand_back(demo))
 
 
 def bench(runs: int, push: bool, agent_inter: str, say: Callable[[str], None]) -> list[Run]:

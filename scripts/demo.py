@@ -730,6 +730,18 @@ def measure_switch(
         time.sleep(0.05)
 
 
+def hand_back(demo: Demo) -> float:
+    """After a failover away from node1: restart it, recover it, and time from the recover to
+    the first write on it through HAProxy; returns once the pool is steady again."""
+    demo.start_node(1)
+    time.sleep(2 * INTERVAL)  # two rounds: a FAILED node stays FAILED until recovered
+    start = time.monotonic()
+    demo.admin("recover", demo.node_id(1))
+    handback = measure_switch(demo, 1, start)
+    wait_until(demo.is_steady, 20, "the pool to settle after the hand-back")
+    return handback.seconds
+
+
 def wait_state(demo: Demo, n: int, states: tuple[State, ...], timeout: float) -> PoolState:
     def reached() -> bool:
         node = demo.pool().nodes[n - 1]
