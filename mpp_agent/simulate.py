@@ -282,7 +282,7 @@ def run_action(
     if isinstance(action, RecoverPool):
         result = recover_pool(find_pool(pools, action.name))
     elif isinstance(action, ActivatePrimary):
-        result = activate_primary(find_pool(pools, action.name))
+        result = activate_primary(find_pool(pools, action.name), now)
     elif isinstance(action, RecoverNode):
         result = recover_node(pool_of(pools, action.node, action.pool, "recover"), action.node)
     else:

@@ -594,7 +594,7 @@ def recover_pool(pool: PoolState) -> AdminResult:
     return AdminResult(replace(pool, status=PoolStatus.OK), output, (event,))
 
 
-def activate_primary(pool: PoolState) -> AdminResult:
+def activate_primary(pool: PoolState, now: float) -> AdminResult:
     """``--activate-primary`` (mpp-behaviour 2.6.3).
 
     DIVERGENCE: any other ACTIVE node is demoted to STANDBY in the same change, so there are
@@ -612,20 +612,31 @@ def activate_primary(pool: PoolState) -> AdminResult:
             f"PRIMARY SERVER {primary.node} IS NOT READY. "
             f"POOL status must be OK for activation (it is {pool.status})."
         )
+    promoted = replace(primary, state=State.ACTIVE, message=MSG_MANUALLY_REINSTATED)
+    after, events = hand_writer_to(pool, primary, promoted, EventKind.ACTIVATE_PRIMARY, now)
+    output = f"PRIMARY SERVER {primary.node} STATE is now ACTIVE."
+    return AdminResult(after, output, events)
+
+
+def hand_writer_to(
+    pool: PoolState, target: NodeState, promoted: NodeState, kind: EventKind, now: float
+) -> tuple[PoolState, tuple[Event, ...]]:
+    """An admin change of writer: ``target`` becomes ``promoted`` (ACTIVE) and any other
+    ACTIVE node STANDBY, in one change (never two ACTIVE). The new ACTIVE passes the catch-up
+    gate like a node the tick makes ACTIVE; an event for each node that changed."""
     events: list[Event] = []
     nodes: list[NodeState] = []
     for n in pool.nodes:
-        if n is primary:
-            after = replace(n, state=State.ACTIVE, message=MSG_MANUALLY_REINSTATED)
+        if n is target:
+            after, _ = catch_up(pool, n, promoted, now)
         elif n.state is State.ACTIVE:
-            after = replace(n, state=State.STANDBY, message=MSG_RELINQUISHING)
+            after = replace(n, state=State.STANDBY, message=MSG_RELINQUISHING, catchup_until=None)
         else:
             nodes.append(n)
             continue
-        events.append(admin_event(EventKind.ACTIVATE_PRIMARY, pool.name, n, after))
+        events.append(admin_event(kind, pool.name, n, after))
         nodes.append(after)
-    output = f"PRIMARY SERVER {primary.node} STATE is now ACTIVE."
-    return AdminResult(replace(pool, nodes=tuple(nodes)), output, tuple(events))
+    return replace(pool, nodes=tuple(nodes)), tuple(events)
 
 
 MSG_MANUAL_FAILOVER = "FAILOVER by hand: Taking over ACTIVE state."
@@ -652,23 +663,11 @@ def failover_to(pool: PoolState, node: NodeId, now: float, *, force: bool = Fals
             f"Pool {pool.name} status is {pool.status}: recover the pool first "
             f"(mpp-admin recover --pool {pool.name})."
         )
-    events: list[Event] = []
-    nodes: list[NodeState] = []
-    for n in pool.nodes:
-        if n is target:
-            after = replace(
-                n, state=State.ACTIVE, status=Status.OK_WARN, requests=0,
-                message=MSG_MANUAL_FAILOVER, synced_at=now,
-            )  # fmt: skip
-            after, _ = catch_up(pool, n, after, now)
-        elif n.state is State.ACTIVE:
-            after = replace(n, state=State.STANDBY, message=MSG_RELINQUISHING, catchup_until=None)
-        else:
-            nodes.append(n)
-            continue
-        events.append(admin_event(EventKind.FAILOVER, pool.name, n, after))
-        nodes.append(after)
-    promoted = replace(pool, nodes=tuple(nodes))
+    manual = replace(
+        target, state=State.ACTIVE, status=Status.OK_WARN, requests=0,
+        message=MSG_MANUAL_FAILOVER, synced_at=now,
+    )  # fmt: skip
+    promoted, events = hand_writer_to(pool, target, manual, EventKind.FAILOVER, now)
     output = [f"OK: Server {node} STATE is now ACTIVE (was {target.state}/{target.status})."]
     output += lacks_report(pool, target)
     new = promoted.nodes[index]
@@ -677,7 +676,7 @@ def failover_to(pool: PoolState, node: NodeId, now: float, *, force: bool = Fals
             f"It takes writes once it has applied what it received ({behind_text(new)}), "
             f"at the latest in {pool.catchup_timeout:g}s."
         )
-    return AdminResult(promoted, "\n".join(output), tuple(events))
+    return AdminResult(promoted, "\n".join(output), events)
 
 
 def lacks_report(pool: PoolState, target: NodeState) -> list[str]:

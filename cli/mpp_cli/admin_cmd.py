@@ -72,7 +72,8 @@ def activate_primary_cmd(
     An ACTIVE secondary steps down to STANDBY in the same change: never two ACTIVE nodes.
     """
     session = session_of(ctx)
-    result = run_admin(session.store, pool, activate_primary, session.actor)
+    now = session.store.server_time()  # the catch-up gate of the new ACTIVE counts from here
+    result = run_admin(session.store, pool, lambda p: activate_primary(p, now), session.actor)
     typer.echo(result.output)
 
 

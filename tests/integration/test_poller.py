@@ -321,7 +321,7 @@ def test_ticks_and_admin_changes_racing_lose_nothing(store, mariadb_cluster, pol
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             try:
-                store.admin("p1", activate_primary)
+                store.admin("p1", lambda p: activate_primary(p, store.server_time()))
                 activations += 1
                 break
             except AdminRefused:

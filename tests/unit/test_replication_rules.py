@@ -26,7 +26,15 @@ from mpp_agent.model import (
     State,
     Status,
 )
-from mpp_agent.state import MSG_READ_ONLY, AdminRefused, excuse_cut_links, failover_to, tick
+from mpp_agent.routing import route
+from mpp_agent.state import (
+    MSG_READ_ONLY,
+    AdminRefused,
+    activate_primary,
+    excuse_cut_links,
+    failover_to,
+    tick,
+)
 
 A, B = NodeId("10.0.0.1"), NodeId("10.0.0.2")
 IO_ERROR = "Slave Error: Slave IO is not running, Slave_IO_Running=Connecting."
@@ -349,3 +357,15 @@ def test_failover_by_hand_to_a_node_with_unapplied_transactions_is_gated() -> No
     result = failover_to(replace(current, nodes=(current.nodes[0], lagging)), B, 10.0)
     assert result.pool.nodes[1].catchup_until == 40.0
     assert "4 behind" in result.output
+
+
+def test_activate_primary_gates_a_primary_with_unapplied_transactions() -> None:
+    # The hand-back by hand is a change of writer like any other: the primary takes writes
+    # only once it has applied what it received from the secondary (routing reads the gate).
+    current = pool(State.STANDBY, State.ACTIVE)
+    lagging = replace(current.nodes[0], replication=Replication(unapplied=3))
+    result = activate_primary(replace(current, nodes=(lagging, current.nodes[1])), 10.0)
+    assert [n.state for n in result.pool.nodes] == [State.ACTIVE, State.STANDBY]
+    assert result.pool.nodes[0].catchup_until == 40.0
+    assert route(result.pool, 11.0).writer is None
+    assert route(result.pool, 41.0).writer is not None

@@ -142,7 +142,7 @@ def test_activate_primary_demotes_the_active_secondary_atomically() -> None:
             node("c", "S", 0, "OK", "STANDBY", None),
         ),
     )
-    result = activate_primary(pool)
+    result = activate_primary(pool, 1.0)
     assert result.output == "PRIMARY SERVER a:3306 STATE is now ACTIVE."
     # DIVERGENCE: MPP left both a and b ACTIVE until the next poll.
     assert tuples(result.pool) == [
@@ -195,7 +195,7 @@ def test_activate_primary_refused(
     nodes: tuple[NodeState, ...], status: PoolStatus, message: str
 ) -> None:
     with pytest.raises(AdminRefused) as refused:
-        activate_primary(PoolState("pool1", nodes, status))
+        activate_primary(PoolState("pool1", nodes, status), 1.0)
     assert str(refused.value) == message
 
 

@@ -124,7 +124,7 @@ def apply_admin(pool: PoolState, step: Admin) -> PoolState:
         if step.verb == "recover-pool":
             return recover_pool(pool).pool
         if step.verb == "activate-primary":
-            return activate_primary(pool).pool
+            return activate_primary(pool, 0.0).pool
         return delete_node(pool, target).pool
     except AdminRefused:
         return pool
