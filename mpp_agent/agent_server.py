@@ -1,6 +1,7 @@
 """The agent's shell: a gevent TCP server answering HAProxy agent-checks from an in-memory snapshot.
 
-This is the only module that imports ``gevent.server``. It owns:
+This is the only module that imports ``gevent.server`` (its HTTP listener is http_server.py's).
+It owns:
 
 * **the probe path** (``Agent.handle``): read at most one short line within ``read_timeout``
   (``MAX_REQUEST_BYTES``; oversized, slow or binary input is answered ``down #bad request``),
@@ -35,8 +36,8 @@ This is the only module that imports ``gevent.server``. It owns:
   ``mpp_node_monitor_abstained``), ``/healthz`` (liveness: 200 ``ok`` when serving from a fresh
   snapshot, 503 otherwise) and ``/readyz`` (200 when at least one pool has fresh state and every
   background loop runs). The HTTP port is bounded like the probe port: at most
-  ``metrics_max_connections`` at once, each closed after ``HTTP_TIMEOUT``; what bad clients send
-  is logged at most once a minute;
+  ``metrics_max_connections`` at once, each closed after ``http_server.HTTP_TIMEOUT``; what bad
+  clients send is logged at most once a minute;
 * **loops that never die**: the refresher and the pub/sub listener catch everything a cycle
   raises (logged once, then only when the problem changes) and run under ``supervised``, which
   restarts a loop that ended anyway and reports it down meanwhile. An unreadable pool document
@@ -52,7 +53,6 @@ import contextlib
 import json
 import logging
 import math
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -62,7 +62,6 @@ from typing import Any
 import gevent
 from gevent.event import Event
 from gevent.pool import Pool
-from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
 from mpp_agent import haproxy_runtime
@@ -85,7 +84,16 @@ from mpp_agent.daemon import OnChange, RateLimited
 from mpp_agent.haproxy_push import commands, parse_servers_state, servers_for
 from mpp_agent.http_api import OPENAPI, check_line, route_path, takes_traffic
 from mpp_agent.http_api import Route as ApiRoute
+from mpp_agent.http_server import (
+    OK,
+    PROMETHEUS,
+    UNAVAILABLE,
+    HttpServer,
+    health_answer,
+    start_http,
+)
 from mpp_agent.model import PoolState, StaleWriter
+from mpp_agent.prometheus import family, label_value, labels
 from mpp_agent.routing import earliest_failover, route, stops_writes
 from mpp_agent.store import REDIS_ERRORS, BadKey, Store, is_redis_down, redis_problem
 from mpp_agent.views import NodeMetrics, listing_json, pool_json
@@ -95,10 +103,7 @@ log = logging.getLogger("mpp.agent")
 POLLER_STALE_ROUNDS = 3
 STOP_GRACE = 2.0
 LOOP_RESTART_DELAY = 1.0
-# An HTTP client has this long to send its request and read the reply, keep-alive included.
-HTTP_TIMEOUT = 5.0
 JSON = "application/json"
-UNAVAILABLE = "503 Service Unavailable"
 
 Key = tuple[str, str, Role]
 
@@ -211,9 +216,53 @@ def pool_metrics(pools: Iterable[PoolState], now: float) -> list[str]:
     return lines
 
 
-def label_value(text: str) -> str:
-    """A Prometheus label value: backslash, double quote and newline escaped."""
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def state_metrics(pools: Iterable[PoolState], now: float, stale: Iterable[str]) -> list[str]:
+    """The pools' failover state as the agent serves it: each node's MPP state (one series
+    per node, ``state`` its current state), its request counter R, whether it takes writes
+    (the writer) and reads by the agent's decision; each pool's status and staleness."""
+    stale = set(stale)
+    ordered = sorted(pools, key=lambda p: p.name)
+    families: dict[str, list[str]] = {
+        "mpp_node_state": family(
+            "mpp_node_state", "gauge", "1 for the node's MPP state (the state label)."
+        ),
+        "mpp_node_requests": family(
+            "mpp_node_requests", "gauge", "The node's MPP request counter R (failing ticks)."
+        ),
+        "mpp_node_takes_writes": family(
+            "mpp_node_takes_writes", "gauge", "1 when the agent routes writes to the node."
+        ),
+        "mpp_node_takes_reads": family(
+            "mpp_node_takes_reads", "gauge", "1 when the agent routes reads to the node."
+        ),
+        "mpp_pool_status": family(
+            "mpp_pool_status", "gauge", "1 for the pool's MPP status (the status label)."
+        ),
+        "mpp_pool_stale": family(
+            "mpp_pool_stale", "gauge", "1 while the pool's pollers stopped committing."
+        ),
+    }
+    for pool in ordered:
+        decision = route(pool, now, pool.name in stale)
+        for node, decided in zip(pool.nodes, decision.nodes, strict=True):
+            at = labels(pool=pool.name, node=str(node.node))
+            families["mpp_node_state"].append(
+                f"mpp_node_state{{{at},{labels(state=node.state.value)}}} 1"
+            )
+            if node.requests is not None:
+                families["mpp_node_requests"].append(f"mpp_node_requests{{{at}}} {node.requests}")
+            families["mpp_node_takes_writes"].append(
+                f"mpp_node_takes_writes{{{at}}} {int(decided.takes_writes)}"
+            )
+            families["mpp_node_takes_reads"].append(
+                f"mpp_node_takes_reads{{{at}}} {int(decided.takes_reads)}"
+            )
+        at = labels(pool=pool.name)
+        families["mpp_pool_status"].append(
+            f"mpp_pool_status{{{at},{labels(status=pool.status.value)}}} 1"
+        )
+        families["mpp_pool_stale"].append(f"mpp_pool_stale{{{at}}} {int(pool.name in stale)}")
+    return [line for lines in families.values() for line in lines]
 
 
 def render_pool(
@@ -279,7 +328,7 @@ class Agent:
         self._next_drain: float | None = None  # monotonic: a rule-7 deadline to re-decide at
         self._backwards_noted: dict[str, int] = {}  # pool -> the older version Redis has
         self._server: StreamServer | None = None
-        self._metrics_server: WSGIServer | None = None
+        self._metrics_server: HttpServer | None = None
         self.pusher = Pusher(self, settings.haproxy_sockets) if settings.haproxy_sockets else None
 
     @property
@@ -714,6 +763,7 @@ class Agent:
             ]
         lines += node_metrics(self.pools.values())
         lines += pool_metrics(self.pools.values(), time.time())
+        lines += state_metrics(self.pools.values(), self.now(), self.stale_pools)
         return "\n".join(lines) + "\n"
 
     def health(self) -> tuple[bool, str]:
@@ -737,28 +787,13 @@ class Agent:
             return False, "no pool with fresh state" if self._rendered else "no pools"
         return True, f"ready: {len(fresh)} of {len(self._rendered)} pools fresh"
 
-    def wsgi_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        path = environ.get("PATH_INFO", "")
-        method = environ.get("REQUEST_METHOD", "GET")
-        if method not in ("GET", "HEAD"):
-            status, ctype, body = "405 Method Not Allowed", "text/plain", "GET or HEAD only"
-        elif path == "/metrics":
-            status, ctype, body = "200 OK", "text/plain; version=0.0.4", self.metrics_text()
-        elif path in ("/healthz", "/readyz"):
-            ok, text = self.health() if path == "/healthz" else self.readiness()
-            status, ctype, body = (
-                ("200 OK" if ok else "503 Service Unavailable"),
-                "text/plain",
-                text,
-            )
-        else:
-            status, ctype, body = self.api(route_path(path, environ.get("QUERY_STRING", "")))
-        data = (body if body.endswith("\n") else body + "\n").encode()
-        headers = [("Content-Type", ctype), ("Content-Length", str(len(data)))]
-        if status.startswith("405"):
-            headers.append(("Allow", "GET, HEAD"))
-        start_response(status, headers)
-        return [] if method == "HEAD" else [data]
+    def http(self, path: str, query: str) -> tuple[str, str, str]:
+        """Status, content type and body of an HTTP GET (http_server.py serves it)."""
+        if path == "/metrics":
+            return OK, PROMETHEUS, self.metrics_text()
+        if path in ("/healthz", "/readyz"):
+            return health_answer(*(self.health() if path == "/healthz" else self.readiness()))
+        return self.api(route_path(path, query))
 
     def api(self, request: ApiRoute) -> tuple[str, str, str]:
         """Status, content type and body of a ``/v1/`` request, from the snapshot alone."""
@@ -795,14 +830,12 @@ class Agent:
         self._server = StreamServer(self.settings.listen, self.handle, spawn=pool, backlog=4096)
         self._server.start()
         if self.settings.http_listen is not None:
-            self._metrics_server = HttpServer(
+            self._metrics_server = start_http(
                 self.settings.http_listen,
-                self.wsgi_app,
-                spawn=Pool(self.settings.metrics_max_connections),
-                log=None,
-                error_log=BadRequestLog(self.rate_limited),
+                self.http,
+                self.settings.metrics_max_connections,
+                self.rate_limited,
             )
-            self._metrics_server.start()
         loops = [("refresh", self.refresh_loop), ("pub/sub", self.subscribe_loop)]
         if self.pusher is not None:
             loops.append(("HAProxy push", self.pusher.loop))
@@ -896,43 +929,3 @@ class Pusher:
             f"{self.agent.address[1]}) in a backend named *rw or *ro with a node of a pool: "
             "nothing is pushed, the agent-checks alone apply the answers"
         )
-
-
-class BadRequestLog:
-    """pywsgi's error log: what a client sent wrong, at most one line a minute."""
-
-    def __init__(self, rate_limited: RateLimited) -> None:
-        self.rate_limited = rate_limited
-
-    def write(self, text: str) -> None:
-        # pywsgi prefixes the socket's repr; the client's address and complaint are enough.
-        message = text.strip().rsplit(">: ", 1)[-1]
-        self.rate_limited.note("bad HTTP request", message[:200])
-
-    def flush(self) -> None:
-        pass
-
-
-class HttpServer(WSGIServer):  # type: ignore[misc]
-    """/metrics, /healthz and /readyz, bounded like the probe port: at most
-    ``metrics_max_connections`` at once (more wait in the backlog), and each connection
-    closed after HTTP_TIMEOUT seconds whatever the client does (idle, slow or keep-alive)."""
-
-    def handle(self, sock: Any, address: Any) -> None:
-        # Each read or write times out (idle), and a deadline ends the whole connection (a
-        # client dribbling bytes): shutting the socket down ends pywsgi's wait as an EOF it
-        # handles quietly, where a gevent.Timeout raised inside it would be logged as a bug.
-        sock.settimeout(HTTP_TIMEOUT)
-        deadline = gevent.spawn_later(HTTP_TIMEOUT, shut_down, sock)
-        try:
-            super().handle(sock, address)
-        except OSError:
-            pass
-        finally:
-            deadline.kill(block=False)
-            sock.close()
-
-
-def shut_down(sock: Any) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)

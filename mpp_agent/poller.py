@@ -38,6 +38,7 @@ from mpp_agent.adoption import Seen, backwards_text, went_backwards
 from mpp_agent.candidates import degraded
 from mpp_agent.daemon import OnChange
 from mpp_agent.model import NodeId, Observation, Outcome, PoolState, State
+from mpp_agent.poller_metrics import PollerMetrics
 from mpp_agent.probe import (
     Checkpoint,
     NodeMetrics,
@@ -308,6 +309,7 @@ class Poller:
         self.deadline_trouble = OnChange(log, "deadline commits succeed again")
         self.seen: dict[str, PoolState] = {}  # pool -> its newest state this poller read
         self.degraded: dict[str, str] = {}  # pool -> why no node could take over now
+        self.metrics = PollerMetrics(settings.poller_id)  # served by --http-listen
 
     # ---------------------------------------------------------------- clock
 
@@ -346,6 +348,7 @@ class Poller:
         results, checkpoints = self.probe_round({node: timeouts[node] for node in nodes})
         report.probe_seconds = self.now() - now
         records = [self.record_of(p, round_of(now, p.interval), results, checkpoints) for p in due]
+        self.metrics.recorded(records, {node: r.latency for node, r in results.items()})
         for pool in due:
             self.handled[pool.name] = round_of(now, pool.interval)
             report.rounds[pool.name] = round_of(now, pool.interval)
@@ -510,10 +513,12 @@ class Poller:
                     outcome = f"not ticked: {exc.key} is unusable"
                 if isinstance(outcome, PoolState):
                     committed[name] = outcome
+                    self.metrics.round_committed(name)
                     self.track_degraded(outcome)
                     if isinstance(pool, PoolState) and has_changed(pool, outcome):
                         report.changed.append(name)
                 elif outcome == "version":
+                    self.metrics.commit_conflict(name)
                     retry.append((name, round_))
                 else:
                     report.skipped[name] = outcome
@@ -673,9 +678,12 @@ class Poller:
                     self.heartbeat(report, time.monotonic() - started)
                 delay = self.next_wake(report.pools)
                 self.cycle_trouble.ok()
+                served = [p.name for p in report.pools if p.name not in self.unserved]
+                self.metrics.cycle_done(time.monotonic() - started, served, len(self.unserved))
             except REDIS_DOWN_ERRORS as exc:
                 text = f"Redis unreachable ({exc}); retrying every {REDIS_RETRY_DELAY:g}s"
                 self.cycle_trouble.problem(text)
+                self.metrics.cycle_failed(f"Redis unreachable: {exc}")
                 delay = REDIS_RETRY_DELAY
             except Exception as exc:  # the loop must survive any one bad cycle (house style 6)
                 self.cycle_trouble.problem(
@@ -684,6 +692,7 @@ class Poller:
                     logging.ERROR,
                 )
                 log.debug("poll cycle failed", exc_info=True)
+                self.metrics.cycle_failed(f"{type(exc).__name__}: {exc}")
                 delay = REDIS_RETRY_DELAY
             if wait(delay):
                 break

@@ -11,7 +11,16 @@ import socket  # noqa: E402
 import sys  # noqa: E402
 
 from mpp_agent import __version__  # noqa: E402
-from mpp_agent.daemon import ExitCode, StopFlag, redis_refuses, seconds, setup_logging  # noqa: E402
+from mpp_agent.agent_main import parse_address  # noqa: E402
+from mpp_agent.daemon import (  # noqa: E402
+    ExitCode,
+    RateLimited,
+    StopFlag,
+    redis_refuses,
+    seconds,
+    setup_logging,
+)
+from mpp_agent.http_server import start_http  # noqa: E402
 from mpp_agent.poller import Poller, PollerSettings  # noqa: E402
 from mpp_agent.probe import (  # noqa: E402
     DEFAULT_MONITOR_DATABASE,
@@ -118,8 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="upper bound on one whole probe in seconds (default: connect + read timeout + "
         "0.5); each pool's probe also ends within half its interval",
     )
+    p.add_argument(
+        "--http-listen",
+        type=parse_address,
+        default=env("MPP_POLLER_HTTP_LISTEN"),
+        metavar="HOST:PORT",
+        help="serve /metrics (Prometheus) and /healthz here (env MPP_POLLER_HTTP_LISTEN; "
+        "default off; not with --once)",
+    )
     add_arguments(p, (LOG_LEVEL,))
     return p
+
+
+# HTTP connections served at once (scrapers and health checks; more wait in the backlog).
+HTTP_MAX_CONNECTIONS = 16
 
 
 def mysql_password(path: str | None) -> str:
@@ -186,6 +207,16 @@ def main() -> None:
             print(f"mpp-poller: Redis unreachable: {exc}", file=sys.stderr)
             sys.exit(ExitCode.UNAVAILABLE)
         sys.exit(ExitCode.OK)
+    if args.http_listen is not None:
+        where = "{}:{}".format(*args.http_listen)
+        try:
+            start_http(
+                args.http_listen, poller.metrics.http, HTTP_MAX_CONNECTIONS, RateLimited(log)
+            )
+        except OSError as exc:
+            print(f"mpp-poller: cannot listen on {where}: {exc}", file=sys.stderr)
+            sys.exit(ExitCode.USAGE)
+        log.info("serving /metrics and /healthz on %s", where)
     stop = StopFlag()
     stop.install(lambda: log.info("SIGHUP received: ignored (pools are re-read every cycle)"))
     poller.run(lambda: stop.is_set, stop.wait)
