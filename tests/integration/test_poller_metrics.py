@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,9 +21,11 @@ from mpp_agent.state import release_override, set_override
 from mpp_agent.store import Store
 from tests.daemons import PollerProcess, watch_ticks
 from tests.integration.test_agent_server import http_get
+from tests.integration.test_poller_abstain import pollers, store
 from tests.servers import MariaDBCluster, free_port, wait_until
 
 pytestmark = pytest.mark.integration
+_ = (pollers, store)  # the fixtures, imported for this module's tests
 
 INTERVAL = 0.5
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$")
@@ -48,19 +49,6 @@ def samples(port: int) -> dict[str, float]:
 def value(port: int, name: str, **labels: str) -> float:
     inside = ",".join(f'{k}="{v}"' for k, v in labels.items())
     return samples(port).get(f"{name}{{{inside}}}" if labels else name, 0.0)
-
-
-@pytest.fixture
-def store(redis_url: str) -> Store:
-    return Store.from_url(redis_url, "mpp")
-
-
-@pytest.fixture
-def pollers() -> Iterator[list[PollerProcess]]:
-    started: list[PollerProcess] = []
-    yield started
-    for p in started:
-        p.cleanup()
 
 
 def start(
