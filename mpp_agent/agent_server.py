@@ -81,7 +81,7 @@ from mpp_agent.agent_protocol import (
 )
 from mpp_agent.candidates import degraded
 from mpp_agent.daemon import OnChange, RateLimited
-from mpp_agent.haproxy_push import commands, parse_servers_state, servers_for
+from mpp_agent.haproxy_push import commands, parse_servers_state, pools_of_nodes, servers_for
 from mpp_agent.http_api import OPENAPI, check_line, route_path, takes_traffic
 from mpp_agent.http_api import Route as ApiRoute
 from mpp_agent.http_server import (
@@ -894,10 +894,7 @@ class Pusher:
 
     def push(self, path: str, batch: dict[Key, str]) -> None:
         """One batch to one HAProxy: find the servers, apply, log what was pushed."""
-        pools_of_node: dict[str, set[str]] = {}
-        for pool in self.agent.pools.values():
-            for node in pool.nodes:
-                pools_of_node.setdefault(str(node.node), set()).add(pool.name)
+        pools_of_node = pools_of_nodes(self.agent.pools.values())
         try:
             servers = parse_servers_state(haproxy_runtime.servers_state(path))
             carried = servers_for(servers, self.agent.address[1], pools_of_node)

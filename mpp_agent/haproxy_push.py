@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from mpp_agent.model import NodeId, NodeIdError
+from mpp_agent.model import NodeId, NodeIdError, PoolState
 
 Key = tuple[str, str, str]  # pool, node (host:port), role
 
@@ -104,18 +104,34 @@ def pool_of(backend: str, node: str, pools_of_node: Mapping[str, Iterable[str]])
     return pools[0] if len(pools) == 1 else None
 
 
+def pools_of_nodes(pools: Iterable[PoolState]) -> dict[str, set[str]]:
+    """node (``host:port``) -> the names of the pools that have it."""
+    out: dict[str, set[str]] = {}
+    for pool in pools:
+        for node in pool.nodes:
+            out.setdefault(str(node.node), set()).add(pool.name)
+    return out
+
+
+def carried(
+    server: Server, pools_of_node: Mapping[str, Iterable[str]]
+) -> tuple[str, str | None] | None:
+    """The pool whose node ``server`` carries and its role (None if the backend's name says
+    none), by the rules of the module docstring; None if it carries no node of a pool."""
+    pool = pool_of(server.backend, server.node, pools_of_node)
+    return None if pool is None else (pool, role_of(server.backend))
+
+
 def servers_for(
     servers: Iterable[Server], agent_port: int, pools_of_node: Mapping[str, Iterable[str]]
 ) -> dict[Key, list[Server]]:
-    """Every (pool, node, role) that HAProxy's servers carry, and the servers carrying it."""
+    """Every (pool, node, role) that HAProxy's servers checked by the agent on ``agent_port``
+    carry, and the servers carrying it."""
     found: dict[Key, list[Server]] = {}
     for server in servers:
-        role = role_of(server.backend)
-        if server.agent_port != agent_port or role is None:
-            continue
-        pool = pool_of(server.backend, server.node, pools_of_node)
-        if pool is not None:
-            found.setdefault((pool, server.node, role), []).append(server)
+        match = carried(server, pools_of_node) if server.agent_port == agent_port else None
+        if match is not None and match[1] is not None:
+            found.setdefault((match[0], server.node, match[1]), []).append(server)
     return found
 
 

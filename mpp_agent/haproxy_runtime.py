@@ -38,6 +38,25 @@ def servers_state(path: str, timeout: float = TIMEOUT) -> str:
     return exchange(path, ["show servers state"], timeout)
 
 
+def show_stat(path: str, timeout: float = TIMEOUT) -> str:
+    """``show stat``: one CSV line per frontend, backend and server."""
+    return exchange(path, ["show stat"], timeout)
+
+
+LEVELS = ("user", "operator", "admin")
+
+
+def cli_level(path: str, timeout: float = TIMEOUT) -> str:
+    """The socket's level (``show cli level``: user, operator or admin); RuntimeApiError if
+    what answers is not HAProxy's runtime API (or an HAProxy older than 2.0)."""
+    answer = exchange(path, ["show cli level"], timeout).strip()
+    if answer not in LEVELS:
+        raise RuntimeApiError(
+            f"{path}: not HAProxy's runtime API (show cli level answered {answer[:80]!r})"
+        )
+    return answer
+
+
 # What HAProxy answers to a command it refuses (each `set server` that works answers nothing).
 REFUSALS = ("Unknown command", "Permission denied", "No such", "Require", "can't", "cannot")
 

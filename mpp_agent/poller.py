@@ -457,6 +457,8 @@ class Poller:
         )
         if observation.is_abstained:
             data["abstained"] = observation.message
+        elif not observation.is_healthy:
+            data["error"] = observation.message  # mpp-admin status: the last probe's error
         return json.dumps(data, separators=(",", ":"))
 
     def track_abstentions(

@@ -573,6 +573,18 @@ class Store:
     def round_observations(self, pool: str, round_: int) -> Reports:
         return decode_reports(self.client.hgetall(self.keys.observations(pool, round_)))
 
+    def read_rounds(self, rounds: Sequence[tuple[str, int]]) -> dict[str, Reports | BadKey]:
+        """Each pool's reports of one round (poller id -> its observations), in one round
+        trip: a pool -> {} when the round's observations expired; BadKey if unusable."""
+        pipe = self.client.pipeline(transaction=False)
+        for pool, round_ in rounds:
+            pipe.hgetall(self.keys.observations(pool, round_))
+        out: dict[str, Reports | BadKey] = {}
+        for (pool, round_), raw in zip(rounds, pipe.execute(raise_on_error=False), strict=True):
+            reply = self.checked(raw, [(self.keys.observations(pool, round_), "hash")])
+            out[pool] = reply if isinstance(reply, BadKey) else decode_reports(reply)
+        return out
+
     # ---------------------------------------------------------------- pools
 
     def create_pool(self, config: PoolConfig, actor: str = "admin") -> PoolState:

@@ -1,7 +1,8 @@
 """The mpp-admin typer application: global options, then one command per operator task.
 
-Commands live in pool_cmd.py (configuration), view_cmd.py (read-only views) and admin_cmd.py
-(state changes); exit codes in errors.py; the shared Redis session in session.py.
+Commands live in pool_cmd.py (configuration), view_cmd.py (read-only views), status_cmd.py
+(the incident view with HAProxy's), hooks_cmd.py and admin_cmd.py (state changes); exit codes
+in errors.py; the shared Redis session in session.py.
 """
 
 import logging
@@ -13,7 +14,7 @@ from mpp_agent import __version__
 from mpp_agent.keys import DEFAULT_NAMESPACE
 from mpp_agent.settings import NAMESPACE, REDIS_PASSWORD_FILE, REDIS_URL, Setting
 from mpp_agent.store import DEFAULT_REDIS_URL
-from mpp_cli import admin_cmd, hooks_cmd, view_cmd
+from mpp_cli import admin_cmd, hooks_cmd, status_cmd, view_cmd
 from mpp_cli.pool_cmd import list_pools, pool_app
 from mpp_cli.session import Session
 from mpp_cli.simulate_cmd import simulate
@@ -31,11 +32,13 @@ Examples:
   mpp-admin failover pool1 --to 10.0.0.2
   mpp-admin override 10.0.0.2 --state STANDBY --reason "kernel upgrade" --for 2h
   mpp-admin history --pool pool1 --follow
+  mpp-admin status pool1 --haproxy-socket /run/haproxy/admin.sock
   mpp-admin haproxy-config pool1 --role rw
 
 \b
 Exit codes: 0 ok, 1 is-active NO, 2 usage, 3 not found, 4 refused,
-5 conflict, 6 Redis unavailable, 7 unreadable stored state (docs/admin.md).
+5 conflict, 6 Redis unavailable, 7 unreadable stored state, 8 an HAProxy socket
+unusable (docs/admin.md).
 """
 
 # The library logs for the daemons; a command reports on stderr itself, once per problem.
@@ -103,6 +106,7 @@ app.command("override")(admin_cmd.override)
 app.command("release")(admin_cmd.release)
 app.command("history")(view_cmd.history)
 app.command("pollers")(view_cmd.pollers)
+app.command("status")(status_cmd.status)
 app.command("haproxy-config")(view_cmd.haproxy_config)
 app.command("hooks")(hooks_cmd.hooks)
 app.command("simulate")(simulate)
