@@ -93,7 +93,7 @@ from mpp_agent.http_server import (
     start_http,
 )
 from mpp_agent.model import PoolState, StaleWriter
-from mpp_agent.prometheus import family, label_value, labels
+from mpp_agent.prometheus import Histogram, family, label_value, labels
 from mpp_agent.routing import earliest_failover, route, stops_writes
 from mpp_agent.store import REDIS_ERRORS, BadKey, Store, is_redis_down, redis_problem
 from mpp_agent.views import NodeMetrics, listing_json, pool_json
@@ -101,6 +101,7 @@ from mpp_agent.views import NodeMetrics, listing_json, pool_json
 log = logging.getLogger("mpp.agent")
 
 POLLER_STALE_ROUNDS = 3
+PROBE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0)
 STOP_GRACE = 2.0
 LOOP_RESTART_DELAY = 1.0
 JSON = "application/json"
@@ -169,6 +170,8 @@ class Metrics:
     redis_errors: int = 0
     refreshes: int = 0
     socket_errors: int = 0
+    # From accepting a probe to its reply sent (a slow client's wait for its line included).
+    probe_seconds: Histogram = field(default_factory=lambda: Histogram(PROBE_BUCKETS))
 
 
 def is_pool_stale(pool: PoolState, now: float) -> bool:
@@ -373,6 +376,7 @@ class Agent:
 
     def handle(self, sock: Any, _address: Any) -> None:
         """One probe: one short line in, one line out, close."""
+        started = time.monotonic()
         try:
             line = read_line(sock, self.settings.read_timeout)
             if line is None:
@@ -387,6 +391,7 @@ class Agent:
             self.metrics.socket_errors += 1
         finally:
             sock.close()
+            self.metrics.probe_seconds.observe(time.monotonic() - started)
 
     # ------------------------------------------------------------------ the snapshot
 
@@ -761,6 +766,12 @@ class Agent:
                 if isinstance(value, float)
                 else f"mpp_agent_{name} {value}",
             ]
+        lines += family(
+            "mpp_agent_probe_seconds",
+            "histogram",
+            "Seconds from accepting an agent-check probe to its reply sent.",
+        )
+        lines += m.probe_seconds.samples("mpp_agent_probe_seconds")
         lines += node_metrics(self.pools.values())
         lines += pool_metrics(self.pools.values(), time.time())
         lines += state_metrics(self.pools.values(), self.now(), self.stale_pools)

@@ -40,13 +40,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from mpp_agent import __version__
 from mpp_agent.http_server import OK, PROMETHEUS, health_answer
 from mpp_agent.model import NodeId, Observation
-from mpp_agent.prometheus import family, labels
+from mpp_agent.prometheus import Histogram, family, labels
 
 # A cycle runs at least every second (poller.MAX_SLEEP), whether a round is due or not.
 HEALTHY_WITHIN = 10.0
@@ -54,22 +53,6 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 FENCING_ACTIONS_HELP = "Changes this poller made to a node's MySQL to fence it, by action."
 
 PoolNode = tuple[str, str]
-
-
-@dataclass
-class Histogram:
-    """One label set's cumulative buckets, sum and count."""
-
-    buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
-    total: float = 0.0
-    count: int = 0
-
-    def observe(self, value: float) -> None:
-        for i, bound in enumerate(LATENCY_BUCKETS):
-            if value <= bound:
-                self.buckets[i] += 1
-        self.total += value
-        self.count += 1
 
 
 class PollerMetrics:
@@ -116,7 +99,9 @@ class PollerMetrics:
             for node, observation in observations.items():
                 key = (pool, str(node))
                 if node in latencies:
-                    self.latency.setdefault(key, Histogram()).observe(latencies[node])
+                    self.latency.setdefault(key, Histogram(LATENCY_BUCKETS)).observe(
+                        latencies[node]
+                    )
                 if observation.is_abstained:
                     self.abstentions[key] += 1
                 self.abstaining[key] = int(observation.is_abstained)
@@ -197,10 +182,6 @@ class PollerMetrics:
     def latency_lines(self) -> list[str]:
         name = "mpp_poller_probe_latency_seconds"
         lines = family(name, "histogram", "Time of each probe this poller recorded.")
-        for (pool, node), h in sorted(self.latency.items()):
-            bounds = [f"{b:g}" for b in LATENCY_BUCKETS] + ["+Inf"]
-            for bound, count in zip(bounds, [*h.buckets, h.count], strict=True):
-                lines.append(f"{name}_bucket{{{labels(pool=pool, node=node, le=bound)}}} {count}")
-            lines.append(f"{name}_sum{{{labels(pool=pool, node=node)}}} {h.total:.6f}")
-            lines.append(f"{name}_count{{{labels(pool=pool, node=node)}}} {h.count}")
+        for (pool, node), histogram in sorted(self.latency.items()):
+            lines += histogram.samples(name, labels(pool=pool, node=node))
         return lines
