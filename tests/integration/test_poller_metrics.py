@@ -9,6 +9,8 @@ racing the poller makes it lose version races (``mpp_poller_commit_conflicts_tot
 from __future__ import annotations
 
 import re
+import socket
+import subprocess
 import threading
 import time
 
@@ -181,3 +183,19 @@ def test_healthz_says_when_cycles_fail(
     fresh_redis.start()
     wait_until(lambda: http_get(port, "/healthz") == (200, "ok\n"), 20, "/healthz ok again")
     assert proc.is_running
+
+
+def test_a_bad_or_taken_http_listen_address_exits_2(redis_url: str) -> None:
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    try:
+        for address, said in (
+            ("nowhere", "expected HOST:PORT"),
+            (f"127.0.0.1:{port}", f"cannot listen on 127.0.0.1:{port}"),
+        ):
+            argv = ["mpp-poller", "--redis-url", redis_url, "--http-listen", address]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+            assert done.returncode == 2, done.stderr
+            assert said in done.stderr
+    finally:
+        taken.close()
