@@ -42,6 +42,13 @@ The rules, in the order they apply:
    with the reason ``stale: writes stopped to avoid two writers``. Reads are unchanged. A fresh
    view gives the writer back at once. With ``keep`` (the default) rule 8 stands.
 
+10. **Switchover.** While a switchover is in progress (``PoolState.switchover``) its source
+    takes no writes: it answers ``rw`` with ``down #switchover to <target>`` (``writes_closed``:
+    HAProxy marks it down and closes its sessions) and takes reads as a STANDBY would. The
+    target stays a STANDBY until the tick moves the writer.
+11. **Pause.** While the pool is paused (``PoolState.pause``, not expired) the decision is
+    the held state's, every reason starting with ``paused: <reason>``.
+
 The pool status FAIL changes nothing here (the state machine leaves no ACTIVE node then); the
 reason says ``pool FAIL``.
 """
@@ -49,7 +56,7 @@ reason says ``pool FAIL``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mpp_agent.candidates import degraded
 from mpp_agent.model import (
@@ -89,6 +96,8 @@ class NodeRoute:
     takes_reads: bool
     weight: int  # percent; meaningful when it takes reads
     why: tuple[str, ...]
+    # rule 10: the writer of a switchover in progress, whose write sessions must close
+    writes_closed: bool = False
 
     @property
     def reason(self) -> str:
@@ -204,7 +213,8 @@ def route(pool: PoolState, now: float, stale: bool = False, lead: float = 0.0) -
     writer = _choose_writer(answered)
     answered = _demote(answered, writer)
     gated = writer is not None and is_catching_up(answered[writer], now)
-    has_replica = any(a.is_healthy_standby for a in answered) or gated
+    closing = writer is not None and is_switching_away(pool, answered[writer])
+    has_replica = any(a.is_healthy_standby for a in answered) or gated or closing
     lost = degraded(pool, now)
     stopped = stops_writes(pool, now, stale, lead)
     nodes = tuple(
@@ -213,7 +223,38 @@ def route(pool: PoolState, now: float, stale: bool = False, lead: float = 0.0) -
         )
         for i, a in enumerate(answered)
     )
+    if closing and writer is not None:
+        nodes = switching_away(pool, nodes, writer)
+    if pool.is_paused(now):
+        nodes = tuple(paused(pool, n) for n in nodes)
     return PoolRoute(pool.name, nodes, stale, next_expiry(pool, now), stopped, lost)
+
+
+def is_switching_away(pool: PoolState, a: _Answered) -> bool:
+    """Rule 10: the writer is the source of the switchover in progress (not an override)."""
+    return pool.switchover is not None and pool.switchover.source == a.node.node and not a.pinned
+
+
+def switching_away(
+    pool: PoolState, nodes: tuple[NodeRoute, ...], writer: int
+) -> tuple[NodeRoute, ...]:
+    """Rule 10: the source takes no writes, its write sessions close, it reads as a STANDBY."""
+    assert pool.switchover is not None
+    source = nodes[writer]
+    closed = replace(
+        source,
+        takes_writes=False,
+        takes_reads=source.status.is_ok,
+        writes_closed=True,
+        why=(f"switchover to {pool.switchover.target}", *source.why),
+    )
+    return (*nodes[:writer], closed, *nodes[writer + 1 :])
+
+
+def paused(pool: PoolState, node: NodeRoute) -> NodeRoute:
+    """Rule 11: the held decision, said to be paused."""
+    assert pool.pause is not None
+    return replace(node, why=(f"paused: {pool.pause.reason}", *node.why))
 
 
 def is_catching_up(a: _Answered, now: float) -> bool:
