@@ -253,7 +253,7 @@ def test_a_pause_ends_at_its_time() -> None:
     result = round_of(p, Observation.connect_error(A, "refused"), seen(), 12.5)
     assert result.pool.pause is None
     assert result.pool.nodes[0].r == 1  # this round counted
-    assert [e.kind for e in result.events][0] is EventKind.RESUME
+    assert result.events[0].kind is EventKind.RESUME
 
 
 @pytest.mark.parametrize(
