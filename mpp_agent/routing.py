@@ -45,7 +45,8 @@ The rules, in the order they apply:
 10. **Switchover.** While a switchover is in progress (``PoolState.switchover``) its source
     takes no writes: it answers ``rw`` with ``down #switchover to <target>`` (``writes_closed``:
     HAProxy marks it down and closes its sessions) and takes reads as a STANDBY would. The
-    target stays a STANDBY until the tick moves the writer.
+    target stays a STANDBY until the tick moves the writer. Past the switchover's deadline the
+    source takes writes again, whether or not a poller has abandoned it yet.
 11. **Pause.** While the pool is paused (``PoolState.pause``, not expired) the decision is
     the held state's, every reason starting with ``paused: <reason>``.
 
@@ -213,7 +214,7 @@ def route(pool: PoolState, now: float, stale: bool = False, lead: float = 0.0) -
     writer = _choose_writer(answered)
     answered = _demote(answered, writer)
     gated = writer is not None and is_catching_up(answered[writer], now)
-    closing = writer is not None and is_switching_away(pool, answered[writer])
+    closing = writer is not None and is_switching_away(pool, answered[writer], now)
     has_replica = any(a.is_healthy_standby for a in answered) or gated or closing
     lost = degraded(pool, now)
     stopped = stops_writes(pool, now, stale, lead)
@@ -230,9 +231,16 @@ def route(pool: PoolState, now: float, stale: bool = False, lead: float = 0.0) -
     return PoolRoute(pool.name, nodes, stale, next_expiry(pool, now), stopped, lost)
 
 
-def is_switching_away(pool: PoolState, a: _Answered) -> bool:
-    """Rule 10: the writer is the source of the switchover in progress (not an override)."""
-    return pool.switchover is not None and pool.switchover.source == a.node.node and not a.pinned
+def is_switching_away(pool: PoolState, a: _Answered, now: float) -> bool:
+    """Rule 10: the writer is the source of the switchover in progress (not an override).
+    Past its deadline the source writes again even if no poller has ticked to abandon it."""
+    record = pool.switchover
+    return (
+        record is not None
+        and record.source == a.node.node
+        and not a.pinned
+        and now < record.deadline
+    )
 
 
 def switching_away(
@@ -320,4 +328,8 @@ def next_expiry(pool: PoolState, now: float) -> float | None:
         for n in pool.nodes
         if n.catchup_until is not None and n.catchup_until > now and math.isfinite(n.catchup_until)
     ]
+    # So do the end of a switchover and of a pause.
+    ends = [pool.switchover.deadline if pool.switchover else None]
+    ends.append(pool.pause.until if pool.pause else None)
+    times += [t for t in ends if t is not None and t > now and math.isfinite(t)]
     return min(times, default=None)

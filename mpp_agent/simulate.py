@@ -69,6 +69,7 @@ from mpp_agent.state import (
     start_switchover,
     tick,
 )
+from mpp_agent.views import operator_notes
 
 POOL_PREFIX = "pool:"  # MPP's --recover=pool:<name> form
 
@@ -479,7 +480,7 @@ def render_listing(pools: Iterable[PoolState]) -> list[str]:
     lines = [list_row(LIST_HEADER), list_row(tuple("-" * w for w in LIST_WIDTHS))]
     for pool in pools:
         lines.append(f"*  [ {pool.name} ] status={pool.status}")
-        lines.extend(f"   {note}" for note in operator_notes(pool))
+        lines.extend(f"  {note}" for note in operator_notes(pool, pool_now(pool)))
         for node in pool.nodes:
             lines.append(list_node(node))
             if node.monitor_note:
@@ -487,17 +488,9 @@ def render_listing(pools: Iterable[PoolState]) -> list[str]:
     return lines
 
 
-def operator_notes(pool: PoolState) -> list[str]:
-    """The pool's pause and switchover in progress, one line each (also in ``mpp-admin list``)."""
-    notes = []
-    if pool.pause is not None:
-        would = f"; {pool.pause.would}" if pool.pause.would else ""
-        notes.append(f"PAUSED by {pool.pause.set_by}: {pool.pause.reason}{would}")
-    if pool.switchover is not None:
-        record = pool.switchover
-        at = "" if record.position is None else f"; drained at {record.position or '(empty)'}"
-        notes.append(f"SWITCHOVER from {record.source} to {record.target}{at}")
-    return notes
+def pool_now(pool: PoolState) -> float:
+    """The time of a pool in a script: its last cycle's step (what a pause expires by)."""
+    return float(max(pool.last_round, 0))
 
 
 def render_text(results: Iterable[StepResult]) -> str:
@@ -525,7 +518,9 @@ def pool_document(pool: PoolState) -> dict[str, Any]:
     return {
         "name": pool.name,
         "status": str(pool.status),
-        **({"notes": operator_notes(pool)} if pool.pause or pool.switchover else {}),
+        **(
+            {"notes": operator_notes(pool, pool_now(pool))} if pool.pause or pool.switchover else {}
+        ),
         "nodes": [
             {
                 "node": str(n.node),

@@ -884,6 +884,20 @@ def advance_switchover(
     return replace(result, pool=pool, events=tuple(events))
 
 
+def abandon_switchover(pool: PoolState, now: float) -> AdminResult:
+    """Abandon a switchover past its deadline that no poller has ticked (the command that
+    started it gives up waiting): the source takes writes again."""
+    record = pool.switchover
+    if record is None:
+        raise AdminRefused(f"Pool {pool.name} has no switchover in progress.")
+    if now < record.deadline:
+        raise AdminRefused(f"The switchover of pool {pool.name} has not timed out yet.")
+    text = "abandoned: timeout passed and no poller ticked the pool; the source takes writes again"
+    event = switchover_event(pool, record, text, record.source)
+    event = replace(event, extra={**event.extra, "level": "WARNING"})
+    return AdminResult(replace(pool, switchover=None), f"Switchover {text}.", (event,))
+
+
 # --------------------------------------------------------------------------- pause
 
 

@@ -25,6 +25,9 @@ code  name         meaning
 7     BAD_STATE    the state stored in Redis cannot be read by this version: a key of the
                    wrong type or unreadable content (a command over several pools shows the
                    readable ones, then one line per unusable key, then exits 7)
+8     ABANDONED    ``switchover``: the switchover was abandoned (the target failed, a
+                   position could not be read, or the timeout passed); the old ACTIVE takes
+                   writes again
 ====  ===========  ==========================================================================
 """
 
@@ -64,6 +67,7 @@ class ExitCode(IntEnum):
     CONFLICT = 5
     UNAVAILABLE = 6
     BAD_STATE = 7
+    ABANDONED = 8
 
 
 class CliError(Exception):
