@@ -11,8 +11,8 @@ from mpp_agent.model import NodeId, Observation, Outcome, PoolState, Replication
 from mpp_agent.routing import route
 from mpp_agent.store import Store
 from tests.integration.admin_support import (
-    P,
     S1,
+    P,
     bootstrap,
     dump,
     failover,
