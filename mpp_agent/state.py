@@ -879,7 +879,10 @@ def advance_switchover(
         events += moved
     if verdict.text:
         level = "WARNING" if verdict.step is switchover.Step.ABANDON else "INFO"
-        event = switchover_event(pool, record, verdict.text, record.target)
+        flipped = verdict.step is switchover.Step.FLIP
+        event = switchover_event(
+            pool, record, verdict.text, record.target if flipped else record.source
+        )
         events.append(replace(event, extra={**event.extra, "level": level}))
     return replace(result, pool=pool, events=tuple(events))
 

@@ -115,8 +115,15 @@ def test_switchover_waits_prints_the_steps_and_exits_0(redis_url: str) -> None:
         stop.set()
         thread.join()
     assert result.exit_code == 0, result.stdout + result.stderr
-    assert f"{P}: started: writes stop on {P}" in result.stdout
-    assert "drained at position 0-1-7" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[1].endswith(
+        f"{P}: started: writes stop on {P}; {S1} takes them once it has "
+        f"applied everything {P} wrote (at the latest in 20s)"
+    )
+    assert lines[2].endswith(f"{P}: {P} drained at position 0-1-7")
+    assert lines[3].endswith(f"{P}: SWITCHOVER: writes moved to {S1}.")
+    assert lines[4].endswith(f"{S1}: SWITCHOVER: Taking over ACTIVE state.")
+    assert lines[5].endswith(f"{S1}: {S1} has applied 0-1-7: it takes writes, {P} is STANDBY")
     assert result.stdout.rstrip().endswith(f"OK: {S1} takes writes in pool pool1.")
     pool = store.load_pool("pool1")
     assert [n.state for n in pool.nodes[:2]] == [State.STANDBY, State.ACTIVE]
