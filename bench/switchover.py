@@ -24,21 +24,16 @@ Run: ``.venv/bin/python bench/switchover.py [--runs 10]``
 from __future__ import annotations
 
 import argparse
-import contextlib
-import itertools
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import pymysql
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.demo import (  # noqa: E402 - after the path set-up
+from scripts.ack_writer import AckWriter  # noqa: E402 - after the path set-up
+from scripts.demo import (  # noqa: E402
     AGENT_INTER,
     APP_PASSWORD,
     APP_USER,
@@ -53,81 +48,21 @@ BOUND = 2 * INTERVAL + AGENT_INTER + 1.0
 TAG = "bench-switchover"
 
 
-@dataclass(frozen=True)
-class Ack:
-    start: float
-    end: float
-    port: int
-    row: int
-
-
-@dataclass
-class Writer:
-    """Inserts through HAProxy every 20 ms in a thread; records what was acknowledged."""
-
-    rw_port: int
-    acks: list[Ack] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            start = time.monotonic()
-            ack = self.insert(start)
-            if ack is not None:
-                self.acks.append(ack)
-            time.sleep(0.02)
-
-    def insert(self, start: float) -> Ack | None:
-        try:
-            conn = pymysql.connect(
-                host="127.0.0.1", port=self.rw_port, user=APP_USER, password=APP_PASSWORD,
-                autocommit=True, connect_timeout=0.5, read_timeout=0.5, write_timeout=0.5,
-            )  # fmt: skip
-        except (pymysql.err.MySQLError, OSError):
-            return None
-        try:
-            with conn.cursor() as cur:
-                cur.execute("INSERT INTO app.t (port, v) VALUES (@@port, %s)", (TAG,))
-                row = int(cur.lastrowid)
-                cur.execute("SELECT @@port")
-                return Ack(start, time.monotonic(), int(cur.fetchone()[0]), row)
-        except (pymysql.err.MySQLError, OSError):
-            return None
-        finally:
-            with contextlib.suppress(Exception):
-                conn.close()
-
-
-def pause_of(writer: Writer, since: float, until: float) -> float:
-    ends = [a.end for a in writer.acks if since <= a.end <= until]
-    return max((b - a for a, b in itertools.pairwise(ends)), default=0.0)
-
-
-def late_of(writer: Writer, source: int, target: int, since: float) -> int:
-    after = [a for a in writer.acks if a.start >= since]
-    first = next((a for a in after if a.port == target), None)
-    if first is None:
-        return 0
-    return sum(a.port == source and a.start > first.end for a in after)
-
-
-def lost_of(demo: Demo, writer: Writer) -> int:
+def lost_of(demo: Demo, writer: AckWriter) -> int:
     time.sleep(2)  # replication settles both ways
-    lost = 0
-    for n in (1, 2):
-        rows = dict(demo.sql(n, f"SELECT id, port FROM app.t WHERE v = '{TAG}'"))
-        lost += sum(rows.get(a.row) != a.port for a in writer.acks)
-    return lost
+    rows = [dict(demo.sql(n, f"SELECT id, port FROM app.t WHERE v = '{TAG}'")) for n in (1, 2)]
+    return sum(len(writer.lost(r)) for r in rows)
 
 
-def switch(demo: Demo, writer: Writer, source: int, target: int) -> tuple[float, float, int]:
+def switch(demo: Demo, writer: AckWriter, source: int, target: int) -> tuple[float, float, int]:
     """One switchover: (seconds the command took, longest write pause, late writes)."""
     started = time.monotonic()
     demo.admin("switchover", POOL, "--to", demo.node_id(target), "--timeout", "20")
     took = time.monotonic() - started
     time.sleep(1.0)
     ports = demo.ports[f"node{source}"], demo.ports[f"node{target}"]
-    return took, pause_of(writer, started, time.monotonic()), late_of(writer, *ports, started)
+    late = writer.late_on(*ports, started)
+    return took, writer.longest_pause(started, time.monotonic()), len(late)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,12 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         running_demo(Path(state_dir), say=say) as demo,
     ):
         demo.admin("pool", "apply", POOL, "--failback", "manual")
-        writer = Writer(demo.ports["rw"])
-        thread = threading.Thread(target=writer.run, daemon=True)
-        thread.start()
-        time.sleep(1.0)
-        print("run  from -> to  command s  write pause s  late writes")
-        try:
+        with AckWriter(demo.ports["rw"], APP_USER, APP_PASSWORD, TAG) as writer:
+            time.sleep(1.0)
+            print("run  from -> to  command s  write pause s  late writes")
             for run in range(1, args.runs + 1):
                 source, target = (1, 2) if run % 2 else (2, 1)
                 took, pause, run_late = switch(demo, writer, source, target)
@@ -162,9 +94,6 @@ def main(argv: list[str] | None = None) -> int:
                     f"{run:3d}  node{source} -> node{target}  {took:9.2f}  {pause:13.2f}"
                     f"  {run_late:11d}"
                 )
-        finally:
-            writer.stop.set()
-            thread.join(10)
         lost = lost_of(demo, writer)
         acked = len(writer.acks)
     print(f"write pause over {len(pauses)} switchovers: {summary(pauses)}")

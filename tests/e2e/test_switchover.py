@@ -9,17 +9,13 @@ acknowledged writes stays within 2 x interval + agent-inter + 1 s.
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import subprocess
-import threading
 import time
-from dataclasses import dataclass, field
 
-import pymysql
 import pytest
 
 from mpp_agent.model import State
+from scripts.ack_writer import AckWriter
 from tests.e2e.conftest import (
     AGENT_INTER,
     BUDGET,
@@ -36,75 +32,8 @@ pytestmark = pytest.mark.e2e
 PAUSE_BUDGET = 2 * INTERVAL + AGENT_INTER + 1.0  # the issue's bound on the write pause
 
 
-@dataclass(frozen=True)
-class Ack:
-    start: float
-    end: float
-    port: int
-    row: int
-
-
-@dataclass
-class AckWriter:
-    """A thread inserting through HAProxy every ``every`` s, recording what was acknowledged."""
-
-    rw_port: int
-    tag: str
-    every: float = 0.02
-    acks: list[Ack] = field(default_factory=list)
-    failures: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def __enter__(self) -> AckWriter:
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        wait_until(lambda: bool(self.acks), 10, "a first acknowledged write")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            start = time.monotonic()
-            ack = self._insert(start)
-            if ack is None:
-                self.failures += 1
-            else:
-                self.acks.append(ack)
-            time.sleep(self.every)
-
-    def _insert(self, start: float) -> Ack | None:
-        try:
-            conn = pymysql.connect(
-                host="127.0.0.1", port=self.rw_port, user=APP_USER, password=APP_PASSWORD,
-                autocommit=True, connect_timeout=0.5, read_timeout=0.5, write_timeout=0.5,
-                ssl_disabled=True,
-            )  # fmt: skip
-        except (pymysql.err.MySQLError, OSError):
-            return None
-        try:
-            with conn.cursor() as cur:
-                cur.execute("INSERT INTO app.t (origin, v) VALUES (@@port, %s)", (self.tag,))
-                row = cur.lastrowid
-                cur.execute("SELECT @@port")
-                port = int(cur.fetchone()[0])
-            return Ack(start, time.monotonic(), port, int(row))
-        except (pymysql.err.MySQLError, OSError):
-            return None  # not acknowledged: may or may not have been written
-        finally:
-            with contextlib.suppress(Exception):
-                conn.close()
-
-    def since(self, t: float) -> list[Ack]:
-        return [a for a in self.acks if a.start >= t]
-
-    def longest_pause(self, since: float, until: float) -> float:
-        ends = [a.end for a in self.acks if since <= a.end <= until]
-        return max((b - a for a, b in itertools.pairwise(ends)), default=0.0)
+def writer_for(system: System, tag: str) -> AckWriter:
+    return AckWriter(system.rw_port, APP_USER, APP_PASSWORD, tag, column="origin")
 
 
 def admin(system: System, *args: str) -> list[str]:
@@ -129,19 +58,8 @@ def lost_rows(system: System, writer: AckWriter) -> list[str]:
     problems = []
     for node in (system.node1, system.node2):
         rows = dict(node.sql(f"SELECT id, origin FROM app.t WHERE v = '{writer.tag}'"))
-        for ack in writer.acks:
-            if rows.get(ack.row) != ack.port:
-                problems.append(f"row {ack.row} from {ack.port} on {node!r}: {rows.get(ack.row)}")
+        problems += [f"row {a.row} from {a.port} on {node!r}" for a in writer.lost(rows)]
     return problems
-
-
-def late_on_source(writer: AckWriter, source: int, target: int, since: float) -> list[Ack]:
-    """Writes on ``source`` that started after the first write on ``target`` had ended."""
-    after = writer.since(since)
-    first = next((a for a in after if a.port == target), None)
-    if first is None:
-        return []
-    return [a for a in after if a.port == source and a.start > first.end]
 
 
 def switch(system: System, writer: AckWriter, source: MariaDBNode, target: MariaDBNode) -> float:
@@ -152,14 +70,14 @@ def switch(system: System, writer: AckWriter, source: MariaDBNode, target: Maria
     assert done.stdout.rstrip().endswith(f"OK: {target.node_id} takes writes in pool {POOL}.")
     wait_until(lambda: bool(writer.since(time.monotonic() - 0.3)), 10, "writes again")
     assert writer.acks[-1].port == target.port
-    assert late_on_source(writer, source.port, target.port, started) == []
+    assert writer.late_on(source.port, target.port, started) == []
     return started
 
 
 def test_five_switchovers_each_way_lose_nothing_and_never_write_twice(system: System) -> None:
     manual_failback(system)
     node1, node2 = system.node1, system.node2
-    with AckWriter(system.rw_port, "switchover") as writer:
+    with writer_for(system, "switchover") as writer:
         began = time.monotonic()
         for _ in range(5):
             switch(system, writer, node1, node2)
@@ -179,7 +97,7 @@ def test_five_switchovers_each_way_lose_nothing_and_never_write_twice(system: Sy
 def test_a_poller_killed_during_the_switchover(system: System) -> None:
     manual_failback(system)
     node1, node2 = system.node1, system.node2
-    with AckWriter(system.rw_port, "switchover-poller") as writer:
+    with writer_for(system, "switchover-poller") as writer:
         started = time.monotonic()
         command = subprocess.Popen(
             admin(system, "switchover", POOL, "--to", node2.node_id, "--timeout", "20"),
@@ -195,7 +113,7 @@ def test_a_poller_killed_during_the_switchover(system: System) -> None:
     print(f"switchover with a poller killed: longest pause {pause:.2f}s")
     # the dead poller's heartbeat holds each round to its deadline until it expires
     assert pause <= PAUSE_BUDGET + INTERVAL, pause
-    assert late_on_source(writer, node1.port, node2.port, started) == []
+    assert writer.late_on(node1.port, node2.port, started) == []
     assert lost_rows(system, writer) == []
     assert [n.state for n in system.pool().nodes] == [State.STANDBY, State.ACTIVE]
 
@@ -203,7 +121,7 @@ def test_a_poller_killed_during_the_switchover(system: System) -> None:
 def test_the_target_killed_abandons_the_switchover(system: System) -> None:
     manual_failback(system)
     node1, node2 = system.node1, system.node2
-    with AckWriter(system.rw_port, "switchover-target") as writer:
+    with writer_for(system, "switchover-target") as writer:
         started = time.monotonic()
         command = subprocess.Popen(
             admin(system, "switchover", POOL, "--to", node2.node_id, "--timeout", "20"),
