@@ -947,7 +947,10 @@ def paused_tick(
     held nodes only record what was read of them (replication, monitor notes)."""
     held = pool.pause
     assert held is not None
-    shadow = replace(pool, nodes=held.shadow or pool.nodes, pause=None)
+    # The shadow follows the pool's membership (a node added or removed meanwhile).
+    kept = {n.node: n for n in held.shadow}
+    members = tuple(replace(kept[n.node], type=n.type) if n.node in kept else n for n in pool.nodes)
+    shadow = replace(pool, nodes=members, pause=None)
     would = run_rules(shadow, observations, now, pool_failed=pool_failed).pool
     seen = {n.node: n for n in would.nodes}
     nodes = tuple(

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mpp_agent.agent_protocol import Role, words
 from mpp_agent.codec import pool_from_doc, pool_to_doc
@@ -292,3 +294,62 @@ def test_a_recovered_primary_takes_writes_back_only_with_auto_failback(
     assert [n.state for n in p.nodes] == after
     if failback is Failback.MANUAL:
         assert p.nodes[0].message == MSG_MANUAL_FAILBACK and p.nodes[0].status is Status.OK
+
+
+def test_the_shadow_follows_the_pool_membership() -> None:
+    p = pause_pool(pool(), "x", "bob", 9.0, None).pool
+    c = NodeId("10.0.0.3")
+    p = replace(p, nodes=(*p.nodes, NodeState(c, NodeType.SECONDARY)))
+    result = tick(p, {A: seen(), B: seen(), c: seen()}, 10.0)
+    assert result.pool.pause is not None
+    assert [n.node for n in result.pool.pause.shadow] == [A, B, c]
+    assert result.pool.pause.would == f"would make {c} STANDBY"
+
+
+# --------------------------------------------------------------------------- properties
+
+ROUND = st.tuples(
+    st.sampled_from(("ok", "ok", "ok", "conn", "abs")),  # the source
+    st.sampled_from(("ok", "ok", "ok", "conn", "req")),  # the target
+    st.integers(10, 12),  # the source's binlog seqno this round
+    st.integers(8, 12),  # what the target has applied
+)
+
+
+def observed(kind: str, node: NodeId, binlog: str, applied: str) -> Observation:
+    if kind == "conn":
+        return Observation.connect_error(node, "refused")
+    if kind == "req":
+        return Observation(Outcome.REQUEST, "Slave SQL stopped")
+    if kind == "abs":
+        return Observation.abstain("no password")
+    return seen(binlog, applied)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(ROUND, min_size=1, max_size=12), st.floats(0.01, 0.99))
+def test_writes_move_only_to_the_target_after_a_confirmed_position(
+    rounds: list[tuple[str, str, int, int]], phase: float
+) -> None:
+    p = started(now=9.0 + phase)
+    for i, (a_kind, b_kind, a_seq, b_seq) in enumerate(rounds):
+        now = 10.2 + i
+        before = p
+        a = observed(a_kind, A, f"0-1-{a_seq}", f"0-1-{a_seq}")
+        b = observed(b_kind, B, f"0-1-{b_seq}", f"0-1-{b_seq}")
+        p = round_of(p, a, b, now).pool
+        assert len(p.active_nodes) <= 1
+        writer = route(p, now).writer
+        record = before.switchover
+        if p.switchover is not None:
+            assert writer is None  # drained: nobody writes while it is in progress
+        elif record is not None and p.nodes[1].state is State.ACTIVE:
+            # the flip: this round confirmed the position read in an earlier one, held by B
+            assert record.position == f"0-1-{a_seq}"
+            assert a_kind == "ok" and b_kind == "ok" and b_seq >= a_seq
+            assert writer is not None and writer.node == B
+            assert p.nodes[0].state is State.STANDBY
+            return
+        elif record is not None:
+            assert writer is not None and writer.node == A  # abandoned: the source writes again
+            return  # from here on the usual rules (e.g. a failover of a dead source)
