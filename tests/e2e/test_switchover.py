@@ -105,6 +105,9 @@ def test_a_poller_killed_during_the_switchover(system: System) -> None:
         )  # fmt: skip
         wait_until(lambda: system.pool().switchover is not None, 10, "the switchover stored")
         system.pollers[0].kill9()
+        drained = f"down #switchover to {node2.node_id}"
+        wait_until(lambda: system.ask_agent(node1).startswith(drained), 5, "the drain answer")
+        assert system.ask_agent(node1, "ro").startswith("up ready")
         out, _ = command.communicate(timeout=60)
         assert command.returncode == 0, out
         wait_until(lambda: bool(writer.since(time.monotonic() - 0.3)), 10, "writes again")

@@ -3,6 +3,7 @@ are driven here through the pure core and the store, as a poller commits them)."
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -129,3 +130,17 @@ def test_switchover_waits_prints_the_steps_and_exits_0(redis_url: str) -> None:
     assert [n.state for n in pool.nodes[:2]] == [State.STANDBY, State.ACTIVE]
     history = mpp_admin(redis_url, "history", "--pool", "pool1").stdout
     assert "switchover" in history
+
+
+def test_a_switchover_in_progress_is_listed_and_answered(redis_url: str) -> None:
+    store = manual_pool(redis_url)
+    now = store.server_time()
+    store.admin("pool1", lambda p: state.start_switchover(p, S1, now, 30.0, "alice"))
+    listing = mpp_admin(redis_url, "list").stdout
+    assert f"  W SWITCHOVER from {P} to {S1}" in listing
+    assert f"  R no writes: switchover to {S1}" in listing
+    doc = json.loads(mpp_admin(redis_url, "list", "--json").stdout)["pools"][0]
+    assert doc["active"] is None
+    assert doc["switchover"]["source"] == str(P) and doc["switchover"]["target"] == str(S1)
+    refused = mpp_admin(redis_url, "pause", "pool1")
+    assert refused.exit_code == 4 and "in progress" in refused.stderr
