@@ -48,6 +48,10 @@ not up (UNKNOWN, FAILED_*)             ``down``        ``down``
   decision), with ``stale`` at the end of the reason. With the pool's ``stale_writer`` = ``drain``
   and a view older than M x interval, the writer answers ``rw`` with
   ``up drain #stale: writes stopped to avoid two writers; <STATE> <STATUS> level=<LEVEL>``.
+* The source of a switchover in progress answers ``rw`` with ``down #switchover to <target>;
+  ACTIVE ...`` (HAProxy marks it down and, with ``on-marked-down shutdown-sessions``, closes
+  its write sessions) and ``ro`` as a STANDBY. A paused pool's reasons start with
+  ``paused: <reason>``.
 * A pool or node that the snapshot does not hold: ``down #unknown pool <pool>`` or
   ``down #unknown node <node> in pool <pool>``.
 """
@@ -189,6 +193,8 @@ def words(node: NodeRoute, role: Role) -> str:
     if not node.is_up:
         return "down"
     if role is Role.RW:
+        if node.writes_closed:
+            return "down"  # a switchover's source: HAProxy closes its write sessions
         return "up ready" if node.takes_writes else "up drain"
     return f"up ready {node.weight}%" if node.takes_reads else "up drain"
 

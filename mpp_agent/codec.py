@@ -26,18 +26,21 @@ from mpp_agent.model import (
     DEFAULT_MAX_LAG,
     Event,
     EventKind,
+    Failback,
     NodeId,
     NodeState,
     NodeType,
     Observation,
     Outcome,
     Override,
+    Pause,
     PoolState,
     PoolStatus,
     Replication,
     StaleWriter,
     State,
     Status,
+    Switchover,
 )
 
 SCHEMA = 1
@@ -135,6 +138,62 @@ def node_from_dict(data: dict[str, Any]) -> NodeState:
     )
 
 
+def switchover_to_dict(record: Switchover) -> dict[str, Any]:
+    return {
+        "source": str(record.source),
+        "target": str(record.target),
+        "started_at": record.started_at,
+        "deadline": record.deadline,
+        "first_round": record.first_round,
+        "position": record.position,
+        "requested_by": record.requested_by,
+    }
+
+
+def switchover_from_dict(data: Any) -> Switchover | None:
+    if data is None:
+        return None
+    position = data.get("position")
+    if position is not None and not isinstance(position, str):
+        raise TypeError("switchover position is not text")
+    first_round = data["first_round"]
+    if type(first_round) is not int:
+        raise TypeError("switchover first_round is not a whole number")
+    return Switchover(
+        source=NodeId.parse(data["source"]),
+        target=NodeId.parse(data["target"]),
+        started_at=float(data["started_at"]),
+        deadline=float(data["deadline"]),
+        first_round=first_round,
+        position=position,
+        requested_by=str(data.get("requested_by", "")),
+    )
+
+
+def pause_to_dict(pause: Pause) -> dict[str, Any]:
+    return {
+        "reason": pause.reason,
+        "set_by": pause.set_by,
+        "set_at": pause.set_at,
+        "until": pause.until,
+        "would": pause.would,
+        "shadow": [node_to_dict(n) for n in pause.shadow],
+    }
+
+
+def pause_from_dict(data: Any) -> Pause | None:
+    if data is None:
+        return None
+    return Pause(
+        reason=str(data["reason"]),
+        set_by=str(data.get("set_by", "admin")),
+        set_at=float(data.get("set_at", 0.0)),
+        until=None if data.get("until") is None else float(data["until"]),
+        shadow=tuple(node_from_dict(n) for n in data.get("shadow", ())),
+        would=str(data.get("would", "")),
+    )
+
+
 def pool_to_doc(pool: PoolState) -> str:
     """The JSON document of a pool; DocumentError for a number that is not finite."""
     try:
@@ -156,6 +215,9 @@ def _pool_json(pool: PoolState) -> str:
             "incarnation": pool.incarnation,
             "catchup_timeout": pool.catchup_timeout,
             "max_failover_lag": pool.max_failover_lag,
+            "failback": pool.failback.value,
+            **({"switchover": switchover_to_dict(pool.switchover)} if pool.switchover else {}),
+            **({"pause": pause_to_dict(pool.pause)} if pool.pause else {}),
             "nodes": [node_to_dict(n) for n in pool.nodes],
         },
         separators=(",", ":"),
@@ -183,6 +245,9 @@ def pool_from_doc(doc: str | bytes, version: int, last_round: int, name: str) ->
             last_round=last_round,
             stale_writer=StaleWriter(data.get("stale_writer", StaleWriter.KEEP.value)),
             incarnation=str(data.get("incarnation", "")),
+            failback=Failback(data.get("failback", Failback.AUTO.value)),
+            switchover=switchover_from_dict(data.get("switchover")),
+            pause=pause_from_dict(data.get("pause")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DocumentError(f"unreadable pool document: {exc!r}") from None
@@ -216,6 +281,30 @@ def pool_problem(pool: PoolState) -> str:
         problem = node_problem(n)
         if problem:
             return problem
+    return switchover_problem(pool) or pause_problem(pool)
+
+
+def switchover_problem(pool: PoolState) -> str:
+    record = pool.switchover
+    if record is None:
+        return ""
+    if not all(0 <= t <= MAX_TIME for t in (record.started_at, record.deadline)):
+        return "a time of the switchover is not a plausible Redis time"
+    if not 0 <= record.first_round < MAX_SEQUENCE:
+        return f"switchover round {record.first_round} out of range"
+    return ""
+
+
+def pause_problem(pool: PoolState) -> str:
+    pause = pool.pause
+    if pause is None:
+        return ""
+    if not all(0 <= t <= MAX_TIME for t in (pause.set_at, pause.until or 0.0)):
+        return "a time of the pause is not a plausible Redis time"
+    for n in pause.shadow:
+        problem = node_problem(n)
+        if problem:
+            return f"pause: {problem}"
     return ""
 
 

@@ -21,6 +21,7 @@ from mpp_agent.model import (
     DEFAULT_MAX_FAILOVER_LAG,
     DEFAULT_MAX_LAG,
     DEFAULT_MAX_REQUESTS,
+    Failback,
     NodeId,
     NodeIdError,
     NodeState,
@@ -52,6 +53,7 @@ class PoolConfig:
     stale_writer: StaleWriter = StaleWriter.KEEP
     catchup_timeout: float = DEFAULT_CATCHUP_TIMEOUT
     max_failover_lag: float = DEFAULT_MAX_FAILOVER_LAG
+    failback: Failback = Failback.AUTO
 
     def __post_init__(self) -> None:
         validate_pool_name(self.name)
@@ -93,6 +95,9 @@ class PoolConfig:
                 f"max_failover_lag must be between 0 (off) and {MAX_LAG_LIMIT:g} s, "
                 f"not {self.max_failover_lag}."
             )
+
+        if not isinstance(self.failback, Failback):
+            raise PoolConfigError(f"failback must be auto or manual, not {self.failback!r}.")
 
     @property
     def nodes(self) -> tuple[NodeId, ...]:
@@ -184,6 +189,7 @@ def config_of(pool: PoolState) -> PoolConfig:
         stale_writer=pool.stale_writer,
         catchup_timeout=pool.catchup_timeout,
         max_failover_lag=pool.max_failover_lag,
+        failback=pool.failback,
     )
 
 
@@ -200,6 +206,7 @@ def new_pool(config: PoolConfig, incarnation: str = "") -> PoolState:
         incarnation=incarnation,
         catchup_timeout=config.catchup_timeout,
         max_failover_lag=config.max_failover_lag,
+        failback=config.failback,
     )
 
 
@@ -230,4 +237,5 @@ def apply_config(pool: PoolState, config: PoolConfig, *, force: bool = False) ->
         stale_writer=config.stale_writer,
         catchup_timeout=config.catchup_timeout,
         max_failover_lag=config.max_failover_lag,
+        failback=config.failback,
     )

@@ -5,8 +5,9 @@ Kinds
 =====
 
 An event has one stored kind (``transition``, ``recover``, ``recover-pool``,
-``activate-primary``, ``delete``, ``configure``, ``override``, ``release``, ``pool-status``)
-and may have derived kinds too, so that a hook can ask for what it means:
+``activate-primary``, ``delete``, ``configure``, ``override``, ``release``, ``pool-status``,
+``catch-up``, ``failover``, ``held``, ``switchover``, ``pause``, ``resume``) and may have derived
+kinds too, so that a hook can ask for what it means:
 
 ================  ===========================================================================
 derived kind      the events that have it
@@ -14,9 +15,11 @@ derived kind      the events that have it
 ``failover``      a ``transition`` to ACTIVE by takeover (rule E6: a SECONDARY takes over from
                   a writer that failed)
 ``switchover``    a ``transition`` to ACTIVE that is not a takeover (the PRIMARY taking its
-                  writes back), and every ``activate-primary``
+                  writes back), and every ``activate-primary`` (besides the stored
+                  ``switchover`` events: each step of ``mpp-admin switchover``)
 ``failed``        a ``transition`` to FAILED_OFFLINE or FAILED_ONLINE
-``writer-lost``   a ``transition`` from ACTIVE to anything else
+``writer-lost``   a ``transition`` from ACTIVE to anything else, and the old ACTIVE's step
+                  down in a ``switchover``
 ``any``           every event
 ================  ===========================================================================
 
@@ -42,7 +45,8 @@ from mpp_agent.model import EventKind
 
 TAKEOVER_RULES = frozenset({"E6"})
 DERIVED_KINDS = ("failover", "switchover", "failed", "writer-lost", "any")
-KINDS = tuple(k.value for k in EventKind) + DERIVED_KINDS
+# "switchover" is both stored and derived: listed once
+KINDS = tuple(dict.fromkeys((*(k.value for k in EventKind), *DERIVED_KINDS)))
 MAX_ENV_VALUE = 4096  # one variable's length; the whole event is on stdin anyway
 
 
@@ -74,8 +78,10 @@ def kinds_of(event: Mapping[str, Any]) -> frozenset[str]:
     kinds = {kind, "any"}
     if kind == EventKind.ACTIVATE_PRIMARY:
         kinds.add("switchover")
+    before, after = str(event.get("from_state", "")), str(event.get("to_state", ""))
+    if kind == EventKind.SWITCHOVER and before == "ACTIVE" and after != "ACTIVE":
+        kinds.add("writer-lost")
     if kind == EventKind.TRANSITION:
-        before, after = str(event.get("from_state", "")), str(event.get("to_state", ""))
         if after == "ACTIVE" and before != "ACTIVE":
             kinds.add("failover" if rule_of(event) in TAKEOVER_RULES else "switchover")
         if after.startswith("FAILED_") and not before.startswith("FAILED_"):

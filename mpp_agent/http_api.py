@@ -151,6 +151,16 @@ _POOL = {
             "description": "why no node could take over if the ACTIVE failed now",
         },
         "incarnation": {"type": "string"},
+        "failback": {"type": "string", "enum": ["auto", "manual"]},
+        "paused": {
+            "type": ["object", "null"],
+            "description": "the pause while it holds: reason, set_by, set_at, until, would",
+        },
+        "switchover": {
+            "type": ["object", "null"],
+            "description": "the switchover in progress: source, target, started_at, deadline, "
+            "position, requested_by",
+        },
         "version": {"type": "integer"},
         "active": {**_NULLABLE_STRING, "description": "the node taking writes"},
         "went_backwards": {

@@ -18,6 +18,7 @@ DEFAULT_INTERVAL = 10.0
 DEFAULT_MAX_LAG = 30.0
 DEFAULT_CATCHUP_TIMEOUT = 30.0
 DEFAULT_MAX_FAILOVER_LAG = 0.0  # off
+DEFAULT_SWITCHOVER_TIMEOUT = 30.0
 
 
 class NodeType(StrEnum):
@@ -65,6 +66,17 @@ class StaleWriter(StrEnum):
 
     KEEP = "keep"
     DRAIN = "drain"
+
+
+class Failback(StrEnum):
+    """Whether a recovered PRIMARY takes ACTIVE back by itself.
+
+    ``auto``: MPP's hand-back (the ACTIVE secondary relinquishes, the PRIMARY takes over).
+    ``manual``: the PRIMARY stays STANDBY until ``activate-primary`` or ``switchover``, so a
+    failed-over pool takes no second write interruption unless the operator wants one."""
+
+    AUTO = "auto"
+    MANUAL = "manual"
 
 
 class Outcome(StrEnum):
@@ -288,6 +300,44 @@ class NodeState:
 
 
 @dataclass(frozen=True)
+class Switchover:
+    """A planned move of writes from ``source`` (the ACTIVE) to ``target``, in progress.
+
+    Part of the pool state, so whichever poller ticks carries it on. While it is set the
+    source takes no writes (routing). ``first_round`` is the first round whose probes all
+    started after the switchover was committed; ``position`` is the source's binlog position
+    as read in such a round (None until read): the writer moves when a later round reads the
+    same position and the target has applied it. Abandoned at ``deadline``."""
+
+    source: NodeId
+    target: NodeId
+    started_at: float
+    deadline: float
+    first_round: int
+    position: str | None = None
+    requested_by: str = ""
+
+
+@dataclass(frozen=True)
+class Pause:
+    """An operator's pause of a pool: the pollers keep probing, no state change is committed.
+
+    ``shadow`` is the pool's nodes as the state machine would have them had it not been
+    paused (ticked forward every round, never routed); ``would`` says how they differ from
+    the held state, e.g. ``would fail 10.0.0.1:3306 over``."""
+
+    reason: str
+    set_by: str = "admin"
+    set_at: float = 0.0
+    until: float | None = None
+    shadow: tuple[NodeState, ...] = ()
+    would: str = ""
+
+    def is_expired(self, now: float) -> bool:
+        return self.until is not None and now >= self.until
+
+
+@dataclass(frozen=True)
 class PoolState:
     """A whole failover pool: its nodes in priority order, its status and its settings.
 
@@ -308,6 +358,12 @@ class PoolState:
     # Set once when the pool is created (a pool removed and created again gets a new one):
     # versions are only comparable within one incarnation.
     incarnation: str = ""
+    failback: Failback = Failback.AUTO
+    switchover: Switchover | None = None
+    pause: Pause | None = None
+
+    def is_paused(self, now: float) -> bool:
+        return self.pause is not None and not self.pause.is_expired(now)
 
     @property
     def primary(self) -> NodeState | None:
@@ -337,6 +393,9 @@ class EventKind(StrEnum):
     CATCHUP = "catch-up"  # a new ACTIVE's write gate: held, opened when caught up or timed out
     FAILOVER = "failover"  # promotion by hand (mpp-admin failover)
     HELD = "held"  # a STANDBY that would take over is held back by the lag gate
+    SWITCHOVER = "switchover"  # each step of a planned switchover
+    PAUSE = "pause"
+    RESUME = "resume"
 
 
 @dataclass(frozen=True)

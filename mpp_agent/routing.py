@@ -42,6 +42,14 @@ The rules, in the order they apply:
    with the reason ``stale: writes stopped to avoid two writers``. Reads are unchanged. A fresh
    view gives the writer back at once. With ``keep`` (the default) rule 8 stands.
 
+10. **Switchover.** While a switchover is in progress (``PoolState.switchover``) its source
+    takes no writes: it answers ``rw`` with ``down #switchover to <target>`` (``writes_closed``:
+    HAProxy marks it down and closes its sessions) and takes reads as a STANDBY would. The
+    target stays a STANDBY until the tick moves the writer. Past the switchover's deadline the
+    source takes writes again, whether or not a poller has abandoned it yet.
+11. **Pause.** While the pool is paused (``PoolState.pause``, not expired) the decision is
+    the held state's, every reason starting with ``paused: <reason>``.
+
 The pool status FAIL changes nothing here (the state machine leaves no ACTIVE node then); the
 reason says ``pool FAIL``.
 """
@@ -49,7 +57,7 @@ reason says ``pool FAIL``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mpp_agent.candidates import degraded
 from mpp_agent.model import (
@@ -89,6 +97,8 @@ class NodeRoute:
     takes_reads: bool
     weight: int  # percent; meaningful when it takes reads
     why: tuple[str, ...]
+    # rule 10: the writer of a switchover in progress, whose write sessions must close
+    writes_closed: bool = False
 
     @property
     def reason(self) -> str:
@@ -204,7 +214,8 @@ def route(pool: PoolState, now: float, stale: bool = False, lead: float = 0.0) -
     writer = _choose_writer(answered)
     answered = _demote(answered, writer)
     gated = writer is not None and is_catching_up(answered[writer], now)
-    has_replica = any(a.is_healthy_standby for a in answered) or gated
+    closing = writer is not None and is_switching_away(pool, answered[writer], now)
+    has_replica = any(a.is_healthy_standby for a in answered) or gated or closing
     lost = degraded(pool, now)
     stopped = stops_writes(pool, now, stale, lead)
     nodes = tuple(
@@ -213,7 +224,45 @@ def route(pool: PoolState, now: float, stale: bool = False, lead: float = 0.0) -
         )
         for i, a in enumerate(answered)
     )
+    if closing and writer is not None:
+        nodes = switching_away(pool, nodes, writer)
+    if pool.is_paused(now):
+        nodes = tuple(paused(pool, n) for n in nodes)
     return PoolRoute(pool.name, nodes, stale, next_expiry(pool, now), stopped, lost)
+
+
+def is_switching_away(pool: PoolState, a: _Answered, now: float) -> bool:
+    """Rule 10: the writer is the source of the switchover in progress (not an override).
+    Past its deadline the source writes again even if no poller has ticked to abandon it."""
+    record = pool.switchover
+    return (
+        record is not None
+        and record.source == a.node.node
+        and not a.pinned
+        and now < record.deadline
+    )
+
+
+def switching_away(
+    pool: PoolState, nodes: tuple[NodeRoute, ...], writer: int
+) -> tuple[NodeRoute, ...]:
+    """Rule 10: the source takes no writes, its write sessions close, it reads as a STANDBY."""
+    assert pool.switchover is not None
+    source = nodes[writer]
+    closed = replace(
+        source,
+        takes_writes=False,
+        takes_reads=source.status.is_ok,
+        writes_closed=True,
+        why=(f"switchover to {pool.switchover.target}", *source.why),
+    )
+    return (*nodes[:writer], closed, *nodes[writer + 1 :])
+
+
+def paused(pool: PoolState, node: NodeRoute) -> NodeRoute:
+    """Rule 11: the held decision, said to be paused."""
+    assert pool.pause is not None
+    return replace(node, why=(f"paused: {pool.pause.reason}", *node.why))
 
 
 def is_catching_up(a: _Answered, now: float) -> bool:
@@ -279,4 +328,8 @@ def next_expiry(pool: PoolState, now: float) -> float | None:
         for n in pool.nodes
         if n.catchup_until is not None and n.catchup_until > now and math.isfinite(n.catchup_until)
     ]
+    # So do the end of a switchover and of a pause.
+    ends = [pool.switchover.deadline if pool.switchover else None]
+    ends.append(pool.pause.until if pool.pause else None)
+    times += [t for t in ends if t is not None and t > now and math.isfinite(t)]
     return min(times, default=None)

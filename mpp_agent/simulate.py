@@ -3,13 +3,16 @@
 A script is one step a line, split like a shell line (``shlex``: quotes allowed, a ``#`` outside
 quotes starts a comment; blank and comment lines are ignored)::
 
-    pool <failoverpool string> [max_requests=N] [force]
+    pool <failoverpool string> [max_requests=N] [failback=auto|manual] [force]
     cycle [<node>=connect:<text>] [<node>=request:<text>] [<node>=abstain:<text>]
-          [pool:<name>=fail] ...
+          [<node>=at:<binlog>[/<applied>]] [pool:<name>=fail] ...
     recover <node> [pool=<name>]
     recover pool:<name>
     activate-primary <pool>
     delete <node> [pool=<name>]
+    switchover <pool> [to=<node>] [timeout=<steps>]
+    pause <pool> [<reason>] [for=<steps>]
+    resume <pool>
 
 * ``pool`` creates a pool from MPP's failoverpool string; naming an existing pool re-applies
   the configuration, which replaces it (architecture.md section 3; removing the ACTIVE node
@@ -21,6 +24,11 @@ quotes starts a comment; blank and comment lines are ignored)::
   fault, e.g. its password was refused): the node is not evaluated. A node in
   several pools gets the same outcome in each. ``pool:<name>=fail`` reports that the pool's
   checkpoints all failed this cycle (pool FAIL, sticky until ``recover pool:<name>``).
+* ``at:<binlog>[/<applied>]`` is a healthy round that read the node's replication positions
+  (GTID texts; ``applied`` defaults to the binlog position): what a switchover compares.
+* ``switchover``, ``pause`` and ``resume`` are ``mpp-admin``'s commands; ``timeout`` and
+  ``for`` count in steps (the clock of a script). Every ``cycle`` is the round numbered by its
+  step.
 * ``recover`` and ``delete`` act on the one pool holding the node; a node in several pools must
   be written with ``pool=<name>``, or the step is refused.
 
@@ -34,11 +42,13 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mpp_agent.config import PoolConfig, PoolConfigError, apply_config, new_pool, parse_failoverpool
 from mpp_agent.model import (
+    DEFAULT_SWITCHOVER_TIMEOUT,
+    Failback,
     NodeId,
     NodeIdError,
     NodeState,
@@ -46,15 +56,20 @@ from mpp_agent.model import (
     Observation,
     Outcome,
     PoolState,
+    Replication,
 )
 from mpp_agent.state import (
     AdminRefused,
     activate_primary,
     delete_node,
+    pause_pool,
     recover_node,
     recover_pool,
+    resume_pool,
+    start_switchover,
     tick,
 )
+from mpp_agent.views import operator_notes
 
 POOL_PREFIX = "pool:"  # MPP's --recover=pool:<name> form
 
@@ -110,7 +125,36 @@ class DeleteNode:
     pool: str | None = None
 
 
-Action = CreatePool | Cycle | RecoverNode | RecoverPool | ActivatePrimary | DeleteNode
+@dataclass(frozen=True)
+class StartSwitchover:
+    name: str
+    to: NodeId | None = None
+    timeout: float = DEFAULT_SWITCHOVER_TIMEOUT
+
+
+@dataclass(frozen=True)
+class PausePool:
+    name: str
+    reason: str = "paused"
+    duration: float | None = None
+
+
+@dataclass(frozen=True)
+class ResumePool:
+    name: str
+
+
+Action = (
+    CreatePool
+    | Cycle
+    | RecoverNode
+    | RecoverPool
+    | ActivatePrimary
+    | DeleteNode
+    | StartSwitchover
+    | PausePool
+    | ResumePool
+)
 
 
 @dataclass(frozen=True)
@@ -167,9 +211,46 @@ def parse_action(verb: str, args: list[str]) -> Action:
     if verb == "delete":
         node, pool = parse_node_and_pool(verb, args)
         return DeleteNode(node, pool)
+    if verb in ("switchover", "pause", "resume"):
+        return parse_pool_command(verb, args)
     raise LineError(
-        f"unknown step {verb!r} (expected pool, cycle, recover, activate-primary or delete)"
+        f"unknown step {verb!r} (expected pool, cycle, recover, activate-primary, delete, "
+        "switchover, pause or resume)"
     )
+
+
+def parse_pool_command(verb: str, args: list[str]) -> StartSwitchover | PausePool | ResumePool:
+    if not args:
+        raise LineError(f"{verb} needs a pool name")
+    name, options = pool_name(args[0]), dict(option(verb, a) for a in args[1:] if "=" in a)
+    words = [a for a in args[1:] if "=" not in a]
+    allowed = {"switchover": {"to", "timeout"}, "pause": {"for"}, "resume": set()}[verb]
+    if set(options) - allowed or (words and verb != "pause"):
+        raise LineError(f"bad {verb} arguments {args[1:]!r}")
+    if verb == "switchover":
+        to = parse_node(options["to"]) if "to" in options else None
+        return StartSwitchover(name, to, number(options.get("timeout", "30")))
+    if verb == "pause":
+        duration = number(options["for"]) if "for" in options else None
+        return PausePool(name, " ".join(words) or "paused", duration)
+    return ResumePool(name)
+
+
+def option(verb: str, arg: str) -> tuple[str, str]:
+    key, _, value = arg.partition("=")
+    if not value:
+        raise LineError(f"{verb}: {key}= needs a value")
+    return key, value
+
+
+def number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise LineError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise LineError(f"must be more than 0: {text!r}")
+    return value
 
 
 def parse_pool(args: list[str]) -> CreatePool:
@@ -177,20 +258,30 @@ def parse_pool(args: list[str]) -> CreatePool:
         raise LineError("pool needs a failoverpool string")
     max_requests: int | None = None
     force = False
+    failback = Failback.AUTO
     for arg in args[1:]:
         if arg == "force":
             force = True
+        elif arg.startswith("failback="):
+            try:
+                failback = Failback(arg.removeprefix("failback="))
+            except ValueError:
+                raise LineError(f"failback must be auto or manual, not {arg!r}") from None
         elif arg.startswith("max_requests="):
             value = arg.removeprefix("max_requests=")
             if not value.isdigit():
                 raise LineError(f"max_requests must be a whole number, not {value!r}")
             max_requests = int(value)
         else:
-            raise LineError(f"unknown pool option {arg!r} (expected max_requests=N or force)")
+            raise LineError(
+                f"unknown pool option {arg!r} (expected max_requests=N, failback= or force)"
+            )
     try:
         if max_requests is None:
-            return CreatePool(parse_failoverpool(args[0]), force)
-        return CreatePool(parse_failoverpool(args[0], max_requests=max_requests), force)
+            config = parse_failoverpool(args[0])
+        else:
+            config = parse_failoverpool(args[0], max_requests=max_requests)
+        return CreatePool(replace(config, failback=failback), force)
     except PoolConfigError as exc:
         raise LineError(f"bad failoverpool string: {exc}") from None
 
@@ -221,13 +312,17 @@ def parse_outcome(node: NodeId, outcome: str) -> Observation:
         return Observation.connect_error(node, text)
     if kind == "request" and sep and text:
         return Observation(Outcome.REQUEST, text)
+    if kind == "at" and sep and text:
+        binlog, _, applied = text.partition("/")
+        details = Replication(binlog=binlog, applied=applied or binlog, unapplied=0)
+        return Observation(Outcome.HEALTHY, replication=details)
     if kind == "abstain" and sep and text:
         # Every poller blamed itself this round (architecture 2.8): the node is not evaluated.
         note = f"monitor cannot check: {text}"
         return Observation(Outcome.ABSTAIN, note, monitor_note=note)
     raise LineError(
         f"bad outcome {outcome!r} for {node} "
-        "(expected connect:<text>, request:<text> or abstain:<text>)"
+        "(expected connect:<text>, request:<text>, abstain:<text> or at:<binlog>[/<applied>])"
     )
 
 
@@ -281,6 +376,14 @@ def run_action(
         return run_cycle(pools, action, now), ""
     if isinstance(action, RecoverPool):
         result = recover_pool(find_pool(pools, action.name))
+    elif isinstance(action, StartSwitchover):
+        found = find_pool(pools, action.name)
+        result = start_switchover(found, action.to, now, action.timeout, "simulate")
+    elif isinstance(action, PausePool):
+        until = None if action.duration is None else now + action.duration
+        result = pause_pool(find_pool(pools, action.name), action.reason, "simulate", now, until)
+    elif isinstance(action, ResumePool):
+        result = resume_pool(find_pool(pools, action.name))
     elif isinstance(action, ActivatePrimary):
         result = activate_primary(find_pool(pools, action.name), now)
     elif isinstance(action, RecoverNode):
@@ -313,7 +416,10 @@ def run_cycle(pools: Mapping[str, PoolState], cycle: Cycle, now: int) -> dict[st
         # Every node is probed every cycle; a node not listed answered healthily.
         observations = {n.node: outcomes.get(n.node, Observation.healthy()) for n in pool.nodes}
         failed = name in cycle.failed_pools
-        after[name] = tick(pool, observations, now, pool_failed=failed).pool
+        # the round of this cycle is the step number (what a switchover counts rounds by)
+        after[name] = replace(
+            tick(pool, observations, now, pool_failed=failed).pool, last_round=now
+        )
     return after
 
 
@@ -374,11 +480,17 @@ def render_listing(pools: Iterable[PoolState]) -> list[str]:
     lines = [list_row(LIST_HEADER), list_row(tuple("-" * w for w in LIST_WIDTHS))]
     for pool in pools:
         lines.append(f"*  [ {pool.name} ] status={pool.status}")
+        lines.extend(f"  {note}" for note in operator_notes(pool, pool_now(pool)))
         for node in pool.nodes:
             lines.append(list_node(node))
             if node.monitor_note:
                 lines.append(f"  M {node.monitor_note}")
     return lines
+
+
+def pool_now(pool: PoolState) -> float:
+    """The time of a pool in a script: its last cycle's step (what a pause expires by)."""
+    return float(max(pool.last_round, 0))
 
 
 def render_text(results: Iterable[StepResult]) -> str:
@@ -406,6 +518,9 @@ def pool_document(pool: PoolState) -> dict[str, Any]:
     return {
         "name": pool.name,
         "status": str(pool.status),
+        **(
+            {"notes": operator_notes(pool, pool_now(pool))} if pool.pause or pool.switchover else {}
+        ),
         "nodes": [
             {
                 "node": str(n.node),

@@ -16,20 +16,24 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from mpp_agent import switchover
 from mpp_agent.candidates import MSG_HELD, held_back
 from mpp_agent.model import (
     Event,
     EventKind,
+    Failback,
     NodeId,
     NodeState,
     Observation,
     Outcome,
     Override,
+    Pause,
     PoolState,
     PoolStatus,
     Replication,
     State,
     Status,
+    Switchover,
 )
 from mpp_agent.positions import lacks
 from mpp_agent.routing import route
@@ -50,6 +54,11 @@ MSG_FAILED_RECOVERY = "FAILED server is reporting recovery. Manual intervention 
 MSG_MANUAL_RECOVERY = "Manual Recovery Initiated."
 MSG_MANUALLY_REINSTATED = "PRIMARY Manually reinstated as ACTIVE."
 MSG_READ_ONLY = "ACTIVE node is read_only"
+MSG_MANUAL_FAILBACK = (
+    "Fail-back is manual: STANDBY until activate-primary or switchover moves writes here."
+)
+MSG_SWITCHOVER = "SWITCHOVER: Taking over ACTIVE state."
+MSG_SWITCHED_AWAY = "SWITCHOVER: writes moved to {target}."
 RECOVERING_PREFIX = "(recovering) "
 
 
@@ -105,8 +114,32 @@ def tick(
     *,
     pool_failed: bool = False,
 ) -> TickResult:
-    """One poll cycle of a pool. Nodes without an observation are not evaluated this tick, nor
-    are nodes whose observation is an abstention (every poller was at fault, not the node).
+    """One poll cycle of a pool: the rules (``run_rules``), then the switchover in progress.
+
+    A paused pool commits no state change: its rules run on the pause's shadow only
+    (``paused_tick``). A pause past its ``--for`` ends here, and this tick runs as usual."""
+    resumed: tuple[Event, ...] = ()
+    if pool.pause is not None and pool.pause.is_expired(now):
+        ended = resume_pool(pool, by="expiry")
+        pool, resumed = ended.pool, ended.events
+    if pool.pause is not None:
+        return paused_tick(pool, observations, now, pool_failed=pool_failed)
+    result = run_rules(pool, observations, now, pool_failed=pool_failed)
+    if pool.switchover is not None:
+        result = advance_switchover(pool, result, observations, now)
+    return replace(result, events=resumed + result.events) if resumed else result
+
+
+def run_rules(
+    pool: PoolState,
+    observations: Mapping[NodeId, Observation],
+    now: float,
+    *,
+    pool_failed: bool = False,
+) -> TickResult:
+    """The rules A to E over the pool. Nodes without an observation are not evaluated this
+    tick, nor are nodes whose observation is an abstention (every poller was at fault, not the
+    node).
 
     ``pool_failed`` reports a pool FAIL detected this cycle; pool FAIL is sticky until
     ``recover_pool`` (mpp-behaviour 1.8)."""
@@ -257,7 +290,7 @@ def decide(
     node = pool.nodes[index]
     seen = observations if observations is not None else {node.node: observation}
     pre = rule_a(pool, node)
-    if node.state is State.ACTIVE and is_read_only(observation):
+    if node.state is State.ACTIVE and is_read_only(observation) and not is_draining(pool, node):
         # An ACTIVE that refuses writes is failing like one that cannot be reached: writes
         # move after M ticks when another node can take over (the node itself is up).
         errors = MSG_READ_ONLY
@@ -276,6 +309,11 @@ def decide(
         # Rule A is a pre-step: its state survives unless a later rule sets one.
         decision = replace(decision, state=pre.state, rule=f"A+{decision.rule}")
     return decision
+
+
+def is_draining(pool: PoolState, node: NodeState) -> bool:
+    """The source of a switchover in progress: read_only by design (fencing), not failing."""
+    return pool.switchover is not None and pool.switchover.source == node.node
 
 
 def lag_gate(pool: PoolState, node: NodeState, decision: Decision, now: float) -> Decision:
@@ -416,6 +454,10 @@ def rules_d(pool: PoolState, index: int) -> Decision:
         return Decision(Exit.OK, status=Status.OK, message=CLEAR, rule="D1")
     if node.state is State.STANDBY:
         if any(n.state is State.ACTIVE for n in pool.nodes[index + 1 :]):
+            if pool.failback is Failback.MANUAL:
+                return Decision(
+                    Exit.OK, status=Status.OK, message=MSG_MANUAL_FAILBACK, rule="D3-manual"
+                )
             return Decision(Exit.OK, status=Status.OK_WARN, message=MSG_WAITING, rule="D3")
         return Decision(
             Exit.WARN,
@@ -456,6 +498,8 @@ def is_blocking_higher(node: NodeState) -> bool:
 def rules_e_active(pool: PoolState, node: NodeState) -> Decision:
     primary = pool.primary
     primary_state = primary.state if primary is not None else None
+    if primary_state is State.STANDBY and holds_writer(pool):
+        return Decision(Exit.OK, status=Status.OK, message=CLEAR, rule="E4-manual")
     if primary_state is State.ACTIVE:
         return Decision(
             Exit.WARN,
@@ -477,6 +521,11 @@ def rules_e_active(pool: PoolState, node: NodeState) -> Decision:
             Exit.WARN, status=Status.OK_WARN, message=MSG_READY_TO_RELINQUISH, rule="E3"
         )
     return Decision(Exit.OK, status=Status.OK, message=CLEAR, rule="E4")
+
+
+def holds_writer(pool: PoolState) -> bool:
+    """No hand-back to a STANDBY primary: fail-back is manual, or a switchover decides."""
+    return pool.failback is Failback.MANUAL or pool.switchover is not None
 
 
 def commit(node: NodeState, decision: Decision, pool_status: PoolStatus, now: float) -> NodeState:
@@ -619,7 +668,12 @@ def activate_primary(pool: PoolState, now: float) -> AdminResult:
 
 
 def hand_writer_to(
-    pool: PoolState, target: NodeState, promoted: NodeState, kind: EventKind, now: float
+    pool: PoolState,
+    target: NodeState,
+    promoted: NodeState,
+    kind: EventKind,
+    now: float,
+    demoted_message: str = MSG_RELINQUISHING,
 ) -> tuple[PoolState, tuple[Event, ...]]:
     """An admin change of writer: ``target`` becomes ``promoted`` (ACTIVE) and any other
     ACTIVE node STANDBY, in one change (never two ACTIVE). The new ACTIVE passes the catch-up
@@ -630,7 +684,7 @@ def hand_writer_to(
         if n is target:
             after, _ = catch_up(pool, n, promoted, now)
         elif n.state is State.ACTIVE:
-            after = replace(n, state=State.STANDBY, message=MSG_RELINQUISHING, catchup_until=None)
+            after = replace(n, state=State.STANDBY, message=demoted_message, catchup_until=None)
         else:
             nodes.append(n)
             continue
@@ -769,3 +823,159 @@ def expire_overrides(pool: PoolState, now: float) -> PoolState:
         for n in pool.nodes
     )
     return replace(pool, nodes=nodes)
+
+
+# --------------------------------------------------------------------------- switchover
+
+
+def start_switchover(
+    pool: PoolState, to: NodeId | None, now: float, timeout: float, by: str = ""
+) -> AdminResult:
+    """``mpp-admin switchover POOL [--to NODE]``: store the switchover; the ticks carry it out
+    (``switchover.progress``). From this change on the source takes no writes."""
+    try:
+        record = switchover.start(pool, to, now, timeout, by)
+    except switchover.SwitchoverRefused as exc:
+        raise AdminRefused(str(exc)) from None
+    text = (
+        f"started: writes stop on {record.source}; {record.target} takes them once it has "
+        f"applied everything {record.source} wrote (at the latest in {timeout:g}s)"
+    )
+    output = f"OK: Switchover of pool {pool.name} from {record.source} to {record.target} {text}."
+    event = switchover_event(pool, record, text, record.source)
+    return AdminResult(replace(pool, switchover=record), output, (event,))
+
+
+def switchover_event(pool: PoolState, record: Switchover, text: str, node: NodeId) -> Event:
+    return Event(
+        EventKind.SWITCHOVER,
+        pool.name,
+        node=str(node),
+        message=text,
+        extra={"source": str(record.source), "target": str(record.target)},
+    )
+
+
+def advance_switchover(
+    before: PoolState,
+    result: TickResult,
+    observations: Mapping[NodeId, Observation],
+    now: float,
+) -> TickResult:
+    """One tick of the switchover in progress: wait, move the writer, or abandon."""
+    record = before.switchover
+    assert record is not None
+    verdict = switchover.progress(before, result.pool, observations, now)
+    pool = replace(result.pool, switchover=verdict.switchover)
+    events = list(result.events)
+    if verdict.step is switchover.Step.FLIP:
+        target = pool.find(record.target)
+        assert target is not None
+        promoted = replace(
+            target, state=State.ACTIVE, status=Status.OK, message=MSG_SWITCHOVER, synced_at=now
+        )
+        away = MSG_SWITCHED_AWAY.format(target=record.target)
+        pool, moved = hand_writer_to(pool, target, promoted, EventKind.SWITCHOVER, now, away)
+        events += moved
+    if verdict.text:
+        level = "WARNING" if verdict.step is switchover.Step.ABANDON else "INFO"
+        flipped = verdict.step is switchover.Step.FLIP
+        event = switchover_event(
+            pool, record, verdict.text, record.target if flipped else record.source
+        )
+        events.append(replace(event, extra={**event.extra, "level": level}))
+    return replace(result, pool=pool, events=tuple(events))
+
+
+def abandon_switchover(pool: PoolState, now: float) -> AdminResult:
+    """Abandon a switchover past its deadline that no poller has ticked (the command that
+    started it gives up waiting): the source takes writes again."""
+    record = pool.switchover
+    if record is None:
+        raise AdminRefused(f"Pool {pool.name} has no switchover in progress.")
+    if now < record.deadline:
+        raise AdminRefused(f"The switchover of pool {pool.name} has not timed out yet.")
+    text = "abandoned: timeout passed and no poller ticked the pool; the source takes writes again"
+    event = switchover_event(pool, record, text, record.source)
+    event = replace(event, extra={**event.extra, "level": "WARNING"})
+    return AdminResult(replace(pool, switchover=None), f"Switchover {text}.", (event,))
+
+
+# --------------------------------------------------------------------------- pause
+
+
+def pause_pool(
+    pool: PoolState, reason: str, by: str, now: float, until: float | None
+) -> AdminResult:
+    """``mpp-admin pause POOL``: the pollers keep probing; no state change is committed."""
+    if pool.is_paused(now) and pool.pause is not None:
+        raise AdminRefused(
+            f"Pool {pool.name} is already paused by {pool.pause.set_by} "
+            f"({pool.pause.reason}): resume it first."
+        )
+    if pool.switchover is not None:
+        raise AdminRefused(
+            f"A switchover of pool {pool.name} is in progress: wait for it to finish."
+        )
+    held = Pause(reason, by, now, until, shadow=pool.nodes)
+    text = f"paused: {reason}" + (f" until {utc_text(until)}" if until is not None else "")
+    event = Event(EventKind.PAUSE, pool.name, message=text)
+    output = f"OK: Pool {pool.name} {text}; no state change is committed until resume."
+    return AdminResult(replace(pool, pause=held), output, (event,))
+
+
+def resume_pool(pool: PoolState, by: str = "") -> AdminResult:
+    """``mpp-admin resume POOL`` (``by="expiry"``: the pause's time is up): the state machine
+    continues from the held state and the live observations; the shadow is dropped."""
+    if pool.pause is None:
+        raise AdminRefused(f"Pool {pool.name} is not paused.")
+    why = "pause expired" if by == "expiry" else "resumed"
+    would = f" (it would have done: {pool.pause.would})" if pool.pause.would else ""
+    text = f"{why} after {pool.pause.reason!r}{would}"
+    event = Event(EventKind.RESUME, pool.name, message=text)
+    return AdminResult(replace(pool, pause=None), f"OK: Pool {pool.name} {text}.", (event,))
+
+
+def paused_tick(
+    pool: PoolState,
+    observations: Mapping[NodeId, Observation],
+    now: float,
+    *,
+    pool_failed: bool = False,
+) -> TickResult:
+    """A round of a paused pool: the rules run on the shadow (what would have happened), the
+    held nodes only record what was read of them (replication, monitor notes)."""
+    held = pool.pause
+    assert held is not None
+    # The shadow follows the pool's membership (a node added or removed meanwhile).
+    kept = {n.node: n for n in held.shadow}
+    members = tuple(replace(kept[n.node], type=n.type) if n.node in kept else n for n in pool.nodes)
+    shadow = replace(pool, nodes=members, pause=None)
+    would = run_rules(shadow, observations, now, pool_failed=pool_failed).pool
+    seen = {n.node: n for n in would.nodes}
+    nodes = tuple(
+        replace(n, replication=seen[n.node].replication, monitor_note=seen[n.node].monitor_note)
+        if n.node in seen
+        else n
+        for n in pool.nodes
+    )
+    pause = replace(held, shadow=would.nodes, would=would_text(pool, would))
+    return TickResult(replace(pool, nodes=nodes, pause=pause), (), {}, {})
+
+
+def would_text(held: PoolState, would: PoolState) -> str:
+    """How the state machine's view differs from the held state, e.g. ``would fail
+    10.0.0.1:3306 over; would make 10.0.0.2:3306 ACTIVE``; "" when it does not."""
+    parts = []
+    shadow = {n.node: n for n in would.nodes}
+    for n in held.nodes:
+        other = shadow.get(n.node)
+        if other is None or other.state is n.state:
+            continue
+        if other.state.is_failed:
+            parts.append(f"would fail {n.node}" + (" over" if n.state is State.ACTIVE else ""))
+        else:
+            parts.append(f"would make {n.node} {other.state}")
+    if would.status is not held.status:
+        parts.append(f"would set the pool {would.status}")
+    return "; ".join(parts)

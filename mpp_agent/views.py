@@ -61,12 +61,57 @@ def pool_json(
         "version": pool.version,
         "active": None if writer is None else str(writer.node),  # the node taking writes
         "degraded": decision.degraded,  # why no node could take over now, or null
+        "failback": pool.failback.value,
+        "paused": pause_json(pool, now),
+        "switchover": switchover_json(pool),
         "nodes": [
             member_json(pool, n, r, lag_of(metrics.get(str(n.node), {})))
             for n, r in zip(pool.nodes, decision.nodes, strict=True)
         ],
         "went_backwards": went_backwards,
     }
+
+
+def pause_json(pool: PoolState, now: float) -> dict[str, Any] | None:
+    """The pool's pause while it holds, or None."""
+    pause = pool.pause
+    if pause is None or not pool.is_paused(now):
+        return None
+    return {
+        "reason": pause.reason,
+        "set_by": pause.set_by,
+        "set_at": iso_time(pause.set_at),
+        "until": iso_time(pause.until),
+        "would": pause.would,
+    }
+
+
+def switchover_json(pool: PoolState) -> dict[str, Any] | None:
+    """The switchover in progress, or None."""
+    record = pool.switchover
+    if record is None:
+        return None
+    return {
+        "source": str(record.source),
+        "target": str(record.target),
+        "started_at": iso_time(record.started_at),
+        "deadline": iso_time(record.deadline),
+        "position": record.position,
+        "requested_by": record.requested_by,
+    }
+
+
+def operator_notes(pool: PoolState, now: float) -> list[str]:
+    """The pool's pause and switchover in progress, one line each, as listings show them."""
+    notes = []
+    if pool.pause is not None and pool.is_paused(now):
+        would = f"; {pool.pause.would}" if pool.pause.would else ""
+        notes.append(f"P PAUSED by {pool.pause.set_by}: {pool.pause.reason}{would}")
+    if pool.switchover is not None:
+        record = pool.switchover
+        at = "" if record.position is None else f"; drained at {record.position or '(empty)'}"
+        notes.append(f"W SWITCHOVER from {record.source} to {record.target}{at}")
+    return notes
 
 
 def member_json(

@@ -14,7 +14,7 @@ from mpp_agent import __version__
 from mpp_agent.keys import DEFAULT_NAMESPACE
 from mpp_agent.settings import NAMESPACE, REDIS_PASSWORD_FILE, REDIS_URL, Setting
 from mpp_agent.store import DEFAULT_REDIS_URL
-from mpp_cli import admin_cmd, hooks_cmd, status_cmd, view_cmd
+from mpp_cli import admin_cmd, hooks_cmd, maintenance_cmd, status_cmd, view_cmd
 from mpp_cli.pool_cmd import list_pools, pool_app
 from mpp_cli.session import Session
 from mpp_cli.simulate_cmd import simulate
@@ -101,6 +101,9 @@ app.command("is-active")(view_cmd.is_active)
 app.command("recover")(admin_cmd.recover)
 app.command("activate-primary")(admin_cmd.activate_primary_cmd)
 app.command("failover")(admin_cmd.failover_cmd)
+app.command("switchover")(maintenance_cmd.switchover_cmd)
+app.command("pause")(maintenance_cmd.pause_cmd)
+app.command("resume")(maintenance_cmd.resume_cmd)
 app.command("delete")(admin_cmd.delete)
 app.command("override")(admin_cmd.override)
 app.command("release")(admin_cmd.release)

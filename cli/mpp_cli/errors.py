@@ -28,6 +28,9 @@ code  name         meaning
 8     HAPROXY      ``status --haproxy-socket``: a socket cannot be used (no such socket,
                    refused, no answer, not HAProxy's runtime API, below level admin); the
                    rest is shown first, then one line per such socket
+9     ABANDONED    ``switchover``: the switchover was abandoned (the target failed, a
+                   position could not be read, or the timeout passed); the old ACTIVE takes
+                   writes again
 ====  ===========  ==========================================================================
 """
 
@@ -68,6 +71,7 @@ class ExitCode(IntEnum):
     UNAVAILABLE = 6
     BAD_STATE = 7
     HAPROXY = 8
+    ABANDONED = 9
 
 
 class CliError(Exception):

@@ -32,6 +32,7 @@ from mpp_agent.model import (
     DEFAULT_MAX_REQUESTS,
     Event,
     EventKind,
+    Failback,
     NodeId,
     NodeType,
     PoolState,
@@ -90,6 +91,12 @@ CATCHUP_HELP = (
 FAILOVER_LAG_HELP = (
     "A STANDBY that lagged more than this (seconds) when the ACTIVE failed does not take over "
     "by itself (0 = off)."
+)
+
+
+FAILBACK_HELP = (
+    "auto: a recovered PRIMARY takes ACTIVE back by itself (MPP's hand-back); manual: it stays "
+    "STANDBY until activate-primary or switchover."
 )
 
 
@@ -193,6 +200,9 @@ def create(
     max_failover_lag: Annotated[
         float, typer.Option(help=FAILOVER_LAG_HELP)
     ] = DEFAULT_MAX_FAILOVER_LAG,
+    failback: Annotated[
+        Failback, typer.Option(help=FAILBACK_HELP, case_sensitive=False)
+    ] = Failback.AUTO,
 ) -> None:
     """Create a pool.
 
@@ -203,7 +213,12 @@ def create(
     config = build_config(
         name, primary, secondary, failoverpool, interval, max_requests, max_lag, stale_writer
     )
-    config = replace(config, catchup_timeout=catchup_timeout, max_failover_lag=max_failover_lag)
+    config = replace(
+        config,
+        catchup_timeout=catchup_timeout,
+        max_failover_lag=max_failover_lag,
+        failback=failback,
+    )
     session = session_of(ctx)
     pool = session.store.create_pool(config, actor=session.actor)
     typer.echo(f"OK: Pool {pool.name} created: {render_failoverpool(config)}")
@@ -246,6 +261,14 @@ def apply(
         float | None,
         typer.Option(help=f"{FAILOVER_LAG_HELP} Default: keep the pool's.", show_default=False),
     ] = None,
+    failback: Annotated[
+        Failback | None,
+        typer.Option(
+            help=f"{FAILBACK_HELP} Default: keep the pool's.",
+            show_default=False,
+            case_sensitive=False,
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow removing the ACTIVE node.")] = False,
 ) -> None:
     """Replace a pool's configuration.
@@ -285,6 +308,7 @@ def apply(
             max_failover_lag=(
                 pool.max_failover_lag if max_failover_lag is None else max_failover_lag
             ),
+            failback=pool.failback if failback is None else failback,
         )
         try:
             after = apply_config(pool, config, force=force)

@@ -27,6 +27,7 @@ from mpp_agent.views import (
     listing_json,
     member_json,
     node_json,
+    operator_notes,
     override_json,
     pool_json,
     replication_json,
@@ -118,6 +119,7 @@ def listing(
     ]
     for pool in pools:
         lines.append(f"*  [ {pool.name} ] status={pool.status}  {pool_settings(pool)}")
+        lines.extend(f"  {note}" for note in operator_notes(pool, now))
         if backwards and pool.name in backwards:
             lines.append(f"  ! {backwards[pool.name]}")
         decision = route(pool, now)
@@ -138,11 +140,11 @@ def listing(
 def pool_settings(pool: PoolState) -> str:
     """The pool's settings, after MPP's ``status=`` on its line (so ``status=(\\S+)`` still
     parses): ``interval=2s max_requests=4 max_lag=30s stale_writer=keep catchup_timeout=30s
-    max_failover_lag=off``."""
+    max_failover_lag=off failback=auto``."""
     return (
         f"interval={pool.interval:g}s max_requests={pool.max_requests} max_lag={pool.max_lag:g}s"
         f" stale_writer={pool.stale_writer} catchup_timeout={pool.catchup_timeout:g}s"
-        f" max_failover_lag={failover_lag_text(pool.max_failover_lag)}"
+        f" max_failover_lag={failover_lag_text(pool.max_failover_lag)} failback={pool.failback}"
     )
 
 
@@ -215,7 +217,7 @@ def pools_table(pools: Iterable[PoolState], now: float) -> str:
     rows = [
         (
             "POOL", "STATUS", "ACTIVE", "NODES", "INTERVAL", "M", "MAX_LAG", "STALE_WRITER",
-            "CATCHUP", "FAILOVER_LAG",
+            "CATCHUP", "FAILOVER_LAG", "FAILBACK",
         )
     ]  # fmt: skip
     for pool in pools:
@@ -233,6 +235,7 @@ def pools_table(pools: Iterable[PoolState], now: float) -> str:
                 pool.stale_writer.value,
                 f"{pool.catchup_timeout:g}s",
                 failover_lag_text(pool.max_failover_lag),
+                pool.failback.value,
             )
         )
     return table(rows)
@@ -249,6 +252,7 @@ def pool_config_json(pool: PoolState) -> dict[str, Any]:
         "incarnation": pool.incarnation,
         "catchup_timeout": config.catchup_timeout,
         "max_failover_lag": config.max_failover_lag,
+        "failback": config.failback.value,
         "members": [{"node": str(n), "type": t.value} for n, t in config.members],
         "failoverpool": render_failoverpool(config),
     }
@@ -265,6 +269,7 @@ def pool_config_text(pool: PoolState) -> str:
         f"incarnation   {data['incarnation'] or '-'}",
         f"catchup       {data['catchup_timeout']:g}s",
         f"failover_lag  {failover_lag_text(data['max_failover_lag'])}",
+        f"failback      {data['failback']}",
         "members       (priority order)",
     ]
     lines += [f"  {i}. {m['type']:<9}  {m['node']}" for i, m in enumerate(data["members"], 1)]
