@@ -4,8 +4,10 @@ through either HAProxy reaches the old ACTIVE; with ``keep`` the cut-off HAProxy
 landing on it (two writers), and the test prints how many.
 
 The pollers reach the nodes through forwarders (``tests/forwarder.py``) and HAProxy reaches
-them directly, so stopping node1's forwarder makes it unreachable to the pollers only; the first
-agent reaches Redis through a forwarder too. Pool: interval 1 s, M = 3.
+them directly; node2 replicates from node1 through node1's forwarder too, so stopping it makes
+node1 unreachable to the pollers and to node2's replication (the replicas' view does not hold
+the failover) while HAProxy still reaches it; the first agent reaches Redis through a
+forwarder too. Pool: interval 1 s, M = 3.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from mpp_agent.store import Store
 from scripts.demo import HAPROXY_CFG, render_haproxy_config
 from tests.daemons import PollerProcess
 from tests.e2e.conftest import AGENT_INTER, write_through
+from tests.e2e.test_cut_standby import reset_source
 from tests.forwarder import Forwarder
 from tests.servers import (
     HAProxy,
     MariaDBCluster,
+    MariaDBNode,
     RedisServer,
     free_ports,
     spawn,
@@ -123,6 +127,7 @@ def rig(
     pollers: list[PollerProcess] = []
     pairs: list[Pair] = []
     try:
+        replicate_through(cluster.node2, fwd[1])
         store = Store.from_url(redis_server.url, NAMESPACE)
         Store.from_url(f"redis://{redis_link.address}/0").check()
         members = ((NodeId.parse(fwd[1].address), NodeType.PRIMARY),)
@@ -160,7 +165,16 @@ def rig(
             poller.cleanup()
         for f in (*fwd.values(), redis_link):
             f.stop()
+        reset_source(cluster.node2, cluster.node1)
         redis_server.cleanup()
+
+
+def replicate_through(replica: MariaDBNode, link: Forwarder) -> None:
+    replica.sql(
+        f"STOP SLAVE; CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={link.port}; "
+        "START SLAVE"
+    )
+    replica.wait_slave()
 
 
 def agent_says(port: int, node: Forwarder) -> str:
