@@ -28,13 +28,11 @@ from mpp_agent.model import NodeId, NodeType, StaleWriter, State
 from mpp_agent.store import Store
 from scripts.demo import HAPROXY_CFG, render_haproxy_config
 from tests.daemons import PollerProcess
-from tests.e2e.conftest import AGENT_INTER, write_through
-from tests.e2e.test_cut_standby import reset_source
+from tests.e2e.conftest import AGENT_INTER, replicate_through, reset_source, write_through
 from tests.forwarder import Forwarder
 from tests.servers import (
     HAProxy,
     MariaDBCluster,
-    MariaDBNode,
     RedisServer,
     free_ports,
     spawn,
@@ -167,14 +165,6 @@ def rig(
             f.stop()
         reset_source(cluster.node2, cluster.node1)
         redis_server.cleanup()
-
-
-def replicate_through(replica: MariaDBNode, link: Forwarder) -> None:
-    replica.sql(
-        f"STOP SLAVE; CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={link.port}; "
-        "START SLAVE"
-    )
-    replica.wait_slave()
 
 
 def agent_says(port: int, node: Forwarder) -> str:
