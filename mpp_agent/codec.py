@@ -93,6 +93,7 @@ def node_to_dict(node: NodeState) -> dict[str, Any]:
         **({"catchup_until": node.catchup_until} if node.catchup_until is not None else {}),
         **({"synced_at": node.synced_at} if node.synced_at is not None else {}),
         **({"replication": replication_to_dict(node.replication)} if node.replication else {}),
+        **({"replicas_view": node.replicas_view} if node.replicas_view is not None else {}),
     }
 
 
@@ -135,6 +136,7 @@ def node_from_dict(data: dict[str, Any]) -> NodeState:
         replication=replication_from_dict(data.get("replication")),
         catchup_until=data.get("catchup_until"),
         synced_at=data.get("synced_at"),
+        replicas_view=data.get("replicas_view"),
     )
 
 
@@ -317,8 +319,9 @@ def node_problem(n: NodeState) -> str:
         return f"requests {n.requests!r} of {n.node} is not a count"
     if n.message is not None and not isinstance(n.message, str):
         return f"message of {n.node} is not text"
-    if n.monitor_note is not None and not isinstance(n.monitor_note, str):
-        return f"monitor_note of {n.node} is not text"
+    for name in ("monitor_note", "replicas_view"):
+        if getattr(n, name) is not None and not isinstance(getattr(n, name), str):
+            return f"{name} of {n.node} is not text"
     times = [n.last_request_time, n.catchup_until, n.synced_at]
     if n.override is not None:
         times += [n.override.set_at, n.override.expires_at]
@@ -354,7 +357,8 @@ def event_from_json(text: str | bytes) -> dict[str, Any]:
 
 def observations_to_json(observations: dict[NodeId, Observation]) -> str:
     """``{node: [outcome, message]}``, with the replication values as a third element when
-    the probe read them (a reader of the two-element form still reads it)."""
+    the probe read them (a reader of the two-element form still reads it), and a fourth, the
+    flags ``{"unreachable": true}``, when set (the third is then null if nothing was read)."""
     return json.dumps(
         {str(node): _observation_list(obs) for node, obs in observations.items()},
         separators=(",", ":"),
@@ -362,9 +366,20 @@ def observations_to_json(observations: dict[NodeId, Observation]) -> str:
 
 
 def _observation_list(obs: Observation) -> list[Any]:
-    if obs.replication is None:
-        return [obs.outcome.value, obs.message]
-    return [obs.outcome.value, obs.message, replication_to_dict(obs.replication)]
+    item: list[Any] = [obs.outcome.value, obs.message]
+    if obs.replication is not None or obs.unreachable:
+        item.append(None if obs.replication is None else replication_to_dict(obs.replication))
+    if obs.unreachable:
+        item.append({"unreachable": True})
+    return item
+
+
+def _flags(item: list[Any]) -> dict[str, bool]:
+    """The flags element of a stored observation ({} when absent)."""
+    flags = item[3] if len(item) > 3 else {}
+    if not isinstance(flags, dict) or not all(type(v) is bool for v in flags.values()):
+        raise TypeError(f"observation flags are not an object of booleans: {flags!r}")
+    return flags
 
 
 def observations_from_json(text: str | bytes) -> dict[NodeId, Observation]:
@@ -375,6 +390,7 @@ def observations_from_json(text: str | bytes) -> dict[NodeId, Observation]:
                 Outcome(item[0]),
                 str(item[1]),
                 replication=replication_from_dict(item[2] if len(item) > 2 else None),
+                unreachable=_flags(item).get("unreachable", False),
             )
             for node, item in data.items()
         }

@@ -107,7 +107,7 @@ _NODE = {
     "type": "object",
     "required": [
         "node", "type", "requests", "level", "status", "state", "message",
-        "last_request_time", "override", "lag", "monitor_note", "route",
+        "last_request_time", "override", "lag", "monitor_note", "replicas_view", "route",
     ],
     "properties": {
         "node": {"type": "string", "description": "host:port"},
@@ -121,6 +121,11 @@ _NODE = {
         "override": {"$ref": "#/components/schemas/Override"},
         "lag": {"type": ["number", "null"], "description": "replication lag, seconds"},
         "monitor_note": _NULLABLE_STRING,
+        "replicas_view": {
+            "type": ["string", "null"],
+            "description": "set while the pollers cannot reach this ACTIVE but its replicas "
+            "still receive from it (no failover meanwhile)",
+        },
         "route": {"$ref": "#/components/schemas/Route"},
         "read_only": {"type": ["boolean", "null"]},
         "caught_up": {

@@ -218,12 +218,17 @@ class Observation:
     A merged verdict (what a tick sees) may carry ``monitor_note``: why some or all pollers
     could not judge the node this round, shown to operators but never a failure.
     ``replication`` is what the probe read of the node's replication (None when it got no
-    such far); it never takes part in comparing verdicts."""
+    such far); it never takes part in comparing verdicts. ``unreachable`` marks a connect
+    failure in which the node could not be reached at all (refused, timed out, no route, a
+    name that does not resolve), as opposed to one where it answered (1040 Too many
+    connections, a bad handshake, a hung server) or a query error: clients see those too,
+    so only an unreachable node can be vouched for by its replicas (``state.replicas_view``)."""
 
     outcome: Outcome
     message: str = ""
     monitor_note: str = ""
     replication: Replication | None = field(default=None, compare=False)
+    unreachable: bool = False
 
     @classmethod
     def healthy(cls) -> Observation:
@@ -235,9 +240,10 @@ class Observation:
         return cls(Outcome.ABSTAIN, text)
 
     @classmethod
-    def connect_error(cls, node: NodeId, text: str) -> Observation:
+    def connect_error(cls, node: NodeId, text: str, *, unreachable: bool = False) -> Observation:
         """A connect failure, worded as MPP's probe words it."""
-        return cls(Outcome.CONNECT, f"Could not connect to mysql host {node}: {text}")
+        message = f"Could not connect to mysql host {node}: {text}"
+        return cls(Outcome.CONNECT, message, unreachable=unreachable)
 
     @property
     def is_healthy(self) -> bool:
@@ -288,6 +294,10 @@ class NodeState:
     # The last tick at which the node held everything of the ACTIVE's last known position (or
     # was the ACTIVE): how long it has been lagging is measured from here (the lag gate).
     synced_at: float | None = None
+    # Set while the pollers cannot reach this ACTIVE but its replicas still receive from it
+    # (the round does not count toward failing it): the text operators see, naming them.
+    # Like monitor_note, not a state: it never makes an event by itself.
+    replicas_view: str | None = None
 
     @property
     def is_primary(self) -> bool:

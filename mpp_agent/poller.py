@@ -107,7 +107,8 @@ def merge_observations(
     the majority's among the failing reports. A node every poller abstained on merges into an
     abstention (not evaluated); any abstention is carried as the verdict's ``monitor_note``.
     Nodes nobody observed are left out, so they are not evaluated either. The merged verdict
-    carries the replication values read by a poller that gave it (the first such report)."""
+    carries the replication values read by a poller that gave it (the first such report), and
+    is ``unreachable`` when every failing poller could not reach the node at all."""
     by_node: dict[NodeId, list[Observation]] = {}
     for observations in reports.values():
         for node, obs in observations.items():
@@ -134,7 +135,16 @@ def merge_node(seen: Sequence[Observation]) -> Observation:
     details = next(
         (o.replication for o in failing if (o.outcome, o.message) == (outcome, message)), None
     )
-    return Observation(outcome, message, monitor_note=note, replication=details)
+    unreachable = is_unreachable_by_all(failing)
+    return Observation(
+        outcome, message, monitor_note=note, replication=details, unreachable=unreachable
+    )
+
+
+def is_unreachable_by_all(failing: Sequence[Observation]) -> bool:
+    """A failing verdict is ``unreachable`` only when every failing poller could not reach the
+    node at all: one that got an answer (1040, a query error) saw what clients see."""
+    return all(o.outcome is Outcome.CONNECT and o.unreachable for o in failing)
 
 
 def abstention_note(abstained: Sequence[Observation], pollers: int) -> str:
@@ -205,6 +215,27 @@ def has_changed(before: PoolState, after: PoolState) -> bool:
         return True
     old = {n.node: (n.state, n.status) for n in before.nodes}
     return any(old.get(n.node) != (n.state, n.status) for n in after.nodes)
+
+
+def replicas_view_news(before: PoolState, after: PoolState) -> list[str]:
+    """The WARNING lines of a committed tick about the replicas' view (``state.replicas_view``):
+    one when it starts holding a node's failover (or names other replicas), one when it ends.
+    Told from the committed change, so the poller that commits it says it, once."""
+    was = {n.node: n.replicas_view for n in before.nodes}
+    lines = []
+    for n in after.nodes:
+        old = was.get(n.node)
+        if n.replicas_view and n.replicas_view != old:
+            lines.append(
+                f"pool {after.name}: {n.node} {n.replicas_view}; not failing it over "
+                f"(R stays {n.r})"
+            )
+        elif old and not n.replicas_view:
+            lines.append(
+                f"pool {after.name}: {n.node}: the replicas' view no longer holds its failover "
+                f"(was: {old}); now {n.state}/{n.status} R={n.r}"
+            )
+    return lines
 
 
 def lateness(pool: PoolState, round_: int, now: float) -> str | None:
@@ -517,6 +548,9 @@ class Poller:
                     committed[name] = outcome
                     self.metrics.round_committed(name)
                     self.track_degraded(outcome)
+                    if isinstance(pool, PoolState):
+                        for line in replicas_view_news(pool, outcome):
+                            log.warning("%s", line)
                     if isinstance(pool, PoolState) and has_changed(pool, outcome):
                         report.changed.append(name)
                 elif outcome == "version":

@@ -4,7 +4,9 @@ It owns what a poll checks (mpp-behaviour.md section 3) and the exact MPP messag
 
 * connect phase, failures are **connect-class** (``Outcome.CONNECT``): connect to the monitoring
   database (``Could not connect to mysql host <host:port>: <error>``), then list its tables
-  (``Query Error: No tables found for database <db> on server <host:port>``);
+  (``Query Error: No tables found for database <db> on server <host:port>``); a connect that
+  never reached the server (refused, timed out, no route, a name that does not resolve) is
+  marked ``Observation.unreachable`` (``is_unreachable``);
 * request phase, failures are **request-class** (``Outcome.REQUEST``): the first row of
   ``SHOW SLAVE STATUS`` (``SHOW REPLICA STATUS`` on MySQL >= 8.0.22) checked by
   ``slave_status_errors``; no row gives ``Could not get slave status for mysql host <host:port>.``
@@ -131,7 +133,12 @@ class ProbeResult:
 
 
 class _NodeGone(Exception):
-    """The connection failed or was lost: the probe ends with a connect-class observation."""
+    """The connection failed or was lost: the probe ends with a connect-class observation;
+    ``unreachable`` when the node could not be reached at all (``is_unreachable``)."""
+
+    def __init__(self, text: str, *, unreachable: bool = False) -> None:
+        super().__init__(text)
+        self.unreachable = unreachable
 
 
 class _MonitorFault(Exception):
@@ -323,6 +330,21 @@ def error_code(exc: BaseException) -> int | None:
     return code if isinstance(code, int) else None
 
 
+# Client-side errors of a connect that never reached the server: 2002 (socket), 2003 (PyMySQL's
+# wrapper of a failed TCP connect: refused, timed out, no route, name resolution), 2005
+# (unknown host). A server that answered (1040 Too many connections) or accepted the TCP
+# connection and then said nothing (2013, a hung server) is reachable: clients see that too.
+_CR_UNREACHABLE = frozenset({2002, 2003, 2005})
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether a connect failure means the node could not be reached at all (the replicas'
+    view may then speak for it, ``state.replicas_view``)."""
+    if isinstance(exc, pymysql.err.MySQLError):
+        return error_code(exc) in _CR_UNREACHABLE
+    return isinstance(exc, OSError)
+
+
 def is_monitor_fault(exc: BaseException) -> bool:
     """True for a server error that blames the monitor, not the node (``MONITOR_FAULTS``)."""
     return isinstance(exc, pymysql.err.MySQLError) and error_code(exc) in MONITOR_FAULTS
@@ -378,7 +400,9 @@ def _probe(node: NodeId, settings: ProbeSettings) -> tuple[Observation, NodeMetr
     try:
         conn = _connect(node, settings)
     except _NodeGone as gone:
-        return Observation.connect_error(node, str(gone)), NodeMetrics()
+        return Observation.connect_error(
+            node, str(gone), unreachable=gone.unreachable
+        ), NodeMetrics()
     except _MonitorFault as fault:
         return Observation.abstain(str(fault)), NodeMetrics()
     try:
@@ -411,9 +435,9 @@ def _connect(node: NodeId, settings: ProbeSettings) -> Any:
     except pymysql.err.MySQLError as exc:
         if is_monitor_fault(exc):
             raise _MonitorFault(error_text(exc)) from None
-        raise _NodeGone(error_text(exc)) from None
+        raise _NodeGone(error_text(exc), unreachable=is_unreachable(exc)) from None
     except OSError as exc:
-        raise _NodeGone(error_text(exc)) from None
+        raise _NodeGone(error_text(exc), unreachable=is_unreachable(exc)) from None
     except _PROTOCOL_ERRORS as exc:
         text = f"Bad handshake, not a MySQL server? ({kind_of(exc)}: {exc})"
         raise _NodeGone(one_line(text)) from None

@@ -4,7 +4,8 @@ A script is one step a line, split like a shell line (``shlex``: quotes allowed,
 quotes starts a comment; blank and comment lines are ignored)::
 
     pool <failoverpool string> [max_requests=N] [failback=auto|manual] [force]
-    cycle [<node>=connect:<text>] [<node>=request:<text>] [<node>=abstain:<text>]
+    cycle [<node>=connect:<text>] [<node>=unreachable:<text>] [<node>=request:<text>]
+          [<node>=abstain:<text>] [<node>=receives:<source>] [<node>=connecting:<source>]
           [<node>=at:<binlog>[/<applied>]] [pool:<name>=fail] ...
     recover <node> [pool=<name>]
     recover pool:<name>
@@ -20,8 +21,12 @@ quotes starts a comment; blank and comment lines are ignored)::
 * ``cycle`` ticks every pool once, in the order the pools were created. A node not listed is
   healthy this tick. ``connect:<text>`` becomes MPP's probe message ``Could not connect to mysql
   host <node>: <text>``; ``request:<text>`` is the request-error message verbatim;
+  ``unreachable:<text>`` is the same connect error when the pollers could not reach the node
+  at all (refused, timed out, no route), the only kind its replicas' view can speak against;
   ``abstain:<text>`` is a round in which every poller abstained on the node (the monitor was at
-  fault, e.g. its password was refused): the node is not evaluated. A node in
+  fault, e.g. its password was refused): the node is not evaluated. ``receives:<source>`` is
+  a healthy node whose IO thread is connected to and receiving from ``<source>``;
+  ``connecting:<source>`` one whose IO thread lost ``<source>`` and is reconnecting. A node in
   several pools gets the same outcome in each. ``pool:<name>=fail`` reports that the pool's
   checkpoints all failed this cycle (pool FAIL, sticky until ``recover pool:<name>``).
 * ``at:<binlog>[/<applied>]`` is a healthy round that read the node's replication positions
@@ -307,9 +312,11 @@ def parse_cycle(args: list[str]) -> Cycle:
 
 def parse_outcome(node: NodeId, outcome: str) -> Observation:
     kind, sep, text = outcome.partition(":")
-    if kind == "connect" and sep:
+    if kind in ("connect", "unreachable") and sep:
         # Connect errors are worded as MPP's probe words them (mpp-behaviour 3.1).
-        return Observation.connect_error(node, text)
+        return Observation.connect_error(node, text, unreachable=kind == "unreachable")
+    if kind in ("receives", "connecting") and sep:
+        return replica_outcome(kind == "receives", parse_node(text))
     if kind == "request" and sep and text:
         return Observation(Outcome.REQUEST, text)
     if kind == "at" and sep and text:
@@ -322,8 +329,23 @@ def parse_outcome(node: NodeId, outcome: str) -> Observation:
         return Observation(Outcome.ABSTAIN, note, monitor_note=note)
     raise LineError(
         f"bad outcome {outcome!r} for {node} "
-        "(expected connect:<text>, request:<text>, abstain:<text> or at:<binlog>[/<applied>])"
+        "(expected connect:<text>, unreachable:<text>, request:<text>, abstain:<text>, "
+        "receives:<source>, connecting:<source> or at:<binlog>[/<applied>])"
     )
+
+
+def replica_outcome(receiving: bool, source: NodeId) -> Observation:
+    """A replica of ``source`` whose IO thread receives from it (healthy), or lost it and is
+    reconnecting (MPP's IO error, the link reported cut: the tick excuses it when ``source``
+    is connect-failing in the same cycle)."""
+    if receiving:
+        details = Replication(source=str(source), io_running="Yes", sql_running="Yes")
+        return Observation(Outcome.HEALTHY, replication=details)
+    details = Replication(
+        source=str(source), io_running="Connecting", sql_running="Yes", source_unreachable=True
+    )
+    error = "Slave Error: Slave IO is not running, Slave_IO_Running=Connecting."
+    return Observation(Outcome.REQUEST, error, replication=details)
 
 
 def parse_node_and_pool(verb: str, args: list[str]) -> tuple[NodeId, str | None]:
@@ -485,6 +507,8 @@ def render_listing(pools: Iterable[PoolState]) -> list[str]:
             lines.append(list_node(node))
             if node.monitor_note:
                 lines.append(f"  M {node.monitor_note}")
+            if node.replicas_view:
+                lines.append(f"  ! {node.replicas_view}")
     return lines
 
 
@@ -530,6 +554,9 @@ def pool_document(pool: PoolState) -> dict[str, Any]:
                 "state": str(n.state),
                 "message": n.message or "",
                 "monitor_note": n.monitor_note or "",
+                # Only while the replicas' view holds the node's failover (older scripts'
+                # outputs stay as they were).
+                **({"replicas_view": n.replicas_view} if n.replicas_view else {}),
             }
             for n in pool.nodes
         ],

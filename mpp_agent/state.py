@@ -59,6 +59,8 @@ MSG_MANUAL_FAILBACK = (
 )
 MSG_SWITCHOVER = "SWITCHOVER: Taking over ACTIVE state."
 MSG_SWITCHED_AWAY = "SWITCHOVER: writes moved to {target}."
+MSG_REPLICAS_RECEIVE = "ACTIVE unreachable from the pollers but its replicas still receive from it"
+MSG_NOT_FAILING_ALIVE = "Not failing from ACTIVE state because its replicas still receive from it"
 RECOVERING_PREFIX = "(recovering) "
 
 
@@ -71,6 +73,7 @@ class Exit(StrEnum):
     OK = "OK"
     WARN = "WARN"
     FAIL = "FAIL"
+    HOLD = "HOLD"  # the round neither counts nor resets R (the replicas' view)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class Decision:
     status: Status | None = None
     message: str | None = None
     rule: str = ""
+    replicas_view: str | None = None  # NodeState.replicas_view after this evaluation
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,7 @@ def run_rules(
             commit(before, decision, status, now),
             monitor_note=note or None,
             replication=observation.replication or before.replication,
+            replicas_view=decision.replicas_view,
         )
         after, gate_event = catch_up(pool, before, after, now)
         rules[before.node] = decision.rule
@@ -298,7 +303,11 @@ def decide(
             errors = f"{MSG_READ_ONLY}, {observation.message}"
         decision = rules_b(pool, index, errors, seen, failed=State.FAILED_ONLINE, rule="B-ro")
     elif observation.outcome is Outcome.CONNECT:
-        decision = rules_b(pool, index, observation.message, seen)
+        receivers = replicas_view(pool, index, observation, seen)
+        if receivers:
+            decision = rule_b_alive(observation, receivers)
+        else:
+            decision = rules_b(pool, index, observation.message, seen)
     elif observation.outcome is Outcome.REQUEST:
         decision = rules_c(pool, node, observation.message)
     elif node.is_primary:
@@ -396,6 +405,64 @@ def source_is_down(
         if named or (same_id and not any(details.source == str(m.node) for m in pool.nodes)):
             return seen.outcome is Outcome.CONNECT
     return False
+
+
+def replicas_view(
+    pool: PoolState,
+    index: int,
+    observation: Observation,
+    observations: Mapping[NodeId, Observation],
+) -> tuple[NodeId, ...]:
+    """The replicas' view before failing an unreachable ACTIVE (holistic detection, as
+    orchestrator declares a master dead only when its replicas lost it too): the other nodes
+    whose IO thread reports in this round that it is connected to and receiving from the
+    node at ``index``. Empty, so the round counts as usual, unless that node is ACTIVE and
+    the round's merged verdict is that the pollers could not reach it at all
+    (``Observation.unreachable``): 1040 Too many connections, a hung server or a query
+    error are what clients see too, and count."""
+    node = pool.nodes[index]
+    if (
+        node.state is not State.ACTIVE
+        or observation.outcome is not Outcome.CONNECT
+        or not observation.unreachable
+    ):
+        return ()
+    return tuple(
+        n.node
+        for i, n in enumerate(pool.nodes)
+        if i != index and receives_from(node, observations.get(n.node))
+    )
+
+
+def receives_from(source: NodeState, seen: Observation | None) -> bool:
+    """Whether ``seen`` (a node's verdict this round) shows its IO thread connected to
+    ``source`` and receiving: ``Slave_IO_Running`` is ``Yes`` ("Connecting" means it lost
+    the source) and the link is not reported cut. The source is matched by server_id where
+    both are known (``Master_Server_Id`` against ``source``'s server_id from its last
+    successful observation: right even when the pollers and the replica reach it by
+    different addresses), else by ``host:port``."""
+    details = None if seen is None or seen.is_abstained else seen.replication
+    if details is None or details.source_unreachable:
+        return False
+    if details.io_running.strip().lower() != "yes":
+        return False
+    known = source.replication.server_id if source.replication is not None else None
+    if known and details.source_server_id:
+        return details.source_server_id == known
+    return details.source == str(source.node)
+
+
+def rule_b_alive(observation: Observation, receivers: tuple[NodeId, ...]) -> Decision:
+    """An unreachable ACTIVE that its replicas still receive from is alive: the round does
+    not count toward failing it (R neither advances nor resets), it stays ACTIVE with
+    STATUS OK_WARN, and the message says why it is not failed over."""
+    return Decision(
+        Exit.HOLD,
+        status=Status.OK_WARN,
+        message=f"{observation.message}; {MSG_NOT_FAILING_ALIVE}",
+        rule="B-replicas",
+        replicas_view=f"{MSG_REPLICAS_RECEIVE}: {', '.join(map(str, receivers))}",
+    )
 
 
 def rules_b(
@@ -542,6 +609,8 @@ def commit(node: NodeState, decision: Decision, pool_status: PoolStatus, now: fl
             shown = message if message is not None and message != CLEAR else node.message
             message = RECOVERING_PREFIX + (shown or "")
         requests = 0
+    elif decision.exit is Exit.HOLD:
+        requests = node.r
     else:
         requests = node.r + 1
     # Step 3: write what was set; "--" deletes the message.

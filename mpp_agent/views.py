@@ -161,6 +161,9 @@ def node_json(
         "override": override_json(node.override) if node.override else None,
         "lag": lag,
         "monitor_note": node.monitor_note,
+        # Set while the pollers cannot reach this ACTIVE but its replicas still receive from
+        # it (no failover meanwhile), naming those replicas; else null.
+        "replicas_view": node.replicas_view,
         "route": route_json(decided),
     }
 

@@ -108,7 +108,9 @@ def listing(
     """MPP's ``--list-cached-pools`` table: header once, then per pool its line and nodes.
 
     Under a node: its override on an 'O' line, and on an 'R' line what it answers when that
-    is neither its state nor its override's (the writer pinned elsewhere). ``wide`` adds each
+    is neither its state nor its override's (the writer pinned elsewhere); on an 'M' line why
+    the monitor could not judge it, and on a '!' line that the pollers cannot reach it while
+    its replicas still receive from it (no failover meanwhile). ``wide`` adds each
     node's read_only, lag, whether it has applied what it received, and what it lacks of the
     ACTIVE's last known position."""
     header = WIDE_HEADER if wide else ()
@@ -134,6 +136,8 @@ def listing(
                 lines.append(f"  R {routing_note(node, decided, now)}")
             if node.monitor_note:
                 lines.append(f"  M {node.monitor_note}")
+            if node.replicas_view:
+                lines.append(f"  ! {node.replicas_view}")
     return "\n".join(lines) + "\n"
 
 

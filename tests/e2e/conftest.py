@@ -26,11 +26,13 @@ from mpp_agent.model import PoolState, State
 from mpp_agent.store import Store
 from scripts.demo import HAPROXY_CFG, render_haproxy_config
 from tests.daemons import PollerProcess
+from tests.forwarder import Forwarder
 from tests.servers import (
     APP_PASSWORD,
     APP_USER,
     HAProxy,
     MariaDBCluster,
+    MariaDBNode,
     RedisServer,
     free_ports,
     spawn,
@@ -163,6 +165,22 @@ class Recorder:
             f"{s.at:.2f}: " + ",".join(f"{p}={st.value}" for p, st in s.states.items())
             for s in self.snapshots
         )
+
+
+def replicate_through(replica: MariaDBNode, link: Forwarder) -> None:
+    """``replica`` replicates from its source through ``link`` (a forwarder a test can stop)."""
+    replica.sql(
+        f"STOP SLAVE; CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={link.port}; "
+        "START SLAVE"
+    )
+    replica.wait_slave()
+
+
+def reset_source(replica: MariaDBNode, source: MariaDBNode) -> None:
+    """``replica`` replicates from ``source`` directly again."""
+    replica.sql("STOP SLAVE")
+    replica.change_master(source)
+    replica.sql("START SLAVE")
 
 
 @dataclass

@@ -14,9 +14,18 @@ from collections.abc import Iterator
 import pytest
 
 from mpp_agent.model import State
-from tests.e2e.conftest import BUDGET, INTERVAL, NAMESPACE, POOL, M, System
+from tests.e2e.conftest import (
+    BUDGET,
+    INTERVAL,
+    NAMESPACE,
+    POOL,
+    M,
+    System,
+    replicate_through,
+    reset_source,
+)
 from tests.forwarder import Forwarder
-from tests.servers import MariaDBNode, wait_until
+from tests.servers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -31,24 +40,14 @@ def link(system: System) -> Iterator[Forwarder]:
     """node2 replicates from node1 through a forwarder (restored afterwards)."""
     node1, node2 = system.node1, system.node2
     forwarder = Forwarder(node1.port).start()
-    node2.sql(
-        f"STOP SLAVE; CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={forwarder.port}; "
-        "START SLAVE"
-    )
     try:
-        node2.wait_slave()
+        replicate_through(node2, forwarder)
         system.cluster.wait_replicated(node1)
         time.sleep(2 * INTERVAL)  # a few ticks see node2 holding node1's position
         yield forwarder
     finally:
         forwarder.stop()
         reset_source(node2, node1)
-
-
-def reset_source(replica: MariaDBNode, source: MariaDBNode) -> None:
-    replica.sql("STOP SLAVE")
-    replica.change_master(source)
-    replica.sql("START SLAVE")
 
 
 def node2_state(system: System) -> State:

@@ -26,6 +26,7 @@ from mpp_agent.config import PoolConfig
 from mpp_agent.model import NodeId, NodeType, State
 from mpp_agent.store import Store
 from tests.daemons import PollerProcess
+from tests.e2e.conftest import replicate_through, reset_source
 from tests.forwarder import Forwarder
 from tests.integration.admin_support import mpp_admin
 from tests.servers import (
@@ -116,6 +117,9 @@ def test_a_redis_failover_that_lost_commits_never_moves_the_writer_back(
     answers: list[tuple[float, str, str]] = []  # (time, node, answer)
     stop = threading.Event()
     try:
+        # node2 replicates through node1's forwarder: stopping it cuts the pollers and node2's
+        # replication off node1 (the replicas' view does not hold the failover).
+        replicate_through(cluster.node2, fwd[1])
         store = Store.from_url(sentinels.url, NAMESPACE)
         members = (
             (NodeId.parse(node1), NodeType.PRIMARY),
@@ -197,6 +201,7 @@ def test_a_redis_failover_that_lost_commits_never_moves_the_writer_back(
             poller.cleanup()
         for f in fwd.values():
             f.stop()
+        reset_source(cluster.node2, cluster.node1)
         sentinels.stop()
 
 

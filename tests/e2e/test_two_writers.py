@@ -4,8 +4,10 @@ through either HAProxy reaches the old ACTIVE; with ``keep`` the cut-off HAProxy
 landing on it (two writers), and the test prints how many.
 
 The pollers reach the nodes through forwarders (``tests/forwarder.py``) and HAProxy reaches
-them directly, so stopping node1's forwarder makes it unreachable to the pollers only; the first
-agent reaches Redis through a forwarder too. Pool: interval 1 s, M = 3.
+them directly; node2 replicates from node1 through node1's forwarder too, so stopping it makes
+node1 unreachable to the pollers and to node2's replication (the replicas' view does not hold
+the failover) while HAProxy still reaches it; the first agent reaches Redis through a
+forwarder too. Pool: interval 1 s, M = 3.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from mpp_agent.model import NodeId, NodeType, StaleWriter, State
 from mpp_agent.store import Store
 from scripts.demo import HAPROXY_CFG, render_haproxy_config
 from tests.daemons import PollerProcess
-from tests.e2e.conftest import AGENT_INTER, write_through
+from tests.e2e.conftest import AGENT_INTER, replicate_through, reset_source, write_through
 from tests.forwarder import Forwarder
 from tests.servers import (
     HAProxy,
@@ -123,6 +125,7 @@ def rig(
     pollers: list[PollerProcess] = []
     pairs: list[Pair] = []
     try:
+        replicate_through(cluster.node2, fwd[1])
         store = Store.from_url(redis_server.url, NAMESPACE)
         Store.from_url(f"redis://{redis_link.address}/0").check()
         members = ((NodeId.parse(fwd[1].address), NodeType.PRIMARY),)
@@ -160,6 +163,7 @@ def rig(
             poller.cleanup()
         for f in (*fwd.values(), redis_link):
             f.stop()
+        reset_source(cluster.node2, cluster.node1)
         redis_server.cleanup()
 
 

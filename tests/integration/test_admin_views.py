@@ -116,7 +116,7 @@ def test_list_shows_overrides_and_json(redis_url: str) -> None:
     primary, _, overridden = pool["nodes"]
     assert set(primary) == {
         "node", "type", "requests", "level", "status", "state", "message",
-        "last_request_time", "override", "lag", "monitor_note", "route",
+        "last_request_time", "override", "lag", "monitor_note", "replicas_view", "route",
         "read_only", "caught_up", "behind",
     }  # fmt: skip
     assert primary["route"] == {

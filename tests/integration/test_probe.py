@@ -66,6 +66,7 @@ def test_killed_node_is_a_connect_error(mariadb_cluster: MariaDBCluster) -> None
     assert result.observation.message.startswith(
         f"Could not connect to mysql host {node.node_id}: Can't connect to MySQL server"
     )
+    assert result.observation.unreachable  # refused: nothing listens
     assert result.latency < SETTINGS.connect_timeout
 
 
@@ -79,6 +80,7 @@ def test_frozen_node_is_a_connect_error_within_the_timeout(
     elapsed = time.monotonic() - started
     assert result.observation.outcome is Outcome.CONNECT
     assert result.observation.message.startswith(f"Could not connect to mysql host {node.node_id}:")
+    assert not result.observation.unreachable  # TCP accepted: reachable, but hung
     assert elapsed < SETTINGS.connect_timeout + 1.0
 
 
@@ -111,6 +113,7 @@ def test_too_many_connections_is_a_connect_error(mariadb_cluster: MariaDBCluster
     assert result.observation.message == (
         f"Could not connect to mysql host {node.node_id}: Too many connections"
     )
+    assert not result.observation.unreachable  # the server answered: clients see it too
 
 
 def test_stopped_replication_is_a_request_error(mariadb_cluster: MariaDBCluster) -> None:
@@ -298,6 +301,14 @@ def test_nothing_listening_is_a_connect_error() -> None:
     result = probe_node(node, SETTINGS)
     assert result.observation.outcome is Outcome.CONNECT
     assert result.observation.message.startswith(f"Could not connect to mysql host {node}:")
+    assert result.observation.unreachable
+
+
+def test_a_name_that_does_not_resolve_is_unreachable() -> None:
+    node = NodeId("no-such-host.invalid", 3306)
+    result = probe_node(node, SETTINGS)
+    assert result.observation.outcome is Outcome.CONNECT
+    assert result.observation.unreachable
 
 
 @contextlib.contextmanager

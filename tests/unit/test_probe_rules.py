@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pymysql
 import pytest
 
 from mpp_agent.model import NodeId, Observation, Outcome
@@ -16,6 +17,7 @@ from mpp_agent.probe import (
     checkpoints_down,
     error_text,
     failure_text,
+    is_unreachable,
     normalize_slave_status,
     replication_lag,
     replication_of,
@@ -363,3 +365,46 @@ def test_max_lag_error_is_no_longer_a_cut_link() -> None:
     seen = Observation(Outcome.REQUEST, "x", replication=details)
     lagging = with_max_lag(seen, 100, 30)
     assert lagging.replication is not None and not lagging.replication.source_unreachable
+
+
+@pytest.mark.parametrize(
+    ("exc", "unreachable"),
+    [
+        pytest.param(
+            pymysql.err.OperationalError(
+                2003, "Can't connect to MySQL server on 'db' ([Errno 111] Connection refused)"
+            ),
+            True,
+            id="refused",
+        ),
+        pytest.param(
+            pymysql.err.OperationalError(2003, "Can't connect to MySQL server on 'db' (timed out)"),
+            True,
+            id="connect-timed-out",
+        ),
+        pytest.param(
+            pymysql.err.OperationalError(
+                2003, "Can't connect to MySQL server on 'db' ([Errno -2] Name or service not known)"
+            ),
+            True,
+            id="dns",
+        ),
+        pytest.param(OSError(113, "No route to host"), True, id="no-route"),
+        pytest.param(pymysql.err.OperationalError(1040, "Too many connections"), False, id="1040"),
+        pytest.param(
+            pymysql.err.OperationalError(
+                2013, "Lost connection to MySQL server during query (timed out)"
+            ),
+            False,
+            id="hung-after-tcp-accept",
+        ),
+        pytest.param(
+            pymysql.err.OperationalError(1045, "Access denied"), False, id="access-denied"
+        ),
+        pytest.param(pymysql.err.ProgrammingError(1064, "syntax"), False, id="query-error"),
+    ],
+)
+def test_unreachable_only_when_the_connect_never_reached_the_server(
+    exc: BaseException, unreachable: bool
+) -> None:
+    assert is_unreachable(exc) is unreachable

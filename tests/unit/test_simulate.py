@@ -79,6 +79,9 @@ MALFORMED = [
     pytest.param(
         "pool name:p;primary:a\ncycle pool:p=down\n", 2, "pool:<name>=fail", id="pool-fail"
     ),
+    pytest.param(
+        "pool name:p;primary:a;secondary:b\ncycle b=receives:\n", 2, "not a node", id="receives"
+    ),
     pytest.param('cycle a=connect:"oops\n', 1, "No closing quotation", id="quote"),
     pytest.param("pool name:p;primary:a max_requests=x\n", 1, "whole number", id="max-requests"),
     pytest.param("pool name:p;primary:a max_requests=0\n", 1, "max_requests must be", id="m-0"),

@@ -31,6 +31,7 @@ from mpp_agent.model import (
     Outcome,
     PoolState,
     PoolStatus,
+    Replication,
     State,
     Status,
 )
@@ -44,7 +45,7 @@ from mpp_agent.state import (
     tick,
 )
 
-OUTCOMES = ("ok", "conn", "req", "abs")
+OUTCOMES = ("ok", "conn", "req", "abs", "gone", "recv")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def pools(draw: st.DrawFn) -> PoolState:
 
 
 def ticks(size: int) -> st.SearchStrategy[Tick]:
-    outcome = st.sampled_from(("ok", "ok", "conn", "req", "abs"))
+    outcome = st.sampled_from(("ok", "ok", "conn", "req", "abs", "gone", "recv"))
     full = st.tuples(*[outcome] * size).map(lambda o: Tick(o, False))
     judged = st.sampled_from(("ok", "ok", "conn", "req"))
     failed = st.tuples(*[judged] * size).map(lambda o: Tick(o, True))
@@ -111,6 +112,11 @@ def observations(pool: PoolState, outcomes: tuple[str | None, ...]) -> dict[Node
             obs[n.node] = Observation(Outcome.REQUEST, "Slave Error: x")
         elif outcome == "abs":
             obs[n.node] = Observation.abstain("monitor cannot check: Access denied")
+        elif outcome == "gone":  # the pollers cannot reach it at all
+            obs[n.node] = Observation.connect_error(n.node, "refused", unreachable=True)
+        elif outcome == "recv":  # healthy, its IO thread receiving from the first node
+            details = Replication(source=str(pool.nodes[0].node), io_running="Yes")
+            obs[n.node] = Observation(Outcome.HEALTHY, replication=details)
     return obs
 
 
@@ -143,7 +149,10 @@ def check_tick(before: PoolState, after: PoolState, exits: dict[NodeId, Exit]) -
     for old, new in zip(before.nodes, after.nodes, strict=True):
         if old.state.is_failed:
             assert new.state.is_failed, f"{old.node} left {old.state} in a tick"
-        if old.node in exits:
+        if old.node in exits and exits[old.node] is Exit.HOLD:
+            # The replicas' view: the round neither counts nor resets R, the node stays ACTIVE.
+            assert (new.requests, new.state) == (old.requests, State.ACTIVE)
+        elif old.node in exits:
             assert (new.requests == 0) == (exits[old.node] is Exit.OK)
         else:
             assert replace(new, monitor_note=None) == replace(old, monitor_note=None), (
