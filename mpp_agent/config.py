@@ -21,6 +21,7 @@ from mpp_agent.model import (
     DEFAULT_MAX_FAILOVER_LAG,
     DEFAULT_MAX_LAG,
     DEFAULT_MAX_REQUESTS,
+    Fence,
     NodeId,
     NodeIdError,
     NodeState,
@@ -52,6 +53,7 @@ class PoolConfig:
     stale_writer: StaleWriter = StaleWriter.KEEP
     catchup_timeout: float = DEFAULT_CATCHUP_TIMEOUT
     max_failover_lag: float = DEFAULT_MAX_FAILOVER_LAG
+    fence: Fence = Fence.OFF
 
     def __post_init__(self) -> None:
         validate_pool_name(self.name)
@@ -83,6 +85,8 @@ class PoolConfig:
             )
         if not isinstance(self.stale_writer, StaleWriter):
             raise PoolConfigError(f"stale_writer must be keep or drain, not {self.stale_writer!r}.")
+        if not isinstance(self.fence, Fence):
+            raise PoolConfigError(f"fence must be off or read_only, not {self.fence!r}.")
         if not 0 <= self.catchup_timeout <= MAX_LAG_LIMIT:
             raise PoolConfigError(
                 f"catchup_timeout must be between 0 and {MAX_LAG_LIMIT:g} s, "
@@ -184,6 +188,7 @@ def config_of(pool: PoolState) -> PoolConfig:
         stale_writer=pool.stale_writer,
         catchup_timeout=pool.catchup_timeout,
         max_failover_lag=pool.max_failover_lag,
+        fence=pool.fence,
     )
 
 
@@ -200,6 +205,7 @@ def new_pool(config: PoolConfig, incarnation: str = "") -> PoolState:
         incarnation=incarnation,
         catchup_timeout=config.catchup_timeout,
         max_failover_lag=config.max_failover_lag,
+        fence=config.fence,
     )
 
 
@@ -230,4 +236,5 @@ def apply_config(pool: PoolState, config: PoolConfig, *, force: bool = False) ->
         stale_writer=config.stale_writer,
         catchup_timeout=config.catchup_timeout,
         max_failover_lag=config.max_failover_lag,
+        fence=config.fence,
     )

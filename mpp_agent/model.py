@@ -67,6 +67,18 @@ class StaleWriter(StrEnum):
     DRAIN = "drain"
 
 
+class Fence(StrEnum):
+    """Whether the pollers keep MySQL's ``read_only`` in line with the routing decision.
+
+    ``off``: they never touch it. ``read_only``: pollers given a fencing account set
+    ``read_only=ON`` (``super_read_only=ON`` on MySQL 8) on every reachable node that does not
+    take writes, and ``read_only=OFF`` on the one that does (``fencing.py``); the writer then
+    takes writes only once it reports ``read_only=OFF`` (``routing``)."""
+
+    OFF = "off"
+    READ_ONLY = "read_only"
+
+
 class Outcome(StrEnum):
     """What one probe of a node found (mpp-behaviour 2.3)."""
 
@@ -308,6 +320,7 @@ class PoolState:
     # Set once when the pool is created (a pool removed and created again gets a new one):
     # versions are only comparable within one incarnation.
     incarnation: str = ""
+    fence: Fence = Fence.OFF
 
     @property
     def primary(self) -> NodeState | None:
@@ -337,6 +350,8 @@ class EventKind(StrEnum):
     CATCHUP = "catch-up"  # a new ACTIVE's write gate: held, opened when caught up or timed out
     FAILOVER = "failover"  # promotion by hand (mpp-admin failover)
     HELD = "held"  # a STANDBY that would take over is held back by the lag gate
+    FENCED = "fenced"  # a poller set read_only=ON on a node that takes no writes
+    UNFENCED = "unfenced"  # a poller set read_only=OFF on the node that takes writes
 
 
 @dataclass(frozen=True)

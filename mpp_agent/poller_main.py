@@ -18,10 +18,11 @@ from mpp_agent.probe import (  # noqa: E402
     NO_PASSWORD,
     Checkpoint,
     CheckpointError,
+    FenceAccount,
     ProbeSettings,
 )
 from mpp_agent.secret_file import read_first_line  # noqa: E402
-from mpp_agent.settings import CONNECTION, LOG_LEVEL, add_arguments  # noqa: E402
+from mpp_agent.settings import CONNECTION, FENCING, LOG_LEVEL, add_arguments  # noqa: E402
 from mpp_agent.store import (  # noqa: E402
     REDIS_DOWN_ERRORS,
     Store,
@@ -41,7 +42,9 @@ log = logging.getLogger("mpp.poller")
 EPILOG = """\
 The MySQL password is read from --mysql-password-file or the MPP_MYSQL_PASSWORD environment
 variable, the Redis password from the URL, MPP_REDIS_PASSWORD or --redis-password-file; never
-from the command line. Pools, their interval and max_requests live in Redis (mpp-admin pool ...).
+from the command line; the fencing account's (--fence-user) from --fence-password-file or
+MPP_FENCE_PASSWORD likewise. Pools, their interval and max_requests live in Redis
+(mpp-admin pool ...).
 
 Each pool's probe timeouts are derived from its interval (a probe ends within half of it); the
 timeout options only set upper bounds. A pool whose interval is too short to serve is logged
@@ -118,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="upper bound on one whole probe in seconds (default: connect + read timeout + "
         "0.5); each pool's probe also ends within half its interval",
     )
+    add_arguments(p, FENCING)
     add_arguments(p, (LOG_LEVEL,))
     return p
 
@@ -126,6 +130,18 @@ def mysql_password(path: str | None) -> str:
     if path:
         return read_first_line(path, "MySQL password")
     return os.environ.get("MPP_MYSQL_PASSWORD", "")
+
+
+def fence_account(user: str | None, path: str | None) -> FenceAccount | None:
+    """The fencing account of ``--fence-user``; its password from the file or
+    ``MPP_FENCE_PASSWORD`` (never the command line)."""
+    if not user:
+        if path:
+            raise ValueError("--fence-password-file needs --fence-user (or MPP_FENCE_USER)")
+        return None
+    if path:
+        return FenceAccount(user, read_first_line(path, "fencing password"))
+    return FenceAccount(user, os.environ.get("MPP_FENCE_PASSWORD", ""))
 
 
 def settings_from(args: argparse.Namespace) -> PollerSettings:
@@ -149,6 +165,7 @@ def settings_from(args: argparse.Namespace) -> PollerSettings:
         tuple(args.pool),
         probe_timeout=bounds.probe,
         checkpoints=checkpoints,
+        fence=fence_account(args.fence_user, args.fence_password_file),
     )
 
 
@@ -170,7 +187,8 @@ def main() -> None:
         log.warning("%s: this poller abstains on every node", NO_PASSWORD)
     log.info(
         "poller %s starting (redis %s, namespace %s, pools %s, timeouts at most %s, fitted to "
-        "each pool's interval: shortest interval served %.3gs; checkpoints %s)",
+        "each pool's interval: shortest interval served %.3gs; checkpoints %s; fencing "
+        "account %s)",
         settings.poller_id,
         redact_url(args.redis_url),
         args.namespace,
@@ -178,6 +196,7 @@ def main() -> None:
         settings.limits,
         min_interval(settings.limits),
         ", ".join(map(str, settings.checkpoints)) or "none",
+        settings.fence.user if settings.fence else "none",
     )
     if args.once:
         try:

@@ -42,6 +42,16 @@ The rules, in the order they apply:
    with the reason ``stale: writes stopped to avoid two writers``. Reads are unchanged. A fresh
    view gives the writer back at once. With ``keep`` (the default) rule 8 stands.
 
+10. **Fence.** With the pool setting ``fence`` = ``read_only``, the pollers keep MySQL's
+   ``read_only`` in line with this decision (``fencing.py``): every node that would take no
+   writes by rules 1 to 9 is set ``read_only=ON``, and the one that would take them is set
+   ``read_only=OFF``. That node takes writes only once its last stored observation (or the
+   poller that opened it) says ``read_only=OFF``; until then it answers as ACTIVE with
+   ``fenced: read_only until the pollers open writes`` and takes reads as a STANDBY would
+   (``NodeRoute.awaits_fence``; ``PoolRoute.write_target`` is that node in either case). So
+   "takes no writes by rules 1 to 9" always means "kept read_only by the pollers": a rule that
+   stops a node's writes gets it fenced too.
+
 The pool status FAIL changes nothing here (the state machine leaves no ACTIVE node then); the
 reason says ``pool FAIL``.
 """
@@ -53,6 +63,7 @@ from dataclasses import dataclass
 
 from mpp_agent.candidates import degraded
 from mpp_agent.model import (
+    Fence,
     NodeId,
     NodeState,
     PoolState,
@@ -64,6 +75,7 @@ from mpp_agent.model import (
 )
 
 WRITES_STOPPED = "stale: writes stopped to avoid two writers"
+AWAITS_FENCE = "fenced: read_only until the pollers open writes"
 
 # Weight (percent of the server's configured weight) of each request level on the read backend.
 LEVEL_WEIGHTS = {
@@ -89,6 +101,14 @@ class NodeRoute:
     takes_reads: bool
     weight: int  # percent; meaningful when it takes reads
     why: tuple[str, ...]
+    # Rule 10: the node would take writes but has not reported read_only=OFF yet.
+    awaits_fence: bool = False
+
+    @property
+    def is_write_target(self) -> bool:
+        """Whether the pollers' fencing keeps this node writable (rule 10): it takes writes,
+        or would once it reports read_only=OFF."""
+        return self.takes_writes or self.awaits_fence
 
     @property
     def reason(self) -> str:
@@ -114,6 +134,11 @@ class PoolRoute:
     @property
     def readers(self) -> tuple[NodeRoute, ...]:
         return tuple(n for n in self.nodes if n.takes_reads)
+
+    @property
+    def write_target(self) -> NodeId | None:
+        """The one node the fencing leaves writable (rule 10); every other is kept read_only."""
+        return next((n.node for n in self.nodes if n.is_write_target), None)
 
     def find(self, node: NodeId) -> NodeRoute | None:
         return next((n for n in self.nodes if n.node == node), None)
@@ -204,7 +229,8 @@ def route(pool: PoolState, now: float, stale: bool = False, lead: float = 0.0) -
     writer = _choose_writer(answered)
     answered = _demote(answered, writer)
     gated = writer is not None and is_catching_up(answered[writer], now)
-    has_replica = any(a.is_healthy_standby for a in answered) or gated
+    fenced = writer is not None and awaits_fence(pool, answered[writer].node)
+    has_replica = any(a.is_healthy_standby for a in answered) or gated or fenced
     lost = degraded(pool, now)
     stopped = stops_writes(pool, now, stale, lead)
     nodes = tuple(
@@ -214,6 +240,13 @@ def route(pool: PoolState, now: float, stale: bool = False, lead: float = 0.0) -
         for i, a in enumerate(answered)
     )
     return PoolRoute(pool.name, nodes, stale, next_expiry(pool, now), stopped, lost)
+
+
+def awaits_fence(pool: PoolState, node: NodeState) -> bool:
+    """Rule 10: under ``fence`` = ``read_only`` a writer takes writes only once it has been
+    seen (or set) with read_only=OFF."""
+    details = node.replication
+    return pool.fence is Fence.READ_ONLY and (details is None or details.read_only is not False)
 
 
 def is_catching_up(a: _Answered, now: float) -> bool:
@@ -239,9 +272,13 @@ def _node_route(
     level = request_level(a.node.requests, pool.max_requests)
     # rule 4: the writer reads only when no replica can; a gated writer reads as a STANDBY
     reads = not has_replica if is_writer else a.is_healthy_standby
-    if gated:
+    writable = is_writer and not gated and not stopped
+    fenced = writable and awaits_fence(pool, a.node)
+    if gated or fenced:
         reads = a.status.is_ok
     why = [f"{a.state} {a.status} level={level.replace(' ', '_')}"]
+    if fenced:
+        why.insert(0, AWAITS_FENCE)
     if stopped and is_writer:
         why.insert(0, WRITES_STOPPED)
     if gated:
@@ -258,10 +295,11 @@ def _node_route(
         status=a.status,
         level=level,
         is_up=a.state in (State.ACTIVE, State.STANDBY),
-        takes_writes=is_writer and not gated and not stopped,
+        takes_writes=writable and not fenced,
         takes_reads=reads,
         weight=LEVEL_WEIGHTS[level],
         why=tuple(why),
+        awaits_fence=fenced,
     )
 
 
