@@ -32,6 +32,7 @@ from mpp_agent.model import (
     DEFAULT_MAX_REQUESTS,
     Event,
     EventKind,
+    Fence,
     NodeId,
     NodeType,
     PoolState,
@@ -86,6 +87,11 @@ STALE_WRITER_HELP = (
 CATCHUP_HELP = (
     "Longest wait (seconds) for a new ACTIVE to apply what it had received before it takes "
     "writes; past it writes open with a WARNING event."
+)
+FENCE_HELP = (
+    "read_only: pollers given a fencing account (mpp-poller --fence-user) keep every node that "
+    "takes no writes read_only=ON and set the writer read_only=OFF, which takes writes only "
+    "once it reports read_only=OFF; off: read_only is never touched."
 )
 FAILOVER_LAG_HELP = (
     "A STANDBY that lagged more than this (seconds) when the ACTIVE failed does not take over "
@@ -193,6 +199,7 @@ def create(
     max_failover_lag: Annotated[
         float, typer.Option(help=FAILOVER_LAG_HELP)
     ] = DEFAULT_MAX_FAILOVER_LAG,
+    fence: Annotated[Fence, typer.Option(help=FENCE_HELP, case_sensitive=False)] = Fence.OFF,
 ) -> None:
     """Create a pool.
 
@@ -203,7 +210,9 @@ def create(
     config = build_config(
         name, primary, secondary, failoverpool, interval, max_requests, max_lag, stale_writer
     )
-    config = replace(config, catchup_timeout=catchup_timeout, max_failover_lag=max_failover_lag)
+    config = replace(
+        config, catchup_timeout=catchup_timeout, max_failover_lag=max_failover_lag, fence=fence
+    )
     session = session_of(ctx)
     pool = session.store.create_pool(config, actor=session.actor)
     typer.echo(f"OK: Pool {pool.name} created: {render_failoverpool(config)}")
@@ -246,6 +255,14 @@ def apply(
         float | None,
         typer.Option(help=f"{FAILOVER_LAG_HELP} Default: keep the pool's.", show_default=False),
     ] = None,
+    fence: Annotated[
+        Fence | None,
+        typer.Option(
+            help=f"{FENCE_HELP} Default: keep the pool's.",
+            show_default=False,
+            case_sensitive=False,
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow removing the ACTIVE node.")] = False,
 ) -> None:
     """Replace a pool's configuration.
@@ -285,6 +302,7 @@ def apply(
             max_failover_lag=(
                 pool.max_failover_lag if max_failover_lag is None else max_failover_lag
             ),
+            fence=pool.fence if fence is None else fence,
         )
         try:
             after = apply_config(pool, config, force=force)

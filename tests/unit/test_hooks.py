@@ -64,13 +64,14 @@ def test_derived_kinds(event: dict[str, Any], derived: set[str]) -> None:
         ("Failover, FAILED ,override", {"failover", "failed", "override"}),
         ("any", {"any"}),
         ("pool-status,recover-pool", {"pool-status", "recover-pool"}),
+        ("fenced,unfenced", {"fenced", "unfenced"}),
     ],
 )
 def test_parse_kinds(text: str, kinds: set[str]) -> None:
     assert parse_kinds(text) == kinds
 
 
-@pytest.mark.parametrize("text", ["", " , ", "failovers", "failover,fenced"])
+@pytest.mark.parametrize("text", ["", " , ", "failovers", "failover,fencing"])
 def test_parse_kinds_refuses(text: str) -> None:
     with pytest.raises(BadKinds, match="kind"):
         parse_kinds(text)
