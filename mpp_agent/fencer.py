@@ -22,7 +22,15 @@ from collections.abc import Callable, Iterable, Mapping
 
 import gevent
 
-from mpp_agent.fencing import FenceAction, FencingCounter, Step, plan, recorded, step_event
+from mpp_agent.fencing import (
+    FenceAction,
+    FencingCounter,
+    Step,
+    is_reachable,
+    plan,
+    recorded,
+    step_event,
+)
 from mpp_agent.model import Fence, NodeId, Observation, PoolState
 from mpp_agent.probe import FenceAccount, FenceReply, set_read_only
 from mpp_agent.store import REDIS_DOWN_ERRORS, BadKey, Store, UnknownPool
@@ -81,24 +89,26 @@ class Fencer:
         if pool.fence is not Fence.READ_ONLY:
             self.settle(pool.name, {}, keep=())
             return []
-        steps = plan(pool, observations, now)
-        unseen = [n.node for n in pool.nodes if n.node not in observations]
+        retry = [NodeId.parse(k[1]) for k in self.problems if k[0] == pool.name and k[1]]
+        steps = plan(pool, observations, now, recheck=retry)
+        unseen = [n.node for n in pool.nodes if not is_reachable(observations.get(n.node))]
         if self.account is None:
-            self.settle(pool.name, {(pool.name, ""): NO_ACCOUNT}, keep=unseen)
+            self.settle(pool.name, {(pool.name, ""): NO_ACCOUNT}, keep=())
             for step in steps:
                 self.counter.add(pool.name, step.node, FenceAction.FAILED)
             return []
         replies = self.run(pool, steps)
         failures = {
-            (pool.name, str(step.node)): f"setting read_only={on_off(step.read_only)}: {r.text}"
+            (pool.name, str(step.node)): f"cannot set read_only: {r.text}"
             for step, r in replies.items()
             if not r.done
         }
         self.settle(pool.name, failures, keep=unseen)
-        done = [step for step, reply in replies.items() if reply.done]
+        done = [step for step, reply in replies.items() if reply.done and step.is_change]
         for step, reply in replies.items():
-            action = step.action if reply.done else FenceAction.FAILED
-            self.counter.add(pool.name, step.node, action)
+            if step.is_change or not reply.done:
+                action = step.action if reply.done else FenceAction.FAILED
+                self.counter.add(pool.name, step.node, action)
         if done:
             self.record(pool, done, now)
         return done
@@ -153,12 +163,11 @@ class Fencer:
         before = {k: v for k, v in self.problems.items() if k[0] == pool}
         after = {k: v for k, v in before.items() if k in kept}
         after.update(now_failing)
-        for key, why in sorted(after.items()):
-            if before.get(key) != why:
-                log.warning("fencing %s: %s", where(key), why)
-        for key, why in sorted(before.items()):
-            if key not in after:
-                log.warning("fencing %s works again (was: %s)", where(key), why)
+        started = {k: why for k, why in after.items() if before.get(k) != why}
+        for why, names in grouped(started):
+            log.warning("fencing %s: %s", ", ".join(names), why)
+        for why, names in grouped({k: why for k, why in before.items() if k not in after}):
+            log.warning("fencing %s works again (was: %s)", ", ".join(names), why)
         self.problems = {k: v for k, v in self.problems.items() if k[0] != pool} | after
 
     def heartbeat(self) -> dict[str, str]:
@@ -166,10 +175,14 @@ class Fencer:
         return {where(key): why for key, why in sorted(self.problems.items())}
 
 
+def grouped(problems: Mapping[ProblemKey, str]) -> list[tuple[str, list[str]]]:
+    """Problems by their text, each with its ``pool[/node]`` names: one log line each."""
+    groups: dict[str, list[str]] = {}
+    for key, why in sorted(problems.items()):
+        groups.setdefault(why, []).append(where(key))
+    return sorted(groups.items())
+
+
 def where(key: ProblemKey) -> str:
     pool, node = key
     return f"{pool}/{node}" if node else pool
-
-
-def on_off(value: bool) -> str:
-    return "ON" if value else "OFF"

@@ -27,7 +27,7 @@ clock, no logging.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -65,6 +65,11 @@ class Step:
     why: str
 
     @property
+    def is_change(self) -> bool:
+        """False for a recheck of a node that already is as it should be."""
+        return self.observed is not self.read_only
+
+    @property
     def action(self) -> FenceAction:
         return FenceAction.FENCE if self.read_only else FenceAction.UNFENCE
 
@@ -82,11 +87,16 @@ def is_reachable(observation: Observation | None) -> bool:
 
 
 def plan(
-    pool: PoolState, observations: Mapping[NodeId, Observation], now: float
+    pool: PoolState,
+    observations: Mapping[NodeId, Observation],
+    now: float,
+    recheck: Collection[NodeId] = (),
 ) -> tuple[Step, ...]:
     """The changes that bring ``pool``'s nodes in line with its routing decision at ``now``
     (``pool`` is the state just committed, ``observations`` that round's merged verdicts);
-    empty for a pool without ``fence`` = ``read_only``."""
+    empty for a pool without ``fence`` = ``read_only``. Nodes in ``recheck`` (the last try
+    failed) get their step even when already as they should be: setting a value a node
+    already has is how the shell finds out that the fencing account works again."""
     if pool.fence is not Fence.READ_ONLY:
         return ()
     decision = route(pool, now)
@@ -94,11 +104,12 @@ def plan(
     steps = []
     for node in pool.nodes:
         observation = observations.get(node.node)
-        if observation is None or not is_reachable(observation):
+        if not is_reachable(observation):
             continue
+        assert observation is not None
         want = node.node != target
         observed = observed_read_only(observation)
-        if observed is want:
+        if observed is want and node.node not in recheck:
             continue
         steps.append(Step(node.node, want, observed, reason(node, decision.find(node.node))))
     return tuple(steps)
@@ -117,7 +128,7 @@ def reason(node: NodeState, decided: NodeRoute | None) -> str:
 def recorded(pool: PoolState, done: Iterable[Step]) -> PoolState:
     """``pool`` with each done step's read_only in its node's stored replication: what the
     agent routes by until the next round observes it."""
-    values = {step.node: step.read_only for step in done}
+    values = {step.node: step.read_only for step in done if step.is_change}
     if not values:
         return pool
     nodes = tuple(

@@ -378,3 +378,15 @@ def test_counter() -> None:
     counter.add("p", B, FenceAction.FAILED)
     assert counter.samples() == {("p", str(A), "fence"): 2, ("p", str(B), "failed"): 1}
     assert (counter.total(), counter.total(FenceAction.FENCE)) == (3, 2)
+
+
+def test_a_recheck_retries_a_node_already_as_it_should_be_without_a_change() -> None:
+    """After a refusal the shell asks again (the account may have been fixed); such a step
+    changes nothing, so it is neither recorded nor an event."""
+    p = pool(node(A, State.ACTIVE, False), node(B, State.STANDBY, False))
+    obs = {A: seen(False), B: seen(True)}
+    assert plan(p, obs, NOW) == ()
+    (again,) = plan(p, obs, NOW, recheck=[B])
+    assert (again.node, again.read_only, again.is_change) == (B, True, False)
+    assert recorded(p, [again]) is p
+    assert plan(p, {A: seen(False), B: seen(None, Outcome.CONNECT)}, NOW, recheck=[B]) == ()

@@ -1,0 +1,206 @@
+"""End to end, through a real HAProxy: read_only fencing (``--fence read_only``).
+
+Two real pollers with a fencing account (``READ_ONLY ADMIN`` only) keep every node that takes
+no writes ``read_only=ON``:
+
+* in steady state the STANDBY is read_only and the ACTIVE is not;
+* a SIGSTOPped ACTIVE is failed over within the failover budget (fencing adds no interval:
+  the committing poller opens the new ACTIVE itself), and once SIGCONTed it is read_only
+  within two intervals: a direct write to it by an application account fails with 1290;
+* a killed old primary restarted (it comes back ``read_only=0``) is read_only within two
+  intervals;
+* a wrong fencing password fails no node and is reported (``mpp-admin pollers``, a WARNING).
+
+Direct writes use the plain ``app`` account (privileges on its database only): an account
+with ``READ_ONLY ADMIN`` (root among them) is not held by read_only on MariaDB.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from mpp_agent.model import Fence, State
+from tests.e2e.conftest import BUDGET, INTERVAL, NAMESPACE, System, running_system
+from tests.e2e.test_failover import failover_seconds, never_two_active
+from tests.servers import (
+    APP_PASSWORD,
+    APP_USER,
+    FENCE_PASSWORD,
+    FENCE_USER,
+    HAProxy,
+    MariaDBCluster,
+    MariaDBNode,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+
+ER_OPTION_PREVENTS_STATEMENT = 1290  # "running with the --read-only option"
+FENCED_WITHIN = 2 * INTERVAL
+
+
+def fence_options(tmp_path: Path, password: str = FENCE_PASSWORD) -> list[str]:
+    secret = tmp_path / "fence.pw"
+    secret.write_text(password + "\n")
+    return ["--fence-user", FENCE_USER, "--fence-password-file", str(secret)]
+
+
+@pytest.fixture
+def fenced(
+    mariadb_cluster: MariaDBCluster, haproxy_factory: Callable[[str], HAProxy], tmp_path: Path
+) -> Iterator[System]:
+    """The e2e system with ``--fence read_only`` and a fencing account on both pollers."""
+    with running_system(
+        mariadb_cluster, haproxy_factory, tmp_path, Fence.READ_ONLY, fence_options(tmp_path)
+    ) as system:
+        yield system
+
+
+def is_read_only(node: MariaDBNode) -> bool:
+    return bool(node.sql("SELECT @@global.read_only", timeout=5)[0][0])
+
+
+def seconds_until_read_only(node: MariaDBNode, since: float, timeout: float) -> float:
+    wait_until(lambda: is_read_only(node), timeout, f"{node!r} read_only", interval=0.02)
+    return time.monotonic() - since
+
+
+def direct_write_error(node: MariaDBNode) -> int | None:
+    """A write straight to ``node`` as the application: None if accepted, else its errno."""
+    conn = node.connect_tcp(APP_USER, APP_PASSWORD)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO app.t (origin, v) VALUES (@@port, 'direct')")
+        return None
+    except pymysql.err.MySQLError as exc:
+        return int(exc.args[0])
+    finally:
+        conn.close()
+
+
+def history(system: System) -> list[dict[str, object]]:
+    return [e for _, e in system.store.last_events(system.pool().name, 200)]
+
+
+def admin_json(system: System, *argv: str) -> object:
+    done = subprocess.run(
+        ["mpp-admin", "--redis-url", system.redis.url, "--namespace", NAMESPACE, *argv, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
+def test_steady_state_the_standby_is_read_only_and_the_active_is_not(fenced: System) -> None:
+    node1, node2 = fenced.node1, fenced.node2
+    wait_until(lambda: is_read_only(node2), 3 * INTERVAL, "node2 fenced")
+    assert not is_read_only(node1)
+    assert direct_write_error(node2) == ER_OPTION_PREVENTS_STATEMENT
+    assert direct_write_error(node1) is None
+    assert fenced.ask_agent(node1).startswith("up ready")
+    assert fenced.ask_agent(node2).startswith("up drain")
+    events = history(fenced)
+    assert any(e["kind"] == "fenced" and e["node"] == node2.node_id for e in events), events
+    # Steady: nothing more to do, so no more events (idempotent).
+    count = len(events)
+    time.sleep(3 * INTERVAL)
+    assert len([e for e in history(fenced) if e["kind"] in ("fenced", "unfenced")]) == len(
+        [e for e in events[:count] if e["kind"] in ("fenced", "unfenced")]
+    )
+
+
+def test_a_sigstopped_active_fails_over_in_budget_and_is_fenced_when_it_wakes(
+    fenced: System,
+) -> None:
+    node1, node2 = fenced.node1, fenced.node2
+    wait_until(lambda: is_read_only(node2), 3 * INTERVAL, "node2 fenced")
+    with fenced.recorder() as rec:
+        time.sleep(1.0)
+        stopped_at = time.monotonic()
+        node1.sigstop()
+        failover = failover_seconds(rec, node2.port, stopped_at, BUDGET + 15)
+        assert not is_read_only(node2)
+        woke_at = time.monotonic()
+        node1.sigcont()
+        fenced_after = seconds_until_read_only(node1, woke_at, FENCED_WITHIN + 10)
+        time.sleep(1.0)
+    print(
+        f"failover {failover:.2f} s with fencing (budget {BUDGET:.0f} s); old ACTIVE read_only "
+        f"{fenced_after:.2f} s after SIGCONT"
+    )
+    assert failover <= BUDGET, rec.timeline()
+    assert fenced_after <= FENCED_WITHIN
+    assert direct_write_error(node1) == ER_OPTION_PREVENTS_STATEMENT
+    assert rec.misrouted() == []
+    never_two_active(rec)
+    pool = fenced.pool()
+    assert [n.state for n in pool.nodes] == [State.FAILED_OFFLINE, State.ACTIVE]
+    events = history(fenced)
+    assert any(e["kind"] == "unfenced" and e["node"] == node2.node_id for e in events), events
+    assert any(e["kind"] == "fenced" and e["node"] == node1.node_id for e in events), events
+
+
+def test_a_killed_old_primary_restarted_is_fenced_within_two_intervals(fenced: System) -> None:
+    node1, node2 = fenced.node1, fenced.node2
+    node1.kill9()
+    wait_until(
+        lambda: fenced.ask_agent(node2).startswith("up ready"), BUDGET + 15, "node2 takes writes"
+    )
+    node1.start()  # comes back read_only=0, as its configuration says
+    answered_at = time.monotonic()
+    fenced_after = seconds_until_read_only(node1, answered_at, FENCED_WITHIN + 10)
+    print(f"restarted old primary read_only {fenced_after:.2f} s after it answered")
+    assert fenced_after <= FENCED_WITHIN
+    assert direct_write_error(node1) == ER_OPTION_PREVENTS_STATEMENT
+    assert fenced.pool().nodes[0].state is State.FAILED_OFFLINE
+
+
+def test_a_wrong_fencing_password_fails_no_node_and_is_reported(
+    mariadb_cluster: MariaDBCluster, haproxy_factory: Callable[[str], HAProxy], tmp_path: Path
+) -> None:
+    options = fence_options(tmp_path, password="not-the-password")
+    with running_system(
+        mariadb_cluster, haproxy_factory, tmp_path, Fence.READ_ONLY, options
+    ) as system:
+        node1, node2 = system.node1, system.node2
+
+        def reported() -> bool:
+            data = admin_json(system, "pollers")
+            assert isinstance(data, dict)
+            return any(p["fencing"] for p in data["pollers"])
+
+        wait_until(reported, 5 * INTERVAL, "the fencing problem in mpp-admin pollers")
+        time.sleep(2 * INTERVAL)
+        assert system.is_steady(node1)
+        assert all(not n.state.is_failed for n in system.pool().nodes)
+        assert not is_read_only(node2)  # not fenced: the account is refused
+        assert system.ask_agent(node1).startswith("up ready")
+        data = admin_json(system, "pollers")
+        assert isinstance(data, dict)
+        problems = {k: v for p in data["pollers"] for k, v in p["fencing"].items()}
+        key = f"{system.pool().name}/{node2.node_id}"
+        assert "fencing account refused" in problems[key], problems
+        assert "Access denied" in problems[key]
+        assert "not-the-password" not in json.dumps(data)
+        warnings = [
+            line
+            for poller in system.pollers
+            for line in poller.output().splitlines()
+            if "WARNING" in line and "fencing" in line
+        ]
+        assert warnings, [p.output()[-2000:] for p in system.pollers]
+        # Said once when it starts, not every round.
+        for poller in system.pollers:
+            lines = poller.output().splitlines()
+            said = [line for line in lines if "WARNING" in line and "account refused" in line]
+            assert len(said) <= 1, said
