@@ -715,7 +715,10 @@ def _set_read_only(conn: Any, read_only: bool, lock_wait: int) -> FenceReply:
     except _NodeGone as gone:
         return FenceReply(False, f"connection lost: {gone}")
     except _MonitorFault as fault:
-        return FenceReply(False, f"fencing account lacks a privilege: {fault}", True)
+        # Without the statement (``<sql>: <error>``): the same refusal whichever value was set,
+        # so that it is said once, not again each time the wanted value changes.
+        why = str(fault).partition(": ")[2] or str(fault)
+        return FenceReply(False, f"fencing account lacks a privilege: {why}", True)
     except pymysql.err.MySQLError as exc:
         return FenceReply(False, f"{statements[-1]}: {error_text(exc)}")
     return FenceReply(True)
