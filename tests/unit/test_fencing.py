@@ -38,6 +38,7 @@ from mpp_agent.model import (
     State,
     Status,
 )
+from mpp_agent.probe import read_only_statements
 from mpp_agent.routing import AWAITS_FENCE, route
 from mpp_agent.state import MSG_READ_ONLY, tick
 
@@ -390,3 +391,19 @@ def test_a_recheck_retries_a_node_already_as_it_should_be_without_a_change() -> 
     assert (again.node, again.read_only, again.is_change) == (B, True, False)
     assert recorded(p, [again]) is p
     assert plan(p, {A: seen(False), B: seen(None, Outcome.CONNECT)}, NOW, recheck=[B]) == ()
+
+
+@pytest.mark.parametrize(
+    ("version", "read_only", "last"),
+    [
+        ("10.11.19-MariaDB-0+deb12u1", True, "SET GLOBAL read_only = ON"),
+        ("10.11.19-MariaDB-0+deb12u1", False, "SET GLOBAL read_only = OFF"),
+        ("8.0.36", True, "SET GLOBAL super_read_only = ON"),
+        ("8.0.36", False, "SET GLOBAL read_only = OFF"),  # clears super_read_only too
+    ],
+)
+def test_read_only_statements(version: str, read_only: bool, last: str) -> None:
+    assert read_only_statements(version, read_only, 2) == (
+        "SET SESSION lock_wait_timeout = 2",
+        last,
+    )
