@@ -48,6 +48,9 @@ not up (UNKNOWN, FAILED_*)             ``down``        ``down``
   decision), with ``stale`` at the end of the reason. With the pool's ``stale_writer`` = ``drain``
   and a view older than M x interval, the writer answers ``rw`` with
   ``up drain #stale: writes stopped to avoid two writers; <STATE> <STATUS> level=<LEVEL>``.
+* With the pool's ``fence`` = ``read_only``, a writer that has not reported (or been set)
+  ``read_only=OFF`` answers ``rw`` ``up drain #fenced: read_only until the pollers open writes;
+  ...`` and ``ro`` as a STANDBY (routing's rule 10).
 * A pool or node that the snapshot does not hold: ``down #unknown pool <pool>`` or
   ``down #unknown node <node> in pool <pool>``.
 """
