@@ -183,22 +183,26 @@ def test_no_fencing_account_fails_no_node_and_says_so(
 
 
 @pytest.fixture
-def poller(redis_url: str) -> Iterator[list[PollerProcess]]:
-    started: list[PollerProcess] = []
-    yield started
-    for p in started:
-        p.cleanup()
-
-
-def test_an_account_without_the_privilege_is_reported_and_fails_no_node(
-    store: Store, mariadb_cluster: MariaDBCluster, redis_url: str, poller: list[PollerProcess]
-) -> None:
-    fence_pool(store, mariadb_cluster)
+def unprivileged_poller(redis_url: str) -> Iterator[PollerProcess]:
+    """A poller whose fencing account is the monitoring one: it may not set read_only."""
     proc = PollerProcess(redis_url, "p-nopriv")
     secret = proc.workdir / "fence.pw"
     secret.write_text(MONITOR_PASSWORD + "\n")
     proc.extra = ["--fence-user", MONITOR_USER, "--fence-password-file", str(secret)]
-    poller.append(proc.start())
+    try:
+        yield proc
+    finally:
+        proc.cleanup()
+
+
+def test_an_account_without_the_privilege_is_reported_and_fails_no_node(
+    store: Store,
+    mariadb_cluster: MariaDBCluster,
+    redis_url: str,
+    unprivileged_poller: PollerProcess,
+) -> None:
+    fence_pool(store, mariadb_cluster)
+    proc = unprivileged_poller.start()
     watch_ticks(store, "p1", lambda seen: seen[-1].nodes[0].state is State.ACTIVE, 15)
 
     def problems() -> dict[str, str]:
