@@ -152,17 +152,26 @@ def test_a_sigstopped_active_fails_over_in_budget_and_is_fenced_when_it_wakes(
 
 def test_a_killed_old_primary_restarted_is_fenced_within_two_intervals(fenced: System) -> None:
     node1, node2 = fenced.node1, fenced.node2
-    node1.kill9()
-    wait_until(
-        lambda: fenced.ask_agent(node2).startswith("up ready"), BUDGET + 15, "node2 takes writes"
+    with fenced.recorder() as rec:
+        time.sleep(1.0)
+        killed_at = time.monotonic()
+        node1.kill9()
+        failover = failover_seconds(rec, node2.port, killed_at, BUDGET + 15)
+        node1.start()  # comes back read_only=0, as its configuration says
+        answered_at = time.monotonic()
+        fenced_after = seconds_until_read_only(node1, answered_at, FENCED_WITHIN + 10)
+        time.sleep(1.0)
+    print(
+        f"failover {failover:.2f} s after kill -9 with fencing; restarted old primary read_only "
+        f"{fenced_after:.2f} s after it answered"
     )
-    node1.start()  # comes back read_only=0, as its configuration says
-    answered_at = time.monotonic()
-    fenced_after = seconds_until_read_only(node1, answered_at, FENCED_WITHIN + 10)
-    print(f"restarted old primary read_only {fenced_after:.2f} s after it answered")
+    assert failover <= BUDGET, rec.timeline()
     assert fenced_after <= FENCED_WITHIN
     assert direct_write_error(node1) == ER_OPTION_PREVENTS_STATEMENT
     assert fenced.pool().nodes[0].state is State.FAILED_OFFLINE
+    assert rec.misrouted() == []
+    tail = {w.port for w in rec.writes if w.start > rec.writes[-1].start - 1.0}
+    assert tail == {node2.port}, tail
 
 
 def test_a_wrong_fencing_password_fails_no_node_and_is_reported(
