@@ -14,11 +14,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mpp_agent.fencing import (
     FenceAction,
     FencingCounter,
     Step,
+    observed_read_only,
     plan,
     recorded,
     step_event,
@@ -407,3 +410,64 @@ def test_read_only_statements(version: str, read_only: bool, last: str) -> None:
         "SET SESSION lock_wait_timeout = 2",
         last,
     )
+
+
+# --------------------------------------------------------------------------- properties
+
+READ_ONLY_VALUES = st.sampled_from([True, False, None])
+
+
+@st.composite
+def fenced_rounds(draw: st.DrawFn) -> tuple[PoolState, dict[NodeId, Observation]]:
+    """A fenced pool of 1 to 4 nodes in any states (overrides, gates, pool status) and a
+    round's observations of some of them."""
+    ids = [NodeId(f"10.0.0.{i + 1}") for i in range(draw(st.integers(1, 4)))]
+    nodes = []
+    for n in ids:
+        override = draw(
+            st.none() | st.builds(Override, st.sampled_from([State.ACTIVE, State.STANDBY]),
+                                  st.none(), st.just("x"), set_at=st.floats(0, NOW))
+        )  # fmt: skip
+        nodes.append(
+            node(
+                n,
+                draw(st.sampled_from(list(State))),
+                draw(READ_ONLY_VALUES),
+                override=override,
+                catchup_until=draw(st.none() | st.floats(NOW - 5, NOW + 5)),
+            )
+        )
+    p = pool(*nodes, status=draw(st.sampled_from(list(PoolStatus))))
+    observations = {
+        n: seen(draw(READ_ONLY_VALUES), draw(st.sampled_from(list(Outcome))))
+        for n in ids
+        if draw(st.booleans())
+    }
+    return p, observations
+
+
+@settings(max_examples=300, deadline=None)
+@given(fenced_rounds())
+def test_the_plan_leaves_at_most_the_writer_writable_and_is_then_done(
+    scenario: tuple[PoolState, dict[NodeId, Observation]],
+) -> None:
+    p, observations = scenario
+    done = plan(p, observations, NOW)
+    target = route(p, NOW).write_target
+    opened = [s.node for s in done if not s.read_only]
+    assert opened in ([], [target])
+    # every node that answered ends read_only unless it is the writer
+    after = {
+        n: next((s.read_only for s in done if s.node == n), observed_read_only(o))
+        for n, o in observations.items()
+        if o.outcome is not Outcome.CONNECT
+    }
+    assert all(ro is (n != target) for n, ro in after.items()), (after, target)
+    # idempotent: observed as set, nothing is left to do
+    observed = {
+        n: replace(o, replication=replace(o.replication or Replication(), read_only=after[n]))
+        if n in after
+        else o
+        for n, o in observations.items()
+    }
+    assert plan(recorded(p, done), observed, NOW) == ()
