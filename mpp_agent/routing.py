@@ -229,10 +229,13 @@ def route(pool: PoolState, now: float, stale: bool = False, lead: float = 0.0) -
     writer = _choose_writer(answered)
     answered = _demote(answered, writer)
     gated = writer is not None and is_catching_up(answered[writer], now)
-    fenced = writer is not None and awaits_fence(pool, answered[writer].node)
+    stopped = stops_writes(pool, now, stale, lead)
+    # rule 10: a writer the fencing has not opened reads as a STANDBY, as a gated one does
+    fenced = (
+        writer is not None and not (gated or stopped) and awaits_fence(pool, answered[writer].node)
+    )
     has_replica = any(a.is_healthy_standby for a in answered) or gated or fenced
     lost = degraded(pool, now)
-    stopped = stops_writes(pool, now, stale, lead)
     nodes = tuple(
         _node_route(
             pool, a, i == writer, has_replica, gated and i == writer, lost is not None, stopped
