@@ -89,16 +89,21 @@ def history(system: System) -> list[dict[str, object]]:
     return [e for _, e in system.store.last_events(system.pool().name, 200)]
 
 
-def admin_json(system: System, *argv: str) -> object:
+def admin(system: System, *argv: str) -> str:
+    """``mpp-admin <argv>`` against the system's Redis: its stdout (exit 0 asserted)."""
     done = subprocess.run(
-        ["mpp-admin", "--redis-url", system.redis.url, "--namespace", NAMESPACE, *argv, "--json"],
+        ["mpp-admin", "--redis-url", system.redis.url, "--namespace", NAMESPACE, *argv],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(done.stdout)
+    return done.stdout
+
+
+def admin_json(system: System, *argv: str) -> object:
+    return json.loads(admin(system, *argv, "--json"))
 
 
 def test_steady_state_the_standby_is_read_only_and_the_active_is_not(fenced: System) -> None:
@@ -161,17 +166,26 @@ def test_a_killed_old_primary_restarted_is_fenced_within_two_intervals(fenced: S
         answered_at = time.monotonic()
         fenced_after = seconds_until_read_only(node1, answered_at, FENCED_WITHIN + 10)
         time.sleep(1.0)
+        assert direct_write_error(node1) == ER_OPTION_PREVENTS_STATEMENT
+        assert fenced.pool().nodes[0].state is State.FAILED_OFFLINE
+        # recovered: the PRIMARY takes its writes back, opened, and node2 is fenced again
+        recovered_at = time.monotonic()
+        admin(fenced, "recover", node1.node_id)
+        handback = failover_seconds(rec, node1.port, recovered_at, 30)
+        wait_until(lambda: fenced.is_steady(node1), 15, "node1 ACTIVE and node2 STANDBY")
+        wait_until(lambda: is_read_only(node2), 3 * INTERVAL, "node2 fenced again")
+        time.sleep(1.0)
     print(
         f"failover {failover:.2f} s after kill -9 with fencing; restarted old primary read_only "
-        f"{fenced_after:.2f} s after it answered"
+        f"{fenced_after:.2f} s after it answered; hand-back {handback:.2f} s"
     )
     assert failover <= BUDGET, rec.timeline()
     assert fenced_after <= FENCED_WITHIN
-    assert direct_write_error(node1) == ER_OPTION_PREVENTS_STATEMENT
-    assert fenced.pool().nodes[0].state is State.FAILED_OFFLINE
+    assert not is_read_only(node1)
     assert rec.misrouted() == []
+    never_two_active(rec)
     tail = {w.port for w in rec.writes if w.start > rec.writes[-1].start - 1.0}
-    assert tail == {node2.port}, tail
+    assert tail == {node1.port}, tail
 
 
 def test_a_wrong_fencing_password_fails_no_node_and_is_reported(
@@ -201,6 +215,7 @@ def test_a_wrong_fencing_password_fails_no_node_and_is_reported(
         assert "fencing account refused" in problems[key], problems
         assert "Access denied" in problems[key]
         assert "not-the-password" not in json.dumps(data)
+        assert all("not-the-password" not in p.output() for p in system.pollers)
         warnings = [
             line
             for poller in system.pollers
