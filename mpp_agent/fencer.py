@@ -44,6 +44,10 @@ NO_ACCOUNT = (
     "pool has fence=read_only but this poller has no fencing account "
     "(--fence-user / MPP_FENCE_USER): read_only is not kept"
 )
+NO_PASSWORD = (
+    "pool has fence=read_only but this poller's fencing account has no password "
+    "(--fence-password-file or MPP_FENCE_PASSWORD): read_only is not kept"
+)
 
 SetReadOnly = Callable[[NodeId, FenceAccount, bool, float, float], FenceReply]
 ProblemKey = tuple[str, str]  # (pool, node); node "" for the pool as a whole
@@ -92,8 +96,10 @@ class Fencer:
         retry = [NodeId.parse(k[1]) for k in self.problems if k[0] == pool.name and k[1]]
         steps = plan(pool, observations, now, recheck=retry)
         unseen = [n.node for n in pool.nodes if not is_reachable(observations.get(n.node))]
-        if self.account is None:
-            self.settle(pool.name, {(pool.name, ""): NO_ACCOUNT}, keep=())
+        if self.account is None or not self.account.password:
+            # Connecting could only be refused: the poller's fault, said without trying.
+            why = NO_ACCOUNT if self.account is None else NO_PASSWORD
+            self.settle(pool.name, {(pool.name, ""): why}, keep=())
             for step in steps:
                 self.counter.add(pool.name, step.node, FenceAction.FAILED)
             return []

