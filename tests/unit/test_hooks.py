@@ -85,6 +85,9 @@ def test_parse_kinds_refuses(text: str) -> None:
         ({"transition"}, transition("STANDBY", "ACTIVE", "D2"), True),
         ({"any"}, {"kind": "release"}, True),
         ({"failed", "override"}, {"kind": "release"}, False),
+        ({"fenced"}, {"kind": "fenced", "node": "10.0.0.1:3306"}, True),
+        ({"fenced"}, {"kind": "unfenced", "node": "10.0.0.1:3306"}, False),
+        ({"writer-lost", "failed"}, {"kind": "fenced", "node": "10.0.0.1:3306"}, False),
     ],
 )
 def test_wanted(on: set[str], event: dict[str, Any], runs: bool) -> None:
