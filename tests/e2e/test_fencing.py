@@ -9,6 +9,8 @@ no writes ``read_only=ON``:
   within two intervals: a direct write to it by an application account fails with 1290;
 * a killed old primary restarted (it comes back ``read_only=0``) is read_only within two
   intervals;
+* a new ACTIVE still catching up (``MASTER_DELAY``) stays read_only without counting as a
+  read_only ACTIVE, and is opened once caught up;
 * a wrong fencing password fails no node and is reported (``mpp-admin pollers``, a WARNING).
 
 Direct writes use the plain ``app`` account (privileges on its database only): an account
@@ -27,8 +29,10 @@ import pymysql
 import pytest
 
 from mpp_agent.model import Fence, State
+from mpp_agent.state import MSG_READ_ONLY
 from tests.e2e.conftest import BUDGET, INTERVAL, NAMESPACE, System, running_system
 from tests.e2e.test_failover import failover_seconds, never_two_active
+from tests.e2e.test_replication_gates import CountingWriter, applied_everything, delayed
 from tests.servers import (
     APP_PASSWORD,
     APP_USER,
@@ -228,3 +232,51 @@ def test_a_wrong_fencing_password_fails_no_node_and_is_reported(
             lines = poller.output().splitlines()
             said = [line for line in lines if "WARNING" in line and "account refused" in line]
             assert len(said) <= 1, said
+
+
+def test_a_catching_up_active_stays_fenced_without_failing_then_is_opened(fenced: System) -> None:
+    """node2 (MASTER_DELAY=5) takes over with rows not applied yet: the fencing keeps it
+    read_only while its catch-up gate holds, which is not "ACTIVE node is read_only", and
+    opens it once caught up; no write lands before it holds every row it had received."""
+    node1, node2 = fenced.node1, fenced.node2
+    wait_until(lambda: is_read_only(node2), 3 * INTERVAL, "node2 fenced")
+    delayed(node2, 5)
+    try:
+        with CountingWriter(fenced.rw_port, node1.port) as writer:
+            time.sleep(3.0)
+            node1.kill9()
+
+            def gated() -> bool:
+                n = fenced.pool().nodes[1]
+                return n.state is State.ACTIVE and n.catchup_until is not None
+
+            wait_until(gated, BUDGET + 15, "node2 ACTIVE, catching up")
+            held = 0
+            while gated():
+                assert is_read_only(node2)
+                assert fenced.ask_agent(node2).startswith("up drain")
+                held += 1
+                time.sleep(0.2)
+            wait_until(
+                lambda: any(port == node2.port for _, port, _ in writer.rows), 15, "node2 writes"
+            )
+            time.sleep(1.0)
+        wait_until(lambda: applied_everything(node2), 30, "node2 to apply its relay log")
+    finally:
+        delayed(node2, 0)
+    received = node2.sql(f"SELECT COUNT(*) FROM app.t WHERE origin = {node1.port}")[0][0]
+    on_node2 = [held for _, port, held in writer.rows if port == node2.port]
+    assert held >= 2, "the gate held for less than a round"
+    assert on_node2 and all(h == received for h in on_node2)
+    assert not is_read_only(node2)
+    pool = fenced.pool()
+    assert pool.nodes[1].state is State.ACTIVE
+    events = history(fenced)
+    assert not any(e.get("message") == MSG_READ_ONLY for e in events), events
+    caught_up = max(
+        i for i, e in enumerate(events)
+        if e["kind"] == "catch-up" and e.get("message") == "caught up: writes open"
+    )  # fmt: skip
+    assert any(
+        e["kind"] == "unfenced" and e["node"] == node2.node_id for e in events[caught_up:]
+    ), events
