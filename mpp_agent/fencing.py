@@ -104,9 +104,8 @@ def plan(
     steps = []
     for node in pool.nodes:
         observation = observations.get(node.node)
-        if not is_reachable(observation):
+        if observation is None or not is_reachable(observation):
             continue
-        assert observation is not None
         want = node.node != target
         observed = observed_read_only(observation)
         if observed is want and node.node not in recheck:
