@@ -23,7 +23,10 @@ Prints each run, then min/median/max next to the budget M x interval + agent-int
 budget or any write landed early. Everything is stopped at the end,
 by pid. Needs what ``make demo`` needs (``scripts/setup.sh``).
 
-Run: ``.venv/bin/python bench/failover.py [--runs 5]``
+With ``--fence`` the pool has ``--fence read_only`` and the pollers a fencing account: the
+same figures with read_only fencing (it must add no interval to the failover).
+
+Run: ``.venv/bin/python bench/failover.py [--runs 5] [--fence]``
 """
 
 from __future__ import annotations
@@ -132,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per kind of standby")
     parser.add_argument("--verbose", action="store_true", help="show the demo's start-up steps")
+    parser.add_argument(
+        "--fence",
+        action="store_true",
+        help="the pool with --fence read_only and the pollers with a fencing account",
+    )
     args = parser.parse_args(argv)
 
     def quiet(_: str) -> None:
@@ -142,8 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mppbench-") as state_dir:
         say = print if args.verbose else quiet
         started = time.monotonic()
-        with running_demo(Path(state_dir), say=say) as demo:
-            print(f"system up in {time.monotonic() - started:.1f} s; {args.runs} runs of each")
+        with running_demo(Path(state_dir), say=say, fence=args.fence) as demo:
+            fencing = "on" if args.fence else "off"
+            print(
+                f"system up in {time.monotonic() - started:.1f} s; {args.runs} runs of each; "
+                f"read_only fencing {fencing}"
+            )
             print("run  standby  failover s  failed writes  early writes  missing  hand-back s")
             for run in range(1, args.runs + 1):
                 for kind, delay in (("healthy", 0), ("lagging", LAG_DELAY)):

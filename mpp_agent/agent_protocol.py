@@ -52,6 +52,9 @@ not up (UNKNOWN, FAILED_*)             ``down``        ``down``
   ACTIVE ...`` (HAProxy marks it down and, with ``on-marked-down shutdown-sessions``, closes
   its write sessions) and ``ro`` as a STANDBY. A paused pool's reasons start with
   ``paused: <reason>``.
+* With the pool's ``fence`` = ``read_only``, a writer that has not reported (or been set)
+  ``read_only=OFF`` answers ``rw`` ``up drain #fenced: read_only until the pollers open writes;
+  ...`` and ``ro`` as a STANDBY (routing's rule 12).
 * A pool or node that the snapshot does not hold: ``down #unknown pool <pool>`` or
   ``down #unknown node <node> in pool <pool>``.
 """

@@ -27,6 +27,7 @@ from mpp_agent.model import (
     Event,
     EventKind,
     Failback,
+    Fence,
     NodeId,
     NodeState,
     NodeType,
@@ -220,6 +221,7 @@ def _pool_json(pool: PoolState) -> str:
             "failback": pool.failback.value,
             **({"switchover": switchover_to_dict(pool.switchover)} if pool.switchover else {}),
             **({"pause": pause_to_dict(pool.pause)} if pool.pause else {}),
+            "fence": pool.fence.value,
             "nodes": [node_to_dict(n) for n in pool.nodes],
         },
         separators=(",", ":"),
@@ -250,6 +252,7 @@ def pool_from_doc(doc: str | bytes, version: int, last_round: int, name: str) ->
             failback=Failback(data.get("failback", Failback.AUTO.value)),
             switchover=switchover_from_dict(data.get("switchover")),
             pause=pause_from_dict(data.get("pause")),
+            fence=Fence(data.get("fence", Fence.OFF.value)),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DocumentError(f"unreadable pool document: {exc!r}") from None

@@ -22,6 +22,7 @@ from mpp_agent.model import (
     DEFAULT_MAX_LAG,
     DEFAULT_MAX_REQUESTS,
     Failback,
+    Fence,
     NodeId,
     NodeIdError,
     NodeState,
@@ -54,6 +55,7 @@ class PoolConfig:
     catchup_timeout: float = DEFAULT_CATCHUP_TIMEOUT
     max_failover_lag: float = DEFAULT_MAX_FAILOVER_LAG
     failback: Failback = Failback.AUTO
+    fence: Fence = Fence.OFF
 
     def __post_init__(self) -> None:
         validate_pool_name(self.name)
@@ -85,6 +87,8 @@ class PoolConfig:
             )
         if not isinstance(self.stale_writer, StaleWriter):
             raise PoolConfigError(f"stale_writer must be keep or drain, not {self.stale_writer!r}.")
+        if not isinstance(self.fence, Fence):
+            raise PoolConfigError(f"fence must be off or read_only, not {self.fence!r}.")
         if not 0 <= self.catchup_timeout <= MAX_LAG_LIMIT:
             raise PoolConfigError(
                 f"catchup_timeout must be between 0 and {MAX_LAG_LIMIT:g} s, "
@@ -190,6 +194,7 @@ def config_of(pool: PoolState) -> PoolConfig:
         catchup_timeout=pool.catchup_timeout,
         max_failover_lag=pool.max_failover_lag,
         failback=pool.failback,
+        fence=pool.fence,
     )
 
 
@@ -207,6 +212,7 @@ def new_pool(config: PoolConfig, incarnation: str = "") -> PoolState:
         catchup_timeout=config.catchup_timeout,
         max_failover_lag=config.max_failover_lag,
         failback=config.failback,
+        fence=config.fence,
     )
 
 
@@ -238,4 +244,5 @@ def apply_config(pool: PoolState, config: PoolConfig, *, force: bool = False) ->
         catchup_timeout=config.catchup_timeout,
         max_failover_lag=config.max_failover_lag,
         failback=config.failback,
+        fence=config.fence,
     )

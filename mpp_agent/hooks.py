@@ -6,8 +6,9 @@ Kinds
 
 An event has one stored kind (``transition``, ``recover``, ``recover-pool``,
 ``activate-primary``, ``delete``, ``configure``, ``override``, ``release``, ``pool-status``,
-``catch-up``, ``failover``, ``held``, ``switchover``, ``pause``, ``resume``) and may have derived
-kinds too, so that a hook can ask for what it means:
+``catch-up``, ``failover``, ``held``, ``switchover``, ``pause``, ``resume``, ``fenced``: a poller
+set read_only=ON, ``unfenced``: read_only=OFF) and may have derived kinds too, so that a hook
+can ask for what it means:
 
 ================  ===========================================================================
 derived kind      the events that have it

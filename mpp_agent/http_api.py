@@ -151,6 +151,11 @@ _POOL = {
         "stale_writer": {"type": "string", "enum": ["keep", "drain"]},
         "catchup_timeout": {"type": "number"},
         "max_failover_lag": {"type": "number", "description": "0: off"},
+        "fence": {
+            "type": "string",
+            "enum": ["off", "read_only"],
+            "description": "read_only: the pollers keep every node but the writer read_only",
+        },
         "degraded": {
             **_NULLABLE_STRING,
             "description": "why no node could take over if the ACTIVE failed now",

@@ -79,6 +79,18 @@ class Failback(StrEnum):
     MANUAL = "manual"
 
 
+class Fence(StrEnum):
+    """Whether the pollers keep MySQL's ``read_only`` in line with the routing decision.
+
+    ``off``: they never touch it. ``read_only``: pollers given a fencing account set
+    ``read_only=ON`` (``super_read_only=ON`` on MySQL 8) on every reachable node that does not
+    take writes, and ``read_only=OFF`` on the one that does (``fencing.py``); the writer then
+    takes writes only once it reports ``read_only=OFF`` (``routing``)."""
+
+    OFF = "off"
+    READ_ONLY = "read_only"
+
+
 class Outcome(StrEnum):
     """What one probe of a node found (mpp-behaviour 2.3)."""
 
@@ -375,6 +387,8 @@ class PoolState:
     def is_paused(self, now: float) -> bool:
         return self.pause is not None and not self.pause.is_expired(now)
 
+    fence: Fence = Fence.OFF
+
     @property
     def primary(self) -> NodeState | None:
         return next((n for n in self.nodes if n.is_primary), None)
@@ -406,6 +420,8 @@ class EventKind(StrEnum):
     SWITCHOVER = "switchover"  # each step of a planned switchover
     PAUSE = "pause"
     RESUME = "resume"
+    FENCED = "fenced"  # a poller set read_only=ON on a node that takes no writes
+    UNFENCED = "unfenced"  # a poller set read_only=OFF on the node that takes writes
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,12 @@ import gevent.pool
 from mpp_agent.adoption import Seen, backwards_text, went_backwards
 from mpp_agent.candidates import degraded
 from mpp_agent.daemon import OnChange
+from mpp_agent.fencer import Fencer
 from mpp_agent.model import NodeId, Observation, Outcome, PoolState, State
 from mpp_agent.poller_metrics import PollerMetrics
 from mpp_agent.probe import (
     Checkpoint,
+    FenceAccount,
     NodeMetrics,
     ProbeResult,
     ProbeSettings,
@@ -80,6 +82,7 @@ class PollerSettings:
     probe_timeout: float = DEFAULT_PROBE_TIMEOUT  # upper bound on one whole probe
     concurrency: int = 500
     checkpoints: tuple[Checkpoint, ...] = ()
+    fence: FenceAccount | None = None  # --fence-user: for pools with fence = read_only
 
     @property
     def limits(self) -> Timeouts:
@@ -340,7 +343,9 @@ class Poller:
         self.deadline_trouble = OnChange(log, "deadline commits succeed again")
         self.seen: dict[str, PoolState] = {}  # pool -> its newest state this poller read
         self.degraded: dict[str, str] = {}  # pool -> why no node could take over now
-        self.metrics = PollerMetrics(settings.poller_id)  # served by --http-listen
+        self.fencer = Fencer(store, settings.fence, settings.poller_id, settings.limits)
+        # served by --http-listen
+        self.metrics = PollerMetrics(settings.poller_id, fencing=self.fencer.counter)
 
     # ---------------------------------------------------------------- clock
 
@@ -551,6 +556,8 @@ class Poller:
                     if isinstance(pool, PoolState):
                         for line in replicas_view_news(pool, outcome):
                             log.warning("%s", line)
+                    # Effects on MySQL follow the state just committed (architecture 2.10).
+                    self.fencer.reconcile(self.seen[name], merge_observations(reports), self.now())
                     if isinstance(pool, PoolState) and has_changed(pool, outcome):
                         report.changed.append(name)
                 elif outcome == "version":
@@ -683,6 +690,7 @@ class Poller:
             "unserved": dict(self.unserved),
             "min_interval": round(min_interval(self.settings.limits), 4),
             "checkpoints": [str(cp) for cp in self.settings.checkpoints],
+            "fencing": self.fencer.heartbeat(),  # pool[/node] -> why read_only is not kept
         }
         served = [p.interval for p in report.pools if p.name not in self.unserved]
         self.store.heartbeat(self.settings.poller_id, info, now, ttl=3 * max(served or [10.0]) + 5)

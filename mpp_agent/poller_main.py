@@ -27,10 +27,11 @@ from mpp_agent.probe import (  # noqa: E402
     NO_PASSWORD,
     Checkpoint,
     CheckpointError,
+    FenceAccount,
     ProbeSettings,
 )
-from mpp_agent.secret_file import read_first_line  # noqa: E402
-from mpp_agent.settings import CONNECTION, LOG_LEVEL, add_arguments  # noqa: E402
+from mpp_agent.secret_file import read_secret  # noqa: E402
+from mpp_agent.settings import CONNECTION, FENCING, LOG_LEVEL, add_arguments  # noqa: E402
 from mpp_agent.store import (  # noqa: E402
     REDIS_DOWN_ERRORS,
     Store,
@@ -50,7 +51,9 @@ log = logging.getLogger("mpp.poller")
 EPILOG = """\
 The MySQL password is read from --mysql-password-file or the MPP_MYSQL_PASSWORD environment
 variable, the Redis password from the URL, MPP_REDIS_PASSWORD or --redis-password-file; never
-from the command line. Pools, their interval and max_requests live in Redis (mpp-admin pool ...).
+from the command line; the fencing account's (--fence-user) from --fence-password-file or
+MPP_FENCE_PASSWORD likewise. Pools, their interval and max_requests live in Redis
+(mpp-admin pool ...).
 
 Each pool's probe timeouts are derived from its interval (a probe ends within half of it); the
 timeout options only set upper bounds. A pool whose interval is too short to serve is logged
@@ -135,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve /metrics (Prometheus) and /healthz here (env MPP_POLLER_HTTP_LISTEN; "
         "default off; not with --once)",
     )
+    add_arguments(p, FENCING)
     add_arguments(p, (LOG_LEVEL,))
     return p
 
@@ -144,9 +148,17 @@ HTTP_MAX_CONNECTIONS = 16
 
 
 def mysql_password(path: str | None) -> str:
-    if path:
-        return read_first_line(path, "MySQL password")
-    return os.environ.get("MPP_MYSQL_PASSWORD", "")
+    return read_secret(path, "MPP_MYSQL_PASSWORD", "MySQL password")
+
+
+def fence_account(user: str | None, path: str | None) -> FenceAccount | None:
+    """The fencing account of ``--fence-user``; its password from the file or
+    ``MPP_FENCE_PASSWORD`` (never the command line)."""
+    if not user:
+        if path:
+            raise ValueError("--fence-password-file needs --fence-user (or MPP_FENCE_USER)")
+        return None
+    return FenceAccount(user, read_secret(path, "MPP_FENCE_PASSWORD", "fencing password"))
 
 
 def settings_from(args: argparse.Namespace) -> PollerSettings:
@@ -170,6 +182,7 @@ def settings_from(args: argparse.Namespace) -> PollerSettings:
         tuple(args.pool),
         probe_timeout=bounds.probe,
         checkpoints=checkpoints,
+        fence=fence_account(args.fence_user, args.fence_password_file),
     )
 
 
@@ -191,7 +204,8 @@ def main() -> None:
         log.warning("%s: this poller abstains on every node", NO_PASSWORD)
     log.info(
         "poller %s starting (redis %s, namespace %s, pools %s, timeouts at most %s, fitted to "
-        "each pool's interval: shortest interval served %.3gs; checkpoints %s)",
+        "each pool's interval: shortest interval served %.3gs; checkpoints %s; fencing "
+        "account %s)",
         settings.poller_id,
         redact_url(args.redis_url),
         args.namespace,
@@ -199,6 +213,7 @@ def main() -> None:
         settings.limits,
         min_interval(settings.limits),
         ", ".join(map(str, settings.checkpoints)) or "none",
+        settings.fence.user if settings.fence else "none",
     )
     if args.once:
         try:

@@ -19,7 +19,8 @@ metric                                          type       meaning
 ``mpp_poller_probe_latency_seconds``            histogram  time of each recorded probe
 ``{pool,node}``
 ``mpp_poller_fencing_actions_total``            counter    changes this poller made to a node's
-``{pool,node,action}``                                     MySQL to fence it (``fenced``)
+``{pool,node,action}``                                     read_only (``fence``, ``unfence``,
+                                                           ``failed``)
 ``mpp_poller_cycles_total``                     counter    poll cycles completed
 ``mpp_poller_cycle_errors_total``               counter    poll cycles that failed (Redis
                                                            unreachable, or an error)
@@ -43,6 +44,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from mpp_agent import __version__
+from mpp_agent.fencing import FencingCounter
 from mpp_agent.http_server import OK, PROMETHEUS, health_answer
 from mpp_agent.model import NodeId, Observation
 from mpp_agent.prometheus import Histogram, family, labels
@@ -50,7 +52,10 @@ from mpp_agent.prometheus import Histogram, family, labels
 # A cycle runs at least every second (poller.MAX_SLEEP), whether a round is due or not.
 HEALTHY_WITHIN = 10.0
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-FENCING_ACTIONS_HELP = "Changes this poller made to a node's MySQL to fence it, by action."
+FENCING_ACTIONS_HELP = (
+    "read_only changes this poller made under --fence read_only: fence (ON), unfence (OFF), "
+    "failed (refused or not done)."
+)
 
 PoolNode = tuple[str, str]
 
@@ -58,7 +63,12 @@ PoolNode = tuple[str, str]
 class PollerMetrics:
     """What one poller did since it started, and whether its cycles still complete."""
 
-    def __init__(self, poller_id: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        poller_id: str,
+        clock: Callable[[], float] = time.monotonic,
+        fencing: FencingCounter | None = None,
+    ) -> None:
         self.poller_id = poller_id
         self.clock = clock
         self.committed: Counter[str] = Counter()
@@ -66,7 +76,8 @@ class PollerMetrics:
         self.abstentions: Counter[PoolNode] = Counter()
         self.abstaining: dict[PoolNode, int] = {}
         self.latency: dict[PoolNode, Histogram] = {}
-        self.fencing: Counter[tuple[str, str, str]] = Counter()
+        # the fencer's own count of its actions (fencing.py), exported as it stands
+        self.fencing = fencing if fencing is not None else FencingCounter()
         self.cycles = 0
         self.cycle_errors = 0
         self.cycle_seconds = 0.0
@@ -83,11 +94,6 @@ class PollerMetrics:
     def commit_conflict(self, pool: str) -> None:
         """A commit refused because the pool's version moved (another writer was first)."""
         self.conflicts[pool] += 1
-
-    def fenced(self, pool: str, node: str, action: str) -> None:
-        """A fencing change made to a node's MySQL, e.g. ``action="set_read_only"``: counted
-        in ``mpp_poller_fencing_actions_total{pool,node,action}``."""
-        self.fencing[(pool, node, action)] += 1
 
     def recorded(
         self,
@@ -153,7 +159,7 @@ class PollerMetrics:
             ("abstaining", "gauge", "1 while this poller abstains on the node.",
              ("pool", "node"), self.abstaining),
             ("fencing_actions_total", "counter", FENCING_ACTIONS_HELP,
-             ("pool", "node", "action"), self.fencing),
+             ("pool", "node", "action"), self.fencing.samples()),
         ]  # fmt: skip
         for name, kind, text, names, values in labelled:
             lines += family(f"mpp_poller_{name}", kind, text)

@@ -37,6 +37,7 @@ one, so a busy standby failed); the monitor's own faults are abstentions, not er
 from __future__ import annotations
 
 import logging
+import math
 import re
 import socket
 import struct
@@ -412,18 +413,38 @@ def _probe(node: NodeId, settings: ProbeSettings) -> tuple[Observation, NodeMetr
 
 
 def _connect(node: NodeId, settings: ProbeSettings) -> Any:
+    return open_connection(
+        node,
+        settings.user,
+        settings.password,
+        settings.database,
+        settings.connect_timeout,
+        settings.read_timeout,
+    )
+
+
+def open_connection(
+    node: NodeId,
+    user: str,
+    password: str,
+    database: str | None,
+    connect_timeout: float,
+    read_timeout: float,
+) -> Any:
+    """A connection whose connect is bounded by ``connect_timeout`` and each later read or
+    write by ``read_timeout``; ``_NodeGone`` or ``_MonitorFault`` (the account's fault)."""
     try:
         conn = pymysql.connect(
             host=node.host,
             port=node.port,
-            user=settings.user,
-            password=settings.password,
-            database=settings.database,
-            connect_timeout=settings.connect_timeout,
+            user=user,
+            password=password,
+            database=database,
+            connect_timeout=connect_timeout,
             # PyMySQL reads the handshake with the read timeout: during connect that must be the
             # connect timeout, or a SIGSTOPped server (TCP accepted, no greeting) holds us.
-            read_timeout=settings.connect_timeout,
-            write_timeout=settings.connect_timeout,
+            read_timeout=connect_timeout,
+            write_timeout=connect_timeout,
             autocommit=None,  # no extra round trip: the probe only reads
             # PyMySQL >= 1.2 "prefers" TLS: it builds a CA-loaded SSL context on every connect
             # (~18 ms of CPU) and negotiates TLS when the server offers it. A probe is plain
@@ -443,8 +464,8 @@ def _connect(node: NodeId, settings: ProbeSettings) -> Any:
         raise _NodeGone(one_line(text)) from None
     # From here on every query read and write is bounded by the read timeout. PyMySQL has no
     # public setter; it compares these before each socket operation, so changing them works.
-    conn._read_timeout = settings.read_timeout
-    conn._write_timeout = settings.read_timeout
+    conn._read_timeout = read_timeout
+    conn._write_timeout = read_timeout
     return conn
 
 
@@ -636,3 +657,92 @@ def checkpoints_down(failures: Mapping[Checkpoint, str | None]) -> str | None:
         return None
     listed = ", ".join(f"{cp} ({why})" for cp, why in sorted(failures.items()))
     return f"checkpoints unreachable: {listed}"
+
+
+# ---------------------------------------------------------------------------------------------
+# fencing (the pool setting fence = read_only; what to set where is fencing.py's decision)
+
+# MySQL 5.6 and MariaDB know no super_read_only: 1193 is "unknown system variable".
+_UNKNOWN_VARIABLE = 1193
+
+
+@dataclass(frozen=True)
+class FenceAccount:
+    """The account the pollers set read_only with (``--fence-user``): MariaDB needs
+    ``READ_ONLY ADMIN`` (``SUPER`` before 10.5.2), MySQL 8 ``SYSTEM_VARIABLES_ADMIN`` (or
+    ``SUPER``). The monitoring account needs none of these. The password is never in the repr."""
+
+    user: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class FenceReply:
+    """What one attempt to set a node's read_only did: ``done``, else why not (one line) and
+    whether the fencing account is at fault (refused, or missing the privilege) rather than
+    the node (unreachable, a timeout)."""
+
+    done: bool
+    text: str = ""
+    blames_account: bool = False
+
+
+def read_only_statements(version: str, read_only: bool, lock_wait: int) -> tuple[str, ...]:
+    """The statements that set read_only on a server of ``version``: ``super_read_only=ON``
+    on MySQL (it implies read_only, and stops SUPER accounts too), ``read_only`` on MariaDB;
+    ``read_only=OFF`` clears MySQL's super_read_only as well. ``lock_wait`` bounds the wait for
+    the global read lock that setting read_only=ON takes (a long transaction holds it)."""
+    value = "ON" if read_only else "OFF"
+    setting = "read_only"
+    if read_only and "mariadb" not in version.lower():
+        setting = "super_read_only"
+    return (f"SET SESSION lock_wait_timeout = {lock_wait}", f"SET GLOBAL {setting} = {value}")
+
+
+def set_read_only(
+    node: NodeId,
+    account: FenceAccount,
+    read_only: bool,
+    connect_timeout: float,
+    read_timeout: float,
+) -> FenceReply:
+    """Set ``node``'s read_only with the fencing account, bounded by the timeouts (as a probe
+    is). Never raises: whatever goes wrong is the reply."""
+    try:
+        conn = open_connection(
+            node, account.user, account.password, None, connect_timeout, read_timeout
+        )
+    except _NodeGone as gone:
+        return FenceReply(False, f"cannot connect: {gone}")
+    except _MonitorFault as fault:
+        return FenceReply(False, f"fencing account refused: {fault}", blames_account=True)
+    except Exception as exc:  # never raises (like probe_node); logged once
+        log_unexpected(node, exc)
+        return FenceReply(False, failure_text(exc))
+    try:
+        return _set_read_only(conn, read_only, max(1, math.ceil(read_timeout)))
+    finally:
+        _close(conn)
+
+
+def _set_read_only(conn: Any, read_only: bool, lock_wait: int) -> FenceReply:
+    version = server_version(_text(conn.get_server_info()))
+    statements = read_only_statements(version, read_only, lock_wait)
+    try:
+        try:
+            for sql in statements:
+                _query(conn, sql)
+        except pymysql.err.MySQLError as exc:
+            if error_code(exc) != _UNKNOWN_VARIABLE:
+                raise
+            _query(conn, statements[-1].replace("super_read_only", "read_only"))
+    except _NodeGone as gone:
+        return FenceReply(False, f"connection lost: {gone}")
+    except _MonitorFault as fault:
+        # Without the statement (``<sql>: <error>``): the same refusal whichever value was set,
+        # so that it is said once, not again each time the wanted value changes.
+        why = str(fault).partition(": ")[2] or str(fault)
+        return FenceReply(False, f"fencing account lacks a privilege: {why}", True)
+    except pymysql.err.MySQLError as exc:
+        return FenceReply(False, f"{statements[-1]}: {error_text(exc)}")
+    return FenceReply(True)

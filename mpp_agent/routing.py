@@ -49,6 +49,15 @@ The rules, in the order they apply:
     source takes writes again, whether or not a poller has abandoned it yet.
 11. **Pause.** While the pool is paused (``PoolState.pause``, not expired) the decision is
     the held state's, every reason starting with ``paused: <reason>``.
+12. **Fence.** With the pool setting ``fence`` = ``read_only``, the pollers keep MySQL's
+   ``read_only`` in line with this decision (``fencing.py``): every node that would take no
+   writes by rules 1 to 11 is set ``read_only=ON``, and the one that would take them is set
+   ``read_only=OFF``. That node takes writes only once its last stored observation (or the
+   poller that opened it) says ``read_only=OFF``; until then it answers as ACTIVE with
+   ``fenced: read_only until the pollers open writes`` and takes reads as a STANDBY would
+   (``NodeRoute.awaits_fence``; ``PoolRoute.write_target`` is that node in either case). So
+   "takes no writes by rules 1 to 11" always means "kept read_only by the pollers": a rule that
+   stops a node's writes gets it fenced too.
 
 The pool status FAIL changes nothing here (the state machine leaves no ACTIVE node then); the
 reason says ``pool FAIL``.
@@ -61,6 +70,7 @@ from dataclasses import dataclass, replace
 
 from mpp_agent.candidates import degraded
 from mpp_agent.model import (
+    Fence,
     NodeId,
     NodeState,
     PoolState,
@@ -72,6 +82,7 @@ from mpp_agent.model import (
 )
 
 WRITES_STOPPED = "stale: writes stopped to avoid two writers"
+AWAITS_FENCE = "fenced: read_only until the pollers open writes"
 
 # Weight (percent of the server's configured weight) of each request level on the read backend.
 LEVEL_WEIGHTS = {
@@ -99,6 +110,14 @@ class NodeRoute:
     why: tuple[str, ...]
     # rule 10: the writer of a switchover in progress, whose write sessions must close
     writes_closed: bool = False
+    # Rule 12: the node would take writes but has not reported read_only=OFF yet.
+    awaits_fence: bool = False
+
+    @property
+    def is_write_target(self) -> bool:
+        """Whether the pollers' fencing keeps this node writable (rule 12): it takes writes,
+        or would once it reports read_only=OFF."""
+        return self.takes_writes or self.awaits_fence
 
     @property
     def reason(self) -> str:
@@ -124,6 +143,11 @@ class PoolRoute:
     @property
     def readers(self) -> tuple[NodeRoute, ...]:
         return tuple(n for n in self.nodes if n.takes_reads)
+
+    @property
+    def write_target(self) -> NodeId | None:
+        """The one node the fencing leaves writable (rule 12); every other is kept read_only."""
+        return next((n.node for n in self.nodes if n.is_write_target), None)
 
     def find(self, node: NodeId) -> NodeRoute | None:
         return next((n for n in self.nodes if n.node == node), None)
@@ -215,12 +239,25 @@ def route(pool: PoolState, now: float, stale: bool = False, lead: float = 0.0) -
     answered = _demote(answered, writer)
     gated = writer is not None and is_catching_up(answered[writer], now)
     closing = writer is not None and is_switching_away(pool, answered[writer], now)
-    has_replica = any(a.is_healthy_standby for a in answered) or gated or closing
-    lost = degraded(pool, now)
     stopped = stops_writes(pool, now, stale, lead)
+    # rule 12: a writer the fencing has not opened reads as a STANDBY, as a gated one does
+    fenced = (
+        writer is not None
+        and not (gated or stopped or closing)
+        and awaits_fence(pool, answered[writer].node)
+    )
+    has_replica = any(a.is_healthy_standby for a in answered) or gated or closing or fenced
+    lost = degraded(pool, now)
     nodes = tuple(
         _node_route(
-            pool, a, i == writer, has_replica, gated and i == writer, lost is not None, stopped
+            pool,
+            a,
+            i == writer,
+            has_replica,
+            gated and i == writer,
+            lost is not None,
+            stopped,
+            closing and i == writer,
         )
         for i, a in enumerate(answered)
     )
@@ -265,6 +302,13 @@ def paused(pool: PoolState, node: NodeRoute) -> NodeRoute:
     return replace(node, why=(f"paused: {pool.pause.reason}", *node.why))
 
 
+def awaits_fence(pool: PoolState, node: NodeState) -> bool:
+    """Rule 12: under ``fence`` = ``read_only`` a writer takes writes only once it has been
+    seen (or set) with read_only=OFF."""
+    details = node.replication
+    return pool.fence is Fence.READ_ONLY and (details is None or details.read_only is not False)
+
+
 def is_catching_up(a: _Answered, now: float) -> bool:
     """Rule 6: the writer's catch-up gate holds (not for an ACTIVE override)."""
     until = a.node.catchup_until
@@ -284,13 +328,18 @@ def _node_route(
     gated: bool = False,
     lost: bool = False,
     stopped: bool = False,
+    closing: bool = False,
 ) -> NodeRoute:
     level = request_level(a.node.requests, pool.max_requests)
     # rule 4: the writer reads only when no replica can; a gated writer reads as a STANDBY
     reads = not has_replica if is_writer else a.is_healthy_standby
-    if gated:
+    writable = is_writer and not (gated or stopped or closing)
+    fenced = writable and awaits_fence(pool, a.node)
+    if gated or fenced:
         reads = a.status.is_ok
     why = [f"{a.state} {a.status} level={level.replace(' ', '_')}"]
+    if fenced:
+        why.insert(0, AWAITS_FENCE)
     if stopped and is_writer:
         why.insert(0, WRITES_STOPPED)
     if gated:
@@ -307,10 +356,11 @@ def _node_route(
         status=a.status,
         level=level,
         is_up=a.state in (State.ACTIVE, State.STANDBY),
-        takes_writes=is_writer and not gated and not stopped,
+        takes_writes=writable and not fenced,
         takes_reads=reads,
         weight=LEVEL_WEIGHTS[level],
         why=tuple(why),
+        awaits_fence=fenced,
     )
 
 

@@ -9,6 +9,8 @@ the file's content.
 
 from __future__ import annotations
 
+import os
+
 MAX_SECRET_BYTES = 4096
 
 
@@ -39,3 +41,11 @@ def read_first_line(path: str, what: str) -> str:
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         raise SecretFileError(f"the {what} file {path} holds control characters on its first line")
     return text
+
+
+def read_secret(path: str | None, env: str, what: str) -> str:
+    """A password from the first line of ``path`` when given, else from the environment
+    variable ``env`` ("" when neither): never from a command line."""
+    if path:
+        return read_first_line(path, what)
+    return os.environ.get(env, "")

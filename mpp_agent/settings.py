@@ -76,6 +76,25 @@ LOG_LEVEL = Setting(
     "--log-level", "MPP_LOG_LEVEL", "INFO", log_level, "DEBUG, INFO, WARNING or ERROR"
 )
 
+FENCE_USER = Setting(
+    "--fence-user",
+    "MPP_FENCE_USER",
+    None,
+    str,
+    "MySQL account that sets read_only on the nodes of pools with fence=read_only (MariaDB: "
+    "READ_ONLY ADMIN; MySQL 8: SYSTEM_VARIABLES_ADMIN); its password from "
+    "--fence-password-file or MPP_FENCE_PASSWORD",
+)
+FENCE_PASSWORD_FILE = Setting(
+    "--fence-password-file",
+    "MPP_FENCE_PASSWORD_FILE",
+    None,
+    str,
+    "file whose first line is the fencing account's password (else MPP_FENCE_PASSWORD)",
+)
+# The poller's fencing account (pools with fence = read_only).
+FENCING = (FENCE_USER, FENCE_PASSWORD_FILE)
+
 # Where the state is: every command takes these.
 CONNECTION = (REDIS_URL, REDIS_PASSWORD_FILE, NAMESPACE)
 

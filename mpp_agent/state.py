@@ -22,6 +22,7 @@ from mpp_agent.model import (
     Event,
     EventKind,
     Failback,
+    Fence,
     NodeId,
     NodeState,
     Observation,
@@ -295,7 +296,12 @@ def decide(
     node = pool.nodes[index]
     seen = observations if observations is not None else {node.node: observation}
     pre = rule_a(pool, node)
-    if node.state is State.ACTIVE and is_read_only(observation) and not is_draining(pool, node):
+    if (
+        node.state is State.ACTIVE
+        and is_read_only(observation)
+        and not is_draining(pool, node)
+        and not is_fenced(pool, node, now)
+    ):
         # An ACTIVE that refuses writes is failing like one that cannot be reached: writes
         # move after M ticks when another node can take over (the node itself is up).
         errors = MSG_READ_ONLY
@@ -363,6 +369,17 @@ def is_read_only(observation: Observation) -> bool:
         and details is not None
         and details.read_only is True
     )
+
+
+def is_fenced(pool: PoolState, node: NodeState, now: float) -> bool:
+    """Whether an ACTIVE's read_only is the pollers' own fencing (``fence`` = ``read_only``),
+    not a fault: they hold it read_only while it takes no writes (catching up, writes pinned
+    elsewhere), and until they have opened it (its stored read_only is not OFF yet). Only an
+    ACTIVE they had opened, and still keep writable, fails for reporting read_only."""
+    if pool.fence is not Fence.READ_ONLY:
+        return False
+    opened = node.replication is not None and node.replication.read_only is False
+    return not (opened and route(pool, now).write_target == node.node)
 
 
 def excuse_cut_links(

@@ -63,6 +63,7 @@ FAST_PROBE = ["--connect-timeout", "0.3", "--read-timeout", "0.3", "--probe-time
 MONITOR_USER, MONITOR_PASSWORD = "monitor", "monpass"
 APP_USER, APP_PASSWORD = "app", "apppass"
 REPL_USER, REPL_PASSWORD = "repl", "replpass"
+FENCE_USER, FENCE_PASSWORD = "fence", "fencepass"  # the pollers' fencing account (--fence)
 MONITOR_DB = "mppmon"
 
 # Run on both nodes with sql_log_bin=0: users never replicate, GTID states stay identical.
@@ -74,6 +75,8 @@ CREATE USER '{MONITOR_USER}'@'127.0.0.1' IDENTIFIED BY '{MONITOR_PASSWORD}';
 GRANT SLAVE MONITOR, BINLOG MONITOR, PROCESS ON *.* TO '{MONITOR_USER}'@'127.0.0.1';
 GRANT SELECT ON {MONITOR_DB}.* TO '{MONITOR_USER}'@'127.0.0.1';
 CREATE USER 'haproxy_check'@'127.0.0.1';
+CREATE USER '{FENCE_USER}'@'127.0.0.1' IDENTIFIED BY '{FENCE_PASSWORD}';
+GRANT READ_ONLY ADMIN ON *.* TO '{FENCE_USER}'@'127.0.0.1';
 CREATE USER '{APP_USER}'@'127.0.0.1' IDENTIFIED BY '{APP_PASSWORD}';
 GRANT ALL ON app.* TO '{APP_USER}'@'127.0.0.1';
 SET sql_log_bin=1;
@@ -186,6 +189,8 @@ class Demo:
     # bench/failover.py --push: the agent pushes to HAProxy; agent_inter replaces haproxy.cfg's
     push: bool = False
     agent_inter: str = ""
+    # bench/failover.py --fence: the pool has --fence read_only, the pollers a fencing account
+    fence: bool = False
 
     @property
     def haproxy_socket(self) -> Path:
@@ -342,6 +347,7 @@ class Demo:
             "--secondary", self.node_id(2),
             "--interval", str(INTERVAL),
             "--max-requests", str(M),
+            *(["--fence", "read_only"] if self.fence else []),
         ]  # fmt: skip
         with self.step(f"Pool {POOL}: node1 PRIMARY, node2 SECONDARY, interval 1 s, M = {M}"):
             self.admin(*create, show=True)
@@ -349,6 +355,12 @@ class Demo:
             password_file = self.workdir / "monitor.pw"
             password_file.write_text(MONITOR_PASSWORD + "\n")
             password_file.chmod(0o600)
+            fencing: list[str] = []
+            if self.fence:
+                fence_file = self.workdir / "fence.pw"
+                fence_file.write_text(FENCE_PASSWORD + "\n")
+                fence_file.chmod(0o600)
+                fencing = ["--fence-user", FENCE_USER, "--fence-password-file", str(fence_file)]
             for i in (1, 2):
                 self.spawn(
                     f"poller{i}",
@@ -358,6 +370,7 @@ class Demo:
                         "--mysql-user", MONITOR_USER,
                         "--mysql-password-file", str(password_file),
                         *FAST_PROBE,
+                        *fencing,
                     ],
                     env=self.env(),
                 )  # fmt: skip
@@ -923,10 +936,20 @@ def main(argv: list[str] | None = None) -> int:
 
 @contextlib.contextmanager
 def running_demo(
-    state_dir: Path, say: Callable[[str], None] = print, push: bool = False, agent_inter: str = ""
+    state_dir: Path,
+    say: Callable[[str], None] = print,
+    push: bool = False,
+    agent_inter: str = "",
+    fence: bool = False,
 ) -> Iterator[Demo]:
     """A started demo, always torn down (for the bench and the tests)."""
-    demo = Demo(state_file=state_dir / "state.json", say=say, push=push, agent_inter=agent_inter)
+    demo = Demo(
+        state_file=state_dir / "state.json",
+        say=say,
+        push=push,
+        agent_inter=agent_inter,
+        fence=fence,
+    )
     try:
         demo.up()
         yield demo

@@ -33,6 +33,7 @@ from mpp_agent.model import (
     Event,
     EventKind,
     Failback,
+    Fence,
     NodeId,
     NodeType,
     PoolState,
@@ -87,6 +88,11 @@ STALE_WRITER_HELP = (
 CATCHUP_HELP = (
     "Longest wait (seconds) for a new ACTIVE to apply what it had received before it takes "
     "writes; past it writes open with a WARNING event."
+)
+FENCE_HELP = (
+    "read_only: pollers given a fencing account (mpp-poller --fence-user) keep every node that "
+    "takes no writes read_only=ON and set the writer read_only=OFF, which takes writes only "
+    "once it reports read_only=OFF; off: read_only is never touched."
 )
 FAILOVER_LAG_HELP = (
     "A STANDBY that lagged more than this (seconds) when the ACTIVE failed does not take over "
@@ -203,6 +209,7 @@ def create(
     failback: Annotated[
         Failback, typer.Option(help=FAILBACK_HELP, case_sensitive=False)
     ] = Failback.AUTO,
+    fence: Annotated[Fence, typer.Option(help=FENCE_HELP, case_sensitive=False)] = Fence.OFF,
 ) -> None:
     """Create a pool.
 
@@ -218,6 +225,7 @@ def create(
         catchup_timeout=catchup_timeout,
         max_failover_lag=max_failover_lag,
         failback=failback,
+        fence=fence,
     )
     session = session_of(ctx)
     pool = session.store.create_pool(config, actor=session.actor)
@@ -269,6 +277,14 @@ def apply(
             case_sensitive=False,
         ),
     ] = None,
+    fence: Annotated[
+        Fence | None,
+        typer.Option(
+            help=f"{FENCE_HELP} Default: keep the pool's.",
+            show_default=False,
+            case_sensitive=False,
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow removing the ACTIVE node.")] = False,
 ) -> None:
     """Replace a pool's configuration.
@@ -309,6 +325,7 @@ def apply(
                 pool.max_failover_lag if max_failover_lag is None else max_failover_lag
             ),
             failback=pool.failback if failback is None else failback,
+            fence=pool.fence if fence is None else fence,
         )
         try:
             after = apply_config(pool, config, force=force)

@@ -144,11 +144,12 @@ def listing(
 def pool_settings(pool: PoolState) -> str:
     """The pool's settings, after MPP's ``status=`` on its line (so ``status=(\\S+)`` still
     parses): ``interval=2s max_requests=4 max_lag=30s stale_writer=keep catchup_timeout=30s
-    max_failover_lag=off failback=auto``."""
+    max_failover_lag=off failback=auto fence=off``."""
     return (
         f"interval={pool.interval:g}s max_requests={pool.max_requests} max_lag={pool.max_lag:g}s"
         f" stale_writer={pool.stale_writer} catchup_timeout={pool.catchup_timeout:g}s"
         f" max_failover_lag={failover_lag_text(pool.max_failover_lag)} failback={pool.failback}"
+        f" fence={pool.fence}"
     )
 
 
@@ -221,7 +222,7 @@ def pools_table(pools: Iterable[PoolState], now: float) -> str:
     rows = [
         (
             "POOL", "STATUS", "ACTIVE", "NODES", "INTERVAL", "M", "MAX_LAG", "STALE_WRITER",
-            "CATCHUP", "FAILOVER_LAG", "FAILBACK",
+            "CATCHUP", "FAILOVER_LAG", "FAILBACK", "FENCE",
         )
     ]  # fmt: skip
     for pool in pools:
@@ -240,6 +241,7 @@ def pools_table(pools: Iterable[PoolState], now: float) -> str:
                 f"{pool.catchup_timeout:g}s",
                 failover_lag_text(pool.max_failover_lag),
                 pool.failback.value,
+                pool.fence.value,
             )
         )
     return table(rows)
@@ -257,6 +259,7 @@ def pool_config_json(pool: PoolState) -> dict[str, Any]:
         "catchup_timeout": config.catchup_timeout,
         "max_failover_lag": config.max_failover_lag,
         "failback": config.failback.value,
+        "fence": config.fence.value,
         "members": [{"node": str(n), "type": t.value} for n, t in config.members],
         "failoverpool": render_failoverpool(config),
     }
@@ -274,6 +277,7 @@ def pool_config_text(pool: PoolState) -> str:
         f"catchup       {data['catchup_timeout']:g}s",
         f"failover_lag  {failover_lag_text(data['max_failover_lag'])}",
         f"failback      {data['failback']}",
+        f"fence         {data['fence']}",
         "members       (priority order)",
     ]
     lines += [f"  {i}. {m['type']:<9}  {m['node']}" for i, m in enumerate(data["members"], 1)]
@@ -384,6 +388,7 @@ def poller_json(poller: PollerInfo) -> dict[str, Any]:
         "info": info,
         "abstentions": mapping_of(info.get("abstentions")),
         "unserved": mapping_of(info.get("unserved")),
+        "fencing": mapping_of(info.get("fencing")),
         "problem": poller.problem or None,
     }
 

@@ -13,8 +13,8 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import pymysql
 import pytest
 
 from mpp_agent.config import parse_failoverpool
-from mpp_agent.model import PoolState, State
+from mpp_agent.model import Fence, PoolState, State
 from mpp_agent.store import Store
 from scripts.demo import HAPROXY_CFG, render_haproxy_config
 from tests.daemons import PollerProcess
@@ -236,6 +236,20 @@ def system(
     tmp_path: Path,
 ) -> Iterator[System]:
     """Everything up and steady: node1 ACTIVE, node2 STANDBY, HAProxy writing to node1."""
+    with running_system(mariadb_cluster, haproxy_factory, tmp_path) as system:
+        yield system
+
+
+@contextlib.contextmanager
+def running_system(
+    mariadb_cluster: MariaDBCluster,
+    haproxy_factory: Callable[[str], HAProxy],
+    tmp_path: Path,
+    fence: Fence = Fence.OFF,
+    poller_extra: Sequence[str] = (),
+) -> Iterator[System]:
+    """The ``system`` fixture's set-up, with the pool's ``fence`` setting and extra
+    ``mpp-poller`` options (e.g. a fencing account)."""
     redis_server = RedisServer(persistent=True).start()
     pollers: list[PollerProcess] = []
     agents: list[Any] = []
@@ -243,9 +257,12 @@ def system(
         store = Store.from_url(redis_server.url, NAMESPACE)
         cluster = mariadb_cluster
         text = f"name:{POOL};primary:{cluster.node1.node_id};secondary:{cluster.node2.node_id}"
-        store.create_pool(parse_failoverpool(text, interval=INTERVAL, max_requests=M))
+        config = parse_failoverpool(text, interval=INTERVAL, max_requests=M)
+        store.create_pool(replace(config, fence=fence))
         for name in ("poller-a", "poller-b"):
-            pollers.append(PollerProcess(redis_server.url, name, namespace=NAMESPACE).start())
+            poller = PollerProcess(redis_server.url, name, namespace=NAMESPACE)
+            poller.extra = list(poller_extra)
+            pollers.append(poller.start())
 
         agent_port, rw_port, ro_port = free_ports(3)
 

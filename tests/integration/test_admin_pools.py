@@ -183,6 +183,7 @@ def test_show_text_and_json(redis_url: str) -> None:
         "catchup       30s",
         "failover_lag  off",
         "failback      auto",
+        "fence         off",
         "members       (priority order)",
         "  1. PRIMARY    10.0.0.1:3306",
         "  2. SECONDARY  10.0.0.2:3306",
@@ -209,15 +210,16 @@ def test_pools_and_pool_list(redis_url: str) -> None:
     created = mpp_admin(
         redis_url, *("pool", "create", "pool2", "--primary", "db9", "--interval", "2.5"),
         *("--max-lag", "7.5", "--catchup-timeout", "12", "--max-failover-lag", "5"),
+        *("--fence", "read_only"),
     )  # fmt: skip
     assert created.exit_code == 0, created.stderr
     expected = [
         "POOL   STATUS  ACTIVE         NODES  INTERVAL  M  MAX_LAG  STALE_WRITER  CATCHUP"
-        "  FAILOVER_LAG  FAILBACK",
+        "  FAILOVER_LAG  FAILBACK  FENCE",
         "pool1  OK      10.0.0.1:3306  3      10s       4  30s      keep          30s      off"
-        "           auto",
+        "           auto      off",
         "pool2  OK      -              1      2.5s      4  7.5s     keep          12s      5s"
-        "            auto",
+        "            auto      read_only",
     ]
     assert mpp_admin(redis_url, "pools").stdout.splitlines() == expected
     assert mpp_admin(redis_url, "pool", "list").stdout.splitlines() == expected
@@ -231,7 +233,7 @@ def test_pools_and_pool_list(redis_url: str) -> None:
         "interval": 10.0, "max_requests": 4, "max_lag": 30.0, "stale_writer": "keep",
         "incarnation": stored.incarnation, "version": stored.version, "went_backwards": None,
         "catchup_timeout": 30.0, "max_failover_lag": 0.0, "degraded": None,
-        "failback": "auto", "paused": None, "switchover": None,
+        "failback": "auto", "paused": None, "switchover": None, "fence": "off",
     }  # fmt: skip
     assert len(stored.incarnation) == 32
     members = ["10.0.0.1:3306", "10.0.0.2:3306", "10.0.0.3:3307"]
@@ -293,3 +295,29 @@ def test_list_says_when_the_state_went_backwards(
     # newer again: nothing to say
     store.client.hset(store.keys.pool("pool1"), "version", pool.version + 1)
     assert "went backwards" not in mpp_admin(redis_url, "list").stdout
+
+
+def test_fence_is_set_kept_and_shown(redis_url: str) -> None:
+    created = mpp_admin(
+        redis_url, "pool", "create", "f1", "--primary", "db1", "--fence", "read_only"
+    )
+    assert created.exit_code == 0, created.output
+    store = store_for(redis_url)
+    assert store.load_pool("f1").fence == "read_only"
+    # apply without --fence keeps it
+    assert mpp_admin(redis_url, "pool", "apply", "f1", "--interval", "3").exit_code == 0
+    assert store.load_pool("f1").fence == "read_only"
+    assert "fence         read_only" in mpp_admin(redis_url, "pool", "show", "f1").stdout
+    shown = json.loads(mpp_admin(redis_url, "pool", "show", "f1", "--json").stdout)
+    assert shown["fence"] == "read_only"
+    assert "fence=read_only" in mpp_admin(redis_url, "list").stdout
+    listed = json.loads(mpp_admin(redis_url, "list", "--json").stdout)
+    assert listed["pools"][0]["fence"] == "read_only"
+    assert mpp_admin(redis_url, "pool", "apply", "f1", "--fence", "OFF").exit_code == 0
+    assert store.load_pool("f1").fence == "off"
+    # a bad value: usage error, nothing changed
+    before = store.load_pool("f1").version
+    bad = mpp_admin(redis_url, "pool", "apply", "f1", "--fence", "super_read_only")
+    assert bad.exit_code == 2
+    assert "read_only" in bad.output
+    assert store.load_pool("f1").version == before

@@ -255,7 +255,7 @@ def test_webhook_is_posted_and_retried(
 @pytest.mark.parametrize(
     ("args", "complaint"),
     [
-        (["--on", "fenced", "--exec", "true"], "unknown event kind(s) fenced"),
+        (["--on", "fencing", "--exec", "true"], "unknown event kind(s) fencing"),
         (["--on", "failover"], "give --exec CMD, --webhook URL or both"),
         (["--exec", "true"], "--on KIND,... is required"),
         (["--on", "any", "--webhook", "ftp://x"], "expected an http:// or https:// URL"),

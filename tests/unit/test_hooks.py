@@ -64,13 +64,14 @@ def test_derived_kinds(event: dict[str, Any], derived: set[str]) -> None:
         ("Failover, FAILED ,override", {"failover", "failed", "override"}),
         ("any", {"any"}),
         ("pool-status,recover-pool", {"pool-status", "recover-pool"}),
+        ("fenced,unfenced", {"fenced", "unfenced"}),
     ],
 )
 def test_parse_kinds(text: str, kinds: set[str]) -> None:
     assert parse_kinds(text) == kinds
 
 
-@pytest.mark.parametrize("text", ["", " , ", "failovers", "failover,fenced"])
+@pytest.mark.parametrize("text", ["", " , ", "failovers", "failover,fencing"])
 def test_parse_kinds_refuses(text: str) -> None:
     with pytest.raises(BadKinds, match="kind"):
         parse_kinds(text)
@@ -84,6 +85,9 @@ def test_parse_kinds_refuses(text: str) -> None:
         ({"transition"}, transition("STANDBY", "ACTIVE", "D2"), True),
         ({"any"}, {"kind": "release"}, True),
         ({"failed", "override"}, {"kind": "release"}, False),
+        ({"fenced"}, {"kind": "fenced", "node": "10.0.0.1:3306"}, True),
+        ({"fenced"}, {"kind": "unfenced", "node": "10.0.0.1:3306"}, False),
+        ({"writer-lost", "failed"}, {"kind": "fenced", "node": "10.0.0.1:3306"}, False),
     ],
 )
 def test_wanted(on: set[str], event: dict[str, Any], runs: bool) -> None:

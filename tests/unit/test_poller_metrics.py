@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mpp_agent.fencing import FenceAction, FencingCounter
 from mpp_agent.model import NodeId, Observation
 from mpp_agent.poller_metrics import PollerMetrics
 
@@ -15,17 +16,18 @@ class Clock:
 
 
 def test_fencing_actions_are_counted_per_pool_node_and_action() -> None:
-    m = PollerMetrics("p-a")
-    m.fenced("p1", "db1:3306", "set_read_only")
-    m.fenced("p1", "db1:3306", "set_read_only")
-    m.fenced("p1", "db2:3306", "clear_read_only")
+    fencing = FencingCounter()
+    m = PollerMetrics("p-a", fencing=fencing)
+    fencing.add("p1", "db1:3306", FenceAction.FENCE)
+    fencing.add("p1", "db1:3306", FenceAction.FENCE)
+    fencing.add("p1", "db2:3306", FenceAction.UNFENCE)
     text = m.metrics_text()
     assert (
-        'mpp_poller_fencing_actions_total{pool="p1",node="db1:3306",action="set_read_only"} 2'
+        'mpp_poller_fencing_actions_total{pool="p1",node="db1:3306",action="fence"} 2'
         in text.splitlines()
     )
     assert (
-        'mpp_poller_fencing_actions_total{pool="p1",node="db2:3306",action="clear_read_only"} 1'
+        'mpp_poller_fencing_actions_total{pool="p1",node="db2:3306",action="unfence"} 1'
         in text.splitlines()
     )
     assert "# TYPE mpp_poller_fencing_actions_total counter" in text
