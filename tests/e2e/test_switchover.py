@@ -4,17 +4,20 @@ A writer inserts a row through HAProxy's write port every 20 ms (a new connectio
 pooled client reconnects) and records every acknowledged insert: its id, the node that took
 it and when. After the switchovers every acknowledged row must be on both nodes, no write may
 land on the old ACTIVE after the first one on the new ACTIVE, and the longest pause between
-acknowledged writes stays within 2 x interval + agent-inter + 1 s.
+acknowledged writes stays within 2 x interval + agent-inter + 1 s. Under ``--fence read_only``
+the old ACTIVE ends read_only (a direct write to it fails with 1290) and the target writable.
 """
 
 from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from mpp_agent.model import State
+from mpp_agent.model import Fence, State
 from scripts.ack_writer import AckWriter
 from tests.e2e.conftest import (
     AGENT_INTER,
@@ -23,9 +26,16 @@ from tests.e2e.conftest import (
     NAMESPACE,
     POOL,
     System,
+    running_system,
     write_through,
 )
-from tests.servers import APP_PASSWORD, APP_USER, MariaDBNode, wait_until
+from tests.e2e.test_fencing import (
+    ER_OPTION_PREVENTS_STATEMENT,
+    direct_write_error,
+    fence_options,
+    is_read_only,
+)
+from tests.servers import APP_PASSWORD, APP_USER, HAProxy, MariaDBCluster, MariaDBNode, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -171,3 +181,30 @@ def test_a_paused_pool_does_not_fail_over_until_resumed(system: System) -> None:
     print(f"first write on node2 {failover:.2f}s after resume (budget {BUDGET:.0f}s)")
     assert failover <= BUDGET
     assert system.pool().nodes[0].state is State.FAILED_OFFLINE
+
+
+def test_a_switchover_under_fencing_sets_the_old_active_read_only(
+    mariadb_cluster: MariaDBCluster, haproxy_factory: Callable[[str], HAProxy], tmp_path: Path
+) -> None:
+    """With ``--fence read_only`` the pollers set the old ACTIVE read_only as soon as its writes
+    stop, and open the target when it takes them: a client writing to the old ACTIVE directly
+    after the switchover is refused (1290), and nothing acknowledged is lost."""
+    options = fence_options(tmp_path)
+    with running_system(
+        mariadb_cluster, haproxy_factory, tmp_path, Fence.READ_ONLY, options
+    ) as system:
+        manual_failback(system)
+        node1, node2 = system.node1, system.node2
+        wait_until(lambda: is_read_only(node2) and not is_read_only(node1), 5, "node2 fenced")
+        with writer_for(system, "switchover-fenced") as writer:
+            started = switch(system, writer, node1, node2)
+            time.sleep(0.5)
+        assert is_read_only(node1) and not is_read_only(node2)
+        assert direct_write_error(node1) == ER_OPTION_PREVENTS_STATEMENT
+        assert direct_write_error(node2) is None
+        pause = writer.longest_pause(started, time.monotonic())
+        print(f"switchover under fencing: longest pause {pause:.2f}s")
+        assert pause <= PAUSE_BUDGET, pause
+        assert lost_rows(system, writer) == []
+        kinds = [(e["kind"], e["node"]) for _, e in system.store.last_events(POOL, 200)]
+        assert ("fenced", node1.node_id) in kinds and ("unfenced", node2.node_id) in kinds
