@@ -26,7 +26,11 @@ by pid. Needs what ``make demo`` needs (``scripts/setup.sh``).
 With ``--fence`` the pool has ``--fence read_only`` and the pollers a fencing account: the
 same figures with read_only fencing (it must add no interval to the failover).
 
-Run: ``.venv/bin/python bench/failover.py [--runs 5] [--fence]``
+With ``--push [--agent-inter 3s]`` it measures instead how fast HAProxy follows the failover,
+with the agent-check alone and then with ``mpp-agent --haproxy-socket`` pushing each changed
+answer, side by side in one run (``bench/push.py --push``).
+
+Run: ``.venv/bin/python bench/failover.py [--runs 5] [--fence | --push [--agent-inter 3s]]``
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ import pymysql
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.demo import (  # noqa: E402 - after the path set-up
+from bench import push  # noqa: E402 - after the path set-up
+from scripts.demo import (  # noqa: E402
     AGENT_INTER,
     APP_PASSWORD,
     APP_USER,
@@ -131,6 +136,10 @@ def data_run(demo: Demo, tag: str, delay: int) -> DataRun:
     return DataRun(first - killed, failed, sum(h < count for h in landed), acked - count)
 
 
+def verbose(on: bool) -> list[str]:
+    return ["--verbose"] if on else []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per kind of standby")
@@ -140,7 +149,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the pool with --fence read_only and the pollers with a fencing account",
     )
+    parser.add_argument(
+        "--push",
+        action="store_true",
+        help="compare the failover without and with mpp-agent --haproxy-socket (bench/push.py)",
+    )
+    parser.add_argument("--agent-inter", default="", help="with --push: HAProxy's agent-inter")
     args = parser.parse_args(argv)
+    if args.push:
+        if args.fence:
+            parser.error("--push and --fence measure different things: give one")
+        extra = ["--agent-inter", args.agent_inter] if args.agent_inter else []
+        return push.main(["--runs", str(args.runs), "--push", *extra, *verbose(args.verbose)])
 
     def quiet(_: str) -> None:
         pass
