@@ -24,6 +24,7 @@ from mpp_agent.model import (
     DEFAULT_CATCHUP_TIMEOUT,
     DEFAULT_MAX_FAILOVER_LAG,
     DEFAULT_MAX_LAG,
+    DEFAULT_OBSERVERS,
     Event,
     EventKind,
     NodeId,
@@ -156,6 +157,7 @@ def _pool_json(pool: PoolState) -> str:
             "incarnation": pool.incarnation,
             "catchup_timeout": pool.catchup_timeout,
             "max_failover_lag": pool.max_failover_lag,
+            "observers": pool.observers,
             "nodes": [node_to_dict(n) for n in pool.nodes],
         },
         separators=(",", ":"),
@@ -183,6 +185,7 @@ def pool_from_doc(doc: str | bytes, version: int, last_round: int, name: str) ->
             last_round=last_round,
             stale_writer=StaleWriter(data.get("stale_writer", StaleWriter.KEEP.value)),
             incarnation=str(data.get("incarnation", "")),
+            observers=int(data.get("observers", DEFAULT_OBSERVERS)),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DocumentError(f"unreadable pool document: {exc!r}") from None

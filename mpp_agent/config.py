@@ -21,6 +21,7 @@ from mpp_agent.model import (
     DEFAULT_MAX_FAILOVER_LAG,
     DEFAULT_MAX_LAG,
     DEFAULT_MAX_REQUESTS,
+    DEFAULT_OBSERVERS,
     NodeId,
     NodeIdError,
     NodeState,
@@ -30,6 +31,7 @@ from mpp_agent.model import (
 )
 
 MAX_LAG_LIMIT = 86400.0
+MAX_OBSERVERS = 1000
 # Use with fullmatch: "$" would let a trailing newline through.
 POOL_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 # The longest agent-check request line, newline included (agent_protocol.py's spec).
@@ -52,6 +54,7 @@ class PoolConfig:
     stale_writer: StaleWriter = StaleWriter.KEEP
     catchup_timeout: float = DEFAULT_CATCHUP_TIMEOUT
     max_failover_lag: float = DEFAULT_MAX_FAILOVER_LAG
+    observers: int = DEFAULT_OBSERVERS
 
     def __post_init__(self) -> None:
         validate_pool_name(self.name)
@@ -92,6 +95,11 @@ class PoolConfig:
             raise PoolConfigError(
                 f"max_failover_lag must be between 0 (off) and {MAX_LAG_LIMIT:g} s, "
                 f"not {self.max_failover_lag}."
+            )
+        if not 0 <= self.observers <= MAX_OBSERVERS:
+            raise PoolConfigError(
+                f"observers must be between 0 (every live poller) and {MAX_OBSERVERS}, "
+                f"not {self.observers}."
             )
 
     @property
@@ -184,6 +192,7 @@ def config_of(pool: PoolState) -> PoolConfig:
         stale_writer=pool.stale_writer,
         catchup_timeout=pool.catchup_timeout,
         max_failover_lag=pool.max_failover_lag,
+        observers=pool.observers,
     )
 
 
@@ -200,6 +209,7 @@ def new_pool(config: PoolConfig, incarnation: str = "") -> PoolState:
         incarnation=incarnation,
         catchup_timeout=config.catchup_timeout,
         max_failover_lag=config.max_failover_lag,
+        observers=config.observers,
     )
 
 
@@ -230,4 +240,5 @@ def apply_config(pool: PoolState, config: PoolConfig, *, force: bool = False) ->
         stale_writer=config.stale_writer,
         catchup_timeout=config.catchup_timeout,
         max_failover_lag=config.max_failover_lag,
+        observers=config.observers,
     )

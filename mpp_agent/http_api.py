@@ -146,6 +146,7 @@ _POOL = {
         "stale_writer": {"type": "string", "enum": ["keep", "drain"]},
         "catchup_timeout": {"type": "number"},
         "max_failover_lag": {"type": "number", "description": "0: off"},
+        "observers": {"type": "integer", "description": "pollers probing the pool; 0: all"},
         "degraded": {
             **_NULLABLE_STRING,
             "description": "why no node could take over if the ACTIVE failed now",

@@ -32,6 +32,10 @@ key                             type    TTL                          written by
                                                                      id -> expiry (ms)
 ``ns:poller:<id>``              string  a few intervals              mpp-poller heartbeat: JSON of
                                                                      its last cycle
+``ns:observers``                zset    members pruned on expiry     mpp-poller heartbeat (pollers
+                                                                     not pinned by ``--pools``):
+                                                                     id -> expiry (ms); pools are
+                                                                     assigned over them
 ==============================  ======  ===========================  ============================
 
 Pub/sub channel ``ns:notify``: every commit publishes the pool's name (mpp-agent listens).
@@ -73,6 +77,9 @@ class Keys:
 
     def pollers(self) -> str:
         return f"{self.namespace}:pollers"
+
+    def observers(self) -> str:
+        return f"{self.namespace}:observers"
 
     def poller(self, poller_id: str) -> str:
         return f"{self.namespace}:poller:{poller_id}"

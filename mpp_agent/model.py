@@ -18,6 +18,7 @@ DEFAULT_INTERVAL = 10.0
 DEFAULT_MAX_LAG = 30.0
 DEFAULT_CATCHUP_TIMEOUT = 30.0
 DEFAULT_MAX_FAILOVER_LAG = 0.0  # off
+DEFAULT_OBSERVERS = 3  # pollers observing each pool; 0: every live poller
 
 
 class NodeType(StrEnum):
@@ -308,6 +309,7 @@ class PoolState:
     # Set once when the pool is created (a pool removed and created again gets a new one):
     # versions are only comparable within one incarnation.
     incarnation: str = ""
+    observers: int = DEFAULT_OBSERVERS  # pollers that probe the pool (0: every live poller)
 
     @property
     def primary(self) -> NodeState | None:

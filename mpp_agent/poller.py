@@ -50,12 +50,27 @@ from mpp_agent.probe import (
     probe_node,
     with_max_lag,
 )
+from mpp_agent.rounds import (
+    HEARTBEAT_IDLE,
+    deadline,
+    deadline_at,
+    heartbeat_cadence,
+    heartbeat_ttl,
+    info_ttl,
+    late_by,
+    next_round_start,
+    observation_ttl,
+    observers,
+    observes,
+    pool_heartbeat_ttl,
+    round_of,
+    round_start,
+)
 from mpp_agent.state import expire_overrides, tick
 from mpp_agent.store import REDIS_DOWN_ERRORS, BadKey, RoundRecord, Store, UnknownPool
 from mpp_agent.timeouts import (
     DEFAULT_PROBE_TIMEOUT,
     Timeouts,
-    deadline,
     fit,
     min_interval,
     unserved_reason,
@@ -68,7 +83,6 @@ MAX_SLEEP = 1.0  # re-read pool settings at least this often
 REDIS_RETRY_DELAY = 1.0
 ALREADY_COMMITTED = "already committed"  # a skipped commit that is the normal case
 SUMMARY_EVERY = 60.0  # seconds between the steady state's INFO summaries
-HEARTBEAT_IDLE = 5.0  # heartbeat at least this often even when no round is due
 
 
 @dataclass(frozen=True)
@@ -85,15 +99,14 @@ class PollerSettings:
         """The operator's upper bounds; each pool's timeouts are fitted below them."""
         return Timeouts(self.probe.connect_timeout, self.probe.read_timeout, self.probe_timeout)
 
-    def deadline(self, interval: float) -> float:
-        return deadline(interval)
+    @property
+    def is_pinned(self) -> bool:
+        """A poller given ``--pools`` probes exactly those, every round: it takes no part in
+        the assignment of pools to observers."""
+        return bool(self.pools)
 
 
 # --------------------------------------------------------------------------- pure parts
-
-
-def round_of(now: float, interval: float) -> int:
-    return int(now // interval)
 
 
 def merge_observations(
@@ -208,9 +221,10 @@ def has_changed(before: PoolState, after: PoolState) -> bool:
 
 def lateness(pool: PoolState, round_: int, now: float) -> str | None:
     """Why a round probed at ``now`` is late (its deadline has passed), or None."""
-    late, limit = now - round_ * pool.interval, deadline(pool.interval)
-    if late <= limit:
+    late = late_by(round_, pool.interval, now)
+    if late is None:
         return None
+    limit = deadline(pool.interval)
     return f"round {round_} probed {late:.3g}s after it started (deadline {limit:g}s)"
 
 
@@ -239,6 +253,7 @@ class CycleReport:
     late: dict[str, str] = field(default_factory=dict)  # pool -> why its round is late
     changed: list[str] = field(default_factory=list)  # pools whose tick made a transition
     abstaining: int = 0  # nodes (per pool) this poller abstains on after this cycle
+    due: list[str] = field(default_factory=list)  # pools whose new round started (observed or not)
     news: bool = False  # an abstention started or ended, or the unserved pools changed
 
     @property
@@ -308,6 +323,9 @@ class Poller:
         self.deadline_trouble = OnChange(log, "deadline commits succeed again")
         self.seen: dict[str, PoolState] = {}  # pool -> its newest state this poller read
         self.degraded: dict[str, str] = {}  # pool -> why no node could take over now
+        self.assigned: dict[str, bool] = {}  # pool -> assigned to this poller in its last round
+        self.observing: set[str] = set()  # pools this poller probed in their last round
+        self.cadence = HEARTBEAT_IDLE  # seconds between this poller's heartbeats
 
     # ---------------------------------------------------------------- clock
 
@@ -338,7 +356,14 @@ class Poller:
         pools = self.load_pools()
         report.pools = pools
         served = self.serve(pools, report)
-        due = self.due_pools(served, now)
+        self.cadence = heartbeat_cadence(p.interval for p in served)
+        started = self.due_pools(served, now)
+        if not started:
+            return report
+        report.due = [p.name for p in started]
+        due, expected = self.observed(started, now, force)
+        for pool in started:
+            self.handled[pool.name] = round_of(now, pool.interval)
         if not due:
             return report
         timeouts = node_timeouts(served, self.settings.limits)
@@ -347,7 +372,6 @@ class Poller:
         report.probe_seconds = self.now() - now
         records = [self.record_of(p, round_of(now, p.interval), results, checkpoints) for p in due]
         for pool in due:
-            self.handled[pool.name] = round_of(now, pool.interval)
             report.rounds[pool.name] = round_of(now, pool.interval)
             why = lateness(pool, round_of(now, pool.interval), now)
             if why is not None:
@@ -357,8 +381,9 @@ class Poller:
             records,
             self.settings.poller_id,
             self.now(),
-            ttl=max(p.interval for p in due) * 4 + 5,
-            heartbeat_expiry=self.now() + 2 * max(p.interval for p in due) + 1,
+            ttl=max(observation_ttl(p.interval) for p in due),
+            heartbeat_expiry=self.now() + max(pool_heartbeat_ttl(p.interval) for p in due),
+            waits=expected,
         )
         complete = [r for r in recorded if r.is_complete or force]
         report.committed.update(self.commit_rounds([(r.pool, r.round) for r in complete], report))
@@ -367,6 +392,32 @@ class Poller:
                 report.deferred.append(record.pool)
                 self.schedule_deadline(record, next(p for p in due if p.name == record.pool))
         return report
+
+    def observed(
+        self, started: Sequence[PoolState], now: float, force: bool
+    ) -> tuple[list[PoolState], dict[str, tuple[str, ...]]]:
+        """The pools whose new round this poller observes, and per pool the assigned observers
+        its round waits for (none: every live poller of the pool). A pinned poller (``--pools``)
+        and ``--once`` observe every pool; the others observe the pools assigned to them by
+        rendezvous hashing over the observers' heartbeats (``rounds.observers``)."""
+        if force or self.settings.is_pinned:
+            self.observing = {p.name for p in started} | self.observing
+            return list(started), {}
+        me = self.settings.poller_id
+        beats = self.store.observer_beats()
+        beats.setdefault(me, now + heartbeat_ttl(self.cadence))
+        chosen, expected = [], {}
+        for pool in started:
+            assigned = observers(pool.name, pool.observers, beats, now, self.cadence, me)
+            mine = me in assigned
+            if observes(mine, self.assigned.get(pool.name, False)):
+                chosen.append(pool)
+                expected[pool.name] = assigned
+                self.observing.add(pool.name)
+            else:
+                self.observing.discard(pool.name)
+            self.assigned[pool.name] = mine
+        return chosen, expected
 
     def serve(self, pools: Sequence[PoolState], report: CycleReport) -> list[PoolState]:
         """The pools this poller can serve; the others are said once (WARNING), on change."""
@@ -588,8 +639,7 @@ class Poller:
     def schedule_deadline(self, record: RoundRecord, pool: PoolState) -> None:
         """Commit the round at its deadline if no other poller did (a dead poller costs at most
         this wait until its heartbeat expires)."""
-        start = record.round * pool.interval
-        delay = start + self.settings.deadline(pool.interval) - self.now()
+        delay = deadline_at(record.round, pool.interval) - self.now()
         previous = self.pending.get(pool.name)
         if previous is not None and not previous.dead:
             previous.kill(block=False)
@@ -622,9 +672,12 @@ class Poller:
 
     def heartbeat(self, report: CycleReport, cycle_seconds: float) -> None:
         now = self.now()
-        pools = sorted(self.handled)
+        names = {p.name for p in report.pools}
+        pools = sorted(self.observing & names if report.pools else self.observing)
         # Lag: how long after its round started the latest round was committed.
-        starts = [report.rounds[name] * p.interval for name, p in report.committed.items()]
+        starts = [
+            round_start(report.rounds[name], p.interval) for name, p in report.committed.items()
+        ]
         lag = max((now - start for start in starts), default=0.0)
         info = {
             "poller_id": self.settings.poller_id,
@@ -642,9 +695,18 @@ class Poller:
             "unserved": dict(self.unserved),
             "min_interval": round(min_interval(self.settings.limits), 4),
             "checkpoints": [str(cp) for cp in self.settings.checkpoints],
+            "pinned": self.settings.is_pinned,
+            "cadence": round(self.cadence, 4),
         }
         served = [p.interval for p in report.pools if p.name not in self.unserved]
-        self.store.heartbeat(self.settings.poller_id, info, now, ttl=3 * max(served or [10.0]) + 5)
+        self.store.heartbeat(
+            self.settings.poller_id,
+            info,
+            now,
+            ttl=max(info_ttl(served), heartbeat_ttl(self.cadence)),
+            live_for=heartbeat_ttl(self.cadence),
+            observer=not self.settings.is_pinned,
+        )
         self.last_heartbeat = time.monotonic()
 
     def log_cycle(self, report: CycleReport) -> None:
@@ -658,7 +720,7 @@ class Poller:
     def next_wake(self, pools: Sequence[PoolState]) -> float:
         """Seconds until the next round start of any pool (at most MAX_SLEEP)."""
         now = self.now()
-        waits = [(round_of(now, p.interval) + 1) * p.interval - now for p in pools]
+        waits = [next_round_start(now, p.interval) - now for p in pools]
         return min([MAX_SLEEP, *waits])
 
     def run(self, stop: Callable[[], bool], wait: Callable[[float], bool]) -> None:
@@ -669,7 +731,8 @@ class Poller:
                 report = self.cycle()
                 if report.rounds:
                     self.log_cycle(report)
-                if report.rounds or time.monotonic() - self.last_heartbeat >= HEARTBEAT_IDLE:
+                idle = time.monotonic() - self.last_heartbeat >= HEARTBEAT_IDLE
+                if report.rounds or report.due or idle:
                     self.heartbeat(report, time.monotonic() - started)
                 delay = self.next_wake(report.pools)
                 self.cycle_trouble.ok()

@@ -18,7 +18,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
@@ -724,15 +724,18 @@ class Store:
         now: float,
         ttl: float,
         heartbeat_expiry: float,
+        waits: Mapping[str, Sequence[str]] | None = None,
     ) -> list[RoundRecord]:
         """Record this poller's observations for several (pool, round)s in one round trip.
 
-        Each record is (pool, round, observations, metrics JSON by node). A record that one of
-        its pool's keys refused (logged once, nothing of it written) is left out of the result:
-        that pool loses this round, the others do not."""
+        Each record is (pool, round, observations, metrics JSON by node). ``expected``: per
+        pool, the assigned observers its round waits for (by default every live poller of the
+        pool). A record that one of its pool's keys refused (logged once, nothing of it written)
+        is left out of the result: that pool loses this round, the others do not."""
         pipe = self.client.pipeline(transaction=False)
         for pool, round_, observations, metrics in records:
             flat = [x for item in metrics.items() for x in item]
+            waits_for = list((waits or {}).get(pool, ()))
             self._record(
                 keys=[key for key, _ in self.record_keys(pool, round_)],
                 args=[
@@ -743,6 +746,8 @@ class Store:
                     int(heartbeat_expiry * 1000),
                     len(metrics),
                     *flat,
+                    len(waits_for),
+                    *waits_for,
                 ],
                 client=pipe,
             )
@@ -789,13 +794,31 @@ class Store:
             out.append((pool, decode_reports(reports)))
         return out
 
-    def heartbeat(self, poller_id: str, info: dict[str, Any], now: float, ttl: float) -> None:
+    def heartbeat(
+        self,
+        poller_id: str,
+        info: dict[str, Any],
+        now: float,
+        ttl: float,
+        live_for: float | None = None,
+        observer: bool = False,
+    ) -> None:
+        """Keep the heartbeat document ``ttl`` seconds and the poller live for ``live_for``
+        (default ``ttl``); an ``observer`` (a poller not pinned to named pools) is also one of
+        the pollers pools are assigned over."""
+        live_for = ttl if live_for is None else live_for
+        expiry = (now + live_for) * 1000
+        forgotten = f"({int(now * 1000) - 3600_000}"
         pipe = self.client.pipeline(transaction=False)
         pipe.set(self.keys.poller(poller_id), json.dumps(info), px=int(ttl * 1000))
-        pipe.zadd(self.keys.pollers(), {poller_id: (now + ttl) * 1000})
-        pipe.zremrangebyscore(self.keys.pollers(), "-inf", f"({int(now * 1000) - 3600_000}")
-        replies = pipe.execute(raise_on_error=False)
+        pipe.zadd(self.keys.pollers(), {poller_id: expiry})
+        pipe.zremrangebyscore(self.keys.pollers(), "-inf", forgotten)
         expected = [(self.keys.poller(poller_id), "string"), (self.keys.pollers(), "zset")]
+        if observer:
+            pipe.zadd(self.keys.observers(), {poller_id: expiry})
+            pipe.zremrangebyscore(self.keys.observers(), "-inf", forgotten)
+            expected.append((self.keys.observers(), "zset"))
+        replies = pipe.execute(raise_on_error=False)
         errors = [r for r in replies if isinstance(r, Exception)]
         if errors:
             self.problems.bad(self.key_error(errors[0], expected))
@@ -808,9 +831,20 @@ class Store:
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(self.keys.poller(poller_id))
         pipe.zrem(self.keys.pollers(), poller_id)
+        pipe.zrem(self.keys.observers(), poller_id)
         for pool in pools:
             pipe.zrem(self.keys.pool_pollers(pool), poller_id)
         pipe.execute(raise_on_error=False)
+
+    def observer_beats(self) -> dict[str, float]:
+        """The pollers pools are assigned over: poller id -> heartbeat expiry (Redis time, s),
+        expired ones included (the assignment decides what counts as live)."""
+        key = self.keys.observers()
+        try:
+            members = self.client.zrange(key, 0, -1, withscores=True)
+        except redis.ResponseError as exc:
+            raise self.key_error(exc, [(key, "zset")]) from None
+        return {m.decode(): float(score) / 1000 for m, score in members}
 
     def pollers(self) -> list[PollerInfo]:
         """Every poller that sent a heartbeat (BadKey if the pollers zset is unusable); a

@@ -30,6 +30,7 @@ from mpp_agent.model import (
     DEFAULT_MAX_FAILOVER_LAG,
     DEFAULT_MAX_LAG,
     DEFAULT_MAX_REQUESTS,
+    DEFAULT_OBSERVERS,
     Event,
     EventKind,
     NodeId,
@@ -86,6 +87,10 @@ STALE_WRITER_HELP = (
 CATCHUP_HELP = (
     "Longest wait (seconds) for a new ACTIVE to apply what it had received before it takes "
     "writes; past it writes open with a WARNING event."
+)
+OBSERVERS_HELP = (
+    "K: how many live pollers probe this pool each round (chosen by hashing, so adding "
+    "pollers adds capacity); 0 = every live poller."
 )
 FAILOVER_LAG_HELP = (
     "A STANDBY that lagged more than this (seconds) when the ACTIVE failed does not take over "
@@ -193,6 +198,7 @@ def create(
     max_failover_lag: Annotated[
         float, typer.Option(help=FAILOVER_LAG_HELP)
     ] = DEFAULT_MAX_FAILOVER_LAG,
+    observers: Annotated[int, typer.Option(help=OBSERVERS_HELP)] = DEFAULT_OBSERVERS,
 ) -> None:
     """Create a pool.
 
@@ -203,7 +209,12 @@ def create(
     config = build_config(
         name, primary, secondary, failoverpool, interval, max_requests, max_lag, stale_writer
     )
-    config = replace(config, catchup_timeout=catchup_timeout, max_failover_lag=max_failover_lag)
+    config = replace(
+        config,
+        catchup_timeout=catchup_timeout,
+        max_failover_lag=max_failover_lag,
+        observers=observers,
+    )
     session = session_of(ctx)
     pool = session.store.create_pool(config, actor=session.actor)
     typer.echo(f"OK: Pool {pool.name} created: {render_failoverpool(config)}")
@@ -246,6 +257,10 @@ def apply(
         float | None,
         typer.Option(help=f"{FAILOVER_LAG_HELP} Default: keep the pool's.", show_default=False),
     ] = None,
+    observers: Annotated[
+        int | None,
+        typer.Option(help=f"{OBSERVERS_HELP} Default: keep the pool's.", show_default=False),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow removing the ACTIVE node.")] = False,
 ) -> None:
     """Replace a pool's configuration.
@@ -285,6 +300,7 @@ def apply(
             max_failover_lag=(
                 pool.max_failover_lag if max_failover_lag is None else max_failover_lag
             ),
+            observers=pool.observers if observers is None else observers,
         )
         try:
             after = apply_config(pool, config, force=force)

@@ -138,16 +138,21 @@ def listing(
 def pool_settings(pool: PoolState) -> str:
     """The pool's settings, after MPP's ``status=`` on its line (so ``status=(\\S+)`` still
     parses): ``interval=2s max_requests=4 max_lag=30s stale_writer=keep catchup_timeout=30s
-    max_failover_lag=off``."""
+    max_failover_lag=off observers=3``."""
     return (
         f"interval={pool.interval:g}s max_requests={pool.max_requests} max_lag={pool.max_lag:g}s"
         f" stale_writer={pool.stale_writer} catchup_timeout={pool.catchup_timeout:g}s"
         f" max_failover_lag={failover_lag_text(pool.max_failover_lag)}"
+        f" observers={observers_text(pool.observers)}"
     )
 
 
 def failover_lag_text(seconds: float) -> str:
     return f"{seconds:g}s" if seconds > 0 else "off"
+
+
+def observers_text(k: int) -> str:
+    return str(k) if k > 0 else "all"
 
 
 def routing_note(node: NodeState, decided: NodeRoute, now: float) -> str:
@@ -215,7 +220,7 @@ def pools_table(pools: Iterable[PoolState], now: float) -> str:
     rows = [
         (
             "POOL", "STATUS", "ACTIVE", "NODES", "INTERVAL", "M", "MAX_LAG", "STALE_WRITER",
-            "CATCHUP", "FAILOVER_LAG",
+            "CATCHUP", "FAILOVER_LAG", "OBSERVERS",
         )
     ]  # fmt: skip
     for pool in pools:
@@ -233,6 +238,7 @@ def pools_table(pools: Iterable[PoolState], now: float) -> str:
                 pool.stale_writer.value,
                 f"{pool.catchup_timeout:g}s",
                 failover_lag_text(pool.max_failover_lag),
+                observers_text(pool.observers),
             )
         )
     return table(rows)
@@ -249,6 +255,7 @@ def pool_config_json(pool: PoolState) -> dict[str, Any]:
         "incarnation": pool.incarnation,
         "catchup_timeout": config.catchup_timeout,
         "max_failover_lag": config.max_failover_lag,
+        "observers": config.observers,
         "members": [{"node": str(n), "type": t.value} for n, t in config.members],
         "failoverpool": render_failoverpool(config),
     }
@@ -265,6 +272,7 @@ def pool_config_text(pool: PoolState) -> str:
         f"incarnation   {data['incarnation'] or '-'}",
         f"catchup       {data['catchup_timeout']:g}s",
         f"failover_lag  {failover_lag_text(data['max_failover_lag'])}",
+        f"observers     {observers_text(data['observers'])}",
         "members       (priority order)",
     ]
     lines += [f"  {i}. {m['type']:<9}  {m['node']}" for i, m in enumerate(data["members"], 1)]

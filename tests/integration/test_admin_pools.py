@@ -182,6 +182,7 @@ def test_show_text_and_json(redis_url: str) -> None:
         f"incarnation   {store_for(redis_url).load_pool('pool1').incarnation}",
         "catchup       30s",
         "failover_lag  off",
+        "observers     3",
         "members       (priority order)",
         "  1. PRIMARY    10.0.0.1:3306",
         "  2. SECONDARY  10.0.0.2:3306",
@@ -212,9 +213,11 @@ def test_pools_and_pool_list(redis_url: str) -> None:
     assert created.exit_code == 0, created.stderr
     expected = [
         "POOL   STATUS  ACTIVE         NODES  INTERVAL  M  MAX_LAG  STALE_WRITER  CATCHUP"
-        "  FAILOVER_LAG",
-        "pool1  OK      10.0.0.1:3306  3      10s       4  30s      keep          30s      off",
-        "pool2  OK      -              1      2.5s      4  7.5s     keep          12s      5s",
+        "  FAILOVER_LAG  OBSERVERS",
+        "pool1  OK      10.0.0.1:3306  3      10s       4  30s      keep          30s      off"
+        "           3",
+        "pool2  OK      -              1      2.5s      4  7.5s     keep          12s      5s"
+        "            3",
     ]
     assert mpp_admin(redis_url, "pools").stdout.splitlines() == expected
     assert mpp_admin(redis_url, "pool", "list").stdout.splitlines() == expected
@@ -227,7 +230,7 @@ def test_pools_and_pool_list(redis_url: str) -> None:
         "name": "pool1", "status": "OK", "active": "10.0.0.1:3306",
         "interval": 10.0, "max_requests": 4, "max_lag": 30.0, "stale_writer": "keep",
         "incarnation": stored.incarnation, "version": stored.version, "went_backwards": None,
-        "catchup_timeout": 30.0, "max_failover_lag": 0.0, "degraded": None,
+        "catchup_timeout": 30.0, "max_failover_lag": 0.0, "degraded": None, "observers": 3,
     }  # fmt: skip
     assert len(stored.incarnation) == 32
     members = ["10.0.0.1:3306", "10.0.0.2:3306", "10.0.0.3:3307"]
