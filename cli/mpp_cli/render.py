@@ -370,6 +370,15 @@ def pollers_text(pollers: Sequence[PollerInfo], now: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def under_observed_text(lacking: Mapping[str, tuple[int, int]]) -> str:
+    """The pools with fewer observers than their K (nothing when there are none)."""
+    if not lacking:
+        return ""
+    lines = ["pools with fewer observers than K:"]
+    lines += [f"  {name}  {seen} of {wanted}" for name, (seen, wanted) in lacking.items()]
+    return "\n".join(lines) + "\n"
+
+
 def poller_json(poller: PollerInfo) -> dict[str, Any]:
     """A poller for ``--json``: its heartbeat as it is, and what it abstains on and does not
     serve (empty when it reports none)."""
@@ -380,6 +389,7 @@ def poller_json(poller: PollerInfo) -> dict[str, Any]:
     return {
         "poller_id": poller.poller_id,
         "alive": poller.alive,
+        "pools": list(info.get("pools", []) or []),  # the pools it observes
         "info": info,
         "abstentions": mapping_of(info.get("abstentions")),
         "unserved": mapping_of(info.get("unserved")),
