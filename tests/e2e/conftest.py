@@ -13,8 +13,8 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import pymysql
 import pytest
 
 from mpp_agent.config import parse_failoverpool
-from mpp_agent.model import PoolState, State
+from mpp_agent.model import DEFAULT_OBSERVERS, PoolState, State
 from mpp_agent.store import Store
 from scripts.demo import HAPROXY_CFG, render_haproxy_config
 from tests.daemons import PollerProcess
@@ -168,11 +168,12 @@ class Recorder:
 @dataclass
 class System:
     cluster: MariaDBCluster
-    redis: RedisServer
+    redis: Any  # what a test may stop and start (a RedisServer, or a Redis Cluster's node)
     store: Store
     pollers: list[PollerProcess]
     agent_port: int
     rw_port: int
+    redis_url: str = ""
     haproxy: HAProxy = field(init=False)
 
     @property
@@ -208,38 +209,42 @@ class System:
         )
 
     def recorder(self) -> Recorder:
-        return Recorder(Store.from_url(self.redis.url, NAMESPACE), self.rw_port)
+        return Recorder(Store.from_url(self.redis_url or self.redis.url, NAMESPACE), self.rw_port)
 
 
-@pytest.fixture
-def system(
-    mariadb_cluster: MariaDBCluster,
+@contextlib.contextmanager
+def running_system(
+    cluster: MariaDBCluster,
     haproxy_factory: Callable[[str], HAProxy],
     tmp_path: Path,
+    redis_server: Any,
+    redis_url: str,
+    poller_ids: Sequence[str] = ("poller-a", "poller-b"),
+    observers: int = DEFAULT_OBSERVERS,
 ) -> Iterator[System]:
-    """Everything up and steady: node1 ACTIVE, node2 STANDBY, HAProxy writing to node1."""
-    redis_server = RedisServer(persistent=True).start()
+    """The pool on the Redis at ``redis_url`` (``redis_server`` is what a test may stop),
+    its pollers, the agent and HAProxy, all up and steady: node1 ACTIVE, node2 STANDBY."""
     pollers: list[PollerProcess] = []
     agents: list[Any] = []
     try:
-        store = Store.from_url(redis_server.url, NAMESPACE)
-        cluster = mariadb_cluster
+        store = Store.from_url(redis_url, NAMESPACE)
         text = f"name:{POOL};primary:{cluster.node1.node_id};secondary:{cluster.node2.node_id}"
-        store.create_pool(parse_failoverpool(text, interval=INTERVAL, max_requests=M))
-        for name in ("poller-a", "poller-b"):
-            pollers.append(PollerProcess(redis_server.url, name, namespace=NAMESPACE).start())
+        config = parse_failoverpool(text, interval=INTERVAL, max_requests=M)
+        store.create_pool(replace(config, observers=observers))
+        for name in poller_ids:
+            pollers.append(PollerProcess(redis_url, name, namespace=NAMESPACE).start())
 
         agent_port, rw_port, ro_port = free_ports(3)
 
         argv = [
             "mpp-agent",
-            "--redis-url", redis_server.url,
+            "--redis-url", redis_url,
             "--namespace", NAMESPACE,
             "--listen", f"127.0.0.1:{agent_port}",
             "--stale-after", "1",
         ]  # fmt: skip
         agents.append(spawn(argv, tmp_path / "agent.log"))
-        system = System(cluster, redis_server, store, pollers, agent_port, rw_port)
+        system = System(cluster, redis_server, store, pollers, agent_port, rw_port, redis_url)
         wait_until(lambda: system.is_steady(cluster.node1), 30, "node1 ACTIVE, node2 STANDBY")
         wait_until(lambda: system.ask_agent(cluster.node1).startswith("up ready"), 15, "the agent")
         cfg = render_haproxy_config(
@@ -260,4 +265,20 @@ def system(
             terminate(proc)
         for poller in pollers:
             poller.cleanup()
+
+
+@pytest.fixture
+def system(
+    mariadb_cluster: MariaDBCluster,
+    haproxy_factory: Callable[[str], HAProxy],
+    tmp_path: Path,
+) -> Iterator[System]:
+    """Everything up and steady: node1 ACTIVE, node2 STANDBY, HAProxy writing to node1."""
+    redis_server = RedisServer(persistent=True).start()
+    try:
+        with running_system(
+            mariadb_cluster, haproxy_factory, tmp_path, redis_server, redis_server.url
+        ) as system:
+            yield system
+    finally:
         redis_server.cleanup()
