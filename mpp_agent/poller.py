@@ -310,6 +310,7 @@ class Poller:
         self.probe = probe
         self.handled: dict[str, int] = {}  # pool -> last round this poller probed
         self.offset = 0.0  # Redis time minus local wall clock
+        self.offsets: dict[str, float] = {}  # pool -> its shard's Redis time minus local clock
         self.started_at = time.time()
         self.last_cycle: dict[str, object] = {}
         self.workers = gevent.pool.Pool(settings.concurrency)
@@ -334,6 +335,22 @@ class Poller:
         self.offset = now - time.time()
         return now
 
+    def sync_clocks(self, pools: Sequence[PoolState]) -> float:
+        """Read each pool's clock (on a Redis Cluster, its shard's: ``Store.server_times``)
+        and this poller's own (the pool index's shard); the latter is returned."""
+        if not self.store.is_cluster:
+            now = self.sync_clock()
+            self.offsets = {}
+            return now
+        local = time.time()
+        times = self.store.server_times(p.name for p in pools)
+        self.offsets = {name: t - local for name, t in times.items()}
+        return self.sync_clock()
+
+    def pool_now(self, name: str, at: float | None = None) -> float:
+        """Redis time by the clock of pool ``name`` (at local wall-clock time ``at``)."""
+        return (time.time() if at is None else at) + self.offsets.get(name, self.offset)
+
     def now(self) -> float:
         return time.time() + self.offset
 
@@ -343,37 +360,42 @@ class Poller:
         names = list(self.settings.pools) or self.store.pool_names()
         return self.store.load_pools(names)
 
-    def due_pools(self, pools: Sequence[PoolState], now: float) -> list[PoolState]:
+    def due_pools(self, pools: Sequence[PoolState], at: float) -> list[PoolState]:
+        """The pools whose new round has started at local time ``at``."""
         # "!=" rather than ">": a pool whose interval changed has re-numbered its rounds.
-        return [p for p in pools if round_of(now, p.interval) != self.handled.get(p.name, -1)]
+        return [p for p in pools if self.round_at(p, at) != self.handled.get(p.name, -1)]
+
+    def round_at(self, pool: PoolState, at: float) -> int:
+        return round_of(self.pool_now(pool.name, at), pool.interval)
 
     def cycle(self, *, force: bool = False) -> CycleReport:
         """Probe and record every pool whose new round has started; commit the complete ones.
 
         ``force`` (``--once``) commits at once instead of waiting for other pollers."""
-        now = self.sync_clock()
         report = CycleReport()
         pools = self.load_pools()
+        now = self.sync_clocks(pools)
+        at = time.time()
         report.pools = pools
         served = self.serve(pools, report)
         self.cadence = heartbeat_cadence(p.interval for p in served)
-        started = self.due_pools(served, now)
+        started = self.due_pools(served, at)
         if not started:
             return report
         report.due = [p.name for p in started]
         due, expected = self.observed(started, now, force)
         for pool in started:
-            self.handled[pool.name] = round_of(now, pool.interval)
+            self.handled[pool.name] = self.round_at(pool, at)
         if not due:
             return report
         timeouts = node_timeouts(served, self.settings.limits)
         nodes = {n.node for p in due for n in p.nodes}
         results, checkpoints = self.probe_round({node: timeouts[node] for node in nodes})
-        report.probe_seconds = self.now() - now
-        records = [self.record_of(p, round_of(now, p.interval), results, checkpoints) for p in due]
+        report.probe_seconds = time.time() - at
+        records = [self.record_of(p, self.round_at(p, at), results, checkpoints) for p in due]
         for pool in due:
-            report.rounds[pool.name] = round_of(now, pool.interval)
-            why = lateness(pool, round_of(now, pool.interval), now)
+            report.rounds[pool.name] = self.round_at(pool, at)
+            why = lateness(pool, self.round_at(pool, at), self.pool_now(pool.name, at))
             if why is not None:
                 report.late[pool.name] = why
         self.track_abstentions(records, served, report)
@@ -602,7 +624,7 @@ class Poller:
             return "was removed"
         if pool.last_round >= round_:
             return f"round {round_} {ALREADY_COMMITTED}"
-        now = self.now()
+        now = self.pool_now(name)
         if round_ > round_of(now, pool.interval):
             # Numbered with an interval the pool no longer has: committing it would put the
             # pool's last round far ahead of every round under the new interval.
@@ -639,7 +661,7 @@ class Poller:
     def schedule_deadline(self, record: RoundRecord, pool: PoolState) -> None:
         """Commit the round at its deadline if no other poller did (a dead poller costs at most
         this wait until its heartbeat expires)."""
-        delay = deadline_at(record.round, pool.interval) - self.now()
+        delay = deadline_at(record.round, pool.interval) - self.pool_now(pool.name)
         previous = self.pending.get(pool.name)
         if previous is not None and not previous.dead:
             previous.kill(block=False)
@@ -719,8 +741,11 @@ class Poller:
 
     def next_wake(self, pools: Sequence[PoolState]) -> float:
         """Seconds until the next round start of any pool (at most MAX_SLEEP)."""
-        now = self.now()
-        waits = [next_round_start(now, p.interval) - now for p in pools]
+        at = time.time()
+        waits = [
+            next_round_start(self.pool_now(p.name, at), p.interval) - self.pool_now(p.name, at)
+            for p in pools
+        ]
         return min([MAX_SLEEP, *waits])
 
     def run(self, stop: Callable[[], bool], wait: Callable[[float], bool]) -> None:
