@@ -844,34 +844,24 @@ class Store:
         pool). A record that one of its pool's keys refused (logged once, nothing of it written)
         is left out of the result: that pool loses this round, the others do not."""
 
-        def run() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for pool, round_, observations, metrics in records:
-                flat = [x for item in metrics.items() for x in item]
-                waits_for = list((waits or {}).get(pool, ()))
-                self._record(
-                    keys=[key for key, _ in self.record_keys(pool, round_)],
-                    args=[
-                        poller_id,
-                        observations_to_json(observations),
-                        int(ttl * 1000),
-                        int(now * 1000),
-                        int(heartbeat_expiry * 1000),
-                        len(metrics),
-                        *flat,
-                        len(waits_for),
-                        *waits_for,
-                    ],
-                    client=pipe,
-                )
-            return list(pipe.execute(raise_on_error=False))
-
-        replies = run()
-        if self.is_cluster and any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
-            # A Cluster pipeline does not load scripts itself (a promoted replica has none):
-            # load it on every master and record again (recording twice is harmless).
-            self.client.script_load(self._record.script)
-            replies = run()
+        calls = []
+        for pool, round_, observations, metrics in records:
+            flat = [x for item in metrics.items() for x in item]
+            waits_for = list((waits or {}).get(pool, ()))
+            keys = [key for key, _ in self.record_keys(pool, round_)]
+            args = [
+                poller_id,
+                observations_to_json(observations),
+                int(ttl * 1000),
+                int(now * 1000),
+                int(heartbeat_expiry * 1000),
+                len(metrics),
+                *flat,
+                len(waits_for),
+                *waits_for,
+            ]
+            calls.append((keys, args))
+        replies = self.run_scripts(self._record, calls)
         out = []
         for (pool, round_, _, _), raw in zip(records, replies, strict=True):
             expected = self.record_keys(pool, round_)
@@ -883,6 +873,42 @@ class Store:
             live, reported = reply
             out.append(RoundRecord(pool, round_, int(live), int(reported)))
         return out
+
+    def run_scripts(self, script: Any, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run ``script`` once per (keys, args) in one round trip (per shard on a Cluster);
+        each reply, or the error in its place."""
+        if not self.is_cluster:
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                script(keys=keys, args=args, client=pipe)
+            return list(pipe.execute(raise_on_error=False))
+        # redis-py's Cluster pipeline refuses scripts: one plain pipeline per master instead
+        # (it loads the script where missing, e.g. on a just promoted replica).
+        by_node: dict[str, list[int]] = {}
+        nodes = {}
+        for i, (keys, _) in enumerate(calls):
+            node = self.client.get_node_from_key(keys[0])
+            by_node.setdefault(node.name, []).append(i)
+            nodes[node.name] = node
+        replies: list[Any] = [None] * len(calls)
+        for name, indexes in by_node.items():
+            pipe = nodes[name].redis_connection.pipeline(transaction=False)
+            for i in indexes:
+                script(keys=calls[i][0], args=calls[i][1], client=pipe)
+            try:
+                done = pipe.execute(raise_on_error=False)
+            except REDIS_DOWN_ERRORS as exc:
+                done = [exc] * len(indexes)
+            for i, reply in zip(indexes, done, strict=True):
+                replies[i] = reply
+        for i, reply in enumerate(replies):
+            if isinstance(reply, (redis.exceptions.AskError, *REDIS_DOWN_ERRORS)):
+                # A slot moved or its master changed: the Cluster client finds the new one.
+                try:
+                    replies[i] = script(keys=calls[i][0], args=calls[i][1])
+                except redis.ResponseError as exc:
+                    replies[i] = exc
+        return replies
 
     def record_keys(self, pool: str, round_: int) -> list[tuple[str, str]]:
         """KEYS of record_observation.lua, with their types."""
