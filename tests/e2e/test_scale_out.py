@@ -1,5 +1,6 @@
-"""End to end with sharded observation: 4 pollers, the pool observed by K = 2 of them; one of
-its observers is killed in the middle of a failover, which still lands within budget."""
+"""End to end at scale: with sharded observation (4 pollers, the pool observed by K = 2 of them)
+one of its observers is killed in the middle of a failover, which still lands within budget;
+and on a Redis Cluster (3 masters, 3 replicas) a failover lands within budget too."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from mpp_agent.model import State
 from mpp_agent.rounds import assign
 from tests.e2e.conftest import BUDGET, INTERVAL, POOL, System, running_system
 from tests.e2e.test_failover import failover_seconds, never_two_active
-from tests.servers import HAProxy, MariaDBCluster, RedisServer, wait_until
+from tests.servers import HAProxy, MariaDBCluster, RedisClusterServers, RedisServer, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -85,3 +86,34 @@ def test_an_observer_killed_during_the_failover_costs_at_most_one_interval(
         10,
         "two live observers again",
     )
+
+
+@pytest.fixture
+def on_cluster(
+    mariadb_cluster: MariaDBCluster,
+    haproxy_factory: Callable[[str], HAProxy],
+    tmp_path: Path,
+    redis_cluster: RedisClusterServers,
+) -> Iterator[System]:
+    redis_cluster.wait_healthy()
+    redis_cluster.flush()
+    with running_system(
+        mariadb_cluster, haproxy_factory, tmp_path, redis_cluster, redis_cluster.url
+    ) as system:
+        yield system
+
+
+def test_failover_within_budget_on_a_redis_cluster(on_cluster: System) -> None:
+    system = on_cluster
+    node1, node2 = system.node1, system.node2
+    with system.recorder() as rec:
+        time.sleep(1.0)
+        killed_at = time.monotonic()
+        node1.kill9()
+        failover = failover_seconds(rec, node2.port, killed_at, BUDGET + 15)
+        time.sleep(1.0)
+    print(f"failover on a Redis Cluster {failover:.2f} s (budget {BUDGET:.0f} s)")
+    assert failover <= BUDGET, rec.timeline()
+    assert rec.misrouted() == []
+    never_two_active(rec)
+    assert [n.state for n in system.pool().nodes] == [State.FAILED_OFFLINE, State.ACTIVE]
