@@ -10,7 +10,6 @@ successful connection against the pool state of that moment.
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +24,7 @@ from mpp_agent.config import parse_failoverpool
 from mpp_agent.model import DEFAULT_OBSERVERS, PoolState, State
 from mpp_agent.store import Store
 from scripts.demo import HAPROXY_CFG, render_haproxy_config
-from tests.daemons import PollerProcess
+from tests.daemons import PollerProcess, ask_agent
 from tests.servers import (
     APP_PASSWORD,
     APP_USER,
@@ -195,12 +194,7 @@ class System:
         return all(n.state is want[n.node.port] and n.r == 0 for n in pool.nodes)
 
     def ask_agent(self, node: Any, role: str = "rw") -> str:
-        try:
-            with socket.create_connection(("127.0.0.1", self.agent_port), timeout=1) as s:
-                s.sendall(f"{POOL} {node.node_id} {role}\n".encode())
-                return s.makefile("rb").readline().decode().strip()
-        except OSError as exc:
-            return f"error {exc!r}"
+        return ask_agent(self.agent_port, f"{POOL} {node.node_id} {role}")
 
     def haproxy_heard_agent(self) -> bool:
         return all(

@@ -12,8 +12,12 @@ import pytest
 
 from mpp_agent.model import State
 from mpp_agent.rounds import assign
-from tests.e2e.conftest import BUDGET, INTERVAL, POOL, System, running_system
-from tests.e2e.test_failover import failover_seconds, never_two_active
+from tests.e2e.conftest import BUDGET, POOL, System, running_system
+from tests.e2e.test_failover import (
+    fail_over_killing_a_poller,
+    kill_the_active,
+    never_two_active,
+)
 from tests.servers import HAProxy, MariaDBCluster, RedisClusterServers, RedisServer, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -57,21 +61,8 @@ def test_an_observer_killed_during_the_failover_costs_at_most_one_interval(
         10,
         "the pool observed by its 2 assigned pollers",
     )
-    node1, node2 = system.node1, system.node2
-    with system.recorder() as rec:
-        time.sleep(0.5)
-        killed_at = time.monotonic()
-        node1.kill9()
-        wait_until(lambda: system.pool().nodes[0].r >= 1, 5, "node1's first failing tick")
-        victim = next(p for p in system.pollers if p.poller_id == observers[0])
-        victim.kill9()
-        failover = failover_seconds(rec, node2.port, killed_at, BUDGET + INTERVAL + 15)
-        time.sleep(1.0)
-    print(f"failover with an observer killed midway {failover:.2f} s")
-    assert failover <= BUDGET + INTERVAL, rec.timeline()
-    assert rec.misrouted() == []
-    never_two_active(rec)
-    assert [n.state for n in system.pool().nodes] == [State.FAILED_OFFLINE, State.ACTIVE]
+    victim = next(p for p in system.pollers if p.poller_id == observers[0])
+    fail_over_killing_a_poller(system, victim)
     # The pool has 2 live observers again: the survivor and the next poller by its hash.
     survivors = [p for p in POLLERS if p != victim.poller_id]
     wait_until(
@@ -105,12 +96,8 @@ def on_cluster(
 
 def test_failover_within_budget_on_a_redis_cluster(on_cluster: System) -> None:
     system = on_cluster
-    node1, node2 = system.node1, system.node2
     with system.recorder() as rec:
-        time.sleep(1.0)
-        killed_at = time.monotonic()
-        node1.kill9()
-        failover = failover_seconds(rec, node2.port, killed_at, BUDGET + 15)
+        failover = kill_the_active(system, rec)
         time.sleep(1.0)
     print(f"failover on a Redis Cluster {failover:.2f} s (budget {BUDGET:.0f} s)")
     assert failover <= BUDGET, rec.timeline()

@@ -6,7 +6,6 @@ ever had two ACTIVE nodes."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import pytest
 from mpp_agent.model import PoolState, State
 from mpp_agent.rounds import round_of
 from mpp_agent.store import Store
-from tests.daemons import PollerProcess
+from tests.daemons import PollerProcess, ask_agent
 from tests.integration.admin_support import mpp_admin
 from tests.servers import (
     MariaDBCluster,
@@ -75,13 +74,7 @@ def is_steady(pool: PoolState) -> bool:
     return [n.state for n in pool.nodes] == [State.ACTIVE, State.STANDBY]
 
 
-def ask(port: int, line: str) -> str:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            s.sendall(f"{line}\n".encode())
-            return s.makefile("rb").readline().decode().strip()
-    except OSError as exc:
-        return f"error {exc!r}"
+ask = ask_agent
 
 
 def test_pollers_agent_and_admin_work_through_redis_cluster(
