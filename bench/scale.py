@@ -33,6 +33,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The pollers are started by their console script: this interpreter's first.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 from mpp_agent.config import PoolConfig
 from mpp_agent.model import NodeId, NodeType, State

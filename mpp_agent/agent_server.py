@@ -614,8 +614,10 @@ class Agent:
     def subscribe_loop(self) -> None:
         """Mark notified pools dirty and wake the refresher; resubscribe after errors."""
         while not self._stopping.is_set():
-            pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = None
             try:
+                # Inside the try: a Redis Cluster client connects when it is first used.
+                pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.store.notify_channel)
                 self._wakeup.set()  # catch up on anything missed while unsubscribed
                 self._pubsub_problem.ok()
@@ -634,7 +636,8 @@ class Agent:
                 self._stopping.wait(timeout=1.0)
             finally:
                 with contextlib.suppress(Exception):
-                    pubsub.close()
+                    if pubsub is not None:
+                        pubsub.close()
 
     def supervised(self, name: str, loop: Callable[[], None]) -> None:
         """Run ``loop`` until the agent stops, restarting it whenever it ends (a bug that

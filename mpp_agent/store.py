@@ -32,6 +32,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 import redis
 import redis.cluster
 import redis.sentinel
+from redis._parsers.encoders import Encoder
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -242,7 +243,34 @@ def check_url(url: str) -> SplitResult:
     return parts
 
 
-Client = redis.Redis | redis.cluster.RedisCluster
+class LazyCluster:
+    """A Redis Cluster client made on first use: redis-py's connects as it is made, and a
+    daemon must start, and keep retrying, while the Cluster is unreachable."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._client: redis.cluster.RedisCluster | None = None
+
+    def __repr__(self) -> str:  # never the options: they hold the password
+        return "LazyCluster()"
+
+    def real(self) -> redis.cluster.RedisCluster:
+        if self._client is None:
+            self._client = redis.cluster.RedisCluster(**self._options)
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real(), name)
+
+    def get_encoder(self) -> Any:
+        """What a Script hashes its source with, without connecting (bytes, as the client)."""
+        return Encoder("utf-8", "strict", False)  # type: ignore[no-untyped-call]
+
+    def register_script(self, script: str) -> Any:
+        return redis.commands.core.Script(self, script)  # type: ignore[arg-type]
+
+
+Client = redis.Redis | redis.cluster.RedisCluster | LazyCluster
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 
@@ -313,7 +341,7 @@ def connect_sentinel(url: str, password: str | None) -> redis.Redis:
     return client
 
 
-def connect_cluster(url: str, password: str | None) -> redis.cluster.RedisCluster:
+def connect_cluster(url: str, password: str | None) -> LazyCluster:
     """``redis+cluster://[user:password@]h1:p1,h2:p2[/][?params]`` (``rediss+cluster://``:
     TLS): any reachable node tells the client the whole cluster's layout."""
     shown = redact_url(url)
@@ -341,7 +369,7 @@ def connect_cluster(url: str, password: str | None) -> redis.cluster.RedisCluste
     user, colon, secret = userinfo.partition(":")
     options.setdefault("socket_timeout", SOCKET_TIMEOUT)
     options.setdefault("socket_connect_timeout", SOCKET_TIMEOUT)
-    return redis.cluster.RedisCluster(
+    return LazyCluster(
         startup_nodes=nodes,
         username=unquote(user) or None,
         password=unquote(secret) if colon else password,
@@ -394,6 +422,8 @@ def redis_problem(exc: Exception, url: str) -> str:
             f"no Sentinel of {shown} knows a reachable master of that name ({text}): check "
             "the master name and the Sentinels"
         )
+    if isinstance(exc, (redis.exceptions.RedisClusterException, redis.exceptions.ClusterError)):
+        return f"Redis Cluster at {shown} is unreachable or has a shard down: {text}"
     if isinstance(exc, (redis.exceptions.InvalidResponse, redis.exceptions.DataError)):
         return f"{shown} did not answer as a Redis server ({text}): check the host and port"
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
@@ -451,7 +481,7 @@ class Store:
     def __init__(self, client: Client, namespace: str = DEFAULT_NAMESPACE) -> None:
         # redis-py's return types are unions over decode modes; this client never decodes.
         self.client: Any = client
-        self.is_cluster = isinstance(client, redis.cluster.RedisCluster)
+        self.is_cluster = isinstance(client, redis.cluster.RedisCluster | LazyCluster)
         self.keys = Keys(namespace)
         self.problems = KeyProblems()
         self.redacted_url = "the configured Redis"  # for messages; from_url sets the real one

@@ -177,3 +177,26 @@ def test_kill9_of_a_master_holding_pools(
     assert sampler.two_active == []
     assert all(is_steady(p) for p in store.load_pools(POOLS))
     assert all(len(v) > 10 for v in sampler.seen.values())
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("redis+cluster://127.0.0.1:7000/3", "has only database 0"),
+        ("redis+cluster://127.0.0.1:7000,127.0.0.1/", "expected host:port"),
+        ("redis+cluster:///", "expected redis+cluster://h1:p1,h2:p2/"),
+        ("redis+cluster://127.0.0.1:7000/?ssl_ca_certs=/x", "unknown parameter 'ssl_ca_certs'"),
+        ("rediss+cluster://127.0.0.1:7000/?nope=1", "unknown parameter 'nope'"),
+    ],
+)
+def test_bad_cluster_urls_are_refused_before_connecting(url: str, said: str) -> None:
+    done = mpp_admin(url, "pools")
+    assert done.exit_code == 2, done.stdout + done.stderr
+    assert said in done.stderr
+
+
+def test_an_unreachable_cluster_is_said_without_its_password() -> None:
+    port = free_port()
+    done = mpp_admin(f"redis+cluster://:hunter2@127.0.0.1:{port}/", "pools")
+    assert done.exit_code == 6  # UNAVAILABLE
+    assert "unreachable" in done.stderr and "hunter2" not in done.stdout + done.stderr
