@@ -37,6 +37,7 @@ HEARTBEAT_IDLE = 5.0  # a poller heartbeats at least this often, pools or not
 LIVE_BEATS = 3  # a heartbeat is valid for this many cadences (plus a grace)...
 FRESH_BEATS = 1.5  # ...and fresh for this many (plus half the grace)
 HEARTBEAT_GRACE = 1.0
+FORGET_POLLER_AFTER = 3600.0  # an expired poller is listed (EXPIRED) this long, then dropped
 # A poller's heartbeat document (shown by mpp-admin pollers) outlives its liveness.
 INFO_ROUNDS = 3
 INFO_GRACE = 5.0

@@ -49,6 +49,7 @@ from mpp_agent.config import PoolConfig, new_pool
 from mpp_agent.daemon import RateLimited
 from mpp_agent.keys import DEFAULT_NAMESPACE, Keys
 from mpp_agent.model import Event, EventKind, NodeId, Observation, PoolState
+from mpp_agent.rounds import FORGET_POLLER_AFTER
 from mpp_agent.secret_file import SecretFileError, read_first_line
 from mpp_agent.state import AdminResult, expire_overrides
 
@@ -983,7 +984,7 @@ class Store:
         the pollers pools are assigned over."""
         live_for = ttl if live_for is None else live_for
         expiry = (now + live_for) * 1000
-        forgotten = f"({int(now * 1000) - 3600_000}"
+        forgotten = f"({int((now - FORGET_POLLER_AFTER) * 1000)}"
         pipe = self.client.pipeline(transaction=False)
         pipe.set(self.keys.poller(poller_id), json.dumps(info), px=int(ttl * 1000))
         pipe.zadd(self.keys.pollers(), {poller_id: expiry})
