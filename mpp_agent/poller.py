@@ -1,13 +1,17 @@
 """The poller: probe every node, record what was seen, and tick each pool once per round.
 
-Rounds are cut by Redis server time (architecture.md 2.3): round ``k`` of a pool starts at
-``k x interval``. At the start of a round every poller probes the pool's nodes (all pools'
-nodes at once, concurrently, each node once however many pools it is in) and records its
-observations for that round. The tick of round ``k`` is committed by whichever poller first
-sees that every live poller has recorded it, or that the round's deadline has passed; the
-commit script refuses a round that is not newer than the last committed one, so the request
-counter advances once per interval whether 1 or 5 pollers run. The tick itself merges all
-pollers' observations by majority (architecture.md 2.4) and runs the pure state machine.
+Rounds are cut by Redis server time (architecture.md 2.3; on a Redis Cluster the clock of the
+pool's shard): round ``k`` of a pool starts at ``k x interval`` (``rounds.py`` holds that
+arithmetic). Each pool is observed by K live pollers, its ``observers`` setting, chosen by
+rendezvous hashing over the pollers' heartbeats (``rounds.observers``; a poller pinned by
+``--pool`` observes its pools regardless). At the start of a round each observer probes the
+pool's nodes (all its pools' nodes at once, concurrently, each node once however many pools it
+is in) and records its observations for that round. The tick of round ``k`` is committed by
+whichever poller first sees that every assigned observer has recorded it, or that the round's
+deadline has passed; the commit script refuses a round that is not newer than the last
+committed one, so the request counter advances once per interval whether 1 or 5 pollers run.
+The tick itself merges the observers' observations by majority (architecture.md 2.4) and runs
+the pure state machine.
 
 Each pool's probe timeouts are fitted to its interval (``timeouts.py``), so one poller serves a
 0.5 s and a 30 s pool at once; a pool it cannot serve is reported (a WARNING, the heartbeat's
