@@ -27,6 +27,7 @@ import os
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -74,6 +75,7 @@ class Case:
     missed: int  # rounds of the window no commit ticked
     unhealthy: int
     steady: bool  # every pool reached ACTIVE with R = 0 before the window
+    why: str  # the most common message of the unhealthy nodes
     commands_per_s: float
     bytes_per_pool: float
 
@@ -206,7 +208,8 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int) -> Ca
         + max(0, last - after[n].last_round)
         for n in names
     )
-    unhealthy = sum(1 for p in after.values() for n in p.nodes if n.r > 0 or n.state.is_failed)
+    troubled = [n for p in after.values() for n in p.nodes if n.r > 0 or n.state.is_failed]
+    why = Counter(n.message or "" for n in troubled).most_common(1)
     per_poller = [
         PollerFigures(
             pid,
@@ -223,8 +226,9 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int) -> Ca
         per_poller,
         committed,
         missed,
-        unhealthy,
+        len(troubled),
         steady,
+        why[0][0][:120] if why else "",
         commands / elapsed,
         memory / len(names),
     )
@@ -234,10 +238,13 @@ def prepare_mariadb() -> MariaDBCluster:
     cluster = MariaDBCluster(2)
     for node in (cluster.node1, cluster.node2):
         node.bind_address = "0.0.0.0"  # every 127.x alias; traffic stays on loopback
+        # Thousands of probes connect at once: a listen backlog for them, not the default ~90
+        # (an overflowing backlog shows as connect timeouts, i.e. failing nodes).
+        node.extra_options = ("--max-connections=4000", "--back-log=4000")
     cluster.start()
     for node in (cluster.node1, cluster.node2):
         node.sql(
-            "SET sql_log_bin=0; SET GLOBAL max_connections=4000;"
+            "SET sql_log_bin=0;"
             f"CREATE USER '{USER}'@'127.%' IDENTIFIED BY '{PASSWORD}';"
             f"GRANT SLAVE MONITOR, BINLOG MONITOR, PROCESS ON *.* TO '{USER}'@'127.%';"
             f"GRANT SELECT ON mppmon.* TO '{USER}'@'127.%'"
@@ -254,6 +261,8 @@ def print_case(case: Case) -> None:
         f"{case.commands_per_s:,.0f} commands/s, {case.bytes_per_pool / 1024:.1f} KiB per pool"
         f"{'' if case.steady else '; NOT steady before the window'}; K/N share {ideal:.0f} nodes"
     )
+    if case.why:
+        print(f"  most common failure: {case.why}")
     print(f"  {'poller':10} {'nodes/interval':>15} {'cpu s/interval':>15} {'cycle wall s':>13}")
     for p in case.per_poller:
         print(f"  {p.poller:10} {p.nodes:15d} {p.cpu:15.3f} {p.cycle:13.3f}")

@@ -331,6 +331,7 @@ class Poller:
         self.assigned: dict[str, bool] = {}  # pool -> assigned to this poller in its last round
         self.observing: set[str] = set()  # pools this poller probed in their last round
         self.cadence = HEARTBEAT_IDLE  # seconds between this poller's heartbeats
+        self.keeper: gevent.Greenlet | None = None  # keep_alive, while run() runs
 
     # ---------------------------------------------------------------- clock
 
@@ -735,6 +736,25 @@ class Poller:
         )
         self.last_heartbeat = time.monotonic()
 
+    def keep_alive(self) -> None:
+        """Say once per cadence that this poller lives, whatever its cycles take: a poller
+        slowed down by its load must not look dead to the others (they would take over its
+        pools and add to the load of all)."""
+        while True:
+            gevent.sleep(self.cadence)
+            try:
+                self.store.heartbeat(
+                    self.settings.poller_id,
+                    None,
+                    self.now(),
+                    ttl=heartbeat_ttl(self.cadence),
+                    observer=not self.settings.is_pinned,
+                )
+            except REDIS_DOWN_ERRORS:
+                pass  # the cycles say that Redis is unreachable
+            except Exception:  # a greenlet of its own: its failure must not go unsaid
+                log.debug("keep-alive heartbeat failed", exc_info=True)
+
     def log_cycle(self, report: CycleReport) -> None:
         """The cycle's sentence at INFO when something changed, else at DEBUG; an INFO summary
         of the quiet cycles once every ``SUMMARY_EVERY`` seconds."""
@@ -754,6 +774,7 @@ class Poller:
 
     def run(self, stop: Callable[[], bool], wait: Callable[[float], bool]) -> None:
         """Cycle until ``stop()``; ``wait(seconds)`` sleeps and returns True if stopping."""
+        self.keeper = gevent.spawn(self.keep_alive)
         while not stop():
             started = time.monotonic()
             try:
@@ -790,7 +811,7 @@ class Poller:
         return report
 
     def leave(self) -> None:
-        for greenlet in self.pending.values():
+        for greenlet in [*self.pending.values(), *([self.keeper] if self.keeper else [])]:
             greenlet.kill(block=False)
         try:
             self.store.leave(self.settings.poller_id, self.handled)

@@ -973,20 +973,22 @@ class Store:
     def heartbeat(
         self,
         poller_id: str,
-        info: dict[str, Any],
+        info: dict[str, Any] | None,
         now: float,
         ttl: float,
         live_for: float | None = None,
         observer: bool = False,
     ) -> None:
-        """Keep the heartbeat document ``ttl`` seconds and the poller live for ``live_for``
-        (default ``ttl``); an ``observer`` (a poller not pinned to named pools) is also one of
-        the pollers pools are assigned over."""
+        """Keep the heartbeat document ``info`` ``ttl`` seconds (None: leave it as it is, only
+        say the poller lives) and the poller live for ``live_for`` (default ``ttl``); an
+        ``observer`` (a poller not pinned to named pools) is also one of the pollers pools are
+        assigned over."""
         live_for = ttl if live_for is None else live_for
         expiry = (now + live_for) * 1000
         forgotten = f"({int((now - FORGET_POLLER_AFTER) * 1000)}"
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(self.keys.poller(poller_id), json.dumps(info), px=int(ttl * 1000))
+        if info is not None:
+            pipe.set(self.keys.poller(poller_id), json.dumps(info), px=int(ttl * 1000))
         pipe.zadd(self.keys.pollers(), {poller_id: expiry})
         pipe.zremrangebyscore(self.keys.pollers(), "-inf", forgotten)
         expected = [(self.keys.poller(poller_id), "string"), (self.keys.pollers(), "zset")]

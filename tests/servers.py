@@ -398,6 +398,7 @@ class MariaDBNode:
         self.is_sigstopped = False
         # The poller benchmark listens on every 127.0.0.x alias (one server, many "nodes").
         self.bind_address = "127.0.0.1"
+        self.extra_options: tuple[str, ...] = ()  # more mariadbd options (they come last)
 
     def __repr__(self) -> str:
         return f"MariaDBNode(node{self.index}, {self.node_id})"
@@ -453,6 +454,7 @@ class MariaDBNode:
             "--innodb-log-file-size=8M",
             "--innodb-buffer-pool-size=32M",
             "--performance-schema=OFF",
+            *self.extra_options,
         ]
         self._proc = spawn(argv, self.workdir / "stdout.log")
         self.is_sigstopped = False
