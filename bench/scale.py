@@ -3,8 +3,9 @@
 Nodes are 127.0.x.y aliases of two real MariaDB servers (they listen on every loopback address,
 as in bench/poller.py), so N nodes cost N real connections, handshakes and queries per probe.
 Pools have 4 nodes each (one PRIMARY, three SECONDARY), interval 2 s, ``--observers 2``. Each
-case starts the pollers as real processes (the ``mpp-poller`` console script), waits until every
-pool is steady, then measures over a window of several intervals:
+case starts the pollers as real processes (the ``mpp-poller`` console script), creates the pools
+once the pollers have seen each other, waits until every pool is steady, then measures over a
+window of several intervals:
 
 * per poller: the nodes it probes per interval (the nodes of the pools it observes, from its
   heartbeat), its CPU seconds per interval (``/proc/<pid>/stat``), and its cycle wall time (the
@@ -168,8 +169,12 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int) -> Ca
     redis.flush()
     store = Store.from_url(redis.url, "bench")
     base_memory = redis.info_sum("used_memory", "memory")
-    names = create_pools(store, aliases(cluster, nodes))
     with pollers_running(redis.url, count) as procs:
+        # Pools only once the pollers know each other: pollers started together each observe
+        # every pool until they have seen the others' heartbeats (never 0 observers), and that
+        # burst of probes would fail nodes on this small machine before the window.
+        time.sleep(2 * INTERVAL)
+        names = create_pools(store, aliases(cluster, nodes))
         try:
             wait_until(lambda: is_steady(store, names), 90, "every pool steady", interval=0.5)
             steady = True
