@@ -309,7 +309,7 @@ class RedisClusterServers:
 
     def start(self) -> RedisClusterServers:
         for node in self.nodes:
-            node.start()
+            self.start_node(node)
         argv = [
             self.cli, "--cluster", "create",
             *(f"127.0.0.1:{n.port}" for n in self.nodes),
@@ -320,6 +320,19 @@ class RedisClusterServers:
             raise RuntimeError(f"redis-cli --cluster create failed:\n{done.stdout}{done.stderr}")
         self.wait_healthy()
         return self
+
+    @staticmethod
+    def start_node(node: RedisServer, attempts: int = 5) -> None:
+        """Start a node, on another free port if its own (or its bus port) was taken meanwhile
+        by another process of the machine."""
+        for attempt in range(attempts):
+            try:
+                node.start()
+                return
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc) or attempt == attempts - 1:
+                    raise
+                node.port = cluster_port()
 
     def wait_healthy(self, timeout: float = STARTUP_TIMEOUT) -> None:
         """Every running node says cluster_state:ok and knows every slot; every replica is in
