@@ -15,7 +15,7 @@ It owns:
   - *snapshot stale*: no successful refresh from Redis for more than ``stale_after`` seconds
     (Redis down, unreachable or hung). Checked on every probe against the monotonic clock;
   - *pollers stale*: a pool with nodes whose last committed round is more than
-    ``POLLER_STALE_ROUNDS`` rounds behind the current round, by Redis server time (round ``k``
+    ``rounds.STALE_ROUNDS`` rounds behind the current round, by Redis server time (round ``k``
     starts at ``k x interval``, architecture.md 2.3). Pollers commit every round, so this means
     no poller has ticked the pool for about three intervals. A pool never ticked is stale;
   - *pool vanished*: a full load no longer finds a pool that the snapshot has, and no removal
@@ -94,13 +94,13 @@ from mpp_agent.http_server import (
 )
 from mpp_agent.model import PoolState, StaleWriter
 from mpp_agent.prometheus import Histogram, family, label_value, labels
+from mpp_agent.rounds import is_stale, round_start
 from mpp_agent.routing import earliest_failover, route, stops_writes
 from mpp_agent.store import REDIS_ERRORS, BadKey, Store, is_redis_down, redis_problem
 from mpp_agent.views import NodeMetrics, listing_json, pool_json
 
 log = logging.getLogger("mpp.agent")
 
-POLLER_STALE_ROUNDS = 3
 PROBE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0)
 STOP_GRACE = 2.0
 LOOP_RESTART_DELAY = 1.0
@@ -175,14 +175,8 @@ class Metrics:
 
 
 def is_pool_stale(pool: PoolState, now: float) -> bool:
-    """Pollers stale: the pool has nodes and its last committed round is too far behind."""
-    if not pool.nodes:
-        return False
-    current_round = math.floor(now / pool.interval)
-    # A last round ahead of the clock (numbered under another interval, or Redis time went
-    # back after a failover of Redis) means no commit is landing either.
-    behind = current_round - pool.last_round
-    return behind > POLLER_STALE_ROUNDS or behind < -1
+    """Pollers stale: the pool has nodes and no poller is ticking it (``rounds.is_stale``)."""
+    return bool(pool.nodes) and is_stale(pool.last_round, pool.interval, now)
 
 
 def utc(seconds: float) -> str:
@@ -575,7 +569,7 @@ class Agent:
                 "known decisions marked stale",
                 name,
                 pool.last_round,
-                utc(pool.last_round * pool.interval),
+                utc(round_start(pool.last_round, pool.interval)),
                 pool.interval,
             )
         for name in sorted(self.stale_pools - stale):
@@ -674,8 +668,10 @@ class Agent:
     def subscribe_loop(self) -> None:
         """Mark notified pools dirty and wake the refresher; resubscribe after errors."""
         while not self._stopping.is_set():
-            pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = None
             try:
+                # Inside the try: a Redis Cluster client connects when it is first used.
+                pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.store.notify_channel)
                 self._wakeup.set()  # catch up on anything missed while unsubscribed
                 self._pubsub_problem.ok()
@@ -694,7 +690,8 @@ class Agent:
                 self._stopping.wait(timeout=1.0)
             finally:
                 with contextlib.suppress(Exception):
-                    pubsub.close()
+                    if pubsub is not None:
+                        pubsub.close()
 
     def supervised(self, name: str, loop: Callable[[], None]) -> None:
         """Run ``loop`` until the agent stops, restarting it whenever it ends (a bug that

@@ -24,6 +24,7 @@ from mpp_agent.model import (
     DEFAULT_CATCHUP_TIMEOUT,
     DEFAULT_MAX_FAILOVER_LAG,
     DEFAULT_MAX_LAG,
+    DEFAULT_OBSERVERS,
     Event,
     EventKind,
     Failback,
@@ -222,6 +223,7 @@ def _pool_json(pool: PoolState) -> str:
             **({"switchover": switchover_to_dict(pool.switchover)} if pool.switchover else {}),
             **({"pause": pause_to_dict(pool.pause)} if pool.pause else {}),
             "fence": pool.fence.value,
+            "observers": pool.observers,
             "nodes": [node_to_dict(n) for n in pool.nodes],
         },
         separators=(",", ":"),
@@ -253,6 +255,7 @@ def pool_from_doc(doc: str | bytes, version: int, last_round: int, name: str) ->
             switchover=switchover_from_dict(data.get("switchover")),
             pause=pause_from_dict(data.get("pause")),
             fence=Fence(data.get("fence", Fence.OFF.value)),
+            observers=int(data.get("observers", DEFAULT_OBSERVERS)),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DocumentError(f"unreadable pool document: {exc!r}") from None

@@ -21,6 +21,7 @@ from mpp_agent.model import (
     DEFAULT_MAX_FAILOVER_LAG,
     DEFAULT_MAX_LAG,
     DEFAULT_MAX_REQUESTS,
+    DEFAULT_OBSERVERS,
     Failback,
     Fence,
     NodeId,
@@ -32,6 +33,7 @@ from mpp_agent.model import (
 )
 
 MAX_LAG_LIMIT = 86400.0
+MAX_OBSERVERS = 1000
 # Use with fullmatch: "$" would let a trailing newline through.
 POOL_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 # The longest agent-check request line, newline included (agent_protocol.py's spec).
@@ -56,6 +58,7 @@ class PoolConfig:
     max_failover_lag: float = DEFAULT_MAX_FAILOVER_LAG
     failback: Failback = Failback.AUTO
     fence: Fence = Fence.OFF
+    observers: int = DEFAULT_OBSERVERS
 
     def __post_init__(self) -> None:
         validate_pool_name(self.name)
@@ -98,6 +101,11 @@ class PoolConfig:
             raise PoolConfigError(
                 f"max_failover_lag must be between 0 (off) and {MAX_LAG_LIMIT:g} s, "
                 f"not {self.max_failover_lag}."
+            )
+        if not 0 <= self.observers <= MAX_OBSERVERS:
+            raise PoolConfigError(
+                f"observers must be between 0 (every live poller) and {MAX_OBSERVERS}, "
+                f"not {self.observers}."
             )
 
         if not isinstance(self.failback, Failback):
@@ -195,6 +203,7 @@ def config_of(pool: PoolState) -> PoolConfig:
         max_failover_lag=pool.max_failover_lag,
         failback=pool.failback,
         fence=pool.fence,
+        observers=pool.observers,
     )
 
 
@@ -213,6 +222,7 @@ def new_pool(config: PoolConfig, incarnation: str = "") -> PoolState:
         max_failover_lag=config.max_failover_lag,
         failback=config.failback,
         fence=config.fence,
+        observers=config.observers,
     )
 
 
@@ -245,4 +255,5 @@ def apply_config(pool: PoolState, config: PoolConfig, *, force: bool = False) ->
         max_failover_lag=config.max_failover_lag,
         failback=config.failback,
         fence=config.fence,
+        observers=config.observers,
     )

@@ -156,6 +156,7 @@ _POOL = {
             "enum": ["off", "read_only"],
             "description": "read_only: the pollers keep every node but the writer read_only",
         },
+        "observers": {"type": "integer", "description": "pollers probing the pool; 0: all"},
         "degraded": {
             **_NULLABLE_STRING,
             "description": "why no node could take over if the ACTIVE failed now",

@@ -18,7 +18,9 @@ key                             type    TTL                          written by
                                                                      observations of that round
 ``ns:{pool}:pollers``           zset    members pruned on expiry     record_observation.lua:
                                                                      poller id -> heartbeat expiry
-                                                                     (ms, Redis time)
+                                                                     (ms, Redis time); a round
+                                                                     waits for them when no
+                                                                     observers are assigned
 ``ns:{pool}:metrics``           hash    a few intervals              record_observation.lua: node
                                                                      -> last probe metrics (JSON)
 ``ns:{pool}:events``            stream  bounded length (MAXLEN ~)    commit_pool.lua,
@@ -32,9 +34,18 @@ key                             type    TTL                          written by
                                                                      id -> expiry (ms)
 ``ns:poller:<id>``              string  a few intervals              mpp-poller heartbeat: JSON of
                                                                      its last cycle
+``ns:observers``                zset    members pruned on expiry     mpp-poller heartbeat (pollers
+                                                                     not pinned by ``--pools``):
+                                                                     id -> expiry (ms); pools are
+                                                                     assigned over them
 ==============================  ======  ===========================  ============================
 
-Pub/sub channel ``ns:notify``: every commit publishes the pool's name (mpp-agent listens).
+Pub/sub channel ``ns:notify``: every commit publishes the pool's name (mpp-agent listens; a
+Redis Cluster delivers it to a subscriber on any node).
+
+On a Redis Cluster each pool's keys share the slot of its tag; ``ns:pools``, ``ns:pollers``,
+``ns:observers`` and ``ns:poller:<id>`` are keys of their own, never used in one command with
+another slot's keys.
 """
 
 from __future__ import annotations
@@ -73,6 +84,9 @@ class Keys:
 
     def pollers(self) -> str:
         return f"{self.namespace}:pollers"
+
+    def observers(self) -> str:
+        return f"{self.namespace}:observers"
 
     def poller(self, poller_id: str) -> str:
         return f"{self.namespace}:poller:{poller_id}"

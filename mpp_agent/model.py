@@ -19,6 +19,7 @@ DEFAULT_MAX_LAG = 30.0
 DEFAULT_CATCHUP_TIMEOUT = 30.0
 DEFAULT_MAX_FAILOVER_LAG = 0.0  # off
 DEFAULT_SWITCHOVER_TIMEOUT = 30.0
+DEFAULT_OBSERVERS = 3  # pollers observing each pool; 0: every live poller
 
 
 class NodeType(StrEnum):
@@ -383,11 +384,11 @@ class PoolState:
     failback: Failback = Failback.AUTO
     switchover: Switchover | None = None
     pause: Pause | None = None
+    fence: Fence = Fence.OFF
+    observers: int = DEFAULT_OBSERVERS  # pollers that probe the pool (0: every live poller)
 
     def is_paused(self, now: float) -> bool:
         return self.pause is not None and not self.pause.is_expired(now)
-
-    fence: Fence = Fence.OFF
 
     @property
     def primary(self) -> NodeState | None:

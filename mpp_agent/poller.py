@@ -1,13 +1,17 @@
 """The poller: probe every node, record what was seen, and tick each pool once per round.
 
-Rounds are cut by Redis server time (architecture.md 2.3): round ``k`` of a pool starts at
-``k x interval``. At the start of a round every poller probes the pool's nodes (all pools'
-nodes at once, concurrently, each node once however many pools it is in) and records its
-observations for that round. The tick of round ``k`` is committed by whichever poller first
-sees that every live poller has recorded it, or that the round's deadline has passed; the
-commit script refuses a round that is not newer than the last committed one, so the request
-counter advances once per interval whether 1 or 5 pollers run. The tick itself merges all
-pollers' observations by majority (architecture.md 2.4) and runs the pure state machine.
+Rounds are cut by Redis server time (architecture.md 2.3; on a Redis Cluster the clock of the
+pool's shard): round ``k`` of a pool starts at ``k x interval`` (``rounds.py`` holds that
+arithmetic). Each pool is observed by K live pollers, its ``observers`` setting, chosen by
+rendezvous hashing over the pollers' heartbeats (``rounds.observers``; a poller pinned by
+``--pool`` observes its pools regardless). At the start of a round each observer probes the
+pool's nodes (all its pools' nodes at once, concurrently, each node once however many pools it
+is in) and records its observations for that round. The tick of round ``k`` is committed by
+whichever poller first sees that every assigned observer has recorded it, or that the round's
+deadline has passed; the commit script refuses a round that is not newer than the last
+committed one, so the request counter advances once per interval whether 1 or 5 pollers run.
+The tick itself merges the observers' observations by majority (architecture.md 2.4) and runs
+the pure state machine.
 
 Each pool's probe timeouts are fitted to its interval (``timeouts.py``), so one poller serves a
 0.5 s and a 30 s pool at once; a pool it cannot serve is reported (a WARNING, the heartbeat's
@@ -53,12 +57,27 @@ from mpp_agent.probe import (
     probe_node,
     with_max_lag,
 )
+from mpp_agent.rounds import (
+    HEARTBEAT_IDLE,
+    deadline,
+    deadline_at,
+    heartbeat_cadence,
+    heartbeat_ttl,
+    info_ttl,
+    late_by,
+    next_round_start,
+    observation_ttl,
+    observers,
+    observes,
+    pool_heartbeat_ttl,
+    round_of,
+    round_start,
+)
 from mpp_agent.state import expire_overrides, tick
 from mpp_agent.store import REDIS_DOWN_ERRORS, BadKey, RoundRecord, Store, UnknownPool
 from mpp_agent.timeouts import (
     DEFAULT_PROBE_TIMEOUT,
     Timeouts,
-    deadline,
     fit,
     min_interval,
     unserved_reason,
@@ -71,7 +90,6 @@ MAX_SLEEP = 1.0  # re-read pool settings at least this often
 REDIS_RETRY_DELAY = 1.0
 ALREADY_COMMITTED = "already committed"  # a skipped commit that is the normal case
 SUMMARY_EVERY = 60.0  # seconds between the steady state's INFO summaries
-HEARTBEAT_IDLE = 5.0  # heartbeat at least this often even when no round is due
 
 
 @dataclass(frozen=True)
@@ -89,15 +107,14 @@ class PollerSettings:
         """The operator's upper bounds; each pool's timeouts are fitted below them."""
         return Timeouts(self.probe.connect_timeout, self.probe.read_timeout, self.probe_timeout)
 
-    def deadline(self, interval: float) -> float:
-        return deadline(interval)
+    @property
+    def is_pinned(self) -> bool:
+        """A poller given ``--pools`` probes exactly those, every round: it takes no part in
+        the assignment of pools to observers."""
+        return bool(self.pools)
 
 
 # --------------------------------------------------------------------------- pure parts
-
-
-def round_of(now: float, interval: float) -> int:
-    return int(now // interval)
 
 
 def merge_observations(
@@ -243,9 +260,10 @@ def replicas_view_news(before: PoolState, after: PoolState) -> list[str]:
 
 def lateness(pool: PoolState, round_: int, now: float) -> str | None:
     """Why a round probed at ``now`` is late (its deadline has passed), or None."""
-    late, limit = now - round_ * pool.interval, deadline(pool.interval)
-    if late <= limit:
+    late = late_by(round_, pool.interval, now)
+    if late is None:
         return None
+    limit = deadline(pool.interval)
     return f"round {round_} probed {late:.3g}s after it started (deadline {limit:g}s)"
 
 
@@ -274,6 +292,7 @@ class CycleReport:
     late: dict[str, str] = field(default_factory=dict)  # pool -> why its round is late
     changed: list[str] = field(default_factory=list)  # pools whose tick made a transition
     abstaining: int = 0  # nodes (per pool) this poller abstains on after this cycle
+    due: list[str] = field(default_factory=list)  # pools whose new round started (observed or not)
     news: bool = False  # an abstention started or ended, or the unserved pools changed
 
     @property
@@ -330,6 +349,7 @@ class Poller:
         self.probe = probe
         self.handled: dict[str, int] = {}  # pool -> last round this poller probed
         self.offset = 0.0  # Redis time minus local wall clock
+        self.offsets: dict[str, float] = {}  # pool -> its shard's Redis time minus local clock
         self.started_at = time.time()
         self.last_cycle: dict[str, object] = {}
         self.workers = gevent.pool.Pool(settings.concurrency)
@@ -346,6 +366,10 @@ class Poller:
         self.fencer = Fencer(store, settings.fence, settings.poller_id, settings.limits)
         # served by --http-listen
         self.metrics = PollerMetrics(settings.poller_id, fencing=self.fencer.counter)
+        self.assigned: dict[str, bool] = {}  # pool -> assigned to this poller in its last round
+        self.observing: set[str] = set()  # pools this poller probed in their last round
+        self.cadence = HEARTBEAT_IDLE  # seconds between this poller's heartbeats
+        self.keeper: gevent.Greenlet | None = None  # keep_alive, while run() runs
 
     # ---------------------------------------------------------------- clock
 
@@ -353,6 +377,22 @@ class Poller:
         now = self.store.server_time()
         self.offset = now - time.time()
         return now
+
+    def sync_clocks(self, pools: Sequence[PoolState]) -> float:
+        """Read each pool's clock (on a Redis Cluster, its shard's: ``Store.server_times``)
+        and this poller's own (the pool index's shard); the latter is returned."""
+        if not self.store.is_cluster:
+            now = self.sync_clock()
+            self.offsets = {}
+            return now
+        local = time.time()
+        times = self.store.server_times(p.name for p in pools)
+        self.offsets = {name: t - local for name, t in times.items()}
+        return self.sync_clock()
+
+    def pool_now(self, name: str, at: float | None = None) -> float:
+        """Redis time by the clock of pool ``name`` (at local wall-clock time ``at``)."""
+        return (time.time() if at is None else at) + self.offsets.get(name, self.offset)
 
     def now(self) -> float:
         return time.time() + self.offset
@@ -363,32 +403,43 @@ class Poller:
         names = list(self.settings.pools) or self.store.pool_names()
         return self.store.load_pools(names)
 
-    def due_pools(self, pools: Sequence[PoolState], now: float) -> list[PoolState]:
+    def due_pools(self, pools: Sequence[PoolState], at: float) -> list[PoolState]:
+        """The pools whose new round has started at local time ``at``."""
         # "!=" rather than ">": a pool whose interval changed has re-numbered its rounds.
-        return [p for p in pools if round_of(now, p.interval) != self.handled.get(p.name, -1)]
+        return [p for p in pools if self.round_at(p, at) != self.handled.get(p.name, -1)]
+
+    def round_at(self, pool: PoolState, at: float) -> int:
+        return round_of(self.pool_now(pool.name, at), pool.interval)
 
     def cycle(self, *, force: bool = False) -> CycleReport:
         """Probe and record every pool whose new round has started; commit the complete ones.
 
         ``force`` (``--once``) commits at once instead of waiting for other pollers."""
-        now = self.sync_clock()
         report = CycleReport()
         pools = self.load_pools()
+        now = self.sync_clocks(pools)
+        at = time.time()
         report.pools = pools
         served = self.serve(pools, report)
-        due = self.due_pools(served, now)
+        self.cadence = heartbeat_cadence(p.interval for p in served)
+        started = self.due_pools(served, at)
+        if not started:
+            return report
+        report.due = [p.name for p in started]
+        due, expected = self.observed(started, now, force)
+        for pool in started:
+            self.handled[pool.name] = self.round_at(pool, at)
         if not due:
             return report
         timeouts = node_timeouts(served, self.settings.limits)
         nodes = {n.node for p in due for n in p.nodes}
         results, checkpoints = self.probe_round({node: timeouts[node] for node in nodes})
-        report.probe_seconds = self.now() - now
-        records = [self.record_of(p, round_of(now, p.interval), results, checkpoints) for p in due]
+        report.probe_seconds = time.time() - at
+        records = [self.record_of(p, self.round_at(p, at), results, checkpoints) for p in due]
         self.metrics.recorded(records, {node: r.latency for node, r in results.items()})
         for pool in due:
-            self.handled[pool.name] = round_of(now, pool.interval)
-            report.rounds[pool.name] = round_of(now, pool.interval)
-            why = lateness(pool, round_of(now, pool.interval), now)
+            report.rounds[pool.name] = self.round_at(pool, at)
+            why = lateness(pool, self.round_at(pool, at), self.pool_now(pool.name, at))
             if why is not None:
                 report.late[pool.name] = why
         self.track_abstentions(records, served, report)
@@ -396,8 +447,9 @@ class Poller:
             records,
             self.settings.poller_id,
             self.now(),
-            ttl=max(p.interval for p in due) * 4 + 5,
-            heartbeat_expiry=self.now() + 2 * max(p.interval for p in due) + 1,
+            ttl=max(observation_ttl(p.interval) for p in due),
+            heartbeat_expiry=self.now() + max(pool_heartbeat_ttl(p.interval) for p in due),
+            waits=expected,
         )
         complete = [r for r in recorded if r.is_complete or force]
         report.committed.update(self.commit_rounds([(r.pool, r.round) for r in complete], report))
@@ -406,6 +458,32 @@ class Poller:
                 report.deferred.append(record.pool)
                 self.schedule_deadline(record, next(p for p in due if p.name == record.pool))
         return report
+
+    def observed(
+        self, started: Sequence[PoolState], now: float, force: bool
+    ) -> tuple[list[PoolState], dict[str, tuple[str, ...]]]:
+        """The pools whose new round this poller observes, and per pool the assigned observers
+        its round waits for (none: every live poller of the pool). A pinned poller (``--pools``)
+        and ``--once`` observe every pool; the others observe the pools assigned to them by
+        rendezvous hashing over the observers' heartbeats (``rounds.observers``)."""
+        if force or self.settings.is_pinned:
+            self.observing = {p.name for p in started} | self.observing
+            return list(started), {}
+        me = self.settings.poller_id
+        beats = self.store.observer_beats()
+        beats.setdefault(me, now + heartbeat_ttl(self.cadence))
+        chosen, expected = [], {}
+        for pool in started:
+            assigned = observers(pool.name, pool.observers, beats, now, self.cadence, me)
+            mine = me in assigned
+            if observes(mine, self.assigned.get(pool.name, False)):
+                chosen.append(pool)
+                expected[pool.name] = assigned
+                self.observing.add(pool.name)
+            else:
+                self.observing.discard(pool.name)
+            self.assigned[pool.name] = mine
+        return chosen, expected
 
     def serve(self, pools: Sequence[PoolState], report: CycleReport) -> list[PoolState]:
         """The pools this poller can serve; the others are said once (WARNING), on change."""
@@ -599,7 +677,7 @@ class Poller:
             return "was removed"
         if pool.last_round >= round_:
             return f"round {round_} {ALREADY_COMMITTED}"
-        now = self.now()
+        now = self.pool_now(name)
         if round_ > round_of(now, pool.interval):
             # Numbered with an interval the pool no longer has: committing it would put the
             # pool's last round far ahead of every round under the new interval.
@@ -636,8 +714,7 @@ class Poller:
     def schedule_deadline(self, record: RoundRecord, pool: PoolState) -> None:
         """Commit the round at its deadline if no other poller did (a dead poller costs at most
         this wait until its heartbeat expires)."""
-        start = record.round * pool.interval
-        delay = start + self.settings.deadline(pool.interval) - self.now()
+        delay = deadline_at(record.round, pool.interval) - self.pool_now(pool.name)
         previous = self.pending.get(pool.name)
         if previous is not None and not previous.dead:
             previous.kill(block=False)
@@ -670,9 +747,12 @@ class Poller:
 
     def heartbeat(self, report: CycleReport, cycle_seconds: float) -> None:
         now = self.now()
-        pools = sorted(self.handled)
+        names = {p.name for p in report.pools}
+        pools = sorted(self.observing & names if report.pools else self.observing)
         # Lag: how long after its round started the latest round was committed.
-        starts = [report.rounds[name] * p.interval for name, p in report.committed.items()]
+        starts = [
+            round_start(report.rounds[name], p.interval) for name, p in report.committed.items()
+        ]
         lag = max((now - start for start in starts), default=0.0)
         info = {
             "poller_id": self.settings.poller_id,
@@ -691,10 +771,38 @@ class Poller:
             "min_interval": round(min_interval(self.settings.limits), 4),
             "checkpoints": [str(cp) for cp in self.settings.checkpoints],
             "fencing": self.fencer.heartbeat(),  # pool[/node] -> why read_only is not kept
+            "pinned": self.settings.is_pinned,
+            "cadence": round(self.cadence, 4),
         }
         served = [p.interval for p in report.pools if p.name not in self.unserved]
-        self.store.heartbeat(self.settings.poller_id, info, now, ttl=3 * max(served or [10.0]) + 5)
+        self.store.heartbeat(
+            self.settings.poller_id,
+            info,
+            now,
+            ttl=max(info_ttl(served), heartbeat_ttl(self.cadence)),
+            live_for=heartbeat_ttl(self.cadence),
+            observer=not self.settings.is_pinned,
+        )
         self.last_heartbeat = time.monotonic()
+
+    def keep_alive(self) -> None:
+        """Say once per cadence that this poller lives, whatever its cycles take: a poller
+        slowed down by its load must not look dead to the others (they would take over its
+        pools and add to the load of all)."""
+        while True:
+            gevent.sleep(self.cadence)
+            try:
+                self.store.heartbeat(
+                    self.settings.poller_id,
+                    None,
+                    self.now(),
+                    ttl=heartbeat_ttl(self.cadence),
+                    observer=not self.settings.is_pinned,
+                )
+            except REDIS_DOWN_ERRORS:
+                pass  # the cycles say that Redis is unreachable
+            except Exception:  # a greenlet of its own: its failure must not go unsaid
+                log.debug("keep-alive heartbeat failed", exc_info=True)
 
     def log_cycle(self, report: CycleReport) -> None:
         """The cycle's sentence at INFO when something changed, else at DEBUG; an INFO summary
@@ -706,19 +814,24 @@ class Poller:
 
     def next_wake(self, pools: Sequence[PoolState]) -> float:
         """Seconds until the next round start of any pool (at most MAX_SLEEP)."""
-        now = self.now()
-        waits = [(round_of(now, p.interval) + 1) * p.interval - now for p in pools]
+        at = time.time()
+        waits = [
+            next_round_start(self.pool_now(p.name, at), p.interval) - self.pool_now(p.name, at)
+            for p in pools
+        ]
         return min([MAX_SLEEP, *waits])
 
     def run(self, stop: Callable[[], bool], wait: Callable[[float], bool]) -> None:
         """Cycle until ``stop()``; ``wait(seconds)`` sleeps and returns True if stopping."""
+        self.keeper = gevent.spawn(self.keep_alive)
         while not stop():
             started = time.monotonic()
             try:
                 report = self.cycle()
                 if report.rounds:
                     self.log_cycle(report)
-                if report.rounds or time.monotonic() - self.last_heartbeat >= HEARTBEAT_IDLE:
+                idle = time.monotonic() - self.last_heartbeat >= HEARTBEAT_IDLE
+                if report.rounds or report.due or idle:
                     self.heartbeat(report, time.monotonic() - started)
                 delay = self.next_wake(report.pools)
                 self.cycle_trouble.ok()
@@ -751,7 +864,7 @@ class Poller:
         return report
 
     def leave(self) -> None:
-        for greenlet in self.pending.values():
+        for greenlet in [*self.pending.values(), *([self.keeper] if self.keeper else [])]:
             greenlet.kill(block=False)
         try:
             self.store.leave(self.settings.poller_id, self.handled)

@@ -80,6 +80,7 @@ from mpp_agent.model import (
     Status,
     request_level,
 )
+from mpp_agent.rounds import round_start
 
 WRITES_STOPPED = "stale: writes stopped to avoid two writers"
 AWAITS_FENCE = "fenced: read_only until the pollers open writes"
@@ -217,7 +218,7 @@ def earliest_failover(pool: PoolState) -> float | None:
     if writer is None:
         return None
     rounds_left = max(0, pool.max_requests - 1 - writer.r)
-    return (pool.last_round + 1 + rounds_left) * pool.interval
+    return round_start(pool.last_round + 1 + rounds_left, pool.interval)
 
 
 def stops_writes(pool: PoolState, now: float, stale: bool, lead: float = 0.0) -> bool:

@@ -56,7 +56,8 @@ REDIS_URL = Setting(
     "MPP_REDIS_URL",
     DEFAULT_REDIS_URL,
     str,
-    "Redis URL: redis://, rediss://, unix:// or redis+sentinel://h1:p1,h2:p2/<master>/<db>",
+    "Redis URL: redis://, rediss://, unix://, redis+sentinel://h1:p1,h2:p2/<master>/<db> or "
+    "redis+cluster://h1:p1,h2:p2/",
 )
 REDIS_PASSWORD_FILE = Setting(
     "--redis-password-file",

@@ -5,8 +5,12 @@ Every change to a pool is a compare-and-set on the pool's version inside one Lua
 bounded number of times. Lua return codes become typed exceptions here. Policy (what the new
 state is) stays in Python: the scripts only fence and write.
 
-Redis URLs: ``redis://``, ``rediss://`` (TLS), ``unix://`` and
-``redis+sentinel://h1:26379,h2:26379/<master>/<db>``. The password comes from the URL, the
+Redis URLs: ``redis://``, ``rediss://`` (TLS), ``unix://``,
+``redis+sentinel://h1:26379,h2:26379/<master>/<db>`` and ``redis+cluster://h1:p1,h2:p2/`` (or
+``rediss+cluster://``) for a Redis Cluster. On a Cluster every script touches the keys of one
+pool, which share a slot (keys.py); the pool index and the poller heartbeats are keys of their
+own that no command uses together with another slot's keys; a pool's round time is read from
+the shard that holds the pool (``server_times``). The password comes from the URL, the
 environment (``MPP_REDIS_PASSWORD``) or a file, and never appears in a log line or repr.
 """
 
@@ -18,7 +22,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
@@ -26,7 +30,9 @@ from typing import Any, NamedTuple
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import redis
+import redis.cluster
 import redis.sentinel
+from redis._parsers.encoders import Encoder
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -43,6 +49,7 @@ from mpp_agent.config import PoolConfig, new_pool
 from mpp_agent.daemon import RateLimited
 from mpp_agent.keys import DEFAULT_NAMESPACE, Keys
 from mpp_agent.model import Event, EventKind, NodeId, Observation, PoolState
+from mpp_agent.rounds import FORGET_POLLER_AFTER
 from mpp_agent.secret_file import SecretFileError, read_first_line
 from mpp_agent.state import AdminResult, expire_overrides
 
@@ -64,10 +71,17 @@ REDIS_DOWN_ERRORS: tuple[type[Exception], ...] = (
     redis.sentinel.MasterNotFoundError,
     redis.exceptions.BusyLoadingError,
     redis.exceptions.ReadOnlyError,
+    # A Redis Cluster shard without a master (being failed over) or a slot moving.
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,
 )
 # Every error of the Redis client (a refused password, a missing db, a server that is not
 # Redis...): ``redis_problem`` words each as one line saying what to fix.
-REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError,)
+REDIS_ERRORS: tuple[type[Exception], ...] = (
+    redis.RedisError,
+    redis.exceptions.RedisClusterException,
+)
 
 # Command errors that are no key's fault: raised as they are, never taken for a BadKey.
 NOT_KEY_ERRORS: tuple[type[Exception], ...] = (*REDIS_DOWN_ERRORS, redis.exceptions.NoScriptError)
@@ -230,7 +244,38 @@ def check_url(url: str) -> SplitResult:
     return parts
 
 
-def connect(url: str, password: str | None = None) -> redis.Redis:
+class LazyCluster:
+    """A Redis Cluster client made on first use: redis-py's connects as it is made, and a
+    daemon must start, and keep retrying, while the Cluster is unreachable."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._client: redis.cluster.RedisCluster | None = None
+
+    def __repr__(self) -> str:  # never the options: they hold the password
+        return "LazyCluster()"
+
+    def real(self) -> redis.cluster.RedisCluster:
+        if self._client is None:
+            self._client = redis.cluster.RedisCluster(**self._options)
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real(), name)
+
+    def get_encoder(self) -> Any:
+        """What a Script hashes its source with, without connecting (bytes, as the client)."""
+        return Encoder("utf-8", "strict", False)  # type: ignore[no-untyped-call]
+
+    def register_script(self, script: str) -> Any:
+        return redis.commands.core.Script(self, script)  # type: ignore[arg-type]
+
+
+Client = redis.Redis | redis.cluster.RedisCluster | LazyCluster
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def connect(url: str, password: str | None = None) -> Client:
     """A client for ``url``; ``password`` (from env or file) applies if the URL has none.
 
     Nothing is sent to Redis yet: a bad URL is a StoreError here, a Redis that cannot be used
@@ -238,11 +283,12 @@ def connect(url: str, password: str | None = None) -> redis.Redis:
     scheme = url.partition("://")[0] if "://" in url else ""
     if scheme == "redis+sentinel":
         return connect_sentinel(url, password)
+    if scheme in CLUSTER_SCHEMES:
+        return connect_cluster(url, password)
     if scheme not in ("redis", "rediss", "unix"):
         raise StoreError(
             f"Unsupported Redis URL scheme {scheme!r} in {redact_url(url)}: use redis://, "
-            "rediss://, unix:// "
-            "or redis+sentinel://"
+            "rediss://, unix://, redis+sentinel:// or redis+cluster://"
         )
     parts = check_url(url)
     extra: dict[str, Any] = {}
@@ -280,12 +326,7 @@ def connect_sentinel(url: str, password: str | None) -> redis.Redis:
         raise StoreError(
             f"Bad Sentinel URL {shown}: expected redis+sentinel://h1:p1,h2:p2/<master>/<db>"
         )
-    sentinels = []
-    for item in hosts_part.split(","):
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise StoreError(f"Bad Sentinel address {item!r} in {shown}")
-        sentinels.append((host.strip("[]"), int(port)))
+    sentinels = [address(item, shown) for item in hosts_part.split(",")]
     if len(path) > 1 and not path[1].isdigit():
         raise StoreError(f"Bad Sentinel URL {shown}: the database {path[1]!r} is not a number")
     db = int(path[1]) if len(path) > 1 else 0
@@ -299,6 +340,53 @@ def connect_sentinel(url: str, password: str | None) -> redis.Redis:
         path[0], db=db, password=secret, socket_timeout=SOCKET_TIMEOUT, retry=one_retry()
     )
     return client
+
+
+def connect_cluster(url: str, password: str | None) -> LazyCluster:
+    """``redis+cluster://[user:password@]h1:p1,h2:p2[/][?params]`` (``rediss+cluster://``:
+    TLS): any reachable node tells the client the whole cluster's layout."""
+    shown = redact_url(url)
+    match = _AUTHORITY_RE.match(url)
+    scheme = url.partition("://")[0]
+    userinfo = match["userinfo"] if match is not None else ""
+    body = match["rest"] if match is not None else url.partition("://")[2]
+    body, _, query = body.partition("?")
+    hosts_part, _, path = body.partition("/")
+    usage = "expected redis+cluster://h1:p1,h2:p2/ (a Redis Cluster has only database 0)"
+    if not hosts_part or path.strip("/") not in ("", "0") or "#" in url:
+        raise StoreError(f"Bad Redis Cluster URL {shown}: {usage}")
+    nodes = [
+        redis.cluster.ClusterNode(*address(item, shown))  # type: ignore[no-untyped-call]
+        for item in hosts_part.split(",")
+    ]
+    tls = scheme == "rediss+cluster"
+    allowed = (URL_PARAMETERS - {"db"}) | (TLS_URL_PARAMETERS if tls else set())
+    options: dict[str, Any] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in allowed:
+            known = ", ".join(sorted(allowed))
+            raise StoreError(f"Bad Redis Cluster URL {shown}: unknown parameter {name!r} ({known})")
+        options[name] = float(value) if name.endswith("_timeout") else value
+    user, colon, secret = userinfo.partition(":")
+    options.setdefault("socket_timeout", SOCKET_TIMEOUT)
+    options.setdefault("socket_connect_timeout", SOCKET_TIMEOUT)
+    return LazyCluster(
+        startup_nodes=nodes,
+        username=unquote(user) or None,
+        password=unquote(secret) if colon else password,
+        ssl=tls,
+        # A shard being failed over must not stop the other shards' pools.
+        require_full_coverage=False,
+        **options,
+    )
+
+
+def address(item: str, shown: str) -> tuple[str, int]:
+    """``host:port`` of a URL's host list; StoreError naming the bad one."""
+    host, _, port = item.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise StoreError(f"Bad address {item!r} in {shown}: expected host:port")
+    return host.strip("[]"), int(port)
 
 
 def is_redis_down(exc: Exception) -> bool:
@@ -335,6 +423,8 @@ def redis_problem(exc: Exception, url: str) -> str:
             f"no Sentinel of {shown} knows a reachable master of that name ({text}): check "
             "the master name and the Sentinels"
         )
+    if isinstance(exc, (redis.exceptions.RedisClusterException, redis.exceptions.ClusterError)):
+        return f"Redis Cluster at {shown} is unreachable or has a shard down: {text}"
     if isinstance(exc, (redis.exceptions.InvalidResponse, redis.exceptions.DataError)):
         return f"{shown} did not answer as a Redis server ({text}): check the host and port"
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
@@ -389,9 +479,10 @@ Expected = Sequence[tuple[str, str]]
 class Store:
     """Pool state in Redis for one namespace."""
 
-    def __init__(self, client: redis.Redis, namespace: str = DEFAULT_NAMESPACE) -> None:
+    def __init__(self, client: Client, namespace: str = DEFAULT_NAMESPACE) -> None:
         # redis-py's return types are unions over decode modes; this client never decodes.
         self.client: Any = client
+        self.is_cluster = isinstance(client, redis.cluster.RedisCluster | LazyCluster)
         self.keys = Keys(namespace)
         self.problems = KeyProblems()
         self.redacted_url = "the configured Redis"  # for messages; from_url sets the real one
@@ -400,7 +491,7 @@ class Store:
         self._create = client.register_script(load_script("create_pool"))
         self._remove = client.register_script(load_script("remove_pool"))
         self._record = client.register_script(load_script("record_observation"))
-        self._replicas_checked: tuple[float, bool] | None = None  # (monotonic time, any)
+        self._replicas_checked: dict[str, tuple[float, bool]] = {}  # node -> (monotonic, any)
 
     @classmethod
     def from_url(
@@ -472,10 +563,35 @@ class Store:
 
     # ---------------------------------------------------------------- reading
 
-    def server_time(self) -> float:
-        """Redis server time in seconds: the only clock rounds are cut by."""
-        seconds, micros = self.client.time()
+    def server_time(self, pool: str | None = None) -> float:
+        """Redis server time in seconds: the only clock rounds are cut by. On a Redis Cluster,
+        the clock of the shard holding ``pool`` (without one: the shard of the pool index)."""
+        seconds, micros = self.client.time(**self.at_shard(self.keys.pool(pool) if pool else None))
         return float(seconds) + float(micros) / 1e6
+
+    def server_times(self, pools: Iterable[str]) -> dict[str, float]:
+        """Each pool's clock: Redis time, on a Cluster that of the pool's shard (one TIME per
+        shard, never whichever node answers)."""
+        names = list(pools)
+        if not self.is_cluster:
+            now = self.server_time()
+            return dict.fromkeys(names, now)
+        by_node: dict[str, list[str]] = {}
+        for name in names:
+            node = self.client.get_node_from_key(self.keys.pool(name))
+            by_node.setdefault(node.name, []).append(name)
+        out: dict[str, float] = {}
+        for members in by_node.values():
+            now = self.server_time(members[0])
+            out.update(dict.fromkeys(members, now))
+        return out
+
+    def at_shard(self, key: str | None) -> dict[str, Any]:
+        """The keyword that sends a keyless command (TIME, WAIT, INFO) to the Cluster node
+        holding ``key`` (default: the pool index); nothing for a single Redis."""
+        if not self.is_cluster:
+            return {}
+        return {"target_nodes": self.client.get_node_from_key(key or self.keys.pools())}
 
     def pool_names(self) -> list[str]:
         key = self.keys.pools()
@@ -591,7 +707,11 @@ class Store:
         # A fresh id per creation: versions of a pool removed and created again start over.
         pool = new_pool(config, uuid.uuid4().hex)
         event = Event(EventKind.CONFIGURE, pool.name, message=f"pool created by {actor}")
-        keys = [self.keys.pool(pool.name), self.keys.events(pool.name)]
+        keys = [self.keys.pool(pool.name), self.keys.events(pool.name), *self.index_key()]
+        if self.is_cluster:
+            # The index is another slot's key: named first, so a pool is never without it (a
+            # name without a pool, if this stops half-way, reads as no pool).
+            self.client.sadd(self.keys.pools(), pool.name)
         try:
             created = self._create(
                 keys=keys,
@@ -604,8 +724,9 @@ class Store:
                 ],
             )
         except redis.ResponseError as exc:
-            raise self.key_error(exc, list(zip(keys, ("hash", "stream"), strict=True))) from None
-        self.client.sadd(self.keys.pools(), pool.name)
+            raise self.key_error(
+                exc, list(zip(keys, ("hash", "stream", "set"), strict=False))
+            ) from None
         if not created:
             raise PoolExists(pool.name)
         return self.load_pool(pool.name)
@@ -615,15 +736,31 @@ class Store:
             pool = self.load_pool(name)
             k = self.keys
             result = self._remove(
-                keys=[k.pool(name), k.events(name), k.metrics(name), k.pool_pollers(name)],
+                keys=[
+                    *(k.pool(name), k.events(name), k.metrics(name), k.pool_pollers(name)),
+                    *self.index_key(),
+                ],
                 args=[pool.version, self.notify_channel, name],
             )
             if result == 1:
-                self.client.srem(k.pools(), name)
+                if self.is_cluster:
+                    self.unindex(name)
                 return
             if result == 0:
                 raise UnknownPool(name)
         raise Conflict(f"Pool {name} kept changing while removing it; try again.")
+
+    def index_key(self) -> list[str]:
+        """The pool index as a script's last key, so that it changes in the same script as the
+        pool; none on a Redis Cluster, where it lives in another slot."""
+        return [] if self.is_cluster else [self.keys.pools()]
+
+    def unindex(self, name: str) -> None:
+        """Drop a removed pool's name from a Cluster's index, unless the pool was created again
+        meanwhile (then its name goes back: a reader may miss it for one read, never for good)."""
+        self.client.srem(self.keys.pools(), name)
+        if self.client.exists(self.keys.pool(name)):
+            self.client.sadd(self.keys.pools(), name)
 
     def admin(
         self,
@@ -636,7 +773,7 @@ class Store:
         ``change`` may raise (e.g. ``AdminRefused``): nothing is written then."""
         for _ in range(ADMIN_RETRIES):
             pool = self.load_pool(name)
-            now = self.server_time()
+            now = self.server_time(name)
             result = change(expire_overrides(pool, now))
             # A new interval re-numbers the rounds (round = time // interval): start afresh.
             renumber = "=-1" if result.pool.interval != pool.interval else None
@@ -698,9 +835,10 @@ class Store:
         back past it. A timeout is a WARNING, not a lost commit (the master has it)."""
         timeout_ms = max(1, int(interval * WAIT_FRACTION * 1000))
         try:
-            if not self.has_replicas():
+            if not self.has_replicas(pool):
                 return True
-            acked = int(self.client.execute_command("WAIT", 1, timeout_ms))
+            at = self.at_shard(self.keys.pool(pool))
+            acked = int(self.client.execute_command("WAIT", 1, timeout_ms, **at))
         except redis.RedisError as exc:  # the commit stands: only its confirmation failed
             UNREADABLE_LOG.note(
                 "cannot confirm commits with a Redis replica",
@@ -718,14 +856,18 @@ class Store:
             )
         return acked >= 1
 
-    def has_replicas(self) -> bool:
-        """Whether the master has connected replicas (``INFO replication``), asked at most
-        once per REPLICA_CHECK_EVERY seconds: not a round trip per commit."""
+    def has_replicas(self, pool: str) -> bool:
+        """Whether the master holding ``pool`` has connected replicas (``INFO replication``),
+        asked at most once per REPLICA_CHECK_EVERY seconds: not a round trip per commit."""
         now = time.monotonic()
-        if self._replicas_checked is None or now - self._replicas_checked[0] > REPLICA_CHECK_EVERY:
-            info = self.client.info("replication")
-            self._replicas_checked = (now, int(info.get("connected_slaves", 0)) > 0)
-        return self._replicas_checked[1]
+        at = self.at_shard(self.keys.pool(pool))
+        node = at["target_nodes"].name if at else ""
+        checked = self._replicas_checked.get(node)
+        if checked is None or now - checked[0] > REPLICA_CHECK_EVERY:
+            info = self.client.info("replication", **at)
+            checked = (now, int(info.get("connected_slaves", 0)) > 0)
+            self._replicas_checked[node] = checked
+        return checked[1]
 
     # ---------------------------------------------------------------- pollers
 
@@ -736,32 +878,35 @@ class Store:
         now: float,
         ttl: float,
         heartbeat_expiry: float,
+        waits: Mapping[str, Sequence[str]] | None = None,
     ) -> list[RoundRecord]:
         """Record this poller's observations for several (pool, round)s in one round trip.
 
-        Each record is (pool, round, observations, metrics JSON by node). A record that one of
-        its pool's keys refused (logged once, nothing of it written) is left out of the result:
-        that pool loses this round, the others do not."""
-        pipe = self.client.pipeline(transaction=False)
+        Each record is (pool, round, observations, metrics JSON by node). ``expected``: per
+        pool, the assigned observers its round waits for (by default every live poller of the
+        pool). A record that one of its pool's keys refused (logged once, nothing of it written)
+        is left out of the result: that pool loses this round, the others do not."""
+
+        calls = []
         for pool, round_, observations, metrics in records:
             flat = [x for item in metrics.items() for x in item]
-            self._record(
-                keys=[key for key, _ in self.record_keys(pool, round_)],
-                args=[
-                    poller_id,
-                    observations_to_json(observations),
-                    int(ttl * 1000),
-                    int(now * 1000),
-                    int(heartbeat_expiry * 1000),
-                    len(metrics),
-                    *flat,
-                ],
-                client=pipe,
-            )
+            waits_for = list((waits or {}).get(pool, ()))
+            keys = [key for key, _ in self.record_keys(pool, round_)]
+            args = [
+                poller_id,
+                observations_to_json(observations),
+                int(ttl * 1000),
+                int(now * 1000),
+                int(heartbeat_expiry * 1000),
+                len(metrics),
+                *flat,
+                len(waits_for),
+                *waits_for,
+            ]
+            calls.append((keys, args))
+        replies = self.run_scripts(self._record, calls)
         out = []
-        for (pool, round_, _, _), raw in zip(
-            records, pipe.execute(raise_on_error=False), strict=True
-        ):
+        for (pool, round_, _, _), raw in zip(records, replies, strict=True):
             expected = self.record_keys(pool, round_)
             reply = self.checked(raw, expected)
             if isinstance(reply, BadKey):
@@ -771,6 +916,42 @@ class Store:
             live, reported = reply
             out.append(RoundRecord(pool, round_, int(live), int(reported)))
         return out
+
+    def run_scripts(self, script: Any, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run ``script`` once per (keys, args) in one round trip (per shard on a Cluster);
+        each reply, or the error in its place."""
+        if not self.is_cluster:
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                script(keys=keys, args=args, client=pipe)
+            return list(pipe.execute(raise_on_error=False))
+        # redis-py's Cluster pipeline refuses scripts: one plain pipeline per master instead
+        # (it loads the script where missing, e.g. on a just promoted replica).
+        by_node: dict[str, list[int]] = {}
+        nodes = {}
+        for i, (keys, _) in enumerate(calls):
+            node = self.client.get_node_from_key(keys[0])
+            by_node.setdefault(node.name, []).append(i)
+            nodes[node.name] = node
+        replies: list[Any] = [None] * len(calls)
+        for name, indexes in by_node.items():
+            pipe = nodes[name].redis_connection.pipeline(transaction=False)
+            for i in indexes:
+                script(keys=calls[i][0], args=calls[i][1], client=pipe)
+            try:
+                done = pipe.execute(raise_on_error=False)
+            except REDIS_DOWN_ERRORS as exc:
+                done = [exc] * len(indexes)
+            for i, reply in zip(indexes, done, strict=True):
+                replies[i] = reply
+        for i, reply in enumerate(replies):
+            if isinstance(reply, (redis.exceptions.AskError, *REDIS_DOWN_ERRORS)):
+                # A slot moved or its master changed: the Cluster client finds the new one.
+                try:
+                    replies[i] = script(keys=calls[i][0], args=calls[i][1])
+                except redis.ResponseError as exc:
+                    replies[i] = exc
+        return replies
 
     def record_keys(self, pool: str, round_: int) -> list[tuple[str, str]]:
         """KEYS of record_observation.lua, with their types."""
@@ -801,13 +982,33 @@ class Store:
             out.append((pool, decode_reports(reports)))
         return out
 
-    def heartbeat(self, poller_id: str, info: dict[str, Any], now: float, ttl: float) -> None:
+    def heartbeat(
+        self,
+        poller_id: str,
+        info: dict[str, Any] | None,
+        now: float,
+        ttl: float,
+        live_for: float | None = None,
+        observer: bool = False,
+    ) -> None:
+        """Keep the heartbeat document ``info`` ``ttl`` seconds (None: leave it as it is, only
+        say the poller lives) and the poller live for ``live_for`` (default ``ttl``); an
+        ``observer`` (a poller not pinned to named pools) is also one of the pollers pools are
+        assigned over."""
+        live_for = ttl if live_for is None else live_for
+        expiry = (now + live_for) * 1000
+        forgotten = f"({int((now - FORGET_POLLER_AFTER) * 1000)}"
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(self.keys.poller(poller_id), json.dumps(info), px=int(ttl * 1000))
-        pipe.zadd(self.keys.pollers(), {poller_id: (now + ttl) * 1000})
-        pipe.zremrangebyscore(self.keys.pollers(), "-inf", f"({int(now * 1000) - 3600_000}")
-        replies = pipe.execute(raise_on_error=False)
+        if info is not None:
+            pipe.set(self.keys.poller(poller_id), json.dumps(info), px=int(ttl * 1000))
+        pipe.zadd(self.keys.pollers(), {poller_id: expiry})
+        pipe.zremrangebyscore(self.keys.pollers(), "-inf", forgotten)
         expected = [(self.keys.poller(poller_id), "string"), (self.keys.pollers(), "zset")]
+        if observer:
+            pipe.zadd(self.keys.observers(), {poller_id: expiry})
+            pipe.zremrangebyscore(self.keys.observers(), "-inf", forgotten)
+            expected.append((self.keys.observers(), "zset"))
+        replies = pipe.execute(raise_on_error=False)
         errors = [r for r in replies if isinstance(r, Exception)]
         if errors:
             self.problems.bad(self.key_error(errors[0], expected))
@@ -820,9 +1021,20 @@ class Store:
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(self.keys.poller(poller_id))
         pipe.zrem(self.keys.pollers(), poller_id)
+        pipe.zrem(self.keys.observers(), poller_id)
         for pool in pools:
             pipe.zrem(self.keys.pool_pollers(pool), poller_id)
         pipe.execute(raise_on_error=False)
+
+    def observer_beats(self) -> dict[str, float]:
+        """The pollers pools are assigned over: poller id -> heartbeat expiry (Redis time, s),
+        expired ones included (the assignment decides what counts as live)."""
+        key = self.keys.observers()
+        try:
+            members = self.client.zrange(key, 0, -1, withscores=True)
+        except redis.ResponseError as exc:
+            raise self.key_error(exc, [(key, "zset")]) from None
+        return {m.decode(): float(score) / 1000 for m, score in members}
 
     def pollers(self) -> list[PollerInfo]:
         """Every poller that sent a heartbeat (BadKey if the pollers zset is unusable); a
@@ -836,7 +1048,9 @@ class Store:
         if not members:
             return []
         ids = [m.decode() for m, _ in members]
-        infos = self.client.mget([self.keys.poller(i) for i in ids])
+        keys = [self.keys.poller(i) for i in ids]
+        # Heartbeat documents live in many slots of a Cluster: read them slot by slot there.
+        infos = self.client.mget_nonatomic(keys) if self.is_cluster else self.client.mget(keys)
         out = []
         for poller_id, (_, score), raw in zip(ids, members, infos, strict=True):
             info, problem = decode_heartbeat(raw)

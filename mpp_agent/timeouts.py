@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEADLINE_FRACTION = 0.5  # a round's tick is forced half an interval after the round starts
+from mpp_agent.rounds import DEADLINE_FRACTION, deadline
+
 PROBE_SHARE = 0.9  # of the deadline, for the probe; the rest records the observation
 SOCKET_SHARE = 2 / 3  # of the probe bound, for each socket operation (connect, one query)
 MIN_SOCKET_TIMEOUT = 0.05  # below this a connect over anything but loopback is a coin toss
@@ -74,11 +75,6 @@ def limits(
             f"least {socket_floor(Timeouts(connect, read, probe)):g}s (so at least {least:.3g}s)"
         )
     return Timeouts(connect, read, probe)
-
-
-def deadline(interval: float) -> float:
-    """Seconds after a round's start at which its tick is forced."""
-    return interval * DEADLINE_FRACTION
 
 
 def socket_floor(bounds: Timeouts) -> float:

@@ -59,6 +59,7 @@ def pool_json(
         "catchup_timeout": pool.catchup_timeout,
         "max_failover_lag": pool.max_failover_lag,
         "fence": pool.fence.value,
+        "observers": pool.observers,
         "version": pool.version,
         "active": None if writer is None else str(writer.node),  # the node taking writes
         "degraded": decision.degraded,  # why no node could take over now, or null

@@ -17,6 +17,7 @@ import pytest
 from tests.servers import (
     HAProxy,
     MariaDBCluster,
+    RedisClusterServers,
     RedisServer,
     require_binary,
     short_tempdir,
@@ -77,6 +78,17 @@ def fresh_redis() -> Iterator[RedisServer]:
         yield server.start()
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of 3 masters and 3 replicas for one test module (fails under CI
+    without redis-server / redis-cli)."""
+    cluster = RedisClusterServers()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.cleanup()
 
 
 @pytest.fixture(scope="session")

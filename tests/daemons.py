@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,6 +83,17 @@ class PollerProcess:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def ask_agent(port: int, line: str) -> str:
+    """One agent-check request (``<pool> <node> <role>``) to the mpp-agent on ``port``: its
+    reply line, or ``error ...`` if it cannot be reached."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(f"{line}\n".encode())
+            return s.makefile("rb").readline().decode().strip()
+    except OSError as exc:
+        return f"error {exc!r}"
 
 
 def watch_ticks(

@@ -93,6 +93,27 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def cluster_port() -> int:
+    """A free port for a Redis Cluster node: at most 55535, with its cluster bus port (the
+    port + 10000) free too."""
+    for _ in range(1000):
+        port = free_port()
+        if port <= 55535 and port + 10000 not in _ports_in_use([port + 10000]):
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+def _ports_in_use(ports: list[int]) -> set[int]:
+    used = set()
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                used.add(port)
+    return used
+
+
 def short_tempdir(prefix: str = "mpp") -> Path:
     """A fresh directory under /tmp with a short path, so unix sockets fit in 108 bytes."""
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
@@ -185,9 +206,15 @@ class RedisServer:
     or with an append-only file in ``workdir`` when ``persistent`` (a restart keeps the data)."""
 
     def __init__(
-        self, workdir: Path | None = None, port: int | None = None, *, persistent: bool = False
+        self,
+        workdir: Path | None = None,
+        port: int | None = None,
+        *,
+        persistent: bool = False,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.binary = require_binary("redis-server")
+        self.extra = extra  # more redis-server options (e.g. those of a Cluster node)
         self.workdir = workdir or short_tempdir("mppr")
         self._own_workdir = workdir is None
         self.port = port or free_port()
@@ -225,6 +252,7 @@ class RedisServer:
             "--save", "",
             "--appendonly", "yes" if self.persistent else "no",
             "--daemonize", "no",
+            *self.extra,
         ]  # fmt: skip
         log = self.workdir / "redis.log"
         self._proc = spawn(argv, log)
@@ -255,6 +283,120 @@ class RedisServer:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+class RedisClusterServers:
+    """A Redis Cluster on loopback: ``masters`` masters, each with ``replicas`` replicas
+    (``redis-server --cluster-enabled yes`` on free ports, ``redis-cli --cluster create``), with
+    a short node timeout so that a killed master's replica takes over within seconds."""
+
+    NODE_TIMEOUT_MS = 1000
+
+    def __init__(self, masters: int = 3, replicas: int = 1) -> None:
+        self.cli = require_binary("redis-cli")
+        self.masters, self.replicas = masters, replicas
+        options = (
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", str(self.NODE_TIMEOUT_MS),
+            # Pools on the other shards go on while one shard is being failed over.
+            "--cluster-require-full-coverage", "no",
+            # A replica takes over however long ago it last heard its master.
+            "--cluster-replica-validity-factor", "0",
+        )  # fmt: skip
+        count = masters * (1 + replicas)
+        self.nodes = [RedisServer(port=cluster_port(), extra=options) for _ in range(count)]
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[: self.masters])
+        return f"redis+cluster://{hosts}/"
+
+    def start(self) -> RedisClusterServers:
+        for node in self.nodes:
+            self.start_node(node)
+        argv = [
+            self.cli, "--cluster", "create",
+            *(f"127.0.0.1:{n.port}" for n in self.nodes),
+            "--cluster-replicas", str(self.replicas), "--cluster-yes",
+        ]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{done.stdout}{done.stderr}")
+        self.wait_healthy()
+        return self
+
+    @staticmethod
+    def start_node(node: RedisServer, attempts: int = 5) -> None:
+        """Start a node, on another free port if its own (or its bus port) was taken meanwhile
+        by another process of the machine."""
+        for attempt in range(attempts):
+            try:
+                node.start()
+                return
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc) or attempt == attempts - 1:
+                    raise
+                node.port = cluster_port()
+
+    def wait_healthy(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Every running node says cluster_state:ok and knows every slot; every replica is in
+        sync with its master."""
+
+        def healthy() -> bool:
+            for node in self.nodes:
+                if not node.is_running:
+                    continue
+                try:
+                    with node.client(socket_timeout=1) as c:
+                        info = c.execute_command("CLUSTER INFO")
+                        replication = c.info("replication")
+                except redis.RedisError:
+                    return False
+                if replication["role"] == "slave" and replication["master_link_status"] != "up":
+                    return False
+                if (
+                    info.get("cluster_state") != "ok"
+                    or str(info.get("cluster_slots_ok")) != "16384"
+                ):
+                    return False
+            return True
+
+        wait_until(healthy, timeout, "the Redis Cluster healthy", interval=0.1)
+
+    def role(self, node: RedisServer) -> str:
+        with node.client(socket_timeout=1) as c:
+            return str(c.info("replication")["role"])
+
+    def master_of(self, key: str) -> RedisServer:
+        """The running master holding ``key``'s slot (as the running nodes' CLUSTER SLOTS say)."""
+        for node in self.nodes:
+            if not node.is_running:
+                continue
+            with node.client(socket_timeout=1) as c:
+                slot = int(c.execute_command("CLUSTER KEYSLOT", key))
+                ranges = c.execute_command("CLUSTER SLOTS")
+            for start, end, master, *_ in ranges:
+                if int(start) <= slot <= int(end):
+                    return next(n for n in self.nodes if n.port == int(master[1]))
+        raise LookupError(f"no running node knows who holds {key}")
+
+    def kill9(self, node: RedisServer) -> None:
+        os.kill(node.pid, signal.SIGKILL)
+        assert node._proc is not None
+        node._proc.wait(10)
+        node._proc = None
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            if node.is_running and self.role(node) == "master":
+                with node.client() as c:
+                    c.flushall()
+                    c.script_flush()
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
+
+
 # ---------------------------------------------------------------------------------------------
 # MariaDB
 
@@ -272,6 +414,7 @@ class MariaDBNode:
         self.is_sigstopped = False
         # The poller benchmark listens on every 127.0.0.x alias (one server, many "nodes").
         self.bind_address = "127.0.0.1"
+        self.extra_options: tuple[str, ...] = ()  # more mariadbd options (they come last)
 
     def __repr__(self) -> str:
         return f"MariaDBNode(node{self.index}, {self.node_id})"
@@ -327,6 +470,7 @@ class MariaDBNode:
             "--innodb-log-file-size=8M",
             "--innodb-buffer-pool-size=32M",
             "--performance-schema=OFF",
+            *self.extra_options,
         ]
         self._proc = spawn(argv, self.workdir / "stdout.log")
         self.is_sigstopped = False

@@ -30,6 +30,7 @@ from mpp_agent.model import (
     DEFAULT_MAX_FAILOVER_LAG,
     DEFAULT_MAX_LAG,
     DEFAULT_MAX_REQUESTS,
+    DEFAULT_OBSERVERS,
     Event,
     EventKind,
     Failback,
@@ -93,6 +94,10 @@ FENCE_HELP = (
     "read_only: pollers given a fencing account (mpp-poller --fence-user) keep every node that "
     "takes no writes read_only=ON and set the writer read_only=OFF, which takes writes only "
     "once it reports read_only=OFF; off: read_only is never touched."
+)
+OBSERVERS_HELP = (
+    "K: how many live pollers probe this pool each round (chosen by hashing, so adding "
+    "pollers adds capacity); 0 = every live poller."
 )
 FAILOVER_LAG_HELP = (
     "A STANDBY that lagged more than this (seconds) when the ACTIVE failed does not take over "
@@ -210,6 +215,7 @@ def create(
         Failback, typer.Option(help=FAILBACK_HELP, case_sensitive=False)
     ] = Failback.AUTO,
     fence: Annotated[Fence, typer.Option(help=FENCE_HELP, case_sensitive=False)] = Fence.OFF,
+    observers: Annotated[int, typer.Option(help=OBSERVERS_HELP)] = DEFAULT_OBSERVERS,
 ) -> None:
     """Create a pool.
 
@@ -226,6 +232,7 @@ def create(
         max_failover_lag=max_failover_lag,
         failback=failback,
         fence=fence,
+        observers=observers,
     )
     session = session_of(ctx)
     pool = session.store.create_pool(config, actor=session.actor)
@@ -285,6 +292,10 @@ def apply(
             case_sensitive=False,
         ),
     ] = None,
+    observers: Annotated[
+        int | None,
+        typer.Option(help=f"{OBSERVERS_HELP} Default: keep the pool's.", show_default=False),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow removing the ACTIVE node.")] = False,
 ) -> None:
     """Replace a pool's configuration.
@@ -326,6 +337,7 @@ def apply(
             ),
             failback=pool.failback if failback is None else failback,
             fence=pool.fence if fence is None else fence,
+            observers=pool.observers if observers is None else observers,
         )
         try:
             after = apply_config(pool, config, force=force)

@@ -144,17 +144,21 @@ def listing(
 def pool_settings(pool: PoolState) -> str:
     """The pool's settings, after MPP's ``status=`` on its line (so ``status=(\\S+)`` still
     parses): ``interval=2s max_requests=4 max_lag=30s stale_writer=keep catchup_timeout=30s
-    max_failover_lag=off failback=auto fence=off``."""
+    max_failover_lag=off failback=auto fence=off observers=3``."""
     return (
         f"interval={pool.interval:g}s max_requests={pool.max_requests} max_lag={pool.max_lag:g}s"
         f" stale_writer={pool.stale_writer} catchup_timeout={pool.catchup_timeout:g}s"
         f" max_failover_lag={failover_lag_text(pool.max_failover_lag)} failback={pool.failback}"
-        f" fence={pool.fence}"
+        f" fence={pool.fence} observers={observers_text(pool.observers)}"
     )
 
 
 def failover_lag_text(seconds: float) -> str:
     return f"{seconds:g}s" if seconds > 0 else "off"
+
+
+def observers_text(k: int) -> str:
+    return str(k) if k > 0 else "all"
 
 
 def routing_note(node: NodeState, decided: NodeRoute, now: float) -> str:
@@ -222,7 +226,7 @@ def pools_table(pools: Iterable[PoolState], now: float) -> str:
     rows = [
         (
             "POOL", "STATUS", "ACTIVE", "NODES", "INTERVAL", "M", "MAX_LAG", "STALE_WRITER",
-            "CATCHUP", "FAILOVER_LAG", "FAILBACK", "FENCE",
+            "CATCHUP", "FAILOVER_LAG", "FAILBACK", "FENCE", "OBSERVERS",
         )
     ]  # fmt: skip
     for pool in pools:
@@ -242,6 +246,7 @@ def pools_table(pools: Iterable[PoolState], now: float) -> str:
                 failover_lag_text(pool.max_failover_lag),
                 pool.failback.value,
                 pool.fence.value,
+                observers_text(pool.observers),
             )
         )
     return table(rows)
@@ -260,6 +265,7 @@ def pool_config_json(pool: PoolState) -> dict[str, Any]:
         "max_failover_lag": config.max_failover_lag,
         "failback": config.failback.value,
         "fence": config.fence.value,
+        "observers": config.observers,
         "members": [{"node": str(n), "type": t.value} for n, t in config.members],
         "failoverpool": render_failoverpool(config),
     }
@@ -278,6 +284,7 @@ def pool_config_text(pool: PoolState) -> str:
         f"failover_lag  {failover_lag_text(data['max_failover_lag'])}",
         f"failback      {data['failback']}",
         f"fence         {data['fence']}",
+        f"observers     {observers_text(data['observers'])}",
         "members       (priority order)",
     ]
     lines += [f"  {i}. {m['type']:<9}  {m['node']}" for i, m in enumerate(data["members"], 1)]
@@ -375,6 +382,15 @@ def pollers_text(pollers: Sequence[PollerInfo], now: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def under_observed_text(lacking: Mapping[str, tuple[int, int]]) -> str:
+    """The pools with fewer observers than their K (nothing when there are none)."""
+    if not lacking:
+        return ""
+    lines = ["pools with fewer observers than K:"]
+    lines += [f"  {name}  {seen} of {wanted}" for name, (seen, wanted) in lacking.items()]
+    return "\n".join(lines) + "\n"
+
+
 def poller_json(poller: PollerInfo) -> dict[str, Any]:
     """A poller for ``--json``: its heartbeat as it is, and what it abstains on and does not
     serve (empty when it reports none)."""
@@ -385,6 +401,7 @@ def poller_json(poller: PollerInfo) -> dict[str, Any]:
     return {
         "poller_id": poller.poller_id,
         "alive": poller.alive,
+        "pools": list(info.get("pools", []) or []),  # the pools it observes
         "info": info,
         "abstentions": mapping_of(info.get("abstentions")),
         "unserved": mapping_of(info.get("unserved")),

@@ -7,6 +7,8 @@ one JSON document with ``--json``.
 from __future__ import annotations
 
 import time
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -14,8 +16,9 @@ from typing import Annotated, Any
 import typer
 
 from mpp_agent.model import NodeId, PoolState
+from mpp_agent.rounds import under_observed
 from mpp_agent.routing import NodeRoute, route
-from mpp_agent.store import EVENTS_MAXLEN, BadKey, Store
+from mpp_agent.store import EVENTS_MAXLEN, BadKey, PollerInfo, Store
 from mpp_cli.admin_cmd import parse_duration
 from mpp_cli.errors import CliError, ExitCode, UnknownNode, cli_errors, report_unusable
 from mpp_cli.haproxy_config import (
@@ -44,6 +47,7 @@ from mpp_cli.render import (
     routing_note,
     to_json,
     to_json_line,
+    under_observed_text,
 )
 from mpp_cli.seen import check_versions
 from mpp_cli.session import (
@@ -347,14 +351,34 @@ def print_event(event_id: str, event: dict[str, Any], as_json: bool) -> None:
 
 @cli_errors("pollers")
 def pollers(ctx: typer.Context, json_output: JsonOpt = False) -> None:
-    """Show the pollers: liveness, last cycle, what each abstains on and does not serve."""
+    """Show the pollers: liveness, last cycle, the pools each observes, what each abstains on
+    and does not serve; then the pools observed by fewer live pollers than their K."""
     store = session_of(ctx).store
     now = store.server_time()
     found = sorted(store.pollers(), key=lambda p: p.poller_id)
+    lacking = lacking_observers(store.load_pools(), found)
     if json_output:
-        typer.echo(to_json({"now": iso_time(now), "pollers": [poller_json(p) for p in found]}))
+        doc = {
+            "now": iso_time(now),
+            "pollers": [poller_json(p) for p in found],
+            "under_observed": [
+                {"pool": name, "observers": seen, "wanted": wanted}
+                for name, (seen, wanted) in lacking.items()
+            ],
+        }
+        typer.echo(to_json(doc))
     else:
-        typer.echo(pollers_text(found, now), nl=False)
+        typer.echo(pollers_text(found, now) + under_observed_text(lacking), nl=False)
+
+
+def lacking_observers(
+    pools: Sequence[PoolState], found: Sequence[PollerInfo]
+) -> dict[str, tuple[int, int]]:
+    """The pools observed (by the live pollers' heartbeats) by fewer pollers than their K."""
+    live = [p for p in found if p.alive]
+    observed = Counter(name for p in live for name in p.info.get("pools", []) or [])
+    sharing = sum(1 for p in live if not p.info.get("pinned"))
+    return under_observed({p.name: p.observers for p in pools}, observed, sharing)
 
 
 @cli_errors("haproxy-config")

@@ -6,9 +6,11 @@
 -- fine). Returns nil, or an error reply "<key> is a <type>, not a <type>" to return at once.
 local function check_key_types(types)
   for i, want in ipairs(types) do
-    local t = redis.call('TYPE', KEYS[i]).ok
-    if t ~= want and t ~= 'none' then
-      return redis.error_reply(KEYS[i] .. ' is a ' .. t .. ', not a ' .. want)
+    if KEYS[i] then -- an optional key the caller did not pass is not checked
+      local t = redis.call('TYPE', KEYS[i]).ok
+      if t ~= want and t ~= 'none' then
+        return redis.error_reply(KEYS[i] .. ' is a ' .. t .. ', not a ' .. want)
+      end
     end
   end
   return nil

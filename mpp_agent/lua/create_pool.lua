@@ -2,6 +2,8 @@
 --
 -- KEYS[1]  pool hash      ns:{pool}:pool
 -- KEYS[2]  events stream  ns:{pool}:events
+-- KEYS[3]  optional: the pool index set ns:pools, given where it shares the pool's slot (not
+--          on a Redis Cluster): the pool's name is added to it in this script
 -- ARGV[1]  the pool document (JSON)
 -- ARGV[2]  approximate maximum length of the events stream
 -- ARGV[3]  pub/sub channel to notify
@@ -10,9 +12,12 @@
 --
 -- Returns 1 if created (version 1), 0 if the pool already exists (nothing changed), or an
 -- error reply "<key> is a <type>, not a <type>" if a key has the wrong type (nothing written).
-local wrong = check_key_types({'hash', 'stream'})
+local wrong = check_key_types({'hash', 'stream', 'set'})
 if wrong then
   return wrong
+end
+if KEYS[3] then
+  redis.call('SADD', KEYS[3], ARGV[4])
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0

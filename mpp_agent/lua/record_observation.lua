@@ -10,9 +10,12 @@
 -- ARGV[4]  now, in ms of Redis time (the caller read TIME for this round)
 -- ARGV[5]  heartbeat expiry of this poller, in ms of Redis time
 -- ARGV[6]  number of metrics fields N, then ARGV[7 ..]: node, metrics JSON, node, ...
+-- ARGV[7+2N]  number of the pool's assigned observers M (by this poller's view), then their
+--          ids; 0: every live poller of this pool (those whose pool heartbeat is unexpired)
 --
--- Returns {live, reported}: the number of live pollers of this pool and how many of them have
--- recorded this round. The round is complete when reported == live. An error reply
+-- Returns {expected, reported}: how many pollers the round waits for (the assigned observers,
+-- or the live pollers of this pool) and how many of them have recorded it. The round is
+-- complete when reported == expected. An error reply
 -- "<key> is a <type>, not a <type>" if a key has the wrong type (checked by
 -- check_key_types before anything is written).
 local wrong = check_key_types({'hash', 'zset', 'hash'})
@@ -30,7 +33,15 @@ if n > 0 then
   end
   redis.call('PEXPIRE', KEYS[3], ARGV[3])
 end
-local live = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[4], '+inf')
+local m = tonumber(ARGV[7 + 2 * n] or '0')
+local live = {}
+if m > 0 then
+  for i = 1, m do
+    live[i] = ARGV[7 + 2 * n + i]
+  end
+else
+  live = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[4], '+inf')
+end
 local reported = 0
 for _, id in ipairs(live) do
   reported = reported + redis.call('HEXISTS', KEYS[1], id)

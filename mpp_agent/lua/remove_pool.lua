@@ -4,6 +4,8 @@
 -- KEYS[2]  events stream  ns:{pool}:events
 -- KEYS[3]  metrics hash   ns:{pool}:metrics
 -- KEYS[4]  pollers zset   ns:{pool}:pollers
+-- KEYS[5]  optional: the pool index set ns:pools, where it shares the pool's slot (not on a
+--          Redis Cluster): the pool's name leaves it in this script
 -- ARGV[1]  expected version
 -- ARGV[2]  pub/sub channel to notify
 -- ARGV[3]  message to publish (the pool name)
@@ -17,5 +19,8 @@ if current ~= ARGV[1] then
   return -1
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+if KEYS[5] then
+  redis.call('SREM', KEYS[5], ARGV[3])
+end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1

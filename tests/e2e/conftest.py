@@ -10,7 +10,6 @@ successful connection against the pool state of that moment.
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,10 +21,10 @@ import pymysql
 import pytest
 
 from mpp_agent.config import parse_failoverpool
-from mpp_agent.model import Fence, PoolState, State
+from mpp_agent.model import DEFAULT_OBSERVERS, Fence, PoolState, State
 from mpp_agent.store import Store
 from scripts.demo import HAPROXY_CFG, render_haproxy_config
-from tests.daemons import PollerProcess
+from tests.daemons import PollerProcess, ask_agent
 from tests.forwarder import Forwarder
 from tests.servers import (
     APP_PASSWORD,
@@ -186,11 +185,12 @@ def reset_source(replica: MariaDBNode, source: MariaDBNode) -> None:
 @dataclass
 class System:
     cluster: MariaDBCluster
-    redis: RedisServer
+    redis: Any  # what a test may stop and start (a RedisServer, or a Redis Cluster's node)
     store: Store
     pollers: list[PollerProcess]
     agent_port: int
     rw_port: int
+    redis_url: str = ""
     haproxy: HAProxy = field(init=False)
 
     @property
@@ -212,12 +212,7 @@ class System:
         return all(n.state is want[n.node.port] and n.r == 0 for n in pool.nodes)
 
     def ask_agent(self, node: Any, role: str = "rw") -> str:
-        try:
-            with socket.create_connection(("127.0.0.1", self.agent_port), timeout=1) as s:
-                s.sendall(f"{POOL} {node.node_id} {role}\n".encode())
-                return s.makefile("rb").readline().decode().strip()
-        except OSError as exc:
-            return f"error {exc!r}"
+        return ask_agent(self.agent_port, f"{POOL} {node.node_id} {role}")
 
     def haproxy_heard_agent(self) -> bool:
         return all(
@@ -226,41 +221,33 @@ class System:
         )
 
     def recorder(self) -> Recorder:
-        return Recorder(Store.from_url(self.redis.url, NAMESPACE), self.rw_port)
-
-
-@pytest.fixture
-def system(
-    mariadb_cluster: MariaDBCluster,
-    haproxy_factory: Callable[[str], HAProxy],
-    tmp_path: Path,
-) -> Iterator[System]:
-    """Everything up and steady: node1 ACTIVE, node2 STANDBY, HAProxy writing to node1."""
-    with running_system(mariadb_cluster, haproxy_factory, tmp_path) as system:
-        yield system
+        return Recorder(Store.from_url(self.redis_url or self.redis.url, NAMESPACE), self.rw_port)
 
 
 @contextlib.contextmanager
 def running_system(
-    mariadb_cluster: MariaDBCluster,
+    cluster: MariaDBCluster,
     haproxy_factory: Callable[[str], HAProxy],
     tmp_path: Path,
+    redis_server: Any,
+    redis_url: str,
+    poller_ids: Sequence[str] = ("poller-a", "poller-b"),
+    observers: int = DEFAULT_OBSERVERS,
     fence: Fence = Fence.OFF,
     poller_extra: Sequence[str] = (),
 ) -> Iterator[System]:
-    """The ``system`` fixture's set-up, with the pool's ``fence`` setting and extra
-    ``mpp-poller`` options (e.g. a fencing account)."""
-    redis_server = RedisServer(persistent=True).start()
+    """The pool on the Redis at ``redis_url`` (``redis_server`` is what a test may stop),
+    its pollers (given ``poller_extra`` options, e.g. a fencing account), the agent and HAProxy,
+    all up and steady: node1 ACTIVE, node2 STANDBY."""
     pollers: list[PollerProcess] = []
     agents: list[Any] = []
     try:
-        store = Store.from_url(redis_server.url, NAMESPACE)
-        cluster = mariadb_cluster
+        store = Store.from_url(redis_url, NAMESPACE)
         text = f"name:{POOL};primary:{cluster.node1.node_id};secondary:{cluster.node2.node_id}"
         config = parse_failoverpool(text, interval=INTERVAL, max_requests=M)
-        store.create_pool(replace(config, fence=fence))
-        for name in ("poller-a", "poller-b"):
-            poller = PollerProcess(redis_server.url, name, namespace=NAMESPACE)
+        store.create_pool(replace(config, observers=observers, fence=fence))
+        for name in poller_ids:
+            poller = PollerProcess(redis_url, name, namespace=NAMESPACE)
             poller.extra = list(poller_extra)
             pollers.append(poller.start())
 
@@ -268,13 +255,13 @@ def running_system(
 
         argv = [
             "mpp-agent",
-            "--redis-url", redis_server.url,
+            "--redis-url", redis_url,
             "--namespace", NAMESPACE,
             "--listen", f"127.0.0.1:{agent_port}",
             "--stale-after", "1",
         ]  # fmt: skip
         agents.append(spawn(argv, tmp_path / "agent.log"))
-        system = System(cluster, redis_server, store, pollers, agent_port, rw_port)
+        system = System(cluster, redis_server, store, pollers, agent_port, rw_port, redis_url)
         wait_until(lambda: system.is_steady(cluster.node1), 30, "node1 ACTIVE, node2 STANDBY")
         wait_until(lambda: system.ask_agent(cluster.node1).startswith("up ready"), 15, "the agent")
         cfg = render_haproxy_config(
@@ -295,4 +282,32 @@ def running_system(
             terminate(proc)
         for poller in pollers:
             poller.cleanup()
+
+
+@contextlib.contextmanager
+def fresh_system(
+    mariadb_cluster: MariaDBCluster,
+    haproxy_factory: Callable[[str], HAProxy],
+    tmp_path: Path,
+    **options: Any,
+) -> Iterator[System]:
+    """``running_system`` on a Redis of its own (``options``: its keyword arguments)."""
+    redis_server = RedisServer(persistent=True).start()
+    try:
+        with running_system(
+            mariadb_cluster, haproxy_factory, tmp_path, redis_server, redis_server.url, **options
+        ) as system:
+            yield system
+    finally:
         redis_server.cleanup()
+
+
+@pytest.fixture
+def system(
+    mariadb_cluster: MariaDBCluster,
+    haproxy_factory: Callable[[str], HAProxy],
+    tmp_path: Path,
+) -> Iterator[System]:
+    """Everything up and steady: node1 ACTIVE, node2 STANDBY, HAProxy writing to node1."""
+    with fresh_system(mariadb_cluster, haproxy_factory, tmp_path) as system:
+        yield system

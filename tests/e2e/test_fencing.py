@@ -30,7 +30,7 @@ import pytest
 
 from mpp_agent.model import Fence, State
 from mpp_agent.state import MSG_READ_ONLY
-from tests.e2e.conftest import BUDGET, INTERVAL, NAMESPACE, System, running_system
+from tests.e2e.conftest import BUDGET, INTERVAL, NAMESPACE, System, fresh_system
 from tests.e2e.test_failover import failover_seconds, never_two_active
 from tests.e2e.test_replication_gates import CountingWriter, applied_everything, delayed
 from tests.servers import (
@@ -61,8 +61,12 @@ def fenced(
     mariadb_cluster: MariaDBCluster, haproxy_factory: Callable[[str], HAProxy], tmp_path: Path
 ) -> Iterator[System]:
     """The e2e system with ``--fence read_only`` and a fencing account on both pollers."""
-    with running_system(
-        mariadb_cluster, haproxy_factory, tmp_path, Fence.READ_ONLY, fence_options(tmp_path)
+    with fresh_system(
+        mariadb_cluster,
+        haproxy_factory,
+        tmp_path,
+        fence=Fence.READ_ONLY,
+        poller_extra=fence_options(tmp_path),
     ) as system:
         yield system
 
@@ -196,8 +200,8 @@ def test_a_wrong_fencing_password_fails_no_node_and_is_reported(
     mariadb_cluster: MariaDBCluster, haproxy_factory: Callable[[str], HAProxy], tmp_path: Path
 ) -> None:
     options = fence_options(tmp_path, password="not-the-password")
-    with running_system(
-        mariadb_cluster, haproxy_factory, tmp_path, Fence.READ_ONLY, options
+    with fresh_system(
+        mariadb_cluster, haproxy_factory, tmp_path, fence=Fence.READ_ONLY, poller_extra=options
     ) as system:
         node1, node2 = system.node1, system.node2
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import redis
 from mpp_agent.config import PoolConfig
 from mpp_agent.model import NodeId, NodeType, State
 from mpp_agent.store import Store
-from tests.daemons import PollerProcess
+from tests.daemons import PollerProcess, ask_agent
 from tests.e2e.conftest import replicate_through, reset_source
 from tests.forwarder import Forwarder
 from tests.integration.admin_support import mpp_admin
@@ -92,12 +91,7 @@ def ping(port: int) -> bool:
 
 
 def ask(agent_port: int, node: str) -> str:
-    try:
-        with socket.create_connection(("127.0.0.1", agent_port), timeout=1) as s:
-            s.sendall(f"{POOL} {node} rw\n".encode())
-            return s.makefile("rb").readline().decode().strip()
-    except OSError as exc:
-        return f"error {exc!r}"
+    return ask_agent(agent_port, f"{POOL} {node} rw")
 
 
 def test_a_redis_failover_that_lost_commits_never_moves_the_writer_back(

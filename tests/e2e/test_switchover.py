@@ -26,7 +26,7 @@ from tests.e2e.conftest import (
     NAMESPACE,
     POOL,
     System,
-    running_system,
+    fresh_system,
     write_through,
 )
 from tests.e2e.test_fencing import (
@@ -190,8 +190,8 @@ def test_a_switchover_under_fencing_sets_the_old_active_read_only(
     stop, and open the target when it takes them: a client writing to the old ACTIVE directly
     after the switchover is refused (1290), and nothing acknowledged is lost."""
     options = fence_options(tmp_path)
-    with running_system(
-        mariadb_cluster, haproxy_factory, tmp_path, Fence.READ_ONLY, options
+    with fresh_system(
+        mariadb_cluster, haproxy_factory, tmp_path, fence=Fence.READ_ONLY, poller_extra=options
     ) as system:
         manual_failback(system)
         node1, node2 = system.node1, system.node2

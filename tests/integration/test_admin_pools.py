@@ -184,6 +184,7 @@ def test_show_text_and_json(redis_url: str) -> None:
         "failover_lag  off",
         "failback      auto",
         "fence         off",
+        "observers     3",
         "members       (priority order)",
         "  1. PRIMARY    10.0.0.1:3306",
         "  2. SECONDARY  10.0.0.2:3306",
@@ -215,11 +216,11 @@ def test_pools_and_pool_list(redis_url: str) -> None:
     assert created.exit_code == 0, created.stderr
     expected = [
         "POOL   STATUS  ACTIVE         NODES  INTERVAL  M  MAX_LAG  STALE_WRITER  CATCHUP"
-        "  FAILOVER_LAG  FAILBACK  FENCE",
+        "  FAILOVER_LAG  FAILBACK  FENCE      OBSERVERS",
         "pool1  OK      10.0.0.1:3306  3      10s       4  30s      keep          30s      off"
-        "           auto      off",
+        "           auto      off        3",
         "pool2  OK      -              1      2.5s      4  7.5s     keep          12s      5s"
-        "            auto      read_only",
+        "            auto      read_only  3",
     ]
     assert mpp_admin(redis_url, "pools").stdout.splitlines() == expected
     assert mpp_admin(redis_url, "pool", "list").stdout.splitlines() == expected
@@ -233,7 +234,7 @@ def test_pools_and_pool_list(redis_url: str) -> None:
         "interval": 10.0, "max_requests": 4, "max_lag": 30.0, "stale_writer": "keep",
         "incarnation": stored.incarnation, "version": stored.version, "went_backwards": None,
         "catchup_timeout": 30.0, "max_failover_lag": 0.0, "degraded": None,
-        "failback": "auto", "paused": None, "switchover": None, "fence": "off",
+        "failback": "auto", "paused": None, "switchover": None, "fence": "off", "observers": 3,
     }  # fmt: skip
     assert len(stored.incarnation) == 32
     members = ["10.0.0.1:3306", "10.0.0.2:3306", "10.0.0.3:3307"]

@@ -11,8 +11,9 @@ import pytest
 from mpp_agent.agent_server import is_pool_stale
 from mpp_agent.config import apply_config, config_of, parse_failoverpool
 from mpp_agent.model import NodeId, Observation, Outcome
-from mpp_agent.poller import Poller, PollerSettings, round_of
+from mpp_agent.poller import Poller, PollerSettings
 from mpp_agent.probe import NodeMetrics, ProbeResult, ProbeSettings
+from mpp_agent.rounds import round_of
 from mpp_agent.state import AdminResult
 from mpp_agent.store import Store
 from tests.daemons import PollerProcess

@@ -23,7 +23,7 @@ def commit_once(store: Store) -> bool:
 def test_no_replica_no_wait(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
     store = Store.from_url(redis_url, "wait1")
     store.create_pool(parse_failoverpool("name:p1;primary:db1", interval=1.0))
-    assert not store.has_replicas()
+    assert not store.has_replicas("pool1")
     assert store.confirm("p1", 2, 1.0)
     with caplog.at_level(logging.WARNING, "mpp.store"):
         assert commit_once(store)
@@ -36,7 +36,7 @@ def test_a_replica_confirms_and_a_frozen_one_is_a_warning(
     master, replica = redis_master_and_replica
     store = Store.from_url(master.url, "wait2")
     store.create_pool(parse_failoverpool("name:p1;primary:db1", interval=1.0))
-    assert store.has_replicas()
+    assert store.has_replicas("pool1")
     version = store.load_pool("p1").version
     assert commit_once(store)
     assert replica.client().hget(store.keys.pool("p1"), "version") == str(version + 1)

@@ -7,9 +7,9 @@ import pytest
 from mpp_agent.config import new_pool, parse_failoverpool
 from mpp_agent.model import NodeId
 from mpp_agent.poller import node_timeouts
+from mpp_agent.rounds import deadline
 from mpp_agent.timeouts import (
     Timeouts,
-    deadline,
     fit,
     limits,
     min_interval,

@@ -1,0 +1,302 @@
+"""Benchmark of scale-out: the same fleet over 1, 2 and 4 mpp-poller processes, K = 2.
+
+Nodes are 127.0.x.y aliases of two real MariaDB servers (they listen on every loopback address,
+as in bench/poller.py), so N nodes cost N real connections, handshakes and queries per probe.
+Pools have 4 nodes each (one PRIMARY, three SECONDARY), interval 2 s, ``--observers 2``. Each
+case starts the pollers as real processes (the ``mpp-poller`` console script), creates the pools
+once the pollers have seen each other, waits until every pool is steady, then measures over a
+window of several intervals:
+
+* per poller: the nodes it probes per interval (the nodes of the pools it observes, from its
+  heartbeat), its CPU seconds per interval (``/proc/<pid>/stat``), and its cycle wall time (the
+  heartbeat's ``cycle_seconds``, median);
+* the rounds committed in the window against the rounds that started (every round committed
+  once is ``missed 0``), and the nodes not healthy at its end;
+* Redis: commands per second (``total_commands_processed``, summed over the masters) and memory
+  per pool (``used_memory`` with the pools in place, less before they were created).
+
+Run: ``.venv/bin/python bench/scale.py`` (needs mariadbd, redis-server and redis-cli; about 10
+minutes for the whole matrix); ``--nodes 1000 --pollers 1 2 --redis single`` for a part of it.
+Goal (bench/README.md): per-poller probe work falls as K/N (within 15 %), and 4,000 nodes at a
+2 s interval fit 4 pollers with every round committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The pollers are started by their console script: this interpreter's first.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+from mpp_agent.config import PoolConfig
+from mpp_agent.model import NodeId, NodeType, State
+from mpp_agent.rounds import round_of
+from mpp_agent.store import Store
+from tests.daemons import PollerProcess
+from tests.servers import (
+    MariaDBCluster,
+    RedisClusterServers,
+    RedisServer,
+    wait_until,
+)
+
+INTERVAL = 2.0
+K = 2
+POOL_SIZE = 4
+WINDOW_ROUNDS = 5
+USER, PASSWORD = "bench", "benchpass"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class PollerFigures:
+    poller: str
+    nodes: int  # probed per interval
+    cpu: float  # seconds per interval
+    cycle: float  # median wall seconds of a cycle
+
+
+@dataclass
+class Case:
+    redis: str
+    nodes: int
+    pollers: int
+    per_poller: list[PollerFigures]
+    committed: int  # rounds committed in the window, over all pools
+    missed: int  # rounds of the window no commit ticked
+    unhealthy: int
+    steady: bool  # every pool reached ACTIVE with R = 0 before the window
+    why: str  # the most common message of the unhealthy nodes
+    commands_per_s: float
+    bytes_per_pool: float
+
+
+def aliases(cluster: MariaDBCluster, count: int) -> list[NodeId]:
+    """``count`` distinct nodes: 127.0.x.y aliases of node1 and node2, alternately."""
+    ports = [cluster.node1.port, cluster.node2.port]
+    out = []
+    for i in range(count):
+        host = i // 2
+        out.append(NodeId(f"127.0.{host // 250}.{host % 250 + 1}", ports[i % 2]))
+    return out
+
+
+def create_pools(store: Store, nodes: Sequence[NodeId]) -> list[str]:
+    names = []
+    for p in range(len(nodes) // POOL_SIZE):
+        members = nodes[p * POOL_SIZE : (p + 1) * POOL_SIZE]
+        kinds = [NodeType.PRIMARY] + [NodeType.SECONDARY] * (POOL_SIZE - 1)
+        name = f"s{p:04d}"
+        config = PoolConfig(name, tuple(zip(members, kinds, strict=True)), 4, INTERVAL)
+        store.create_pool(replace(config, observers=K))
+        names.append(name)
+    return names
+
+
+class Redis:
+    """A single redis-server or a 3-master Redis Cluster, with the figures the bench reads."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.single: RedisServer | None = None
+        self.cluster: RedisClusterServers | None = None
+        if kind == "single":
+            self.single = RedisServer().start()
+            self.url = self.single.url
+        else:
+            self.cluster = RedisClusterServers(masters=3, replicas=0).start()
+            self.url = self.cluster.url
+
+    def masters(self) -> list[RedisServer]:
+        return [self.single] if self.single is not None else list(self.cluster.nodes)  # type: ignore[union-attr]
+
+    def info_sum(self, field: str, section: str) -> float:
+        total = 0.0
+        for node in self.masters():
+            with node.client() as c:
+                total += float(c.info(section)[field])
+        return total
+
+    def flush(self) -> None:
+        for node in self.masters():
+            with node.client() as c:
+                c.flushall()
+
+    def cleanup(self) -> None:
+        for node in self.masters():
+            node.cleanup()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+@contextmanager
+def pollers_running(url: str, count: int) -> Iterator[list[PollerProcess]]:
+    procs = [
+        PollerProcess(url, f"bench-{i}", namespace="bench", user=USER, password=PASSWORD)
+        for i in range(count)
+    ]
+    for proc in procs:
+        proc.probe_options = []  # the defaults, fitted to the 2 s interval
+        proc.start()
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            proc.cleanup()
+
+
+def is_steady(store: Store, names: Sequence[str]) -> bool:
+    pools = store.load_pools(names)
+    return len(pools) == len(names) and all(
+        p.nodes[0].state is State.ACTIVE and all(n.r == 0 for n in p.nodes) for p in pools
+    )
+
+
+def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int) -> Case:
+    redis.flush()
+    store = Store.from_url(redis.url, "bench")
+    base_memory = redis.info_sum("used_memory", "memory")
+    with pollers_running(redis.url, count) as procs:
+        # Pools only once the pollers know each other: pollers started together each observe
+        # every pool until they have seen the others' heartbeats (never 0 observers), and that
+        # burst of probes would fail nodes on this small machine before the window.
+        time.sleep(2 * INTERVAL)
+        names = create_pools(store, aliases(cluster, nodes))
+        try:
+            wait_until(lambda: is_steady(store, names), 90, "every pool steady", interval=0.5)
+            steady = True
+        except TimeoutError:  # measured anyway: the figures say what did not fit
+            steady = False
+        time.sleep(3 * INTERVAL)  # assignments settled: every poller has seen the others
+        now = store.server_time()
+        time.sleep(INTERVAL - (now % INTERVAL) + 0.1)  # just after a round start
+        before = {p.name: p for p in store.load_pools(names)}
+        cpu0 = {p.poller_id: cpu_seconds(p.proc.pid) for p in procs if p.proc}
+        commands0 = redis.info_sum("total_commands_processed", "stats")
+        t0 = time.monotonic()
+        cycles: dict[str, list[float]] = {p.poller_id: [] for p in procs}
+        observed: dict[str, set[str]] = {}
+        while time.monotonic() - t0 < WINDOW_ROUNDS * INTERVAL:
+            for info in store.pollers():
+                if info.poller_id in cycles and info.info:
+                    cycles[info.poller_id].append(float(info.info.get("cycle_seconds", 0)))
+                    observed[info.poller_id] = set(info.info.get("pools", []))
+            time.sleep(INTERVAL / 2)
+        elapsed = time.monotonic() - t0
+        commands = redis.info_sum("total_commands_processed", "stats") - commands0
+        cpu = {p.poller_id: cpu_seconds(p.proc.pid) - cpu0[p.poller_id] for p in procs if p.proc}
+        time.sleep(INTERVAL)  # the window's last round committed
+        after = {p.name: p for p in store.load_pools(names)}
+        last = round_of(store.server_time(), INTERVAL) - 1
+        memory = redis.info_sum("used_memory", "memory") - base_memory
+    for name in names:
+        store.remove_pool(name)
+    intervals = elapsed / INTERVAL
+    committed = sum(after[n].version - before[n].version for n in names)
+    # A round is missed when the pool's last round jumped over it or has not reached it.
+    missed = sum(
+        (after[n].last_round - before[n].last_round)
+        - (after[n].version - before[n].version)
+        + max(0, last - after[n].last_round)
+        for n in names
+    )
+    troubled = [n for p in after.values() for n in p.nodes if n.r > 0 or n.state.is_failed]
+    why = Counter(n.message or "" for n in troubled).most_common(1)
+    per_poller = [
+        PollerFigures(
+            pid,
+            POOL_SIZE * len(observed.get(pid, ())),
+            cpu[pid] / intervals,
+            statistics.median(cycles[pid]) if cycles[pid] else float("nan"),
+        )
+        for pid in sorted(cpu)
+    ]
+    return Case(
+        redis.kind,
+        nodes,
+        count,
+        per_poller,
+        committed,
+        missed,
+        len(troubled),
+        steady,
+        why[0][0][:120] if why else "",
+        commands / elapsed,
+        memory / len(names),
+    )
+
+
+def prepare_mariadb() -> MariaDBCluster:
+    cluster = MariaDBCluster(2)
+    for node in (cluster.node1, cluster.node2):
+        node.bind_address = "0.0.0.0"  # every 127.x alias; traffic stays on loopback
+        # Thousands of probes connect at once: a listen backlog for them, not the default ~90
+        # (an overflowing backlog shows as connect timeouts, i.e. failing nodes).
+        node.extra_options = ("--max-connections=4000", "--back-log=4000")
+    cluster.start()
+    for node in (cluster.node1, cluster.node2):
+        node.sql(
+            "SET sql_log_bin=0;"
+            f"CREATE USER '{USER}'@'127.%' IDENTIFIED BY '{PASSWORD}';"
+            f"GRANT SLAVE MONITOR, BINLOG MONITOR, PROCESS ON *.* TO '{USER}'@'127.%';"
+            f"GRANT SELECT ON mppmon.* TO '{USER}'@'127.%'"
+        )
+    return cluster
+
+
+def print_case(case: Case) -> None:
+    ideal = case.nodes * min(K, case.pollers) / case.pollers
+    print(
+        f"\n{case.redis} Redis, {case.nodes} nodes ({case.nodes // POOL_SIZE} pools), "
+        f"{case.pollers} poller(s): rounds committed {case.committed}, missed {case.missed}, "
+        f"unhealthy nodes at the end {case.unhealthy}; Redis "
+        f"{case.commands_per_s:,.0f} commands/s, {case.bytes_per_pool / 1024:.1f} KiB per pool"
+        f"{'' if case.steady else '; NOT steady before the window'}; K/N share {ideal:.0f} nodes"
+    )
+    if case.why:
+        print(f"  most common failure: {case.why}")
+    print(f"  {'poller':10} {'nodes/interval':>15} {'cpu s/interval':>15} {'cycle wall s':>13}")
+    for p in case.per_poller:
+        print(f"  {p.poller:10} {p.nodes:15d} {p.cpu:15.3f} {p.cycle:13.3f}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[1000, 4000])
+    parser.add_argument("--pollers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--redis", nargs="+", default=["single", "cluster"])
+    args = parser.parse_args(argv)
+    cluster = prepare_mariadb()
+    cases: list[Case] = []
+    try:
+        for kind in args.redis:
+            redis = Redis(kind)
+            try:
+                for nodes in args.nodes:
+                    for count in args.pollers:
+                        case = measure(redis, cluster, nodes, count)
+                        print_case(case)
+                        cases.append(case)
+            finally:
+                redis.cleanup()
+    finally:
+        cluster.cleanup()
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} CPUs")
+    return 0 if all(c.missed == 0 and c.steady for c in cases) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
