@@ -10,7 +10,6 @@ more when it is repaired.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import redis
 from mpp_agent.config import parse_failoverpool
 from mpp_agent.model import State
 from mpp_agent.store import Store
-from tests.daemons import PollerProcess
+from tests.daemons import PollerProcess, ask_agent
 from tests.servers import MariaDBCluster, RedisServer, free_port, spawn, terminate, wait_until
 
 pytestmark = pytest.mark.integration
@@ -49,9 +48,7 @@ class Ticking:
         return None if raw is None else int(raw)
 
     def ask(self, pool: str) -> str:
-        with socket.create_connection(("127.0.0.1", self.agent_port), timeout=2) as sock:
-            sock.sendall(f"{pool} {self.node1} rw\n".encode())
-            return sock.makefile("rb").readline().decode().strip()
+        return ask_agent(self.agent_port, f"{pool} {self.node1} rw")
 
     def log_lines(self, offset: int) -> list[str]:
         return self.poller.output()[offset:].splitlines()
