@@ -84,6 +84,16 @@ def switch(system: System, writer: AckWriter, source: MariaDBNode, target: Maria
     return started
 
 
+def start_switchover(system: System, target: MariaDBNode) -> subprocess.Popen[str]:
+    """``mpp-admin switchover --to target`` left running, once the switchover is stored."""
+    command = subprocess.Popen(
+        admin(system, "switchover", POOL, "--to", target.node_id, "--timeout", "20"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    wait_until(lambda: system.pool().switchover is not None, 10, "the switchover stored")
+    return command
+
+
 def test_five_switchovers_each_way_lose_nothing_and_never_write_twice(system: System) -> None:
     manual_failback(system)
     node1, node2 = system.node1, system.node2
@@ -109,11 +119,7 @@ def test_a_poller_killed_during_the_switchover(system: System) -> None:
     node1, node2 = system.node1, system.node2
     with writer_for(system, "switchover-poller") as writer:
         started = time.monotonic()
-        command = subprocess.Popen(
-            admin(system, "switchover", POOL, "--to", node2.node_id, "--timeout", "20"),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        wait_until(lambda: system.pool().switchover is not None, 10, "the switchover stored")
+        command = start_switchover(system, node2)
         system.pollers[0].kill9()
         drained = f"down #switchover to {node2.node_id}"
         wait_until(lambda: system.ask_agent(node1).startswith(drained), 5, "the drain answer")
@@ -136,11 +142,7 @@ def test_the_target_killed_abandons_the_switchover(system: System) -> None:
     node1, node2 = system.node1, system.node2
     with writer_for(system, "switchover-target") as writer:
         started = time.monotonic()
-        command = subprocess.Popen(
-            admin(system, "switchover", POOL, "--to", node2.node_id, "--timeout", "20"),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        wait_until(lambda: system.pool().switchover is not None, 10, "the switchover stored")
+        command = start_switchover(system, node2)
         node2.kill9()
         out, _ = command.communicate(timeout=60)
         assert command.returncode == 9, out
