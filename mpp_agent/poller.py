@@ -634,8 +634,10 @@ class Poller:
                     if isinstance(pool, PoolState):
                         for line in replicas_view_news(pool, outcome):
                             log.warning("%s", line)
-                    # Effects on MySQL follow the state just committed (architecture 2.10).
-                    self.fencer.reconcile(self.seen[name], merge_observations(reports), self.now())
+                    # Effects on MySQL follow the state just committed (architecture 2.10),
+                    # judged by the pool's own clock, as its tick was.
+                    observations = merge_observations(reports)
+                    self.fencer.reconcile(self.seen[name], observations, self.pool_now(name))
                     if isinstance(pool, PoolState) and has_changed(pool, outcome):
                         report.changed.append(name)
                 elif outcome == "version":
