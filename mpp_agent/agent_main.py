@@ -16,13 +16,12 @@ refuses the agent at start-up (Redis merely down is retried). SIGHUP reloads eve
 from __future__ import annotations
 
 import argparse
-import resource
 import signal
 import sys
 from collections.abc import Sequence
 
 from mpp_agent import __version__
-from mpp_agent.daemon import count, seconds
+from mpp_agent.daemon import RESERVED_FDS, count, raise_nofile_limit, seconds
 from mpp_agent.settings import CONNECTION, LOG_LEVEL, Setting, add_arguments
 
 
@@ -33,10 +32,6 @@ def parse_address(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host, int(port)
-
-
-# Descriptors kept back from the open-file limit: Redis connections, listeners, stdio.
-RESERVED_FDS = 64
 
 
 Option = Setting  # the shared settings' declaration (mpp_agent/settings.py)
@@ -84,19 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_arguments(parser, OPTIONS)
     return parser
-
-
-def raise_nofile_limit() -> int:
-    """Every held connection is a descriptor: lift the soft limit to the hard one; the limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (OSError, ValueError):
-            return soft
-        return target
-    return soft
 
 
 def connection_caps(probe: int, http: int, fd_limit: int) -> tuple[int, int]:

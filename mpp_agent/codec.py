@@ -22,6 +22,7 @@ from typing import Any
 from mpp_agent.config import PoolConfigError, config_of
 from mpp_agent.model import (
     DEFAULT_CATCHUP_TIMEOUT,
+    DEFAULT_KEEP_CONNECTIONS,
     DEFAULT_MAX_FAILOVER_LAG,
     DEFAULT_MAX_LAG,
     DEFAULT_OBSERVERS,
@@ -224,6 +225,7 @@ def _pool_json(pool: PoolState) -> str:
             **({"pause": pause_to_dict(pool.pause)} if pool.pause else {}),
             "fence": pool.fence.value,
             "observers": pool.observers,
+            "keep_connections": pool.keep_connections,
             "nodes": [node_to_dict(n) for n in pool.nodes],
         },
         separators=(",", ":"),
@@ -256,6 +258,7 @@ def pool_from_doc(doc: str | bytes, version: int, last_round: int, name: str) ->
             pause=pause_from_dict(data.get("pause")),
             fence=Fence(data.get("fence", Fence.OFF.value)),
             observers=int(data.get("observers", DEFAULT_OBSERVERS)),
+            keep_connections=float(data.get("keep_connections", DEFAULT_KEEP_CONNECTIONS)),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DocumentError(f"unreadable pool document: {exc!r}") from None

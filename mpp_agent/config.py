@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from typing import Any
 
 from mpp_agent.model import (
     DEFAULT_CATCHUP_TIMEOUT,
     DEFAULT_INTERVAL,
+    DEFAULT_KEEP_CONNECTIONS,
     DEFAULT_MAX_FAILOVER_LAG,
     DEFAULT_MAX_LAG,
     DEFAULT_MAX_REQUESTS,
@@ -34,6 +36,7 @@ from mpp_agent.model import (
 
 MAX_LAG_LIMIT = 86400.0
 MAX_OBSERVERS = 1000
+MAX_KEEP_CONNECTIONS = 86400.0
 # Use with fullmatch: "$" would let a trailing newline through.
 POOL_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 # The longest agent-check request line, newline included (agent_protocol.py's spec).
@@ -59,6 +62,7 @@ class PoolConfig:
     failback: Failback = Failback.AUTO
     fence: Fence = Fence.OFF
     observers: int = DEFAULT_OBSERVERS
+    keep_connections: float = DEFAULT_KEEP_CONNECTIONS
 
     def __post_init__(self) -> None:
         validate_pool_name(self.name)
@@ -106,6 +110,11 @@ class PoolConfig:
             raise PoolConfigError(
                 f"observers must be between 0 (every live poller) and {MAX_OBSERVERS}, "
                 f"not {self.observers}."
+            )
+        if not 0 <= self.keep_connections <= MAX_KEEP_CONNECTIONS:
+            raise PoolConfigError(
+                f"keep_connections must be between 0 (a login per probe) and "
+                f"{MAX_KEEP_CONNECTIONS:g} s, not {self.keep_connections}."
             )
 
         if not isinstance(self.failback, Failback):
@@ -191,20 +200,29 @@ def render_failoverpool(config: PoolConfig) -> str:
     return ";".join(parts)
 
 
+# The settings a pool's configuration and its state both carry, under the same names.
+SETTINGS = (
+    "max_requests",
+    "interval",
+    "max_lag",
+    "stale_writer",
+    "catchup_timeout",
+    "max_failover_lag",
+    "failback",
+    "fence",
+    "observers",
+    "keep_connections",
+)
+
+
+def settings_of(source: PoolConfig | PoolState) -> dict[str, Any]:
+    """A pool's settings by name (``SETTINGS``), to carry from a configuration to a state or
+    back."""
+    return {name: getattr(source, name) for name in SETTINGS}
+
+
 def config_of(pool: PoolState) -> PoolConfig:
-    return PoolConfig(
-        pool.name,
-        tuple((n.node, n.type) for n in pool.nodes),
-        max_requests=pool.max_requests,
-        interval=pool.interval,
-        max_lag=pool.max_lag,
-        stale_writer=pool.stale_writer,
-        catchup_timeout=pool.catchup_timeout,
-        max_failover_lag=pool.max_failover_lag,
-        failback=pool.failback,
-        fence=pool.fence,
-        observers=pool.observers,
-    )
+    return PoolConfig(pool.name, tuple((n.node, n.type) for n in pool.nodes), **settings_of(pool))
 
 
 def new_pool(config: PoolConfig, incarnation: str = "") -> PoolState:
@@ -213,16 +231,8 @@ def new_pool(config: PoolConfig, incarnation: str = "") -> PoolState:
     return PoolState(
         config.name,
         tuple(NodeState(node, kind) for node, kind in config.members),
-        max_requests=config.max_requests,
-        interval=config.interval,
-        max_lag=config.max_lag,
-        stale_writer=config.stale_writer,
         incarnation=incarnation,
-        catchup_timeout=config.catchup_timeout,
-        max_failover_lag=config.max_failover_lag,
-        failback=config.failback,
-        fence=config.fence,
-        observers=config.observers,
+        **settings_of(config),
     )
 
 
@@ -244,16 +254,4 @@ def apply_config(pool: PoolState, config: PoolConfig, *, force: bool = False) ->
         replace(existing[node], type=kind) if node in existing else NodeState(node, kind)
         for node, kind in config.members
     )
-    return replace(
-        pool,
-        nodes=nodes,
-        max_requests=config.max_requests,
-        interval=config.interval,
-        max_lag=config.max_lag,
-        stale_writer=config.stale_writer,
-        catchup_timeout=config.catchup_timeout,
-        max_failover_lag=config.max_failover_lag,
-        failback=config.failback,
-        fence=config.fence,
-        observers=config.observers,
-    )
+    return replace(pool, nodes=nodes, **settings_of(config))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import enum
 import logging
+import resource
 import signal
 import sys
 import threading
@@ -166,3 +167,20 @@ def redis_refuses(store: Store, url: str, logger: logging.Logger) -> bool:
         logger.error("%s", redis_problem(exc, url))
         return True
     return False
+
+
+# Descriptors kept back from the open-file limit: Redis connections, listeners, stdio.
+RESERVED_FDS = 64
+
+
+def raise_nofile_limit() -> int:
+    """Every held connection is a descriptor: lift the soft limit to the hard one; the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            return soft
+        return target
+    return soft

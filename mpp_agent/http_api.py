@@ -157,6 +157,10 @@ _POOL = {
             "description": "read_only: the pollers keep every node but the writer read_only",
         },
         "observers": {"type": "integer", "description": "pollers probing the pool; 0: all"},
+        "keep_connections": {
+            "type": "number",
+            "description": "seconds a poller keeps its connection to a node; 0: a login per probe",
+        },
         "degraded": {
             **_NULLABLE_STRING,
             "description": "why no node could take over if the ACTIVE failed now",

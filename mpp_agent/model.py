@@ -20,6 +20,7 @@ DEFAULT_CATCHUP_TIMEOUT = 30.0
 DEFAULT_MAX_FAILOVER_LAG = 0.0  # off
 DEFAULT_SWITCHOVER_TIMEOUT = 30.0
 DEFAULT_OBSERVERS = 3  # pollers observing each pool; 0: every live poller
+DEFAULT_KEEP_CONNECTIONS = 0.0
 
 
 class NodeType(StrEnum):
@@ -386,6 +387,9 @@ class PoolState:
     pause: Pause | None = None
     fence: Fence = Fence.OFF
     observers: int = DEFAULT_OBSERVERS  # pollers that probe the pool (0: every live poller)
+    # Seconds a poller may keep its connection to a node for the next probes (0: a login
+    # per probe, as MPP's).
+    keep_connections: float = DEFAULT_KEEP_CONNECTIONS
 
     def is_paused(self, now: float) -> bool:
         return self.pause is not None and not self.pause.is_expired(now)

@@ -47,6 +47,7 @@ from mpp_agent.poller_metrics import PollerMetrics
 from mpp_agent.probe import (
     Checkpoint,
     FenceAccount,
+    KeptConnections,
     NodeMetrics,
     ProbeResult,
     ProbeSettings,
@@ -54,7 +55,6 @@ from mpp_agent.probe import (
     failure_text,
     log_unexpected,
     probe_checkpoint,
-    probe_node,
     with_max_lag,
 )
 from mpp_agent.rounds import (
@@ -99,6 +99,7 @@ class PollerSettings:
     pools: tuple[str, ...] = ()  # empty: every pool
     probe_timeout: float = DEFAULT_PROBE_TIMEOUT  # upper bound on one whole probe
     concurrency: int = 500
+    kept_connections: int = 1000  # at most this many kept between rounds (file descriptors)
     checkpoints: tuple[Checkpoint, ...] = ()
     fence: FenceAccount | None = None  # --fence-user: for pools with fence = read_only
 
@@ -184,6 +185,16 @@ def node_timeouts(pools: Iterable[PoolState], bounds: Timeouts) -> dict[NodeId, 
         fitted = fit(pool.interval, bounds)
         for n in pool.nodes:
             out[n.node] = out[n.node].tightest(fitted) if n.node in out else fitted
+    return out
+
+
+def node_keep(pools: Iterable[PoolState]) -> dict[NodeId, float]:
+    """How long each node's connection may be kept for its next probes: the shortest
+    ``keep_connections`` of its pools (0, a login per probe, where any pool wants that)."""
+    out: dict[NodeId, float] = {}
+    for pool in pools:
+        for n in pool.nodes:
+            out[n.node] = min(out.get(n.node, pool.keep_connections), pool.keep_connections)
     return out
 
 
@@ -343,10 +354,14 @@ ProbeFn = Callable[[NodeId, ProbeSettings], ProbeResult]
 
 
 class Poller:
-    def __init__(self, store: Store, settings: PollerSettings, probe: ProbeFn = probe_node) -> None:
+    def __init__(
+        self, store: Store, settings: PollerSettings, probe: ProbeFn | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
-        self.probe = probe
+        # The connections kept between rounds for pools with keep_connections; closed on leave.
+        self.connections = KeptConnections(settings.kept_connections)
+        self.probe = probe or self.connections.probe
         self.handled: dict[str, int] = {}  # pool -> last round this poller probed
         self.offset = 0.0  # Redis time minus local wall clock
         self.offsets: dict[str, float] = {}  # pool -> its shard's Redis time minus local clock
@@ -431,9 +446,7 @@ class Poller:
             self.handled[pool.name] = self.round_at(pool, at)
         if not due:
             return report
-        timeouts = node_timeouts(served, self.settings.limits)
-        nodes = {n.node for p in due for n in p.nodes}
-        results, checkpoints = self.probe_round({node: timeouts[node] for node in nodes})
+        results, checkpoints = self.probe_pools(due, served)
         report.probe_seconds = time.time() - at
         records = [self.record_of(p, self.round_at(p, at), results, checkpoints) for p in due]
         self.metrics.recorded(records, {node: r.latency for node, r in results.items()})
@@ -504,15 +517,29 @@ class Poller:
         report.unserved = dict(unserved)
         return [p for p in pools if p.name not in unserved]
 
+    def probe_pools(
+        self, due: Sequence[PoolState], served: Sequence[PoolState]
+    ) -> tuple[dict[NodeId, ProbeResult], str | None]:
+        """``probe_round`` of the due pools' nodes, each once with the tightest timeouts and
+        keep_connections of its pools; then the kept connections to nodes this poller no
+        longer observes or keeps (or past their age) are closed."""
+        timeouts = node_timeouts(served, self.settings.limits)
+        keep = node_keep(served)
+        nodes = {n.node for p in due for n in p.nodes}
+        results = self.probe_round({node: timeouts[node] for node in nodes}, keep)
+        observed = {n.node for p in served if p.name in self.observing for n in p.nodes}
+        self.connections.retain({node for node in observed if keep.get(node, 0.0) > 0})
+        return results
+
     def probe_round(
-        self, timeouts: Mapping[NodeId, Timeouts]
+        self, timeouts: Mapping[NodeId, Timeouts], keep: Mapping[NodeId, float] | None = None
     ) -> tuple[dict[NodeId, ProbeResult], str | None]:
         """Every node once and every checkpoint, all concurrently. Returns the probe results and
         the abstention reason when every checkpoint failed (else None)."""
         # The checkpoints' connect fits the tightest pool of the round, like its probes.
         wait = min((t.connect for t in timeouts.values()), default=self.settings.limits.connect)
         points = {cp: gevent.spawn(probe_checkpoint, cp, wait) for cp in self.settings.checkpoints}
-        results = self.probe_all(timeouts)
+        results = self.probe_all(timeouts, keep or {})
         gevent.joinall(list(points.values()), timeout=wait + 0.1)
         failures = {
             cp: job.value if job.successful() else f"no answer within {wait:g}s"
@@ -522,18 +549,25 @@ class Poller:
             job.kill(block=False)
         return results, checkpoints_down(failures)
 
-    def probe_all(self, timeouts: Mapping[NodeId, Timeouts]) -> dict[NodeId, ProbeResult]:
-        """Every node once, concurrently, each bounded by its hard probe timeout."""
+    def probe_all(
+        self, timeouts: Mapping[NodeId, Timeouts], keep: Mapping[NodeId, float]
+    ) -> dict[NodeId, ProbeResult]:
+        """Every node once, concurrently, each bounded by its hard probe timeout; ``keep``:
+        how long each node's connection may serve its next probes (none: a login each)."""
         jobs = {
-            node: self.workers.spawn(self.probe_bounded, node, bounds)
+            node: self.workers.spawn(self.probe_bounded, node, bounds, keep.get(node, 0.0))
             for node, bounds in timeouts.items()
         }
         gevent.joinall(list(jobs.values()))
         return {node: job.value for node, job in jobs.items()}
 
-    def probe_bounded(self, node: NodeId, bounds: Timeouts) -> ProbeResult:
+    def probe_bounded(self, node: NodeId, bounds: Timeouts, keep_for: float = 0.0) -> ProbeResult:
         settings = replace(
-            self.settings.probe, connect_timeout=bounds.connect, read_timeout=bounds.read
+            self.settings.probe,
+            connect_timeout=bounds.connect,
+            read_timeout=bounds.read,
+            keep_for=keep_for,
+            reach_timeout=bounds.reach,
         )
         started = time.monotonic()
         try:
@@ -868,6 +902,7 @@ class Poller:
     def leave(self) -> None:
         for greenlet in [*self.pending.values(), *([self.keeper] if self.keeper else [])]:
             greenlet.kill(block=False)
+        self.connections.close()
         try:
             self.store.leave(self.settings.poller_id, self.handled)
         except REDIS_DOWN_ERRORS as exc:

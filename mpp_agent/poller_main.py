@@ -9,13 +9,16 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
+from dataclasses import replace  # noqa: E402
 
 from mpp_agent import __version__  # noqa: E402
 from mpp_agent.agent_main import parse_address  # noqa: E402
 from mpp_agent.daemon import (  # noqa: E402
+    RESERVED_FDS,
     ExitCode,
     RateLimited,
     StopFlag,
+    raise_nofile_limit,
     redis_refuses,
     seconds,
     setup_logging,
@@ -186,6 +189,12 @@ def settings_from(args: argparse.Namespace) -> PollerSettings:
     )
 
 
+def kept_connection_cap(fd_limit: int, concurrency: int) -> int:
+    """How many connections to nodes (pools with keep_connections) may stay open between
+    rounds: what the open-file limit leaves after the probes of one round, Redis and logs."""
+    return max(0, fd_limit - concurrency - RESERVED_FDS)
+
+
 def main() -> None:
     args = build_parser().parse_args()
     setup_logging(args.log_level)
@@ -199,7 +208,9 @@ def main() -> None:
         sys.exit(ExitCode.USAGE)
     if redis_refuses(store, args.redis_url, log):
         sys.exit(ExitCode.UNAVAILABLE)
-    poller = Poller(store, settings)
+    # A pool with keep_connections holds a connection per node: room for them.
+    cap = kept_connection_cap(raise_nofile_limit(), settings.concurrency)
+    poller = Poller(store, replace(settings, kept_connections=cap))
     if not settings.probe.password:
         log.warning("%s: this poller abstains on every node", NO_PASSWORD)
     log.info(

@@ -27,6 +27,13 @@ blocking-socket based; the poller runs probes concurrently under gevent (PyMySQL
 so monkey-patching makes it cooperative). The password lives only in ``ProbeSettings`` and is
 kept out of its ``repr``; no message built here contains it.
 
+Kept connections (the pool setting ``keep_connections``, off by default): a probe may run on
+the connection the node's previous probe left (``KeptConnections``), its three queries in one
+round trip, and leave it for the next; it logs in again when the connection is too old or the
+server closed it. What a login proves every round (the node accepts new connections) is then
+proved only at each login. A kept connection that times out is followed by a bare TCP connect,
+so that a node that hangs (reachable) is still told from one that cannot be reached.
+
 Divergences from MPP, on purpose: a connection lost or timed out *during* the request phase is
 connect-class (the node stopped answering; MPP filed it as a request error); a server error
 on the slave-status query is reported with its text appended; replication lag is an error only
@@ -36,17 +43,21 @@ one, so a busy standby failed); the monitor's own faults are abstentions, not er
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import re
 import socket
 import struct
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pymysql
+from pymysql.constants import CLIENT
+from pymysql.protocol import FieldDescriptorPacket, MysqlPacket
 
 from mpp_agent.model import NodeId, Observation, Outcome, Replication
 from mpp_agent.positions import missing
@@ -96,6 +107,12 @@ class ProbeSettings:
     database: str = DEFAULT_MONITOR_DATABASE
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
+    # How long a connection may serve the next probes of its node (the pool setting
+    # keep_connections); 0: every probe logs in afresh, as MPP's did.
+    keep_for: float = 0.0
+    # After a kept connection's query timed out: the bound on the TCP connect that tells a
+    # node that cannot be reached from one that hangs (None: the connect timeout).
+    reach_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if not self.user:
@@ -106,6 +123,8 @@ class ProbeSettings:
             value = getattr(self, name)
             if not 0 < value <= 3600:
                 raise ValueError(f"{name} must be > 0 and <= 3600 s, not {value}")
+        if self.keep_for < 0:
+            raise ValueError(f"keep_for must be >= 0 s, not {self.keep_for}")
 
 
 @dataclass(frozen=True)
@@ -135,11 +154,13 @@ class ProbeResult:
 
 class _NodeGone(Exception):
     """The connection failed or was lost: the probe ends with a connect-class observation;
-    ``unreachable`` when the node could not be reached at all (``is_unreachable``)."""
+    ``unreachable`` when the node could not be reached at all (``is_unreachable``),
+    ``timed_out`` when it stopped answering (rather than closed the connection)."""
 
-    def __init__(self, text: str, *, unreachable: bool = False) -> None:
+    def __init__(self, text: str, *, unreachable: bool = False, timed_out: bool = False) -> None:
         super().__init__(text)
         self.unreachable = unreachable
+        self.timed_out = timed_out
 
 
 class _MonitorFault(Exception):
@@ -381,38 +402,83 @@ def log_unexpected(node: NodeId, exc: BaseException) -> None:
 # I/O
 
 
-def probe_node(node: NodeId, settings: ProbeSettings) -> ProbeResult:
+def probe_node(
+    node: NodeId, settings: ProbeSettings, kept: KeptConnections | None = None
+) -> ProbeResult:
     """Probe one node as MPP's ``host/mysql.pm`` does, bounded by the settings' timeouts.
 
-    Never raises: whatever goes wrong is the node's observation."""
+    With ``kept`` and ``settings.keep_for`` > 0 the probe runs on the connection an earlier
+    probe of the node left there, and leaves its own for the next one. Never raises: whatever
+    goes wrong is the node's observation."""
     started = time.monotonic()
     try:
-        observation, metrics = _probe(node, settings)
+        observation, metrics = _probe(node, settings, kept if settings.keep_for > 0 else None)
     except Exception as exc:  # the probe never raises (house style rule 2); logged once
         log_unexpected(node, exc)
         observation, metrics = Observation.connect_error(node, failure_text(exc)), NodeMetrics()
     return ProbeResult(node, observation, metrics, time.monotonic() - started)
 
 
-def _probe(node: NodeId, settings: ProbeSettings) -> tuple[Observation, NodeMetrics]:
+Verdict = tuple[Observation, NodeMetrics]
+
+
+def _probe(node: NodeId, settings: ProbeSettings, kept: KeptConnections | None) -> Verdict:
     if not settings.password:
         # Connecting without one could only be refused (1045): the poller's fault, said at once.
         return Observation.abstain(NO_PASSWORD), NodeMetrics()
+    conn = kept.take(node) if kept is not None else None
+    if conn is not None:
+        verdict = _on_connection(conn, node, settings, kept, login=False)
+        if verdict is not None:
+            return verdict
+        # The server closed the kept connection (a restart, wait_timeout, KILL): log in again.
     try:
-        conn = _connect(node, settings)
+        conn = _connect(node, settings, at_once=kept is not None)
     except _NodeGone as gone:
         return Observation.connect_error(
             node, str(gone), unreachable=gone.unreachable
         ), NodeMetrics()
     except _MonitorFault as fault:
         return Observation.abstain(str(fault)), NodeMetrics()
+    verdict = _on_connection(conn, node, settings, kept, login=True)
+    assert verdict is not None  # a fresh login's lost connection is a verdict
+    return verdict
+
+
+def _on_connection(
+    conn: Any, node: NodeId, settings: ProbeSettings, kept: KeptConnections | None, login: bool
+) -> Verdict | None:
+    """The checks on one connection, which is then kept for the next probe (when ``kept``
+    has room) or closed. None when a kept connection (``login`` False) turned out closed by
+    the server: the caller logs in again."""
+    reusable = False
     try:
-        return _check(conn, node, settings)
+        try:
+            verdict = _check(conn, node, settings, at_once=not login)
+        except _NodeGone as gone:
+            if not login and not gone.timed_out:
+                return None
+            # A kept connection that stopped answering: as a login that timed out would, it
+            # says whether the node can be reached at all (the replicas' view needs that).
+            unreachable = not login and not is_reachable(node, settings)
+            return Observation.connect_error(node, str(gone), unreachable=unreachable), NodeMetrics(
+                server_version=_version(conn)
+            )
+        reusable = kept is not None and kept.give_back(node, conn, settings.keep_for)
+        return verdict
     finally:
-        _close(conn)
+        if not reusable:
+            _close(conn)
 
 
-def _connect(node: NodeId, settings: ProbeSettings) -> Any:
+def is_reachable(node: NodeId, settings: ProbeSettings) -> bool:
+    """Whether a TCP connect to the node succeeds within the reach timeout: a server that
+    hangs (SIGSTOP, a stuck process) still has its port accepting; a cut link does not."""
+    timeout = settings.reach_timeout or settings.connect_timeout
+    return probe_checkpoint(Checkpoint(node.host, node.port), timeout) is None
+
+
+def _connect(node: NodeId, settings: ProbeSettings, *, at_once: bool = False) -> Any:
     return open_connection(
         node,
         settings.user,
@@ -420,6 +486,7 @@ def _connect(node: NodeId, settings: ProbeSettings) -> Any:
         settings.database,
         settings.connect_timeout,
         settings.read_timeout,
+        statements_at_once=at_once,
     )
 
 
@@ -430,11 +497,15 @@ def open_connection(
     database: str | None,
     connect_timeout: float,
     read_timeout: float,
+    *,
+    statements_at_once: bool = False,
 ) -> Any:
     """A connection whose connect is bounded by ``connect_timeout`` and each later read or
-    write by ``read_timeout``; ``_NodeGone`` or ``_MonitorFault`` (the account's fault)."""
+    write by ``read_timeout``; ``_NodeGone`` or ``_MonitorFault`` (the account's fault, or the
+    poller's: out of file descriptors). ``statements_at_once``: the connection may send
+    several statements in one query (``_check``'s ``at_once``)."""
     try:
-        conn = pymysql.connect(
+        conn = _ProbeConnection(
             host=node.host,
             port=node.port,
             user=user,
@@ -452,13 +523,10 @@ def open_connection(
             ssl_disabled=True,
             charset="utf8mb4",
             program_name="mpp-poller",
+            client_flag=CLIENT.MULTI_STATEMENTS if statements_at_once else 0,
         )
-    except pymysql.err.MySQLError as exc:
-        if is_monitor_fault(exc):
-            raise _MonitorFault(error_text(exc)) from None
-        raise _NodeGone(error_text(exc), unreachable=is_unreachable(exc)) from None
-    except OSError as exc:
-        raise _NodeGone(error_text(exc), unreachable=is_unreachable(exc)) from None
+    except (pymysql.err.MySQLError, OSError) as exc:
+        raise _login_failure(exc) from None
     except _PROTOCOL_ERRORS as exc:
         text = f"Bad handshake, not a MySQL server? ({kind_of(exc)}: {exc})"
         raise _NodeGone(one_line(text)) from None
@@ -469,6 +537,46 @@ def open_connection(
     return conn
 
 
+def _login_failure(exc: pymysql.err.MySQLError | OSError) -> Exception:
+    """Whose fault a failed login is: the account's or the poller's (out of file
+    descriptors) is a ``_MonitorFault``, anything else the node's (``_NodeGone``)."""
+    if is_monitor_fault(exc):
+        return _MonitorFault(error_text(exc))
+    if _out_of_descriptors(exc) or _out_of_descriptors(getattr(exc, "original_exception", None)):
+        return _MonitorFault(f"this poller is out of file descriptors: {error_text(exc)}")
+    return _NodeGone(error_text(exc), unreachable=is_unreachable(exc))
+
+
+def _out_of_descriptors(exc: BaseException | None) -> bool:
+    """The poller's own limit, not the node's fault: it abstains rather than fail the node."""
+    return isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE)
+
+
+class _ProbeConnection(pymysql.connections.Connection):  # type: ignore[misc]
+    """PyMySQL's connection, parsing each distinct column description once: ``SHOW SLAVE
+    STATUS`` has 50-60 columns, and parsing their descriptions again on every probe was half of
+    the probe's CPU. A description is a pure function of its bytes (and the connection's
+    encoding), so one parsed description serves every identical one, from any server."""
+
+    def _read_packet(self, packet_type: Any = MysqlPacket) -> Any:
+        if packet_type is FieldDescriptorPacket:
+            packet_type = _column_description
+        return super()._read_packet(packet_type)
+
+
+_DESCRIPTIONS: dict[tuple[bytes, str], Any] = {}
+_MAX_DESCRIPTIONS = 10_000  # a few hundred per server version; bounded all the same
+
+
+def _column_description(data: bytes, encoding: str) -> Any:
+    described = _DESCRIPTIONS.get((data, encoding))
+    if described is None:
+        if len(_DESCRIPTIONS) >= _MAX_DESCRIPTIONS:
+            _DESCRIPTIONS.clear()
+        described = _DESCRIPTIONS[data, encoding] = FieldDescriptorPacket(data, encoding)
+    return described
+
+
 def _close(conn: Any) -> None:
     try:
         conn.close()
@@ -477,38 +585,92 @@ def _close(conn: Any) -> None:
         conn._force_close()
 
 
-def _check(conn: Any, node: NodeId, settings: ProbeSettings) -> tuple[Observation, NodeMetrics]:
-    """The connect-phase table check, then the request phase, then the metrics."""
-    version = server_version(_text(conn.get_server_info()))
+def _version(conn: Any) -> str:
+    return server_version(_text(conn.get_server_info()))
+
+
+@dataclass(frozen=True)
+class _Answers:
+    """What the probe queries answered: whether the monitoring database has tables, the
+    slave status (None: no row, or the query failed) with its errors, the global variables
+    and Threads_connected (None: not read)."""
+
+    has_tables: bool
+    status: dict[str, Any] | None = None
+    errors: tuple[str, ...] = ()
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    threads: Any = None
+
+
+def _check(conn: Any, node: NodeId, settings: ProbeSettings, *, at_once: bool) -> Verdict:
+    """The connect-phase table check, then the request phase, then the metrics; the queries
+    in one round trip when ``at_once`` (a kept connection, which can), one by one after a
+    login or when any of them failed (that path words each failure). A lost connection is
+    ``_NodeGone``, raised."""
+    version = _version(conn)
     try:
-        if not _has_tables(conn):
-            message = (
-                f"Query Error: No tables found for database {settings.database} on server {node}"
-            )
-            return Observation(Outcome.CONNECT, message), NodeMetrics(server_version=version)
-        status, errors = _slave_status(conn, node, version)
-        metrics, variables = _metrics(conn, version, status)
-    except _NodeGone as gone:
-        return Observation.connect_error(node, str(gone)), NodeMetrics(server_version=version)
+        answers = _all_at_once(conn, node, version) if at_once else None
+        if answers is None:
+            answers = _one_by_one(conn, node, version)
     except _MonitorFault as fault:
         return Observation.abstain(str(fault)), NodeMetrics(server_version=version)
-    details = replication_of(status, variables, metrics.lag)
-    if errors:
-        return Observation(Outcome.REQUEST, ", ".join(errors), replication=details), metrics
+    return _verdict(node, settings, version, answers)
+
+
+def _verdict(node: NodeId, settings: ProbeSettings, version: str, answers: _Answers) -> Verdict:
+    if not answers.has_tables:
+        message = f"Query Error: No tables found for database {settings.database} on server {node}"
+        return Observation(Outcome.CONNECT, message), NodeMetrics(server_version=version)
+    values = answers.variables
+    metrics = NodeMetrics(
+        read_only=_optional_bool(values.get("read_only")),
+        threads_connected=_optional_int(answers.threads),
+        max_connections=_optional_int(values.get("max_conn")),
+        lag=replication_lag(answers.status) if answers.status else None,
+        server_version=version,
+    )
+    details = replication_of(answers.status, values, metrics.lag)
+    if answers.errors:
+        return Observation(Outcome.REQUEST, ", ".join(answers.errors), replication=details), metrics
     return Observation(Outcome.HEALTHY, replication=details), metrics
 
 
-def _query(conn: Any, sql: str) -> list[dict[str, Any]]:
-    """Rows as dicts by column name; a lost connection, a timeout or a garbled reply raises
-    ``_NodeGone``, a refusal of the monitor ``_MonitorFault``."""
+def _one_by_one(conn: Any, node: NodeId, version: str) -> _Answers:
+    if not _has_tables(conn):
+        return _Answers(has_tables=False)
+    status, errors = _slave_status(conn, node, version)
+    variables, threads = _variables(conn, version)
+    return _Answers(True, status, tuple(errors), variables, threads)
+
+
+def _all_at_once(conn: Any, node: NodeId, version: str) -> _Answers | None:
+    """The three queries of a probe in one round trip; None when a server error stopped them
+    (the one-by-one path then says which). Threads_connected is not read: it costs the server
+    more than the rest together, and a login reads it."""
+    statements = ("SHOW TABLES", _slave_status_sql(version), _variables_sql(version))
     try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            names = [column[0] for column in cur.description or ()]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        tables, rows, variables = _results(conn, ";".join(statements), len(statements))
+    except (pymysql.err.MySQLError, _MonitorFault):
+        return None
+    if not tables:
+        return _Answers(has_tables=False)
+    if not rows:
+        return _Answers(True, None, (_no_slave_status(node),), variables[0] if variables else {})
+    status = normalize_slave_status(rows[0])
+    errors = tuple(slave_status_errors(status))
+    return _Answers(True, status, errors, variables[0] if variables else {})
+
+
+@contextmanager
+def _talking(sql: str) -> Iterator[None]:
+    """PyMySQL's errors during a query as the probe reads them: a lost connection, a timeout
+    or a garbled reply raise ``_NodeGone``, a refusal of the monitor ``_MonitorFault``; other
+    server errors pass."""
+    try:
+        yield
     except pymysql.err.OperationalError as exc:
         if error_code(exc) in _CR_CONNECTION_LOST:
-            raise _NodeGone(error_text(exc)) from None
+            raise _NodeGone(error_text(exc), timed_out=_timed_out(exc)) from None
         if is_monitor_fault(exc):
             raise _MonitorFault(f"{sql}: {error_text(exc)}") from None
         raise
@@ -521,10 +683,38 @@ def _query(conn: Any, sql: str) -> list[dict[str, Any]]:
             raise _NodeGone(error_text(exc)) from None
         raise
     except OSError as exc:
-        raise _NodeGone(error_text(exc)) from None
+        raise _NodeGone(error_text(exc), timed_out=isinstance(exc, TimeoutError)) from None
     except _PROTOCOL_ERRORS as exc:
         text = f"Malformed reply to {sql}, not a MySQL server? ({kind_of(exc)}: {exc})"
         raise _NodeGone(one_line(text)) from None
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """PyMySQL raises its "Lost connection" error while handling the socket's own error."""
+    return isinstance(exc.__context__, TimeoutError)
+
+
+Rows = list[dict[str, Any]]
+
+
+def _query(conn: Any, sql: str) -> Rows:
+    """Rows as dicts by column name (errors as ``_talking`` reads them)."""
+    return _results(conn, sql, 1)[0]
+
+
+def _results(conn: Any, sql: str, count: int) -> list[Rows]:
+    """The rows of each of the ``count`` result sets of ``sql``."""
+    out: list[Rows] = []
+    with _talking(sql), conn.cursor() as cur:
+        cur.execute(sql)
+        while True:
+            names = [column[0] for column in cur.description or ()]
+            out.append([dict(zip(names, row, strict=True)) for row in cur.fetchall()])
+            if len(out) == count or not cur.nextset():
+                break
+    if len(out) != count:
+        raise _NodeGone(f"{len(out)} results to {count} statements, not a MySQL server?")
+    return out
 
 
 def _has_tables(conn: Any) -> bool:
@@ -535,15 +725,22 @@ def _has_tables(conn: Any) -> bool:
         return False
 
 
+def _slave_status_sql(version: str) -> str:
+    return "SHOW REPLICA STATUS" if uses_replica_syntax(version) else "SHOW SLAVE STATUS"
+
+
+def _no_slave_status(node: NodeId) -> str:
+    return f"Could not get slave status for mysql host {node}."
+
+
 def _slave_status(conn: Any, node: NodeId, version: str) -> tuple[dict[str, Any] | None, list[str]]:
-    sql = "SHOW REPLICA STATUS" if uses_replica_syntax(version) else "SHOW SLAVE STATUS"
     try:
-        rows = _query(conn, sql)
+        rows = _query(conn, _slave_status_sql(version))
     except pymysql.err.MySQLError as exc:
         # A server error that does not blame the monitor: say which.
         return None, [f"Could not get slave status for mysql host {node}: {error_text(exc)}"]
     if not rows:
-        return None, [f"Could not get slave status for mysql host {node}."]
+        return None, [_no_slave_status(node)]
     status = normalize_slave_status(rows[0])
     return status, slave_status_errors(status)
 
@@ -562,14 +759,15 @@ _MYSQL_VARIABLES = (
 _BASIC_VARIABLES = "SELECT @@global.read_only AS read_only, @@global.max_connections AS max_conn"
 
 
-def _metrics(
-    conn: Any, version: str, status: Mapping[str, Any] | None
-) -> tuple[NodeMetrics, dict[str, Any]]:
-    """Best effort: a server error here (not a lost connection) leaves a metric unknown.
-    Returns the metrics and the global variables read (for ``replication_of``)."""
+def _variables_sql(version: str) -> str:
+    return _MARIADB_VARIABLES if "mariadb" in version.lower() else _MYSQL_VARIABLES
+
+
+def _variables(conn: Any, version: str) -> tuple[dict[str, Any], Any]:
+    """Best effort: a server error here (not a lost connection) leaves a value unknown.
+    The global variables (for ``replication_of``) and Threads_connected."""
     values: dict[str, Any] = {}
-    full = _MARIADB_VARIABLES if "mariadb" in version.lower() else _MYSQL_VARIABLES
-    for sql in (full, _BASIC_VARIABLES):  # an old server without GTIDs: the basic ones
+    for sql in (_variables_sql(version), _BASIC_VARIABLES):  # a server without GTIDs: basic
         try:
             rows = _query(conn, sql)
         except (pymysql.err.MySQLError, _MonitorFault):
@@ -577,17 +775,70 @@ def _metrics(
         values.update(rows[0] if rows else {})
         break
     try:
-        rows = _query(conn, "SHOW GLOBAL STATUS LIKE 'Threads_connected'")
-        values["threads"] = _first_value(rows, "Value")
+        threads = _first_value(_query(conn, "SHOW GLOBAL STATUS LIKE 'Threads_connected'"), "Value")
     except (pymysql.err.MySQLError, _MonitorFault):
-        pass
-    return NodeMetrics(
-        read_only=_optional_bool(values.get("read_only")),
-        threads_connected=_optional_int(values.get("threads")),
-        max_connections=_optional_int(values.get("max_conn")),
-        lag=replication_lag(status) if status else None,
-        server_version=version,
-    ), values
+        threads = None
+    return values, threads
+
+
+# ---------------------------------------------------------------------------------------------
+# connections kept between rounds (the pool setting keep_connections)
+
+
+@dataclass
+class _Kept:
+    conn: Any
+    until: float  # monotonic: past it the connection is closed and the next probe logs in
+
+
+class KeptConnections:
+    """The connections a poller keeps to its nodes between rounds: at most one per node,
+    taken out while a probe uses it (so never shared), closed once older than its pool allows
+    (``ProbeSettings.keep_for``), when its node is no longer probed (``retain``) and when the
+    poller stops (``close``). At most ``limit`` are kept (the file descriptors the poller can
+    spare): past that a probe closes its connection as if nothing were kept."""
+
+    def __init__(self, limit: int = 1000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.clock = clock
+        self._kept: dict[NodeId, _Kept] = {}
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def probe(self, node: NodeId, settings: ProbeSettings) -> ProbeResult:
+        """``probe_node`` with these connections: the poller's probe function."""
+        return probe_node(node, settings, self)
+
+    def take(self, node: NodeId) -> Any | None:
+        """The node's kept connection, now the caller's; None when there is none that is
+        young enough (an old one is closed)."""
+        kept = self._kept.pop(node, None)
+        if kept is None:
+            return None
+        if self.clock() >= kept.until:
+            _close(kept.conn)
+            return None
+        return kept.conn
+
+    def give_back(self, node: NodeId, conn: Any, keep_for: float) -> bool:
+        """Keep ``conn`` for the node's next probe; False (the caller closes it) when full."""
+        if keep_for <= 0 or len(self._kept) >= self.limit:
+            return False
+        previous = self._kept.pop(node, None)
+        if previous is not None:
+            _close(previous.conn)
+        self._kept[node] = _Kept(conn, self.clock() + keep_for)
+        return True
+
+    def retain(self, nodes: Collection[NodeId]) -> None:
+        """Close the connections to nodes not in ``nodes`` and those past their age."""
+        now = self.clock()
+        for node in [n for n, k in self._kept.items() if n not in nodes or now >= k.until]:
+            _close(self._kept.pop(node).conn)
+
+    def close(self) -> None:
+        self.retain(())
 
 
 def _first_value(rows: Sequence[Mapping[str, Any]], column: str) -> Any:

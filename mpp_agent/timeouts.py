@@ -26,6 +26,7 @@ from mpp_agent.rounds import DEADLINE_FRACTION, deadline
 
 PROBE_SHARE = 0.9  # of the deadline, for the probe; the rest records the observation
 SOCKET_SHARE = 2 / 3  # of the probe bound, for each socket operation (connect, one query)
+REACH_SHARE = 0.8  # of what a timed-out query leaves of the probe bound, for a TCP connect
 MIN_SOCKET_TIMEOUT = 0.05  # below this a connect over anything but loopback is a coin toss
 MAX_TIMEOUT = 3600.0
 
@@ -49,6 +50,12 @@ class Timeouts:
             min(self.read, other.read),
             min(self.probe, other.probe),
         )
+
+    @property
+    def reach(self) -> float:
+        """The TCP connect that follows a kept connection's timed-out query (is the node
+        reachable at all?): within what the query left of the probe bound."""
+        return max(MIN_SOCKET_TIMEOUT, min(self.connect, (self.probe - self.read) * REACH_SHARE))
 
     def __str__(self) -> str:
         return f"connect {self.connect:.3g}s, read {self.read:.3g}s, probe {self.probe:.3g}s"

@@ -60,6 +60,7 @@ def pool_json(
         "max_failover_lag": pool.max_failover_lag,
         "fence": pool.fence.value,
         "observers": pool.observers,
+        "keep_connections": pool.keep_connections,
         "version": pool.version,
         "active": None if writer is None else str(writer.node),  # the node taking writes
         "degraded": decision.degraded,  # why no node could take over now, or null

@@ -3,7 +3,9 @@
 ``Forwarder(target_port).start()`` listens on a free loopback port and relays every connection
 to ``127.0.0.1:target_port``. ``stop()`` closes the listener and every relayed connection (the
 client sees its connection reset and new ones refused, as when a network link or a host is
-lost); ``start()`` listens again on the same port.
+lost); ``freeze()`` closes the listener and drops whatever the open connections carry
+without closing them (their peers wait, as behind a link that silently drops packets);
+``start()`` listens (and relays) again on the same port.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Forwarder:
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._frozen = False
 
     @property
     def address(self) -> str:
@@ -33,21 +36,29 @@ class Forwarder:
         listener.bind(("127.0.0.1", self.port))
         listener.listen(128)
         self._listener = listener
+        self._frozen = False
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
         return self
 
+    def freeze(self) -> None:
+        self._frozen = True
+        self._close_listener()
+
     def stop(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
+        self._close_listener()
         with self._lock:
             conns, self._conns = self._conns, set()
         for conn in conns:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
+
+    def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -73,7 +84,8 @@ class Forwarder:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self._frozen:
+                    dst.sendall(data)
         except OSError:
             pass
         finally:

@@ -22,11 +22,13 @@ from mpp_agent.config import (
     parse_failoverpool,
     render_failoverpool,
     second_primary,
+    settings_of,
     validate_pool_name,
 )
 from mpp_agent.model import (
     DEFAULT_CATCHUP_TIMEOUT,
     DEFAULT_INTERVAL,
+    DEFAULT_KEEP_CONNECTIONS,
     DEFAULT_MAX_FAILOVER_LAG,
     DEFAULT_MAX_LAG,
     DEFAULT_MAX_REQUESTS,
@@ -98,6 +100,11 @@ FENCE_HELP = (
 OBSERVERS_HELP = (
     "K: how many live pollers probe this pool each round (chosen by hashing, so adding "
     "pollers adds capacity); 0 = every live poller."
+)
+KEEP_CONNECTIONS_HELP = (
+    "Seconds a poller may keep its connection to a node for the next probes, logging in afresh "
+    "after that or when the connection was lost (about 4x less CPU per probe); 0 = a login per "
+    "probe, which also proves every round that the node accepts new connections."
 )
 FAILOVER_LAG_HELP = (
     "A STANDBY that lagged more than this (seconds) when the ACTIVE failed does not take over "
@@ -216,6 +223,9 @@ def create(
     ] = Failback.AUTO,
     fence: Annotated[Fence, typer.Option(help=FENCE_HELP, case_sensitive=False)] = Fence.OFF,
     observers: Annotated[int, typer.Option(help=OBSERVERS_HELP)] = DEFAULT_OBSERVERS,
+    keep_connections: Annotated[
+        float, typer.Option(help=KEEP_CONNECTIONS_HELP)
+    ] = DEFAULT_KEEP_CONNECTIONS,
 ) -> None:
     """Create a pool.
 
@@ -233,6 +243,7 @@ def create(
         failback=failback,
         fence=fence,
         observers=observers,
+        keep_connections=keep_connections,
     )
     session = session_of(ctx)
     pool = session.store.create_pool(config, actor=session.actor)
@@ -296,6 +307,10 @@ def apply(
         int | None,
         typer.Option(help=f"{OBSERVERS_HELP} Default: keep the pool's.", show_default=False),
     ] = None,
+    keep_connections: Annotated[
+        float | None,
+        typer.Option(help=f"{KEEP_CONNECTIONS_HELP} Default: keep the pool's.", show_default=False),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow removing the ACTIVE node.")] = False,
 ) -> None:
     """Replace a pool's configuration.
@@ -324,20 +339,26 @@ def apply(
     pool_name = parsed.name if parsed is not None else validate_pool_name(name or "")
     session = session_of(ctx)
 
+    given = {
+        name: value
+        for name, value in {
+            "interval": interval,
+            "max_requests": max_requests,
+            "max_lag": max_lag,
+            "stale_writer": stale_writer,
+            "catchup_timeout": catchup_timeout,
+            "max_failover_lag": max_failover_lag,
+            "failback": failback,
+            "fence": fence,
+            "observers": observers,
+            "keep_connections": keep_connections,
+        }.items()
+        if value is not None
+    }  # the settings not given keep the pool's
+
     def change(pool: PoolState) -> AdminResult:
         config = replace(
-            config_of(pool) if parsed is None else parsed,
-            interval=pool.interval if interval is None else interval,
-            max_requests=pool.max_requests if max_requests is None else max_requests,
-            max_lag=pool.max_lag if max_lag is None else max_lag,
-            stale_writer=pool.stale_writer if stale_writer is None else stale_writer,
-            catchup_timeout=pool.catchup_timeout if catchup_timeout is None else catchup_timeout,
-            max_failover_lag=(
-                pool.max_failover_lag if max_failover_lag is None else max_failover_lag
-            ),
-            failback=pool.failback if failback is None else failback,
-            fence=pool.fence if fence is None else fence,
-            observers=pool.observers if observers is None else observers,
+            config_of(pool) if parsed is None else parsed, **{**settings_of(pool), **given}
         )
         try:
             after = apply_config(pool, config, force=force)

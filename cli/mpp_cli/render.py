@@ -144,16 +144,18 @@ def listing(
 def pool_settings(pool: PoolState) -> str:
     """The pool's settings, after MPP's ``status=`` on its line (so ``status=(\\S+)`` still
     parses): ``interval=2s max_requests=4 max_lag=30s stale_writer=keep catchup_timeout=30s
-    max_failover_lag=off failback=auto fence=off observers=3``."""
+    max_failover_lag=off failback=auto fence=off observers=3 keep_connections=off``."""
     return (
         f"interval={pool.interval:g}s max_requests={pool.max_requests} max_lag={pool.max_lag:g}s"
         f" stale_writer={pool.stale_writer} catchup_timeout={pool.catchup_timeout:g}s"
         f" max_failover_lag={failover_lag_text(pool.max_failover_lag)} failback={pool.failback}"
         f" fence={pool.fence} observers={observers_text(pool.observers)}"
+        f" keep_connections={failover_lag_text(pool.keep_connections)}"
     )
 
 
 def failover_lag_text(seconds: float) -> str:
+    """A duration setting where 0 means off (max_failover_lag, keep_connections)."""
     return f"{seconds:g}s" if seconds > 0 else "off"
 
 
@@ -226,7 +228,7 @@ def pools_table(pools: Iterable[PoolState], now: float) -> str:
     rows = [
         (
             "POOL", "STATUS", "ACTIVE", "NODES", "INTERVAL", "M", "MAX_LAG", "STALE_WRITER",
-            "CATCHUP", "FAILOVER_LAG", "FAILBACK", "FENCE", "OBSERVERS",
+            "CATCHUP", "FAILOVER_LAG", "FAILBACK", "FENCE", "OBSERVERS", "KEEP_CONNS",
         )
     ]  # fmt: skip
     for pool in pools:
@@ -247,6 +249,7 @@ def pools_table(pools: Iterable[PoolState], now: float) -> str:
                 pool.failback.value,
                 pool.fence.value,
                 observers_text(pool.observers),
+                failover_lag_text(pool.keep_connections),
             )
         )
     return table(rows)
@@ -266,6 +269,7 @@ def pool_config_json(pool: PoolState) -> dict[str, Any]:
         "failback": config.failback.value,
         "fence": config.fence.value,
         "observers": config.observers,
+        "keep_connections": config.keep_connections,
         "members": [{"node": str(n), "type": t.value} for n, t in config.members],
         "failoverpool": render_failoverpool(config),
     }
@@ -285,6 +289,7 @@ def pool_config_text(pool: PoolState) -> str:
         f"failback      {data['failback']}",
         f"fence         {data['fence']}",
         f"observers     {observers_text(data['observers'])}",
+        f"keep_conns    {failover_lag_text(data['keep_connections'])}",
         "members       (priority order)",
     ]
     lines += [f"  {i}. {m['type']:<9}  {m['node']}" for i, m in enumerate(data["members"], 1)]

@@ -50,13 +50,14 @@ def test_max_lag_is_set_shown_and_kept(redis_url: str) -> None:
     assert (
         mpp_admin(redis_url, "pools")
         .stdout.splitlines()[1]
-        .endswith("  12.5s    keep          30s      off           auto      off    3")
+        .endswith("  12.5s    keep          30s      off           auto      off    3          off")
     )
     assert json.loads(mpp_admin(redis_url, "pools", "--json").stdout)["pools"][0]["max_lag"] == 12.5
     assert json.loads(mpp_admin(redis_url, "list", "--json").stdout)["pools"][0]["max_lag"] == 12.5
     assert mpp_admin(redis_url, "list").stdout.splitlines()[2] == (
         "*  [ pool1 ] status=OK  interval=10s max_requests=4 max_lag=12.5s stale_writer=keep"
         " catchup_timeout=30s max_failover_lag=off failback=auto fence=off observers=3"
+        " keep_connections=off"
     )
 
     # apply without --max-lag keeps it; with it, replaces it

@@ -185,6 +185,7 @@ def test_show_text_and_json(redis_url: str) -> None:
         "failback      auto",
         "fence         off",
         "observers     3",
+        "keep_conns    off",
         "members       (priority order)",
         "  1. PRIMARY    10.0.0.1:3306",
         "  2. SECONDARY  10.0.0.2:3306",
@@ -211,16 +212,16 @@ def test_pools_and_pool_list(redis_url: str) -> None:
     created = mpp_admin(
         redis_url, *("pool", "create", "pool2", "--primary", "db9", "--interval", "2.5"),
         *("--max-lag", "7.5", "--catchup-timeout", "12", "--max-failover-lag", "5"),
-        *("--fence", "read_only"),
+        *("--fence", "read_only", "--keep-connections", "30"),
     )  # fmt: skip
     assert created.exit_code == 0, created.stderr
     expected = [
         "POOL   STATUS  ACTIVE         NODES  INTERVAL  M  MAX_LAG  STALE_WRITER  CATCHUP"
-        "  FAILOVER_LAG  FAILBACK  FENCE      OBSERVERS",
+        "  FAILOVER_LAG  FAILBACK  FENCE      OBSERVERS  KEEP_CONNS",
         "pool1  OK      10.0.0.1:3306  3      10s       4  30s      keep          30s      off"
-        "           auto      off        3",
+        "           auto      off        3          off",
         "pool2  OK      -              1      2.5s      4  7.5s     keep          12s      5s"
-        "            auto      read_only  3",
+        "            auto      read_only  3          30s",
     ]
     assert mpp_admin(redis_url, "pools").stdout.splitlines() == expected
     assert mpp_admin(redis_url, "pool", "list").stdout.splitlines() == expected
@@ -235,6 +236,7 @@ def test_pools_and_pool_list(redis_url: str) -> None:
         "incarnation": stored.incarnation, "version": stored.version, "went_backwards": None,
         "catchup_timeout": 30.0, "max_failover_lag": 0.0, "degraded": None,
         "failback": "auto", "paused": None, "switchover": None, "fence": "off", "observers": 3,
+        "keep_connections": 0.0,
     }  # fmt: skip
     assert len(stored.incarnation) == 32
     members = ["10.0.0.1:3306", "10.0.0.2:3306", "10.0.0.3:3307"]

@@ -45,7 +45,7 @@ DASHES = (
 
 SETTINGS = (
     "interval=10s max_requests=4 max_lag=30s stale_writer=keep catchup_timeout=30s"
-    " max_failover_lag=off failback=auto fence=off observers=3"
+    " max_failover_lag=off failback=auto fence=off observers=3 keep_connections=off"
 )
 
 

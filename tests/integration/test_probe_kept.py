@@ -1,0 +1,258 @@
+"""Probes on kept connections (the pool setting keep_connections) against real MariaDB nodes.
+
+A kept connection must see what a fresh login sees (same outcome, message and replication
+values), log in again whenever the server closed it, and keep telling a node that hangs from
+a node that cannot be reached."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from mpp_agent.model import NodeId, Outcome
+from mpp_agent.probe import KeptConnections, ProbeResult, ProbeSettings, probe_node
+from tests.forwarder import Forwarder
+from tests.servers import MONITOR_PASSWORD, MONITOR_USER, MariaDBCluster, MariaDBNode
+
+pytestmark = pytest.mark.integration
+
+FRESH = ProbeSettings(MONITOR_USER, MONITOR_PASSWORD, connect_timeout=1.0, read_timeout=1.0)
+KEPT = ProbeSettings(
+    MONITOR_USER,
+    MONITOR_PASSWORD,
+    connect_timeout=1.0,
+    read_timeout=1.0,
+    keep_for=60.0,
+    reach_timeout=0.5,
+)
+
+
+@pytest.fixture
+def kept() -> Iterator[KeptConnections]:
+    connections = KeptConnections()
+    yield connections
+    connections.close()
+
+
+def node_id(node: MariaDBNode) -> NodeId:
+    return NodeId.parse(node.node_id)
+
+
+def monitor_sessions(node: MariaDBNode) -> list[int]:
+    """The ids of the monitoring account's sessions on the node."""
+    rows = node.sql(
+        f"SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '{MONITOR_USER}' ORDER BY ID"
+    )
+    return [int(row[0]) for row in rows]
+
+
+def comparable(result: ProbeResult) -> tuple[object, ...]:
+    """What an operator and the tick read from a probe; Threads_connected aside (a login
+    reads it, a kept connection does not)."""
+    metrics = result.metrics
+    return (
+        result.observation,
+        (metrics.read_only, metrics.max_connections, metrics.lag, metrics.server_version),
+    )
+
+
+def test_a_kept_connection_serves_the_next_probes(
+    mariadb_cluster: MariaDBCluster, kept: KeptConnections
+) -> None:
+    node = mariadb_cluster.node2
+    first = probe_node(node_id(node), KEPT, kept)
+    assert first.observation.is_healthy, first.observation.message
+    assert first.metrics.threads_connected is not None  # the login reads it
+    sessions = monitor_sessions(node)
+    assert len(sessions) == 1 and len(kept) == 1
+    for _ in range(3):
+        again = probe_node(node_id(node), KEPT, kept)
+        assert comparable(again) == comparable(first)
+        assert monitor_sessions(node) == sessions  # the same session, no new login
+    # Without keep_for the probe logs in and out as MPP's did, and keeps nothing.
+    fresh = probe_node(node_id(node), FRESH, kept)
+    assert comparable(fresh) == comparable(first)
+
+
+def stop_sql(node: MariaDBNode) -> None:
+    node.sql("STOP SLAVE SQL_THREAD")
+
+
+def stop_io(node: MariaDBNode) -> None:
+    node.sql("STOP SLAVE IO_THREAD")
+
+
+def no_replication(node: MariaDBNode) -> None:
+    node.sql("STOP SLAVE; RESET SLAVE ALL")
+
+
+def read_only(node: MariaDBNode) -> None:
+    node.sql("SET GLOBAL read_only=ON")
+
+
+def no_tables(node: MariaDBNode) -> None:
+    node.sql(
+        "SET sql_log_bin=0; CREATE DATABASE IF NOT EXISTS mppaside;"
+        " RENAME TABLE mppmon.heartbeat TO mppaside.heartbeat"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "outcome"),
+    [
+        (stop_sql, Outcome.REQUEST),
+        (stop_io, Outcome.REQUEST),
+        (no_replication, Outcome.REQUEST),
+        (read_only, Outcome.HEALTHY),
+        (no_tables, Outcome.CONNECT),
+    ],
+)
+def test_a_kept_connection_sees_what_a_login_sees(
+    mariadb_cluster: MariaDBCluster,
+    kept: KeptConnections,
+    change: Callable[[MariaDBNode], None],
+    outcome: Outcome,
+) -> None:
+    node = mariadb_cluster.node3
+    assert probe_node(node_id(node), KEPT, kept).observation.is_healthy
+    change(node)
+    try:
+        on_kept = probe_node(node_id(node), KEPT, kept)
+        fresh = probe_node(node_id(node), FRESH)
+    finally:
+        if change is no_tables:
+            node.sql(
+                "SET sql_log_bin=0; RENAME TABLE mppaside.heartbeat TO mppmon.heartbeat;"
+                " DROP DATABASE mppaside"
+            )
+    assert on_kept.observation.outcome is outcome, on_kept.observation.message
+    assert comparable(on_kept) == comparable(fresh)
+    if change is read_only:
+        assert on_kept.metrics.read_only is True
+
+
+def test_a_connection_the_server_closed_logs_in_again(
+    mariadb_cluster: MariaDBCluster, kept: KeptConnections
+) -> None:
+    node = mariadb_cluster.node1
+    assert probe_node(node_id(node), KEPT, kept).observation.is_healthy
+    (session,) = monitor_sessions(node)
+    node.sql(f"KILL {session}")  # as wait_timeout or an operator would
+    after_kill = probe_node(node_id(node), KEPT, kept)
+    assert after_kill.observation.is_healthy, after_kill.observation.message
+    (second,) = monitor_sessions(node)
+    assert second != session
+    node.stop()
+    node.start()  # a restart closes every connection
+    after_restart = probe_node(node_id(node), KEPT, kept)
+    # Logged in again (its IO thread may still be connecting to its source: not our concern).
+    assert after_restart.observation.outcome is not Outcome.CONNECT
+    assert after_restart.metrics.threads_connected is not None  # a login's probe
+    assert len(monitor_sessions(node)) == 1
+
+
+def test_a_connection_past_its_age_is_replaced(
+    mariadb_cluster: MariaDBCluster, kept: KeptConnections
+) -> None:
+    node = mariadb_cluster.node1
+    young = ProbeSettings(MONITOR_USER, MONITOR_PASSWORD, keep_for=0.3)
+    assert probe_node(node_id(node), young, kept).observation.is_healthy
+    (first,) = monitor_sessions(node)
+    time.sleep(0.5)
+    assert probe_node(node_id(node), young, kept).observation.is_healthy
+    (second,) = monitor_sessions(node)  # the old one was closed, not left behind
+    assert second != first
+    kept.retain(())
+    assert monitor_sessions(node) == [] and len(kept) == 0
+
+
+def test_a_killed_node_on_a_kept_connection_is_unreachable(
+    mariadb_cluster: MariaDBCluster, kept: KeptConnections
+) -> None:
+    node = mariadb_cluster.node2
+    assert probe_node(node_id(node), KEPT, kept).observation.is_healthy
+    node.kill9()
+    result = probe_node(node_id(node), KEPT, kept)
+    assert result.observation.outcome is Outcome.CONNECT
+    assert result.observation.message.startswith(
+        f"Could not connect to mysql host {node.node_id}: Can't connect to MySQL server"
+    )
+    assert result.observation.unreachable  # as for a login: refused, nothing listens
+    assert len(kept) == 0
+
+
+def test_a_frozen_node_on_a_kept_connection_hangs_but_is_reachable(
+    mariadb_cluster: MariaDBCluster, kept: KeptConnections
+) -> None:
+    node = mariadb_cluster.node2
+    assert probe_node(node_id(node), KEPT, kept).observation.is_healthy
+    node.sigstop()
+    started = time.monotonic()
+    result = probe_node(node_id(node), KEPT, kept)
+    elapsed = time.monotonic() - started
+    assert result.observation.outcome is Outcome.CONNECT
+    assert "timed out" in result.observation.message
+    # Its port still accepts (the kernel does): a hung server, not a cut link.
+    assert not result.observation.unreachable
+    assert elapsed < KEPT.read_timeout + 1.0
+    assert len(kept) == 0
+
+
+def test_a_cut_link_on_a_kept_connection_is_unreachable(
+    mariadb_cluster: MariaDBCluster, kept: KeptConnections
+) -> None:
+    link = Forwarder(mariadb_cluster.node1.port).start()
+    node = NodeId("127.0.0.1", link.port)
+    try:
+        assert probe_node(node, KEPT, kept).observation.is_healthy
+        link.freeze()  # the open connection goes silent, new ones are refused
+        started = time.monotonic()
+        result = probe_node(node, KEPT, kept)
+        elapsed = time.monotonic() - started
+    finally:
+        link.stop()
+    assert result.observation.outcome is Outcome.CONNECT
+    assert "timed out" in result.observation.message
+    assert result.observation.unreachable  # so the replicas' view may speak for it
+    assert elapsed < KEPT.read_timeout + KEPT.connect_timeout
+
+
+def test_a_poller_out_of_file_descriptors_abstains(mariadb_cluster: MariaDBCluster) -> None:
+    """Its own limit is not the node's fault: no failing observation."""
+    script = textwrap.dedent(
+        f"""
+        import resource, socket
+        from mpp_agent.model import NodeId
+        from mpp_agent.probe import ProbeSettings, probe_node
+        held = []
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        try:
+            while True:
+                held.append(socket.socket())
+        except OSError:
+            pass
+        settings = ProbeSettings({MONITOR_USER!r}, {MONITOR_PASSWORD!r})
+        result = probe_node(NodeId.parse({mariadb_cluster.node1.node_id!r}), settings)
+        print(result.observation.outcome.value)
+        print(result.observation.message)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    outcome, message = done.stdout.splitlines()[:2]
+    assert outcome == Outcome.ABSTAIN.value
+    assert message.startswith("this poller is out of file descriptors:")

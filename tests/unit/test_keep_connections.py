@@ -1,0 +1,114 @@
+"""The pool setting keep_connections: validation, storage, what each node gets, and the
+bookkeeping of kept connections (which ones stay open, which are closed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pytest
+
+from mpp_agent.codec import pool_from_doc, pool_to_doc
+from mpp_agent.config import (
+    SETTINGS,
+    PoolConfig,
+    PoolConfigError,
+    apply_config,
+    config_of,
+    new_pool,
+    parse_failoverpool,
+    settings_of,
+)
+from mpp_agent.model import NodeId, PoolState
+from mpp_agent.poller import node_keep
+from mpp_agent.probe import KeptConnections
+from mpp_agent.timeouts import MIN_SOCKET_TIMEOUT, Timeouts, fit, limits
+
+A, B, C = NodeId("10.0.0.1"), NodeId("10.0.0.2"), NodeId("10.0.0.3")
+
+
+def pool(name: str, members: str, keep: float) -> PoolState:
+    config = parse_failoverpool(f"name:{name};{members}")
+    return new_pool(replace(config, keep_connections=keep))
+
+
+def test_off_by_default_and_validated() -> None:
+    config = parse_failoverpool("name:p;primary:10.0.0.1")
+    assert config.keep_connections == 0
+    assert replace(config, keep_connections=60).keep_connections == 60
+    for bad in (-1, 86401):
+        with pytest.raises(PoolConfigError, match="keep_connections must be between 0"):
+            replace(config, keep_connections=bad)
+
+
+def test_stored_read_back_and_kept_by_apply() -> None:
+    kept = pool("p", "primary:10.0.0.1;secondary:10.0.0.2", 30)
+    doc = pool_to_doc(kept)
+    assert pool_from_doc(doc, 0, -1, "p").keep_connections == 30
+    # Every setting travels from a configuration to a state and back under its own name.
+    assert settings_of(config_of(kept)) == settings_of(kept)
+    assert set(SETTINGS) < {f for f in PoolConfig.__dataclass_fields__}
+    applied = apply_config(kept, replace(config_of(kept), keep_connections=0))
+    assert applied.keep_connections == 0 and applied.nodes == kept.nodes
+
+
+@pytest.mark.parametrize(
+    ("keeps", "expected"),
+    [
+        ({"p": 30}, {A: 30, B: 30}),
+        ({"p": 30, "q": 60}, {A: 30, B: 30, C: 60}),  # B in both: the shorter
+        ({"p": 30, "q": 0}, {A: 30, B: 0, C: 0}),  # a login per probe where any pool wants it
+        ({"p": 0, "q": 0}, {A: 0, B: 0, C: 0}),
+    ],
+)
+def test_each_node_gets_the_shortest_keep_of_its_pools(
+    keeps: dict[str, float], expected: dict[NodeId, float]
+) -> None:
+    pools = [pool("p", "primary:10.0.0.1;secondary:10.0.0.2", keeps["p"])]
+    if "q" in keeps:
+        pools.append(pool("q", "primary:10.0.0.3;secondary:10.0.0.2", keeps["q"]))
+    assert node_keep(pools) == expected
+
+
+@pytest.mark.parametrize("interval", [0.5, 1, 2, 10, 60])
+def test_the_reach_check_fits_in_what_a_timed_out_query_leaves(interval: float) -> None:
+    bounds = fit(interval, limits())
+    assert MIN_SOCKET_TIMEOUT <= bounds.reach <= bounds.connect
+    assert bounds.read + bounds.reach < bounds.probe
+    assert Timeouts(1, 1, 1).reach == MIN_SOCKET_TIMEOUT  # nothing left: the floor
+
+
+@dataclass
+class Conn:
+    name: str
+    closed: bool = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_kept_connections_are_taken_given_back_aged_and_bounded() -> None:
+    clock = Clock()
+    kept = KeptConnections(limit=2, clock=clock)
+    a, b, c = Conn("a"), Conn("b"), Conn("c")
+    assert kept.take(A) is None
+    assert kept.give_back(A, a, 10) and kept.give_back(B, b, 5)
+    assert not kept.give_back(C, c, 10)  # full: the caller closes it
+    assert not kept.give_back(C, c, 0)  # nothing is kept for a pool that keeps nothing
+    assert kept.take(A) is a and kept.take(A) is None  # taken: in one probe's hands only
+    assert kept.give_back(A, a, 10)
+    clock.now = 6
+    assert kept.take(B) is None and b.closed  # past its age: closed, the probe logs in
+    kept.retain({B})
+    assert a.closed and len(kept) == 0  # A no longer probed by this poller
+    fresh = Conn("fresh")
+    kept.give_back(C, fresh, 10)
+    kept.close()
+    assert fresh.closed and len(kept) == 0
