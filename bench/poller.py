@@ -7,7 +7,9 @@ all of them), so N nodes cost N real connections, handshakes and queries per cyc
 * 1 pool of N nodes for N = 10, 100, 500, then 500 nodes split into 10 and 50 pools: round
   trips per cycle should stay flat as nodes grow and grow with pools;
 * 500 nodes of which one is a separate server that is SIGSTOPped: the cycle should take about
-  the probe timeout, no more.
+  the probe timeout, no more;
+* 500 nodes in 50 pools again, with ``keep_connections`` 60 (probes on kept connections) and
+  with one of them SIGSTOPped: side by side with the login-per-probe rows.
 
 Run: ``.venv/bin/python bench/poller.py`` (needs mariadbd and redis-server; about a minute).
 Target (bench/README.md): 500 nodes within a 2 s interval on one core.
@@ -31,7 +33,7 @@ from mpp_agent.model import NodeId, NodeType  # noqa: E402
 from mpp_agent.poller import Poller, PollerSettings  # noqa: E402
 from mpp_agent.probe import ProbeSettings  # noqa: E402
 from mpp_agent.store import Store  # noqa: E402
-from tests.servers import MariaDBCluster, RedisServer  # noqa: E402
+from tests.servers import MariaDBCluster, MariaDBNode, RedisServer  # noqa: E402
 
 INTERVAL = 2.0
 CYCLES = 3
@@ -58,25 +60,32 @@ def aliases(cluster: MariaDBCluster, count: int) -> list[NodeId]:
     return [NodeId(f"127.0.0.{i // 2 + 1}", ports[i % 2]) for i in range(count)]
 
 
-def make_pools(store: Store, nodes: list[NodeId], pools: int, tag: str) -> list[str]:
+def make_pools(
+    store: Store, nodes: list[NodeId], pools: int, tag: str, keep: float = 0.0
+) -> list[str]:
     names = []
     size = len(nodes) // pools
     for p in range(pools):
         members = nodes[p * size : (p + 1) * size]
         kinds = [NodeType.PRIMARY] + [NodeType.SECONDARY] * (len(members) - 1)
         name = f"{tag}-{p}"
-        store.create_pool(PoolConfig(name, tuple(zip(members, kinds, strict=True)), 4, INTERVAL))
+        members_kinds = tuple(zip(members, kinds, strict=True))
+        store.create_pool(PoolConfig(name, members_kinds, 4, INTERVAL, keep_connections=keep))
         names.append(name)
     return names
 
 
-def measure(store: Store, names: list[str]) -> dict[str, float]:
+def measure(store: Store, names: list[str], stop: MariaDBNode | None = None) -> dict[str, float]:
+    """The steady cycles' figures; ``stop`` is SIGSTOPped after the first (warm-up) cycle, so
+    that kept connections to it exist when it hangs."""
     global ROUND_TRIPS
     poller = Poller(
         store, PollerSettings("bench", PROBE, tuple(names), probe_timeout=PROBE_TIMEOUT)
     )
     walls, cpus, trips = [], [], []
-    for _ in range(CYCLES + 1):
+    for cycle in range(CYCLES + 1):
+        if cycle == 1 and stop is not None:
+            stop.sigstop()
         now = store.server_time()
         time.sleep((int(now / INTERVAL) + 1) * INTERVAL - now + 0.01)  # a round start
         ROUND_TRIPS = 0
@@ -87,6 +96,8 @@ def measure(store: Store, names: list[str]) -> dict[str, float]:
         trips.append(ROUND_TRIPS)
         assert set(report.committed) == set(names), report.sentence()
     poller.leave()
+    if stop is not None:
+        stop.sigcont()
     # The first cycle also warms up connections and caches: report the steady ones.
     return {
         "wall": statistics.median(walls[1:]),
@@ -120,6 +131,10 @@ def main() -> None:
         cluster.node3.sigstop()
         rows.append(("500 nodes, 1 SIGSTOPped", measure(store, names)))
         cluster.node3.sigcont()
+        names = make_pools(store, aliases(cluster, 500), 50, "kept", keep=60)
+        rows.append(("500 nodes, 50 pools, kept", measure(store, names)))
+        names = make_pools(store, hung, 50, "kepthung", keep=60)
+        rows.append(("500 nodes, 1 SIGSTOPped, kept", measure(store, names, stop=cluster.node3)))
         print_table(rows)
     finally:
         cluster.cleanup()
@@ -131,9 +146,9 @@ def print_table(rows: list[tuple[str, dict[str, float]]]) -> None:
         f"\nmpp-poller cycle, interval {INTERVAL:g}s, probe timeout {PROBE_TIMEOUT:g}s, "
         f"median of {CYCLES} cycles"
     )
-    print(f"{'case':28} {'wall s':>8} {'max s':>8} {'cpu s':>8} {'redis round trips':>18}")
+    print(f"{'case':32} {'wall s':>8} {'max s':>8} {'cpu s':>8} {'redis round trips':>18}")
     for name, m in rows:
-        print(f"{name:28} {m['wall']:8.3f} {m['wall_max']:8.3f} {m['cpu']:8.3f} {m['trips']:18.0f}")
+        print(f"{name:32} {m['wall']:8.3f} {m['wall_max']:8.3f} {m['cpu']:8.3f} {m['trips']:18.0f}")
 
 
 if __name__ == "__main__":

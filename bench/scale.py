@@ -2,7 +2,8 @@
 
 Nodes are 127.0.x.y aliases of two real MariaDB servers (they listen on every loopback address,
 as in bench/poller.py), so N nodes cost N real connections, handshakes and queries per probe.
-Pools have 4 nodes each (one PRIMARY, three SECONDARY), interval 2 s, ``--observers 2``. Each
+Pools have 4 nodes each (one PRIMARY, three SECONDARY), interval 2 s, ``--observers 2``, and
+``--keep-connections`` 0 (a login per probe) or 60 (probes on kept connections). Each
 case starts the pollers as real processes (the ``mpp-poller`` console script), creates the pools
 once the pollers have seen each other, waits until every pool is steady, then measures over a
 window of several intervals:
@@ -15,8 +16,9 @@ window of several intervals:
 * Redis: commands per second (``total_commands_processed``, summed over the masters) and memory
   per pool (``used_memory`` with the pools in place, less before they were created).
 
-Run: ``.venv/bin/python bench/scale.py`` (needs mariadbd, redis-server and redis-cli; about 10
-minutes for the whole matrix); ``--nodes 1000 --pollers 1 2 --redis single`` for a part of it.
+Run: ``.venv/bin/python bench/scale.py`` (needs mariadbd, redis-server and redis-cli; about 40
+minutes for the whole matrix); ``--nodes 1000 --pollers 1 2 --redis single --keep-connections
+60`` for a part of it.
 Goal (bench/README.md): per-poller probe work falls as K/N (within 15 %), and 4,000 nodes at a
 2 s interval fit 4 pollers with every round committed.
 """
@@ -69,6 +71,7 @@ class PollerFigures:
 @dataclass
 class Case:
     redis: str
+    keep: float  # the pools' keep_connections
     nodes: int
     pollers: int
     per_poller: list[PollerFigures]
@@ -91,14 +94,14 @@ def aliases(cluster: MariaDBCluster, count: int) -> list[NodeId]:
     return out
 
 
-def create_pools(store: Store, nodes: Sequence[NodeId]) -> list[str]:
+def create_pools(store: Store, nodes: Sequence[NodeId], keep: float) -> list[str]:
     names = []
     for p in range(len(nodes) // POOL_SIZE):
         members = nodes[p * POOL_SIZE : (p + 1) * POOL_SIZE]
         kinds = [NodeType.PRIMARY] + [NodeType.SECONDARY] * (POOL_SIZE - 1)
         name = f"s{p:04d}"
         config = PoolConfig(name, tuple(zip(members, kinds, strict=True)), 4, INTERVAL)
-        store.create_pool(replace(config, observers=K))
+        store.create_pool(replace(config, observers=K, keep_connections=keep))
         names.append(name)
     return names
 
@@ -165,7 +168,7 @@ def is_steady(store: Store, names: Sequence[str]) -> bool:
     )
 
 
-def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int) -> Case:
+def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep: float) -> Case:
     redis.flush()
     store = Store.from_url(redis.url, "bench")
     base_memory = redis.info_sum("used_memory", "memory")
@@ -174,7 +177,7 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int) -> Ca
         # every pool until they have seen the others' heartbeats (never 0 observers), and that
         # burst of probes would fail nodes on this small machine before the window.
         time.sleep(2 * INTERVAL)
-        names = create_pools(store, aliases(cluster, nodes))
+        names = create_pools(store, aliases(cluster, nodes), keep)
         try:
             wait_until(lambda: is_steady(store, names), 90, "every pool steady", interval=0.5)
             steady = True
@@ -226,6 +229,7 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int) -> Ca
     ]
     return Case(
         redis.kind,
+        keep,
         nodes,
         count,
         per_poller,
@@ -245,7 +249,8 @@ def prepare_mariadb() -> MariaDBCluster:
         node.bind_address = "0.0.0.0"  # every 127.x alias; traffic stays on loopback
         # Thousands of probes connect at once: a listen backlog for them, not the default ~90
         # (an overflowing backlog shows as connect timeouts, i.e. failing nodes).
-        node.extra_options = ("--max-connections=4000", "--back-log=4000")
+        # Kept connections: one per node and observer stays open (8,000 for 4,000 nodes, K = 2).
+        node.extra_options = ("--max-connections=10000", "--back-log=4000")
     cluster.start()
     for node in (cluster.node1, cluster.node2):
         node.sql(
@@ -260,7 +265,8 @@ def prepare_mariadb() -> MariaDBCluster:
 def print_case(case: Case) -> None:
     ideal = case.nodes * min(K, case.pollers) / case.pollers
     print(
-        f"\n{case.redis} Redis, {case.nodes} nodes ({case.nodes // POOL_SIZE} pools), "
+        f"\n{case.redis} Redis, keep_connections {case.keep:g}, {case.nodes} nodes "
+        f"({case.nodes // POOL_SIZE} pools), "
         f"{case.pollers} poller(s): rounds committed {case.committed}, missed {case.missed}, "
         f"unhealthy nodes at the end {case.unhealthy}; Redis "
         f"{case.commands_per_s:,.0f} commands/s, {case.bytes_per_pool / 1024:.1f} KiB per pool"
@@ -278,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, nargs="+", default=[1000, 4000])
     parser.add_argument("--pollers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--redis", nargs="+", default=["single", "cluster"])
+    parser.add_argument("--keep-connections", type=float, nargs="+", default=[0, 60])
     args = parser.parse_args(argv)
     cluster = prepare_mariadb()
     cases: list[Case] = []
@@ -285,11 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for kind in args.redis:
             redis = Redis(kind)
             try:
-                for nodes in args.nodes:
-                    for count in args.pollers:
-                        case = measure(redis, cluster, nodes, count)
-                        print_case(case)
-                        cases.append(case)
+                for keep in args.keep_connections:
+                    for nodes in args.nodes:
+                        for count in args.pollers:
+                            case = measure(redis, cluster, nodes, count, keep)
+                            print_case(case)
+                            cases.append(case)
             finally:
                 redis.cleanup()
     finally:

@@ -101,7 +101,13 @@ def node_to_dict(node: NodeState) -> dict[str, Any]:
 
 
 def replication_to_dict(details: Replication) -> dict[str, Any]:
-    return asdict(details)
+    return flat_dict(details)
+
+
+def flat_dict(value: Any) -> dict[str, Any]:
+    """A dataclass of plain values (no nested dataclasses) as a dict: ``asdict`` without its
+    deep copy, which costs a poller more than the rest of a node's record."""
+    return dict(vars(value))
 
 
 def replication_from_dict(data: Any) -> Replication | None:

@@ -7,6 +7,7 @@ spelled as MPP spells them (``State.ACTIVE == "ACTIVE"``), so they serialise as 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -137,6 +138,13 @@ class NodeId:
 
     @classmethod
     def parse(cls, text: str) -> NodeId:
+        """Parse ``host[:port]`` or ``[ipv6][:port]``; the port defaults to 3306 (see
+        ``_parse``). Remembered: every stored pool and observation names its nodes as text,
+        read again every round."""
+        return _parsed(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> NodeId:
         """Parse ``host[:port]`` or ``[ipv6][:port]``; the port defaults to 3306.
 
         Refused with a message saying why: whitespace, commas, control or non-ASCII characters,
@@ -168,6 +176,11 @@ class NodeId:
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise NodeIdError(f"bad port in node {shown}: expected 1-65535")
         return cls(host, int(port_text))
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed(text: str) -> NodeId:
+    return NodeId._parse(text)  # a refusal (NodeIdError) is not remembered
 
 
 def _check_hostname(host: str, shown: str) -> None:

@@ -33,13 +33,14 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import gevent
 import gevent.pool
 
 from mpp_agent.adoption import Seen, backwards_text, went_backwards
 from mpp_agent.candidates import degraded
+from mpp_agent.codec import flat_dict
 from mpp_agent.daemon import OnChange
 from mpp_agent.fencer import Fencer
 from mpp_agent.model import NodeId, Observation, Outcome, PoolState, State
@@ -596,7 +597,7 @@ class Poller:
         return pool.name, round_, observations, metrics
 
     def metrics_json(self, result: ProbeResult, observation: Observation) -> str:
-        data = asdict(result.metrics)
+        data = flat_dict(result.metrics)
         data.update(
             latency=round(result.latency, 6),
             outcome=observation.outcome.value,

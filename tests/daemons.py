@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ class PollerProcess:
         self.log = self.workdir / f"{self.poller_id}.log"
         self.password_file = self.workdir / "mysql.pw"
         self.password_file.write_text(self.password + "\n")
-        self.proc = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def argv(self) -> list[str]:
         exe = shutil.which("mpp-poller") or "mpp-poller"
@@ -66,7 +67,8 @@ class PollerProcess:
         if self.proc is None:
             return None
         terminate(self.proc, sig)
-        return self.proc.returncode
+        code: int | None = self.proc.returncode
+        return code
 
     def kill9(self) -> None:
         assert self.proc is not None

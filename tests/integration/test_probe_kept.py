@@ -132,7 +132,7 @@ def test_a_kept_connection_sees_what_a_login_sees(
                 " DROP DATABASE mppaside"
             )
     assert on_kept.observation.outcome is outcome, on_kept.observation.message
-    assert comparable(on_kept) == comparable(fresh)
+    assert comparable(on_kept) == comparable(fresh), (on_kept, fresh)
     if change is read_only:
         assert on_kept.metrics.read_only is True
 
