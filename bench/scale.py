@@ -13,6 +13,7 @@ window of several intervals:
   heartbeat's ``cycle_seconds``, median);
 * the rounds committed in the window against the rounds that started (every round committed
   once is ``missed 0``), and the nodes not healthy at its end;
+* the two MariaDB servers' CPU seconds per interval (what the probes cost the nodes);
 * Redis: commands per second (``total_commands_processed``, summed over the masters) and memory
   per pool (``used_memory`` with the pools in place, less before they were created).
 
@@ -82,6 +83,7 @@ class Case:
     why: str  # the most common message of the unhealthy nodes
     commands_per_s: float
     bytes_per_pool: float
+    mariadb_cpu: float  # seconds per interval, both servers together
 
 
 def aliases(cluster: MariaDBCluster, count: int) -> list[NodeId]:
@@ -189,6 +191,7 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         before = {p.name: p for p in store.load_pools(names)}
         cpu0 = {p.poller_id: cpu_seconds(p.proc.pid) for p in procs if p.proc}
         commands0 = redis.info_sum("total_commands_processed", "stats")
+        servers0 = sum(cpu_seconds(node.pid) for node in (cluster.node1, cluster.node2))
         t0 = time.monotonic()
         cycles: dict[str, list[float]] = {p.poller_id: [] for p in procs}
         observed: dict[str, set[str]] = {}
@@ -201,6 +204,7 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         elapsed = time.monotonic() - t0
         commands = redis.info_sum("total_commands_processed", "stats") - commands0
         cpu = {p.poller_id: cpu_seconds(p.proc.pid) - cpu0[p.poller_id] for p in procs if p.proc}
+        servers = sum(cpu_seconds(node.pid) for node in (cluster.node1, cluster.node2)) - servers0
         time.sleep(INTERVAL)  # the window's last round committed
         after = {p.name: p for p in store.load_pools(names)}
         last = round_of(store.server_time(), INTERVAL) - 1
@@ -240,6 +244,7 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         why[0][0][:120] if why else "",
         commands / elapsed,
         memory / len(names),
+        servers / intervals,
     )
 
 
@@ -269,7 +274,8 @@ def print_case(case: Case) -> None:
         f"({case.nodes // POOL_SIZE} pools), "
         f"{case.pollers} poller(s): rounds committed {case.committed}, missed {case.missed}, "
         f"unhealthy nodes at the end {case.unhealthy}; Redis "
-        f"{case.commands_per_s:,.0f} commands/s, {case.bytes_per_pool / 1024:.1f} KiB per pool"
+        f"{case.commands_per_s:,.0f} commands/s, {case.bytes_per_pool / 1024:.1f} KiB per pool; "
+        f"MariaDB {case.mariadb_cpu:.2f} CPU s/interval"
         f"{'' if case.steady else '; NOT steady before the window'}; K/N share {ideal:.0f} nodes"
     )
     if case.why:
