@@ -446,9 +446,8 @@ class Poller:
         recorded = self.store.record_observations(
             records,
             self.settings.poller_id,
-            self.now(),
             ttl=max(observation_ttl(p.interval) for p in due),
-            heartbeat_expiry=self.now() + max(pool_heartbeat_ttl(p.interval) for p in due),
+            heartbeat_ttl=max(pool_heartbeat_ttl(p.interval) for p in due),
             waits=expected,
         )
         complete = [r for r in recorded if r.is_complete or force]
@@ -690,7 +689,7 @@ class Poller:
         result = tick(expire_overrides(base, now), merge_observations(reports), now)
         least = None if restore is None else restore.version + 1
         done = self.store.commit(
-            pool, result.pool, result.events, self.settings.poller_id, now, round_, least
+            pool, result.pool, result.events, self.settings.poller_id, round_, least
         )
         ok, why = done
         if ok:
