@@ -28,7 +28,8 @@ key                             type    TTL                          written by
                                                                      observations of that round
 ``ns:{pool}:pollers``           zset    members pruned on expiry     record_observation.lua:
                                                                      poller id -> heartbeat expiry
-                                                                     (ms, Redis time); a round
+                                                                     (ms, by the script's TIME:
+                                                                     the pool's shard); a round
                                                                      waits for them when no
                                                                      observers are assigned
 ``ns:{pool}:metrics``           hash    a few intervals              record_observation.lua: node
@@ -41,13 +42,16 @@ key                             type    TTL                          written by
 ``ns:hooks:dead``               stream  bounded length (MAXLEN ~)    mpp-hooks: events whose hook
                                                                      kept failing (dead letters)
 ``ns:pollers``                  zset    members pruned on expiry     mpp-poller heartbeat: poller
-                                                                     id -> expiry (ms)
+                                                                     id -> expiry (ms, by the
+                                                                     default clock: the shard of
+                                                                     this key)
 ``ns:poller:<id>``              string  a few intervals              mpp-poller heartbeat: JSON of
                                                                      its last cycle
 ``ns:observers``                zset    members pruned on expiry     mpp-poller heartbeat (pollers
                                                                      not pinned by ``--pools``):
-                                                                     id -> expiry (ms); pools are
-                                                                     assigned over them
+                                                                     id -> expiry (ms, default
+                                                                     clock); pools are assigned
+                                                                     over them
 ==============================  ======  ===========================  ============================
 
 Pub/sub channel ``ns:notify``: every commit publishes the pool's name (mpp-agent listens; a
@@ -60,6 +64,11 @@ one command with another slot's keys. The pool index is split there into one buc
 the script that creates or removes a pool changes its index entry too. The directory
 ``ns:pool-buckets`` is only ever added to (before the pool is created): a listed bucket without
 pools lists none, so no pool is ever missing from the index and no removed pool lingers in it.
+
+Times: what a pool's scripts store (pool heartbeats, event times) is their own ``TIME``, the
+clock of the shard holding the pool. The keys no pool owns are stamped by the default clock,
+that of the shard holding ``ns:pollers`` (``Store.server_time()``): every poller's liveness is
+judged by that one clock.
 """
 
 from __future__ import annotations

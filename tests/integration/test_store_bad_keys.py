@@ -95,6 +95,31 @@ def test_a_commit_refused_by_its_events_stream_writes_nothing(store: Store) -> N
     assert store.commit(again, again, [], "p1", 10) == (False, CommitRefusal.ROUND)
 
 
+def test_a_pool_is_not_removed_past_a_wrong_typed_index(store: Store) -> None:
+    store.client.delete(store.keys.pools())
+    store.client.set(store.keys.pools(), "x")
+    with pytest.raises(BadKey, match="mpp:pools is a string, not a set"):
+        store.remove_pool("b")
+    assert store.load_pool("b").name == "b"  # refused before deleting anything
+    assert store.client.exists(store.keys.events("b"))
+    store.client.delete(store.keys.pools())
+    store.client.sadd(store.keys.pools(), "a", "b", "c")
+    store.remove_pool("b")
+    assert store.pool_names() == ["a", "c"]
+
+
+def test_event_times_are_the_redis_time_of_their_commit(store: Store) -> None:
+    before = store.server_time()
+    pool = store.load_pool("a")
+    result = tick(pool, {n.node: Observation.healthy() for n in pool.nodes}, before)
+    assert result.events and store.commit(pool, result.pool, result.events, "p1", 10).committed
+    after = store.server_time()
+    stamps = [event["at"] for _, event in store.events("a")]
+    assert len(stamps) == 1 + len(result.events)  # the creation's and the commit's
+    assert all(isinstance(at, float) and at <= after for at in stamps)
+    assert all(before <= at for at in stamps[1:])
+
+
 def test_each_bad_key_is_logged_once_and_once_more_when_repaired(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
