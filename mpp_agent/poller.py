@@ -380,7 +380,8 @@ class Poller:
 
     def sync_clocks(self, pools: Sequence[PoolState]) -> float:
         """Read each pool's clock (on a Redis Cluster, its shard's: ``Store.server_times``)
-        and this poller's own (the pool index's shard); the latter is returned."""
+        and the default one (the shard of the poller heartbeats, which judges liveness); the
+        latter is returned."""
         if not self.store.is_cluster:
             now = self.sync_clock()
             self.offsets = {}

@@ -578,7 +578,8 @@ class Store:
 
     def server_time(self, pool: str | None = None) -> float:
         """Redis server time in seconds: the only clock rounds are cut by. On a Redis Cluster,
-        the clock of the shard holding ``pool`` (without one: the shard of the pool index)."""
+        the clock of the shard holding ``pool`` (without one: the default clock, of the shard
+        holding the poller heartbeats, by which every poller's liveness is judged)."""
         seconds, micros = self.client.time(**self.at_shard(self.keys.pool(pool) if pool else None))
         return float(seconds) + float(micros) / 1e6
 
