@@ -260,7 +260,7 @@ def make_pool(url: str) -> None:
     store.admin(POOL, change)
     pool = store.load_pool(POOL)
     now = store.server_time()
-    store.commit(pool, pool, [], "bench", now, math.floor(now / pool.interval))
+    store.commit(pool, pool, [], "bench", math.floor(now / pool.interval))
 
 
 def start_agent(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:

@@ -346,11 +346,12 @@ def node_problem(n: NodeState) -> str:
     return ""
 
 
-def event_to_json(event: Event, actor: str, at: float, round_: int | None = None) -> str:
+def event_to_json(event: Event, actor: str, round_: int | None = None) -> str:
+    """An event as a script takes it: a JSON object without its time, which the script adds
+    (``at``: the Redis time of the shard holding the pool, when it writes the event)."""
     data: dict[str, Any] = asdict(event)
     data["kind"] = event.kind.value
     data["actor"] = actor
-    data["at"] = at
     if round_ is not None:
         data["round"] = round_
     return json.dumps(data, separators=(",", ":"))

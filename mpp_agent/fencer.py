@@ -116,7 +116,7 @@ class Fencer:
                 action = step.action if reply.done else FenceAction.FAILED
                 self.counter.add(pool.name, step.node, action)
         if done:
-            self.record(pool, done, now)
+            self.record(pool, done)
         return done
 
     def run(self, pool: PoolState, steps: Iterable[Step]) -> dict[Step, FenceReply]:
@@ -136,7 +136,7 @@ class Fencer:
         except gevent.Timeout:
             return FenceReply(False, f"no answer within {bounds.probe:.3g}s")
 
-    def record(self, pool: PoolState, done: list[Step], now: float) -> None:
+    def record(self, pool: PoolState, done: list[Step]) -> None:
         """The new read_only values and their events, in one compare-and-set (re-read and
         applied again if another writer came first)."""
         events = [step_event(pool, step, self.poller_id) for step in done]
@@ -146,7 +146,7 @@ class Fencer:
         try:
             for _ in range(RECORD_RETRIES):
                 result = self.store.commit(
-                    current, recorded(current, done), events, self.poller_id, now, None
+                    current, recorded(current, done), events, self.poller_id, None
                 )
                 if result.committed:
                     return

@@ -7,7 +7,17 @@ prefix (default ``mpp``) that lets deployments share one Redis.
 ==============================  ======  ===========================  ============================
 key                             type    TTL                          written by
 ==============================  ======  ===========================  ============================
-``ns:pools``                    set     none                         mpp-admin pool create/remove
+``ns:pools``                    set     none                         create_pool.lua,
+                                                                     remove_pool.lua: every
+                                                                     pool's name (not on a Redis
+                                                                     Cluster)
+``ns:pools:{<tag>}``            set     none                         create_pool.lua,
+                                                                     remove_pool.lua (Redis
+                                                                     Cluster only): the names of
+                                                                     the pools of one slot
+``ns:pool-buckets``             set     none                         mpp-admin pool create (Redis
+                                                                     Cluster only): the ``<tag>``
+                                                                     of every bucket used
 ``ns:{pool}:pool``              hash    none                         commit_pool.lua,
                                                                      create_pool.lua (fields ``doc``
                                                                      = the pool as JSON,
@@ -18,7 +28,8 @@ key                             type    TTL                          written by
                                                                      observations of that round
 ``ns:{pool}:pollers``           zset    members pruned on expiry     record_observation.lua:
                                                                      poller id -> heartbeat expiry
-                                                                     (ms, Redis time); a round
+                                                                     (ms, by the script's TIME:
+                                                                     the pool's shard); a round
                                                                      waits for them when no
                                                                      observers are assigned
 ``ns:{pool}:metrics``           hash    a few intervals              record_observation.lua: node
@@ -31,28 +42,74 @@ key                             type    TTL                          written by
 ``ns:hooks:dead``               stream  bounded length (MAXLEN ~)    mpp-hooks: events whose hook
                                                                      kept failing (dead letters)
 ``ns:pollers``                  zset    members pruned on expiry     mpp-poller heartbeat: poller
-                                                                     id -> expiry (ms)
+                                                                     id -> expiry (ms, by the
+                                                                     default clock: the shard of
+                                                                     this key)
 ``ns:poller:<id>``              string  a few intervals              mpp-poller heartbeat: JSON of
                                                                      its last cycle
 ``ns:observers``                zset    members pruned on expiry     mpp-poller heartbeat (pollers
                                                                      not pinned by ``--pools``):
-                                                                     id -> expiry (ms); pools are
-                                                                     assigned over them
+                                                                     id -> expiry (ms, default
+                                                                     clock); pools are assigned
+                                                                     over them
 ==============================  ======  ===========================  ============================
 
 Pub/sub channel ``ns:notify``: every commit publishes the pool's name (mpp-agent listens; a
 Redis Cluster delivers it to a subscriber on any node).
 
-On a Redis Cluster each pool's keys share the slot of its tag; ``ns:pools``, ``ns:pollers``,
-``ns:observers`` and ``ns:poller:<id>`` are keys of their own, never used in one command with
-another slot's keys.
+On a Redis Cluster each pool's keys share the slot of its tag; ``ns:pollers``,
+``ns:observers``, ``ns:poller:<id>`` and ``ns:pool-buckets`` are keys of their own, never used in
+one command with another slot's keys. The pool index is split there into one bucket per slot,
+``ns:pools:{<tag>}``, whose ``<tag>`` (``slot_tag``) hashes to the slot of the pools it lists, so
+the script that creates or removes a pool changes its index entry too. The directory
+``ns:pool-buckets`` is only ever added to (before the pool is created): a listed bucket without
+pools lists none, so no pool is ever missing from the index and no removed pool lingers in it.
+
+Times: what a pool's scripts store (pool heartbeats, event times) is their own ``TIME``, the
+clock of the shard holding the pool. The keys no pool owns are stamped by the default clock,
+that of the shard holding ``ns:pollers`` (``Store.server_time()``): every poller's liveness is
+judged by that one clock.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+import threading
+from dataclasses import dataclass, field
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 DEFAULT_NAMESPACE = "mpp"
+
+
+@dataclass
+class SlotTags:
+    """For each Redis Cluster slot, the smallest decimal integer whose own slot it is (so
+    ``{<tag>}`` puts a key in that slot): found by counting up once, remembered for good (every
+    slot has one below 110,000)."""
+
+    tags: dict[int, str] = field(default_factory=dict)
+    counter: itertools.count[int] = field(default_factory=itertools.count)
+    # Every process must find the same tag (a pool is removed from the bucket it was added
+    # to): two threads counting at once could leave a larger one first.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def of(self, slot: int) -> str:
+        if not 0 <= slot < REDIS_CLUSTER_HASH_SLOTS:
+            raise ValueError(f"no Redis Cluster slot {slot}")
+        with self.lock:
+            while slot not in self.tags:
+                text = str(next(self.counter))
+                self.tags.setdefault(key_slot(text.encode()), text)
+            return self.tags[slot]
+
+
+SLOT_TAGS = SlotTags()
+
+
+def slot_tag(slot: int) -> str:
+    """The hash tag of the pool-index bucket of ``slot``."""
+    return SLOT_TAGS.of(slot)
 
 
 @dataclass(frozen=True)
@@ -63,6 +120,18 @@ class Keys:
 
     def pools(self) -> str:
         return f"{self.namespace}:pools"
+
+    def pool_bucket(self, tag: str) -> str:
+        """A Redis Cluster's pool-index bucket of the slot of ``tag``."""
+        return f"{self.namespace}:pools:{{{tag}}}"
+
+    def pool_buckets(self) -> str:
+        """A Redis Cluster's directory of the pool-index buckets in use (their tags)."""
+        return f"{self.namespace}:pool-buckets"
+
+    def bucket_tag(self, pool: str) -> str:
+        """The tag of the bucket that lists ``pool``: its slot is the slot of the pool's keys."""
+        return slot_tag(key_slot(self.pool(pool).encode()))
 
     def pool(self, pool: str) -> str:
         return f"{self._tag(pool)}:pool"

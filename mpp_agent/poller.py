@@ -396,7 +396,8 @@ class Poller:
 
     def sync_clocks(self, pools: Sequence[PoolState]) -> float:
         """Read each pool's clock (on a Redis Cluster, its shard's: ``Store.server_times``)
-        and this poller's own (the pool index's shard); the latter is returned."""
+        and the default one (the shard of the poller heartbeats, which judges liveness); the
+        latter is returned."""
         if not self.store.is_cluster:
             now = self.sync_clock()
             self.offsets = {}
@@ -460,9 +461,8 @@ class Poller:
         recorded = self.store.record_observations(
             records,
             self.settings.poller_id,
-            self.now(),
             ttl=max(observation_ttl(p.interval) for p in due),
-            heartbeat_expiry=self.now() + max(pool_heartbeat_ttl(p.interval) for p in due),
+            heartbeat_ttl=max(pool_heartbeat_ttl(p.interval) for p in due),
             waits=expected,
         )
         complete = [r for r in recorded if r.is_complete or force]
@@ -725,7 +725,7 @@ class Poller:
         result = tick(expire_overrides(base, now), merge_observations(reports), now)
         least = None if restore is None else restore.version + 1
         done = self.store.commit(
-            pool, result.pool, result.events, self.settings.poller_id, now, round_, least
+            pool, result.pool, result.events, self.settings.poller_id, round_, least
         )
         ok, why = done
         if ok:

@@ -8,10 +8,13 @@ state is) stays in Python: the scripts only fence and write.
 Redis URLs: ``redis://``, ``rediss://`` (TLS), ``unix://``,
 ``redis+sentinel://h1:26379,h2:26379/<master>/<db>`` and ``redis+cluster://h1:p1,h2:p2/`` (or
 ``rediss+cluster://``) for a Redis Cluster. On a Cluster every script touches the keys of one
-pool, which share a slot (keys.py); the pool index and the poller heartbeats are keys of their
-own that no command uses together with another slot's keys; a pool's round time is read from
-the shard that holds the pool (``server_times``). The password comes from the URL, the
-environment (``MPP_REDIS_PASSWORD``) or a file, and never appears in a log line or repr.
+pool, which share a slot (keys.py): the pool index is split into one bucket per slot there, so
+the script that creates or removes a pool changes its index entry as on a single Redis; the
+poller heartbeats are keys of their own that no command uses together with another slot's keys.
+Every time a script stores in a pool's keys (heartbeats of the pool's pollers, event times) is
+the script's own ``TIME``, the clock of the shard holding the pool; a poller cuts a pool's rounds
+by that same clock (``server_times``). The password comes from the URL, the environment
+(``MPP_REDIS_PASSWORD``) or a file, and never appears in a log line or repr.
 """
 
 from __future__ import annotations
@@ -437,10 +440,15 @@ def redis_problem(exc: Exception, url: str) -> str:
     return f"Redis at {shown} refused a command: {text}"
 
 
+# Helpers every script may call, prepended to each.
+LUA_HELPERS = ("check_key_types", "server_time")
+
+
 def load_script(name: str) -> str:
-    """A script's source, after the helper every script may call (``check_key_types``)."""
+    """A script's source, after the helpers every script may call (``check_key_types``,
+    ``now_ms``, ``stamped``)."""
     lua = resources.files("mpp_agent").joinpath("lua")
-    return lua.joinpath("check_key_types.lua").read_text() + lua.joinpath(f"{name}.lua").read_text()
+    return "".join(lua.joinpath(f"{part}.lua").read_text() for part in (*LUA_HELPERS, name))
 
 
 # --------------------------------------------------------------------------- the store
@@ -523,11 +531,16 @@ class Store:
 
     def namespaces_with_pools(self, limit: int = 20) -> list[str]:
         """Other namespaces of this Redis that have pools (to help after a wrong --namespace)."""
+        index = Keys("*").pool_buckets() if self.is_cluster else Keys("*").pools()
+        suffix = index.removeprefix("*")
         found = set()
-        for key in self.client.scan_iter(match=Keys("*").pools(), count=1000):
-            namespace = key.decode(errors="replace").removesuffix(Keys("").pools())
-            if self.client.scard(key):
-                found.add(namespace)
+        for key in self.client.scan_iter(match=index, count=1000):
+            namespace = key.decode(errors="replace").removesuffix(suffix)
+            try:
+                if Store(self.client, namespace).read_index()[0]:
+                    found.add(namespace)
+            except BadKey:
+                continue  # not a namespace of this version's, or a broken one: not a hint
             if len(found) >= limit:
                 break
         return sorted(found)
@@ -565,7 +578,8 @@ class Store:
 
     def server_time(self, pool: str | None = None) -> float:
         """Redis server time in seconds: the only clock rounds are cut by. On a Redis Cluster,
-        the clock of the shard holding ``pool`` (without one: the shard of the pool index)."""
+        the clock of the shard holding ``pool`` (without one: the default clock, of the shard
+        holding the poller heartbeats, by which every poller's liveness is judged)."""
         seconds, micros = self.client.time(**self.at_shard(self.keys.pool(pool) if pool else None))
         return float(seconds) + float(micros) / 1e6
 
@@ -588,27 +602,65 @@ class Store:
 
     def at_shard(self, key: str | None) -> dict[str, Any]:
         """The keyword that sends a keyless command (TIME, WAIT, INFO) to the Cluster node
-        holding ``key`` (default: the pool index); nothing for a single Redis."""
+        holding ``key`` (default: the poller heartbeats, whose clock judges every poller's
+        liveness); nothing for a single Redis."""
         if not self.is_cluster:
             return {}
-        return {"target_nodes": self.client.get_node_from_key(key or self.keys.pools())}
+        return {"target_nodes": self.client.get_node_from_key(key or self.keys.pollers())}
 
     def pool_names(self) -> list[str]:
-        key = self.keys.pools()
+        """Every pool's name. BadKey if the index is unusable; on a Redis Cluster a bucket of
+        the wrong type is logged once and its pools are left out (``read_pools`` returns it)."""
+        names, unusable = self.read_index()
+        for problem in unusable:
+            self.problems.bad(problem)
+        return names
+
+    def read_index(self) -> tuple[list[str], list[BadKey]]:
+        """The names in the pool index, and the Cluster buckets that cannot be read (BadKey
+        raised for an unusable index set or directory)."""
+        if not self.is_cluster:
+            return sorted(self.set_members(self.keys.pools())), []
+        # Two reads: the directory, then every bucket it lists (one pipeline per master).
+        tags = sorted(self.set_members(self.keys.pool_buckets()))
+        if not tags:
+            return [], []
+        buckets = [self.keys.pool_bucket(tag) for tag in tags]
+        pipe = self.client.pipeline(transaction=False)
+        for key in buckets:
+            pipe.smembers(key)
+        names: set[str] = set()
+        unusable = []
+        for key, raw in zip(buckets, pipe.execute(raise_on_error=False), strict=True):
+            reply = self.checked(raw, [(key, "set")])
+            if isinstance(reply, BadKey):
+                unusable.append(reply)
+            else:
+                self.problems.good(key)
+                names.update(m.decode() for m in reply)
+        return sorted(names), unusable
+
+    def set_members(self, key: str) -> set[str]:
+        """The members of a set key (BadKey if it is not a set)."""
         try:
             members = self.client.smembers(key)
         except redis.ResponseError as exc:
             raise self.key_error(exc, [(key, "set")]) from None
-        return sorted(m.decode() for m in members)
+        return {m.decode() for m in members}
 
     def read_pools(self, names: Iterable[str] | None = None) -> dict[str, PoolState | BadKey]:
         """The named pools (default all) in one round trip, each a PoolState or the BadKey that
-        makes it unreadable (logged once); missing pools are left out."""
-        names = self.pool_names() if names is None else list(names)
+        makes it unreadable (logged once); missing pools are left out. Reading all of them, an
+        unusable bucket of a Cluster's index is in the result too, under its key's name."""
+        out: dict[str, PoolState | BadKey] = {}
+        if names is None:
+            names, unusable = self.read_index()
+            out.update((problem.key, self.problems.bad(problem)) for problem in unusable)
+        else:
+            names = list(names)
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(self.keys.pool(name))
-        out: dict[str, PoolState | BadKey] = {}
         for name, raw in zip(names, pipe.execute(raise_on_error=False), strict=True):
             pool = self.pool_of(name, raw)
             if pool is not None:
@@ -707,11 +759,9 @@ class Store:
         # A fresh id per creation: versions of a pool removed and created again start over.
         pool = new_pool(config, uuid.uuid4().hex)
         event = Event(EventKind.CONFIGURE, pool.name, message=f"pool created by {actor}")
-        keys = [self.keys.pool(pool.name), self.keys.events(pool.name), *self.index_key()]
+        keys = [self.keys.pool(pool.name), self.keys.events(pool.name), self.index_key(pool.name)]
         if self.is_cluster:
-            # The index is another slot's key: named first, so a pool is never without it (a
-            # name without a pool, if this stops half-way, reads as no pool).
-            self.client.sadd(self.keys.pools(), pool.name)
+            self.list_bucket(pool.name)
         try:
             created = self._create(
                 keys=keys,
@@ -720,47 +770,49 @@ class Store:
                     EVENTS_MAXLEN,
                     self.notify_channel,
                     pool.name,
-                    event_to_json(event, actor, self.server_time()),
+                    event_to_json(event, actor),
                 ],
             )
         except redis.ResponseError as exc:
             raise self.key_error(
-                exc, list(zip(keys, ("hash", "stream", "set"), strict=False))
+                exc, list(zip(keys, ("hash", "stream", "set"), strict=True))
             ) from None
         if not created:
             raise PoolExists(pool.name)
         return self.load_pool(pool.name)
 
     def remove_pool(self, name: str) -> None:
+        k = self.keys
+        keys = [k.pool(name), k.events(name), k.metrics(name), k.pool_pollers(name)]
+        keys.append(self.index_key(name))
         for _ in range(ADMIN_RETRIES):
             pool = self.load_pool(name)
-            k = self.keys
-            result = self._remove(
-                keys=[
-                    *(k.pool(name), k.events(name), k.metrics(name), k.pool_pollers(name)),
-                    *self.index_key(),
-                ],
-                args=[pool.version, self.notify_channel, name],
-            )
+            try:
+                result = self._remove(keys=keys, args=[pool.version, self.notify_channel, name])
+            except redis.ResponseError as exc:
+                raise self.key_error(exc, [(keys[0], "hash"), (keys[-1], "set")]) from None
             if result == 1:
-                if self.is_cluster:
-                    self.unindex(name)
                 return
             if result == 0:
                 raise UnknownPool(name)
         raise Conflict(f"Pool {name} kept changing while removing it; try again.")
 
-    def index_key(self) -> list[str]:
-        """The pool index as a script's last key, so that it changes in the same script as the
-        pool; none on a Redis Cluster, where it lives in another slot."""
-        return [] if self.is_cluster else [self.keys.pools()]
+    def index_key(self, pool: str) -> str:
+        """The index set that lists ``pool``, changed by the same script as the pool: the one
+        index of a single Redis, or on a Cluster the bucket of the pool's own slot."""
+        if not self.is_cluster:
+            return self.keys.pools()
+        return self.keys.pool_bucket(self.keys.bucket_tag(pool))
 
-    def unindex(self, name: str) -> None:
-        """Drop a removed pool's name from a Cluster's index, unless the pool was created again
-        meanwhile (then its name goes back: a reader may miss it for one read, never for good)."""
-        self.client.srem(self.keys.pools(), name)
-        if self.client.exists(self.keys.pool(name)):
-            self.client.sadd(self.keys.pools(), name)
+    def list_bucket(self, pool: str) -> None:
+        """Put the bucket of ``pool`` in a Cluster's directory of buckets, before the pool can
+        exist: the directory is only ever added to (at most one tag per slot), so it never
+        needs to change with a pool, and a bucket listed without pools reads as none."""
+        key = self.keys.pool_buckets()
+        try:
+            self.client.sadd(key, self.keys.bucket_tag(pool))
+        except redis.ResponseError as exc:
+            raise self.key_error(exc, [(key, "set")]) from None
 
     def admin(
         self,
@@ -777,7 +829,7 @@ class Store:
             result = change(expire_overrides(pool, now))
             # A new interval re-numbers the rounds (round = time // interval): start afresh.
             renumber = "=-1" if result.pool.interval != pool.interval else None
-            if self.commit(pool, result.pool, result.events, actor, now, renumber).committed:
+            if self.commit(pool, result.pool, result.events, actor, renumber).committed:
                 return result
         raise Conflict(f"Pool {name} kept changing under concurrent writers; try again.")
 
@@ -787,7 +839,6 @@ class Store:
         after: PoolState,
         events: Sequence[Event],
         actor: str,
-        now: float,
         round_: int | str | None,
         least_version: int | None = None,
     ) -> CommitResult:
@@ -795,12 +846,13 @@ class Store:
 
         ``round_`` is the tick's round (refused unless newer than the last), None for an admin
         change, or ``"=<n>"`` to re-number the rounds. ``least_version``: write at least this
-        version (restoring a state Redis lost, above every version seen of it).
+        version (restoring a state Redis lost, above every version seen of it). The events are
+        stamped with the time of the shard holding the pool, by the script that writes them.
 
         Raises UnknownPool if the pool is gone, BadKey if one of its keys is unusable (then
         nothing is written)."""
         tag = round_ if isinstance(round_, int) else None
-        payload = [event_to_json(e, actor, now, tag) for e in events]
+        payload = [event_to_json(e, actor, tag) for e in events]
         keys = [self.keys.pool(before.name), self.keys.events(before.name)]
         try:
             result = self._commit(
@@ -875,17 +927,18 @@ class Store:
         self,
         records: Sequence[Record],
         poller_id: str,
-        now: float,
         ttl: float,
-        heartbeat_expiry: float,
+        heartbeat_ttl: float,
         waits: Mapping[str, Sequence[str]] | None = None,
     ) -> list[RoundRecord]:
         """Record this poller's observations for several (pool, round)s in one round trip.
 
-        Each record is (pool, round, observations, metrics JSON by node). ``expected``: per
-        pool, the assigned observers its round waits for (by default every live poller of the
-        pool). A record that one of its pool's keys refused (logged once, nothing of it written)
-        is left out of the result: that pool loses this round, the others do not."""
+        Each record is (pool, round, observations, metrics JSON by node), kept ``ttl``
+        seconds; this poller counts as one of each pool's live pollers for ``heartbeat_ttl``
+        seconds, by the clock of the shard holding the pool (the script's own TIME). ``waits``:
+        per pool, the assigned observers its round waits for (by default every live poller of
+        the pool). A record that one of its pool's keys refused (logged once, nothing of it
+        written) is left out of the result: that pool loses this round, the others do not."""
 
         calls = []
         for pool, round_, observations, metrics in records:
@@ -896,8 +949,7 @@ class Store:
                 poller_id,
                 observations_to_json(observations),
                 int(ttl * 1000),
-                int(now * 1000),
-                int(heartbeat_expiry * 1000),
+                int(heartbeat_ttl * 1000),
                 len(metrics),
                 *flat,
                 len(waits_for),
@@ -994,7 +1046,12 @@ class Store:
         """Keep the heartbeat document ``info`` ``ttl`` seconds (None: leave it as it is, only
         say the poller lives) and the poller live for ``live_for`` (default ``ttl``); an
         ``observer`` (a poller not pinned to named pools) is also one of the pollers pools are
-        assigned over."""
+        assigned over.
+
+        ``now`` is the default clock's (``server_time()``), unlike the pools' own pollers
+        zsets, which their scripts stamp by their shard's clock: ``ns:pollers`` and
+        ``ns:observers`` are read against that one clock by every poller and mpp-admin, so a
+        poller's liveness never depends on which shard judges it."""
         live_for = ttl if live_for is None else live_for
         expiry = (now + live_for) * 1000
         forgotten = f"({int((now - FORGET_POLLER_AFTER) * 1000)}"

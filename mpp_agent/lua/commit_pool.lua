@@ -9,7 +9,8 @@
 -- ARGV[4]  approximate maximum length of the events stream
 -- ARGV[5]  pub/sub channel to notify
 -- ARGV[6]  message to publish (the pool name)
--- ARGV[7]  number of events N, then ARGV[8 .. 7+N]: one JSON event each
+-- ARGV[7]  number of events N, then ARGV[8 .. 7+N]: one JSON event each, without "at": the
+--          script stamps them with its own TIME (the pool's shard's clock; server_time.lua)
 -- ARGV[8+N] optional: the least version to write (a writer restoring a state that Redis lost
 --          in a failover sets it above the versions already seen, so that every reader adopts
 --          the restored state at once)
@@ -49,7 +50,7 @@ if floor and floor > version then
 end
 redis.call('HSET', KEYS[1], 'doc', ARGV[3])
 for i = 1, n do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[7 + i])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'event', stamped(ARGV[7 + i]))
 end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return {1, version}

@@ -7,10 +7,10 @@
 -- ARGV[1]  poller id
 -- ARGV[2]  its observations of the round (JSON)
 -- ARGV[3]  TTL of the observations and metrics, in ms
--- ARGV[4]  now, in ms of Redis time (the caller read TIME for this round)
--- ARGV[5]  heartbeat expiry of this poller, in ms of Redis time
--- ARGV[6]  number of metrics fields N, then ARGV[7 ..]: node, metrics JSON, node, ...
--- ARGV[7+2N]  number of the pool's assigned observers M (by this poller's view), then their
+-- ARGV[4]  how long this poller's heartbeat for the pool lasts, in ms: it expires that long
+--          after this script's own TIME (the pool's shard's clock, never the poller's)
+-- ARGV[5]  number of metrics fields N, then ARGV[6 ..]: node, metrics JSON, node, ...
+-- ARGV[6+2N]  number of the pool's assigned observers M (by this poller's view), then their
 --          ids; 0: every live poller of this pool (those whose pool heartbeat is unexpired)
 --
 -- Returns {expected, reported}: how many pollers the round waits for (the assigned observers,
@@ -22,25 +22,26 @@ local wrong = check_key_types({'hash', 'zset', 'hash'})
 if wrong then
   return wrong
 end
+local now = now_ms()
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
-local n = tonumber(ARGV[6])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
+local n = tonumber(ARGV[5])
 if n > 0 then
   for i = 0, n - 1 do
-    redis.call('HSET', KEYS[3], ARGV[7 + 2 * i], ARGV[8 + 2 * i])
+    redis.call('HSET', KEYS[3], ARGV[6 + 2 * i], ARGV[7 + 2 * i])
   end
   redis.call('PEXPIRE', KEYS[3], ARGV[3])
 end
-local m = tonumber(ARGV[7 + 2 * n] or '0')
+local m = tonumber(ARGV[6 + 2 * n] or '0')
 local live = {}
 if m > 0 then
   for i = 1, m do
-    live[i] = ARGV[7 + 2 * n + i]
+    live[i] = ARGV[6 + 2 * n + i]
   end
 else
-  live = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[4], '+inf')
+  live = redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf')
 end
 local reported = 0
 for _, id in ipairs(live) do

@@ -61,9 +61,7 @@ def tick(
         pool = store.load_pool(name)
         now = store.server_time()
         result = state.tick(pool, observe(pool, failing), now)
-        ok, reason = store.commit(
-            pool, result.pool, result.events, poller, now, pool.last_round + 1
-        )
+        ok, reason = store.commit(pool, result.pool, result.events, poller, pool.last_round + 1)
         assert ok, reason
     return store.load_pool(name)
 

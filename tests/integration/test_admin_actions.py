@@ -66,7 +66,7 @@ def test_recover_pool_resets_pool_fail(redis_url: str) -> None:
     store = store_for(redis_url)
     pool = bootstrap(store)
     failed = state.tick(pool, {}, store.server_time(), pool_failed=True).pool
-    assert store.commit(pool, failed, (), "test", store.server_time(), None)[0]
+    assert store.commit(pool, failed, (), "test", None)[0]
     result = mpp_admin(redis_url, "recover", "--pool", "pool1")
     assert (result.exit_code, result.stdout) == (0, "OK: Pool status reset from FAIL to OK\n")
     assert store.load_pool("pool1").status is PoolStatus.OK

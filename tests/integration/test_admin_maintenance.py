@@ -106,7 +106,7 @@ def test_switchover_waits_prints_the_steps_and_exits_0(redis_url: str) -> None:
             if round_ <= pool.last_round:
                 continue
             result = state.tick(pool, positions(pool), now)
-            store.commit(pool, result.pool, result.events, "poller-test", now, round_)
+            store.commit(pool, result.pool, result.events, "poller-test", round_)
 
     thread = threading.Thread(target=poller, daemon=True)
     thread.start()

@@ -110,7 +110,7 @@ def abstain_on(store: Store, name: str, node: NodeId, note: str) -> None:
     observations[node] = Observation(Outcome.ABSTAIN, DENIED, monitor_note=note)
     now = store.server_time()
     result = state.tick(pool, observations, now)
-    assert store.commit(pool, result.pool, result.events, "p-test", now, pool.last_round + 1)[0]
+    assert store.commit(pool, result.pool, result.events, "p-test", pool.last_round + 1)[0]
 
 
 def test_list_shows_why_the_monitor_could_not_check_a_node(redis_url: str) -> None:
@@ -128,7 +128,7 @@ def test_list_shows_why_the_monitor_could_not_check_a_node(redis_url: str) -> No
     pool = store.load_pool("pool1")
     now = store.server_time()
     result = state.tick(pool, {n.node: Observation.healthy() for n in pool.nodes}, now)
-    assert store.commit(pool, result.pool, result.events, "p-test", now, pool.last_round + 1)[0]
+    assert store.commit(pool, result.pool, result.events, "p-test", pool.last_round + 1)[0]
     assert not any(
         line.startswith("  M") for line in mpp_admin(redis_url, "list").stdout.splitlines()
     )
@@ -143,8 +143,7 @@ def test_list_json_gives_each_nodes_lag_from_its_last_probe(redis_url: str) -> N
         str(S2): json.dumps({"seconds_behind": 4, "lag": 4.5}),  # lag preferred
     }
     observations = {n.node: Observation.healthy() for n in pool.nodes}
-    now = store.server_time()
-    store.record_observations([("pool1", 7, observations, metrics)], "p-test", now, 30, now + 30)
+    store.record_observations([("pool1", 7, observations, metrics)], "p-test", 30, 30)
     nodes = json.loads(mpp_admin(redis_url, "list", "--json").stdout)["pools"][0]["nodes"]
     assert [(n["node"], n["lag"]) for n in nodes] == [
         ("10.0.0.1:3306", None),

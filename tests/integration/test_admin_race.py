@@ -59,7 +59,7 @@ class Pollers:
             result = state.tick(pool, self.observations(pool), now)  # type: ignore[arg-type]
             if len(result.pool.active_nodes) > 1:
                 self.violations.append(f"{poller} computed two ACTIVE nodes")
-            ok, _ = store.commit(pool, result.pool, result.events, poller, now, pool.last_round + 1)
+            ok, _ = store.commit(pool, result.pool, result.events, poller, pool.last_round + 1)
             if ok:
                 with self.lock:
                     self.commits[poller] += 1

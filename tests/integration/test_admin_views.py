@@ -171,7 +171,7 @@ def test_report_without_message_uses_the_request_level_label(redis_url: str) -> 
     node = pool.find(S1)
     assert node is not None
     after = state.with_node(pool, 1, state.replace(node, requests=2, message=None))
-    assert store.commit(pool, after, (), "test", store.server_time(), None)[0]
+    assert store.commit(pool, after, (), "test", None)[0]
     assert mpp_admin(redis_url, "report", "10.0.0.2").stdout == "OK WARN/STANDBY (SECONDARY)\n"
 
 
@@ -218,7 +218,7 @@ def test_is_active_follows_unexpired_overrides(redis_url: str) -> None:
     now = store.server_time()
     expired = Override(State.STANDBY, None, "old", "admin:t", now - 20, now - 10)
     after = state.set_override(pool, P, expired).pool
-    assert store.commit(pool, after, (), "test", now, None)[0]
+    assert store.commit(pool, after, (), "test", None)[0]
     assert mpp_admin(redis_url, "is-active", "10.0.0.1").stdout == "OK\n"
 
 

@@ -128,7 +128,7 @@ def tick(store: Store, name: str) -> PoolState:
     """Commit the current round unchanged, as a live poller would."""
     pool = store.load_pool(name)
     now = store.server_time()
-    store.commit(pool, pool, [], "test", now, math.floor(now / pool.interval))
+    store.commit(pool, pool, [], "test", math.floor(now / pool.interval))
     return store.load_pool(name)
 
 

@@ -105,7 +105,7 @@ def test_the_fencer_sets_records_and_counts(store: Store, mariadb_cluster: Maria
         replace(n, state=s, replication=Replication(read_only=False))
         for n, s in zip(created.nodes, states, strict=True)
     )
-    assert store.commit(created, replace(created, nodes=nodes), [], "test", 0.0, None).committed
+    assert store.commit(created, replace(created, nodes=nodes), [], "test", None).committed
     pool = store.load_pool("p1")
     fencer = Fencer(store, FENCE, "poller-x", Timeouts(1.0, 1.0, 2.0))
     seen = {n.node: Observation(Outcome.HEALTHY, replication=n.replication) for n in pool.nodes}

@@ -140,7 +140,7 @@ def set_states(store: Store, states: dict[int, tuple[State, int]]) -> None:
     store.admin("app_pool", change)
     pool = store.load_pool("app_pool")
     now = store.server_time()
-    store.commit(pool, pool, [], "test", now, math.floor(now / pool.interval))
+    store.commit(pool, pool, [], "test", math.floor(now / pool.interval))
 
 
 UP = "no check"  # regular checks are off here: an agent "up ready" server shows this

@@ -5,16 +5,19 @@ ever had two ACTIVE nodes."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from mpp_agent.model import PoolState, State
-from mpp_agent.rounds import round_of
+from mpp_agent.model import NodeId, Observation, PoolState, State
+from mpp_agent.poller import Poller, PollerSettings
+from mpp_agent.probe import NodeMetrics, ProbeResult, ProbeSettings
+from mpp_agent.rounds import pool_heartbeat_ttl, round_of
 from mpp_agent.store import Store
 from tests.daemons import PollerProcess, ask_agent
 from tests.integration.admin_support import mpp_admin
@@ -200,3 +203,176 @@ def test_an_unreachable_cluster_is_said_without_its_password() -> None:
     done = mpp_admin(f"redis+cluster://:hunter2@127.0.0.1:{port}/", "pools")
     assert done.exit_code == 6  # UNAVAILABLE
     assert "unreachable" in done.stderr and "hunter2" not in done.stdout + done.stderr
+
+
+# ----------------------------------------------------------------- the pool index on a Cluster
+
+INDEXED = [f"idx{i:02d}" for i in range(12)]
+POOL_SPEC = ("--primary", "10.0.0.1", "--secondary", "10.0.0.2", "--interval", str(INTERVAL))
+
+
+def admin_create(url: str, name: str, *more: str) -> None:
+    done = mpp_admin(url, *more, "pool", "create", name, *POOL_SPEC)
+    assert done.exit_code == 0, done.stdout + done.stderr
+
+
+def admin_remove(url: str, name: str) -> None:
+    done = mpp_admin(url, "pool", "remove", name, "--yes")
+    assert done.exit_code == 0, done.stdout + done.stderr
+
+
+def listed(url: str) -> list[str]:
+    done = mpp_admin(url, "pools", "--json")
+    assert done.exit_code == 0, done.stdout + done.stderr
+    return sorted(p["name"] for p in json.loads(done.stdout)["pools"])
+
+
+def indexed_anywhere(store: Store) -> set[str]:
+    """Every name in every bucket the directory lists, read key by key."""
+    tags = store.client.smembers(store.keys.pool_buckets())
+    names: set[str] = set()
+    for tag in tags:
+        names |= {m.decode() for m in store.client.smembers(store.keys.pool_bucket(tag.decode()))}
+    return names
+
+
+def test_the_pool_index_changes_with_the_pool_on_every_shard(
+    cluster_url: str, redis_cluster: RedisClusterServers
+) -> None:
+    store = Store.from_url(cluster_url)
+    shards = {redis_cluster.master_of(store.keys.pool(n)).port for n in INDEXED}
+    assert len(shards) == 3, shards  # the names spread over every master
+    for name in INDEXED:
+        admin_create(cluster_url, name)
+    assert store.pool_names() == INDEXED
+    assert listed(cluster_url) == INDEXED
+    for name in INDEXED:
+        bucket = store.keys.pool_bucket(store.keys.bucket_tag(name))
+        slot = store.client.cluster_keyslot(bucket)
+        assert slot == store.client.cluster_keyslot(store.keys.pool(name)), name
+        assert store.client.sismember(bucket, name)
+        # the bucket is on the pool's own master: the script changes both
+        assert redis_cluster.master_of(bucket) is redis_cluster.master_of(store.keys.pool(name))
+    tags = {t.decode() for t in store.client.smembers(store.keys.pool_buckets())}
+    assert tags == {store.keys.bucket_tag(n) for n in INDEXED}
+    # Removed pools leave no name behind; the directory keeps its tags (empty buckets list none).
+    removed = INDEXED[::2]
+    for name in removed:
+        admin_remove(cluster_url, name)
+    kept = INDEXED[1::2]
+    assert store.pool_names() == kept
+    assert listed(cluster_url) == kept
+    assert indexed_anywhere(store) == set(kept)
+    assert {t.decode() for t in store.client.smembers(store.keys.pool_buckets())} == tags
+    # Created again, removed again: the name follows the pool each time.
+    admin_create(cluster_url, removed[0])
+    assert store.pool_names() == sorted([*kept, removed[0]])
+    for name in [removed[0], *kept]:
+        admin_remove(cluster_url, name)
+    assert store.pool_names() == []
+    assert indexed_anywhere(store) == set()
+    done = mpp_admin(cluster_url, "pools")
+    assert (done.exit_code, done.stdout) == (0, "No pools.\n")
+    # A namespace without pools points at the one that has some.
+    admin_create(cluster_url, "elsewhere", "--namespace", "other")
+    done = mpp_admin(cluster_url, "pools")
+    assert "namespaces with pools: other" in done.stderr, done.stderr
+
+
+def same_bucket(store: Store, one: str, other: str) -> bool:
+    return store.keys.bucket_tag(one) == store.keys.bucket_tag(other)
+
+
+def test_a_wrong_typed_bucket_or_directory_is_a_bad_key(cluster_url: str) -> None:
+    store = Store.from_url(cluster_url)
+    for name in INDEXED[:6]:
+        admin_create(cluster_url, name)
+    victim = INDEXED[0]
+    bucket = store.keys.pool_bucket(store.keys.bucket_tag(victim))
+    share = sorted(n for n in INDEXED[:6] if same_bucket(store, n, victim))
+    store.client.delete(bucket)
+    store.client.set(bucket, "not a set")
+    # The other buckets' pools are still listed; the bad bucket is said, exit 7 (BAD_STATE).
+    others = sorted(set(INDEXED[:6]) - set(share))
+    assert store.pool_names() == others
+    done = mpp_admin(cluster_url, "pools")
+    assert done.exit_code == 7, done.stdout + done.stderr
+    assert f"{bucket} is a string, not a set (left out)" in done.stderr
+    assert all(name in done.stdout for name in others) and "Traceback" not in done.stderr
+    # Neither creating nor removing a pool of that bucket writes anything.
+    again = mpp_admin(cluster_url, "pool", "remove", victim, "--yes")
+    assert again.exit_code == 7 and f"{bucket} is a string, not a set" in again.stderr
+    assert store.load_pool(victim).name == victim
+    twin = next(f"twin{i}" for i in itertools.count() if same_bucket(store, f"twin{i}", victim))
+    created = mpp_admin(cluster_url, "pool", "create", twin, *POOL_SPEC)
+    assert created.exit_code == 7 and f"{bucket} is a string, not a set" in created.stderr
+    assert not store.client.exists(store.keys.pool(twin), store.keys.events(twin))
+    store.client.delete(bucket)
+    store.client.sadd(bucket, *share)
+    # A wrong-typed directory: nothing is listed, every command says why, nothing is created.
+    directory = store.keys.pool_buckets()
+    store.client.delete(directory)
+    store.client.set(directory, "not a set")
+    done = mpp_admin(cluster_url, "pools")
+    assert done.exit_code == 7, done.stdout + done.stderr
+    assert f"{directory} is a string, not a set" in done.stderr and "Traceback" not in done.stderr
+    created = mpp_admin(cluster_url, "pool", "create", "newcomer", *POOL_SPEC)
+    assert created.exit_code == 7 and f"{directory} is a string, not a set" in created.stderr
+    assert not store.client.exists(store.keys.pool("newcomer"))
+
+
+# ----------------------------------------------------------------- one clock per pool
+
+DEFAULT_SKEW = 40.0  # what the skewed poller gets wrong about the default clock...
+SHARD_SKEWS = (7.0, -7.0, 0.0)  # ...and about each shard's, one amount per master
+
+
+def healthy(node: NodeId, _settings: ProbeSettings) -> ProbeResult:
+    return ProbeResult(node, Observation.healthy(), NodeMetrics(), 0.0)
+
+
+class SkewedPoller(Poller):
+    """A poller whose clocks are all off, each by another amount: whatever a per-pool script
+    stores must still be in the time frame of the shard holding the pool."""
+
+    def __init__(self, store: Store, skews: dict[str, float]) -> None:
+        super().__init__(store, PollerSettings("skewed", ProbeSettings("m", "x")), healthy)
+        self.skews = skews
+
+    def sync_clocks(self, pools: Sequence[PoolState]) -> float:
+        now = super().sync_clocks(pools)
+        self.offset += DEFAULT_SKEW
+        self.offsets = {name: t + self.skews[name] for name, t in self.offsets.items()}
+        return now + DEFAULT_SKEW
+
+
+def shard_ms(redis_cluster: RedisClusterServers, store: Store, name: str) -> float:
+    with redis_cluster.master_of(store.keys.pool(name)).client() as c:
+        seconds, micros = c.time()
+    return seconds * 1000 + micros / 1000
+
+
+def test_per_pool_scripts_stamp_by_their_shards_clock_whatever_the_poller_thinks(
+    cluster_url: str, redis_cluster: RedisClusterServers
+) -> None:
+    store = Store.from_url(cluster_url)
+    for name in INDEXED:
+        admin_create(cluster_url, name)
+    masters = sorted({redis_cluster.master_of(store.keys.pool(n)).port for n in INDEXED})
+    skew_of = dict(zip(masters, SHARD_SKEWS, strict=True))
+    skews = {n: skew_of[redis_cluster.master_of(store.keys.pool(n)).port] for n in INDEXED}
+    poller = SkewedPoller(store, skews)
+    before = {name: shard_ms(redis_cluster, store, name) for name in INDEXED}
+    report = poller.cycle(force=True)
+    after = {name: shard_ms(redis_cluster, store, name) for name in INDEXED}
+    assert sorted(report.committed) == INDEXED  # every shard's pools recorded and committed
+    ttl_ms = pool_heartbeat_ttl(INTERVAL) * 1000
+    for name in INDEXED:
+        # The poller's heartbeat for the pool expires by the pool's shard's clock...
+        score = store.client.zscore(store.keys.pool_pollers(name), "skewed")
+        assert before[name] + ttl_ms - 1 <= score <= after[name] + ttl_ms + 1, (name, skews[name])
+        # ...and so are the events of its commit stamped.
+        ((_, event),) = store.last_events(name, 1)
+        assert before[name] - 1 <= event["at"] * 1000 <= after[name] + 1, (name, skews[name])
+        # The round is still the poller's to number, by its idea of the pool's clock.
+        assert store.load_pool(name).last_round == poller.handled[name]

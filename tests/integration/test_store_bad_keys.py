@@ -36,8 +36,7 @@ def records(store: Store, round_: int) -> list:
 
 
 def record(store: Store, round_: int) -> list[str]:
-    now = store.server_time()
-    done = store.record_observations(records(store, round_), "p1", now, 30, now + 30)
+    done = store.record_observations(records(store, round_), "p1", 30, 30)
     return [r.pool for r in done]
 
 
@@ -87,13 +86,38 @@ def test_a_commit_refused_by_its_events_stream_writes_nothing(store: Store) -> N
     now = store.server_time()
     result = tick(pool, {n.node: Observation.healthy() for n in pool.nodes}, now)
     with pytest.raises(BadKey, match=r"mpp:\{b\}:events is a string, not a stream"):
-        store.commit(pool, result.pool, result.events, "p1", now, 10)
+        store.commit(pool, result.pool, result.events, "p1", 10)
     assert store.load_pool("b") == pool  # not half-written: same version, round and document
     other = store.load_pool("a")
-    assert store.commit(other, other, [], "p1", now, 10) == CommitResult(True)
-    assert store.commit(other, other, [], "p1", now, 11) == (False, CommitRefusal.VERSION)
+    assert store.commit(other, other, [], "p1", 10) == CommitResult(True)
+    assert store.commit(other, other, [], "p1", 11) == (False, CommitRefusal.VERSION)
     again = store.load_pool("a")
-    assert store.commit(again, again, [], "p1", now, 10) == (False, CommitRefusal.ROUND)
+    assert store.commit(again, again, [], "p1", 10) == (False, CommitRefusal.ROUND)
+
+
+def test_a_pool_is_not_removed_past_a_wrong_typed_index(store: Store) -> None:
+    store.client.delete(store.keys.pools())
+    store.client.set(store.keys.pools(), "x")
+    with pytest.raises(BadKey, match="mpp:pools is a string, not a set"):
+        store.remove_pool("b")
+    assert store.load_pool("b").name == "b"  # refused before deleting anything
+    assert store.client.exists(store.keys.events("b"))
+    store.client.delete(store.keys.pools())
+    store.client.sadd(store.keys.pools(), "a", "b", "c")
+    store.remove_pool("b")
+    assert store.pool_names() == ["a", "c"]
+
+
+def test_event_times_are_the_redis_time_of_their_commit(store: Store) -> None:
+    before = store.server_time()
+    pool = store.load_pool("a")
+    result = tick(pool, {n.node: Observation.healthy() for n in pool.nodes}, before)
+    assert result.events and store.commit(pool, result.pool, result.events, "p1", 10).committed
+    after = store.server_time()
+    stamps = [event["at"] for _, event in store.events("a")]
+    assert len(stamps) == 1 + len(result.events)  # the creation's and the commit's
+    assert all(isinstance(at, float) and at <= after for at in stamps)
+    assert all(before <= at for at in stamps[1:])
 
 
 def test_each_bad_key_is_logged_once_and_once_more_when_repaired(
@@ -137,7 +161,7 @@ def test_a_read_only_redis_is_not_taken_for_bad_keys(
             record(replica, 1)
         pool = replica.load_pool("a")
         with pytest.raises(redis.exceptions.ReadOnlyError):
-            replica.commit(pool, pool, [], "p1", replica.server_time(), 1)
+            replica.commit(pool, pool, [], "p1", 1)
         assert replica.problems.known == {}
     finally:
         replica.client.replicaof("no", "one")

@@ -17,7 +17,7 @@ from tests.servers import RedisServer
 
 def commit_once(store: Store) -> bool:
     pool = store.load_pool("p1")
-    return store.commit(pool, pool, [], "test", store.server_time(), None).committed
+    return store.commit(pool, pool, [], "test", None).committed
 
 
 def test_no_replica_no_wait(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
