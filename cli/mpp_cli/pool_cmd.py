@@ -103,8 +103,9 @@ OBSERVERS_HELP = (
 )
 KEEP_CONNECTIONS_HELP = (
     "Seconds a poller may keep its connection to a node for the next probes, logging in afresh "
-    "after that or when the connection was lost (less CPU per probe, on the poller and the node); 0 = a login per "
-    "probe, which also proves every round that the node accepts new connections."
+    "after that or when the connection was lost (less CPU per probe, on the poller and the "
+    "node); 0 = a login per probe, which also proves every round that the node accepts new "
+    "connections."
 )
 FAILOVER_LAG_HELP = (
     "A STANDBY that lagged more than this (seconds) when the ACTIVE failed does not take over "
