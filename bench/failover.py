@@ -26,11 +26,15 @@ by pid. Needs what ``make demo`` needs (``scripts/setup.sh``).
 With ``--fence`` the pool has ``--fence read_only`` and the pollers a fencing account: the
 same figures with read_only fencing (it must add no interval to the failover).
 
+With ``--keep-connections S`` the pool keeps the pollers' connections to its nodes (the pool
+setting ``keep_connections``): the same figures with probes on kept connections.
+
 With ``--push [--agent-inter 3s]`` it measures instead how fast HAProxy follows the failover,
 with the agent-check alone and then with ``mpp-agent --haproxy-socket`` pushing each changed
 answer, side by side in one run (``bench/push.py --push``).
 
-Run: ``.venv/bin/python bench/failover.py [--runs 5] [--fence | --push [--agent-inter 3s]]``
+Run: ``.venv/bin/python bench/failover.py [--runs 5] [--fence] [--keep-connections 60]``, or
+``.venv/bin/python bench/failover.py [--runs 5] --push [--agent-inter 3s]``
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import random
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pymysql
@@ -50,12 +54,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import push  # noqa: E402 - after the path set-up
+from mpp_agent.config import apply_config, config_of  # noqa: E402
+from mpp_agent.model import PoolState  # noqa: E402
+from mpp_agent.state import AdminResult  # noqa: E402
 from scripts.demo import (  # noqa: E402
     AGENT_INTER,
     APP_PASSWORD,
     APP_USER,
     BUDGET,
     INTERVAL,
+    POOL,
     Demo,
     DemoError,
     M,
@@ -140,6 +148,17 @@ def verbose(on: bool) -> list[str]:
     return ["--verbose"] if on else []
 
 
+def keep_connections(demo: Demo, seconds: float) -> None:
+    """Set the demo pool's keep_connections (as ``mpp-admin pool apply --keep-connections``)."""
+
+    def change(pool: PoolState) -> AdminResult:
+        after = apply_config(pool, replace(config_of(pool), keep_connections=seconds))
+        return AdminResult(after, f"keep_connections {seconds:g} s", ())
+
+    if seconds:
+        demo.store().admin(POOL, change)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per kind of standby")
@@ -155,10 +174,16 @@ def main(argv: list[str] | None = None) -> int:
         help="compare the failover without and with mpp-agent --haproxy-socket (bench/push.py)",
     )
     parser.add_argument("--agent-inter", default="", help="with --push: HAProxy's agent-inter")
+    parser.add_argument(
+        "--keep-connections",
+        type=float,
+        default=0.0,
+        help="the pool's keep_connections (seconds; 0: a login per probe)",
+    )
     args = parser.parse_args(argv)
     if args.push:
-        if args.fence:
-            parser.error("--push and --fence measure different things: give one")
+        if args.fence or args.keep_connections:
+            parser.error("--push measures something else: give it alone")
         extra = ["--agent-inter", args.agent_inter] if args.agent_inter else []
         return push.main(["--runs", str(args.runs), "--push", *extra, *verbose(args.verbose)])
 
@@ -172,9 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         with running_demo(Path(state_dir), say=say, fence=args.fence) as demo:
             fencing = "on" if args.fence else "off"
+            keep_connections(demo, args.keep_connections)
             print(
                 f"system up in {time.monotonic() - started:.1f} s; {args.runs} runs of each; "
-                f"read_only fencing {fencing}"
+                f"read_only fencing {fencing}; keep_connections {args.keep_connections:g} s"
             )
             print("run  standby  failover s  failed writes  early writes  missing  hand-back s")
             for run in range(1, args.runs + 1):
