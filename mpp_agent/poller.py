@@ -529,7 +529,7 @@ class Poller:
         nodes = {n.node for p in due for n in p.nodes}
         results = self.probe_round({node: timeouts[node] for node in nodes}, keep)
         observed = {n.node for p in served if p.name in self.observing for n in p.nodes}
-        self.connections.retain({node for node in observed if keep.get(node, 0.0) > 0})
+        self.connections.retain({node: keep.get(node, 0.0) for node in observed})
         return results
 
     def probe_round(

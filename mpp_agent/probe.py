@@ -50,7 +50,7 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -426,9 +426,9 @@ def _probe(node: NodeId, settings: ProbeSettings, kept: KeptConnections | None) 
     if not settings.password:
         # Connecting without one could only be refused (1045): the poller's fault, said at once.
         return Observation.abstain(NO_PASSWORD), NodeMetrics()
-    conn = kept.take(node) if kept is not None else None
-    if conn is not None:
-        verdict = _on_connection(conn, node, settings, kept, login=False)
+    held = kept.take(node, settings.keep_for) if kept is not None else None
+    if held is not None:
+        verdict = _on_connection(held, node, settings, kept, login=False)
         if verdict is not None:
             return verdict
         # The server closed the kept connection (a restart, wait_timeout, KILL): log in again.
@@ -440,17 +440,19 @@ def _probe(node: NodeId, settings: ProbeSettings, kept: KeptConnections | None) 
         ), NodeMetrics()
     except _MonitorFault as fault:
         return Observation.abstain(str(fault)), NodeMetrics()
-    verdict = _on_connection(conn, node, settings, kept, login=True)
+    held = kept.logged_in(conn) if kept is not None else _Kept(conn, 0.0)
+    verdict = _on_connection(held, node, settings, kept, login=True)
     assert verdict is not None  # a fresh login's lost connection is a verdict
     return verdict
 
 
 def _on_connection(
-    conn: Any, node: NodeId, settings: ProbeSettings, kept: KeptConnections | None, login: bool
+    held: _Kept, node: NodeId, settings: ProbeSettings, kept: KeptConnections | None, login: bool
 ) -> Verdict | None:
     """The checks on one connection, which is then kept for the next probe (when ``kept``
     has room) or closed. None when a kept connection (``login`` False) turned out closed by
     the server: the caller logs in again."""
+    conn = held.conn
     reusable = False
     try:
         try:
@@ -464,7 +466,7 @@ def _on_connection(
             return Observation.connect_error(node, str(gone), unreachable=unreachable), NodeMetrics(
                 server_version=_version(conn)
             )
-        reusable = kept is not None and kept.give_back(node, conn, settings.keep_for)
+        reusable = kept is not None and kept.give_back(node, held)
         return verdict
     finally:
         if not reusable:
@@ -654,11 +656,8 @@ def _all_at_once(conn: Any, node: NodeId, version: str) -> _Answers | None:
         return None
     if not tables:
         return _Answers(has_tables=False)
-    if not rows:
-        return _Answers(True, None, (_no_slave_status(node),), variables[0] if variables else {})
-    status = normalize_slave_status(rows[0])
-    errors = tuple(slave_status_errors(status))
-    return _Answers(True, status, errors, variables[0] if variables else {})
+    status, errors = _status_of(rows, node)
+    return _Answers(True, status, tuple(errors), variables[0] if variables else {})
 
 
 @contextmanager
@@ -729,18 +728,20 @@ def _slave_status_sql(version: str) -> str:
     return "SHOW REPLICA STATUS" if uses_replica_syntax(version) else "SHOW SLAVE STATUS"
 
 
-def _no_slave_status(node: NodeId) -> str:
-    return f"Could not get slave status for mysql host {node}."
-
-
 def _slave_status(conn: Any, node: NodeId, version: str) -> tuple[dict[str, Any] | None, list[str]]:
     try:
         rows = _query(conn, _slave_status_sql(version))
     except pymysql.err.MySQLError as exc:
         # A server error that does not blame the monitor: say which.
         return None, [f"Could not get slave status for mysql host {node}: {error_text(exc)}"]
+    return _status_of(rows, node)
+
+
+def _status_of(rows: Rows, node: NodeId) -> tuple[dict[str, Any] | None, list[str]]:
+    """The slave status (normalised) of its query's rows, and its errors; no row is MPP's
+    "Could not get slave status" error."""
     if not rows:
-        return None, [_no_slave_status(node)]
+        return None, [f"Could not get slave status for mysql host {node}."]
     status = normalize_slave_status(rows[0])
     return status, slave_status_errors(status)
 
@@ -785,18 +786,19 @@ def _variables(conn: Any, version: str) -> tuple[dict[str, Any], Any]:
 # connections kept between rounds (the pool setting keep_connections)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Kept:
     conn: Any
-    until: float  # monotonic: past it the connection is closed and the next probe logs in
+    since: float  # monotonic: when it logged in (its age bounds how long it serves)
 
 
 class KeptConnections:
     """The connections a poller keeps to its nodes between rounds: at most one per node,
-    taken out while a probe uses it (so never shared), closed once older than its pool allows
-    (``ProbeSettings.keep_for``), when its node is no longer probed (``retain``) and when the
-    poller stops (``close``). At most ``limit`` are kept (the file descriptors the poller can
-    spare): past that a probe closes its connection as if nothing were kept."""
+    taken out while a probe uses it (so never shared), closed once its login is older than its
+    pools allow (``ProbeSettings.keep_for``: however often it is used, the node is logged in to
+    again that often), when its node is no longer probed (``retain``) and when the poller stops
+    (``close``). At most ``limit`` are kept (the file descriptors the poller can spare): past
+    that a probe closes its connection as if nothing were kept."""
 
     def __init__(self, limit: int = 1000, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
@@ -810,35 +812,41 @@ class KeptConnections:
         """``probe_node`` with these connections: the poller's probe function."""
         return probe_node(node, settings, self)
 
-    def take(self, node: NodeId) -> Any | None:
-        """The node's kept connection, now the caller's; None when there is none that is
-        young enough (an old one is closed)."""
+    def logged_in(self, conn: Any) -> _Kept:
+        """A connection that has just logged in, as it may be kept."""
+        return _Kept(conn, self.clock())
+
+    def take(self, node: NodeId, keep_for: float) -> _Kept | None:
+        """The node's kept connection, now the caller's; None when there is none whose login
+        is younger than ``keep_for`` (an older one is closed)."""
         kept = self._kept.pop(node, None)
         if kept is None:
             return None
-        if self.clock() >= kept.until:
+        if self.clock() - kept.since >= keep_for:
             _close(kept.conn)
             return None
-        return kept.conn
+        return kept
 
-    def give_back(self, node: NodeId, conn: Any, keep_for: float) -> bool:
-        """Keep ``conn`` for the node's next probe; False (the caller closes it) when full."""
-        if keep_for <= 0 or len(self._kept) >= self.limit:
+    def give_back(self, node: NodeId, kept: _Kept) -> bool:
+        """Keep the connection for the node's next probe; False (the caller closes it) when
+        full."""
+        if len(self._kept) >= self.limit:
             return False
         previous = self._kept.pop(node, None)
         if previous is not None:
             _close(previous.conn)
-        self._kept[node] = _Kept(conn, self.clock() + keep_for)
+        self._kept[node] = kept
         return True
 
-    def retain(self, nodes: Collection[NodeId]) -> None:
-        """Close the connections to nodes not in ``nodes`` and those past their age."""
+    def retain(self, keep: Mapping[NodeId, float]) -> None:
+        """Close the connections to nodes not in ``keep`` and those whose login is older
+        than the node's ``keep`` seconds."""
         now = self.clock()
-        for node in [n for n, k in self._kept.items() if n not in nodes or now >= k.until]:
+        for node in [n for n, k in self._kept.items() if now - k.since >= keep.get(n, 0.0)]:
             _close(self._kept.pop(node).conn)
 
     def close(self) -> None:
-        self.retain(())
+        self.retain({})
 
 
 def _first_value(rows: Sequence[Mapping[str, Any]], column: str) -> Any:

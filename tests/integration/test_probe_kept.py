@@ -157,6 +157,22 @@ def test_a_connection_the_server_closed_logs_in_again(
     assert len(monitor_sessions(node)) == 1
 
 
+def test_a_connection_in_use_every_round_still_logs_in_again_at_its_age(
+    mariadb_cluster: MariaDBCluster, kept: KeptConnections
+) -> None:
+    """The age counts from the login, not from the last probe: a node is logged in to at least
+    every keep_for seconds, so one that refuses new connections is seen within that."""
+    node = mariadb_cluster.node1
+    young = ProbeSettings(MONITOR_USER, MONITOR_PASSWORD, keep_for=0.5)
+    assert probe_node(node_id(node), young, kept).observation.is_healthy
+    (first,) = monitor_sessions(node)
+    for _ in range(8):  # a probe every 0.1 s, well inside keep_for each time
+        time.sleep(0.1)
+        assert probe_node(node_id(node), young, kept).observation.is_healthy
+    (last,) = monitor_sessions(node)
+    assert last != first
+
+
 def test_a_connection_past_its_age_is_replaced(
     mariadb_cluster: MariaDBCluster, kept: KeptConnections
 ) -> None:
@@ -168,7 +184,7 @@ def test_a_connection_past_its_age_is_replaced(
     assert probe_node(node_id(node), young, kept).observation.is_healthy
     (second,) = monitor_sessions(node)  # the old one was closed, not left behind
     assert second != first
-    kept.retain(())
+    kept.retain({})
     assert monitor_sessions(node) == [] and len(kept) == 0
 
 

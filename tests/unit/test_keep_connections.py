@@ -97,18 +97,38 @@ class Clock:
 def test_kept_connections_are_taken_given_back_aged_and_bounded() -> None:
     clock = Clock()
     kept = KeptConnections(limit=2, clock=clock)
-    a, b, c = Conn("a"), Conn("b"), Conn("c")
-    assert kept.take(A) is None
-    assert kept.give_back(A, a, 10) and kept.give_back(B, b, 5)
-    assert not kept.give_back(C, c, 10)  # full: the caller closes it
-    assert not kept.give_back(C, c, 0)  # nothing is kept for a pool that keeps nothing
-    assert kept.take(A) is a and kept.take(A) is None  # taken: in one probe's hands only
-    assert kept.give_back(A, a, 10)
+    a, b, c = kept.logged_in(Conn("a")), kept.logged_in(Conn("b")), kept.logged_in(Conn("c"))
+    assert kept.take(A, 10) is None
+    assert kept.give_back(A, a) and kept.give_back(B, b)
+    assert not kept.give_back(C, c)  # full: the caller closes it
+    assert kept.take(A, 10) is a and kept.take(A, 10) is None  # in one probe's hands only
+    assert kept.give_back(A, a)
     clock.now = 6
-    assert kept.take(B) is None and b.closed  # past its age: closed, the probe logs in
-    kept.retain({B})
-    assert a.closed and len(kept) == 0  # A no longer probed by this poller
-    fresh = Conn("fresh")
-    kept.give_back(C, fresh, 10)
+    assert kept.take(B, 5) is None and b.conn.closed  # past its age: closed, the probe logs in
+    assert kept.take(A, 0) is None and a.conn.closed  # nothing served to a pool keeping nothing
+    a = kept.logged_in(Conn("a2"))
+    kept.give_back(A, a)
+    kept.retain({B: 10})
+    assert a.conn.closed and len(kept) == 0  # A no longer probed by this poller
+    fresh = kept.logged_in(Conn("fresh"))
+    kept.give_back(C, fresh)
     kept.close()
-    assert fresh.closed and len(kept) == 0
+    assert fresh.conn.closed and len(kept) == 0
+
+
+def test_the_age_counts_from_the_login_not_from_the_last_use() -> None:
+    clock = Clock()
+    kept = KeptConnections(clock=clock)
+    held = kept.logged_in(Conn("a"))
+    for now in (2, 4, 6, 8):  # used every 2 s, given back each time
+        assert kept.give_back(A, held)
+        clock.now = now
+        taken = kept.take(A, 9)
+        assert taken is held
+    assert kept.give_back(A, held)
+    clock.now = 9
+    assert kept.take(A, 9) is None and held.conn.closed
+    kept.give_back(B, kept.logged_in(Conn("b")))
+    clock.now = 12
+    kept.retain({B: 2})  # past its age for its pool's keep_connections: closed
+    assert len(kept) == 0
