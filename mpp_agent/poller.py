@@ -533,14 +533,14 @@ class Poller:
         return results
 
     def probe_round(
-        self, timeouts: Mapping[NodeId, Timeouts], keep: Mapping[NodeId, float] | None = None
+        self, timeouts: Mapping[NodeId, Timeouts], keep: Mapping[NodeId, float]
     ) -> tuple[dict[NodeId, ProbeResult], str | None]:
         """Every node once and every checkpoint, all concurrently. Returns the probe results and
         the abstention reason when every checkpoint failed (else None)."""
         # The checkpoints' connect fits the tightest pool of the round, like its probes.
         wait = min((t.connect for t in timeouts.values()), default=self.settings.limits.connect)
         points = {cp: gevent.spawn(probe_checkpoint, cp, wait) for cp in self.settings.checkpoints}
-        results = self.probe_all(timeouts, keep or {})
+        results = self.probe_all(timeouts, keep)
         gevent.joinall(list(points.values()), timeout=wait + 0.1)
         failures = {
             cp: job.value if job.successful() else f"no answer within {wait:g}s"
@@ -562,7 +562,7 @@ class Poller:
         gevent.joinall(list(jobs.values()))
         return {node: job.value for node, job in jobs.items()}
 
-    def probe_bounded(self, node: NodeId, bounds: Timeouts, keep_for: float = 0.0) -> ProbeResult:
+    def probe_bounded(self, node: NodeId, bounds: Timeouts, keep_for: float) -> ProbeResult:
         settings = replace(
             self.settings.probe,
             connect_timeout=bounds.connect,
