@@ -13,6 +13,7 @@ another pool. Writing refuses non-finite numbers, so ``Infinity`` never reaches 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -239,9 +240,11 @@ def _pool_json(pool: PoolState) -> str:
     )
 
 
+@functools.lru_cache(maxsize=4096)  # a poller reads each pool twice a cycle (pools, round)
 def pool_from_doc(doc: str | bytes, version: int, last_round: int, name: str) -> PoolState:
     """The pool stored under the key of pool ``name``; DocumentError if it is not readable,
-    out of bounds, or names another pool."""
+    out of bounds, or names another pool. Pure, so memoised: the same stored pool is one
+    (frozen) PoolState."""
     try:
         data = json.loads(doc)
         if data.get("schema") != SCHEMA:

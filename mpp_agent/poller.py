@@ -369,7 +369,9 @@ class Poller:
         self.started_at = time.time()
         self.last_cycle: dict[str, object] = {}
         self.workers = gevent.pool.Pool(settings.concurrency)
-        self.pending: dict[str, gevent.Greenlet] = {}
+        # Deadline commits: a timer per moment (local wall time), and per pool its round due.
+        self.pending: dict[float, gevent.Greenlet] = {}
+        self.due_at: dict[str, tuple[float, int]] = {}
         self.abstentions: dict[AbstentionKey, str] = {}  # (pool, node) -> reason, as of now
         self.unserved: dict[str, str] = {}  # pool -> why this poller cannot serve it
         self.last_heartbeat = float("-inf")  # monotonic
@@ -409,7 +411,11 @@ class Poller:
 
     def pool_now(self, name: str, at: float | None = None) -> float:
         """Redis time by the clock of pool ``name`` (at local wall-clock time ``at``)."""
-        return (time.time() if at is None else at) + self.offsets.get(name, self.offset)
+        return (time.time() if at is None else at) + self.clock_offset(name)
+
+    def clock_offset(self, name: str) -> float:
+        """Pool ``name``'s clock minus the local wall clock."""
+        return self.offsets.get(name, self.offset)
 
     def now(self) -> float:
         return time.time() + self.offset
@@ -750,19 +756,33 @@ class Poller:
 
     def schedule_deadline(self, record: RoundRecord, pool: PoolState) -> None:
         """Commit the round at its deadline if no other poller did (a dead poller costs at most
-        this wait until its heartbeat expires)."""
-        delay = deadline_at(record.round, pool.interval) - self.pool_now(pool.name)
-        previous = self.pending.get(pool.name)
-        if previous is not None and not previous.dead:
-            previous.kill(block=False)
-        self.pending[pool.name] = gevent.spawn_later(
-            max(0.0, delay), self.commit_at_deadline, record.pool, record.round
-        )
+        this wait until its heartbeat expires). The rounds whose deadline falls at the same
+        moment (pools of one interval, on one clock) share one timer and one read of their
+        rounds; a pool's newer round replaces its older one."""
+        when = deadline_at(record.round, pool.interval) - self.clock_offset(pool.name)
+        self.due_at[pool.name] = (when, record.round)
+        timer = self.pending.get(when)
+        if timer is None or timer.dead:
+            self.pending[when] = gevent.spawn_later(
+                max(0.0, when - time.time()), self.commit_at_deadline, when
+            )
 
-    def commit_at_deadline(self, pool: str, round_: int) -> None:
-        report = CycleReport(rounds={pool: round_})
+    def commit_at_deadline(self, when: float) -> None:
+        """The rounds due at local time ``when`` that no other poller committed, committed."""
+        self.pending.pop(when, None)
+        due = [(name, r) for name, (at, r) in self.due_at.items() if at == when]
+        for name, _ in due:
+            del self.due_at[name]
+        if due:
+            self.commit_deadlines(due)
+
+    def commit_deadlines(self, due: Sequence[tuple[str, int]]) -> None:
+        report = CycleReport(rounds=dict(due))
         try:
-            report.committed.update(self.commit_rounds([(pool, round_)], report))
+            # One pipelined read of the rounds: most were committed by the other observers.
+            last = self.store.last_rounds([name for name, _ in due])
+            todo = [(name, r) for name, r in due if last.get(name, -1) < r]
+            report.committed.update(self.commit_rounds(todo, report) if todo else {})
         except REDIS_DOWN_ERRORS as exc:
             self.deadline_trouble.problem(f"deadline commits: Redis unreachable: {exc}")
             return
@@ -771,14 +791,12 @@ class Poller:
                 f"deadline commits fail: {type(exc).__name__}: {exc} (traceback at DEBUG)",
                 logging.ERROR,
             )
-            log.debug("deadline commit of %s round %d failed", pool, round_, exc_info=True)
+            log.debug("deadline commits of %s failed", due, exc_info=True)
             return
         self.deadline_trouble.ok()
-        if report.committed:
+        for name, pool in report.committed.items():
             # A deadline commit means some live poller did not report in time: worth a line.
-            log.info(
-                "round %d deadline: committed %s", round_, describe_pool(report.committed[pool])
-            )
+            log.info("round %d deadline: committed %s", report.rounds[name], describe_pool(pool))
 
     # ---------------------------------------------------------------- the loop
 

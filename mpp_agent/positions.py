@@ -14,6 +14,7 @@ dialects, never a guess.
 
 from __future__ import annotations
 
+import functools
 import re
 
 _MARIADB = re.compile(r"(\d+)-(\d+)-(\d+)")
@@ -69,6 +70,7 @@ def _count_outside(intervals: list[tuple[int, int]], have: list[tuple[int, int]]
     return total
 
 
+@functools.lru_cache(maxsize=8192)  # every probe asks, mostly of the positions it asked before
 def missing(want: str, *have: str) -> int | None:
     """How many transactions of position ``want`` are in none of the positions ``have`` (what
     a node holds: its binlog, applied and received positions together); 0 when it has them

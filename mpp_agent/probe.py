@@ -29,9 +29,10 @@ kept out of its ``repr``; no message built here contains it.
 
 Kept connections (the pool setting ``keep_connections``, off by default): a probe may run on
 the connection the node's previous probe left (``KeptConnections``), its three queries in one
-round trip, and leave it for the next; it logs in again when the connection is too old or the
-server closed it. What a login proves every round (the node accepts new connections) is then
-proved only at each login. A kept connection that times out is followed by a bare TCP connect,
+round trip whose reply is read in a few socket reads and parsed by ``mysql_reply`` (PyMySQL's
+packet-by-packet reading was most of the probe's CPU), and leave it for the next; it logs in
+again when the connection is too old or the server closed it. What a login proves every round
+(the node accepts new connections) is then proved only at each login. A kept connection that times out is followed by a bare TCP connect,
 so that a node that hangs (reachable) is still told from one that cannot be reached.
 
 Divergences from MPP, on purpose: a connection lost or timed out *during* the request phase is
@@ -56,9 +57,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pymysql
-from pymysql.constants import CLIENT
+from pymysql.constants import CLIENT, COMMAND, CR
 from pymysql.protocol import FieldDescriptorPacket, MysqlPacket
 
+from mpp_agent import mysql_reply
 from mpp_agent.model import NodeId, Observation, Outcome, Replication
 from mpp_agent.positions import missing
 from mpp_agent.timeouts import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
@@ -171,8 +173,11 @@ class _MonitorFault(Exception):
 # pure rules
 
 
-def normalize_slave_status(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A slave-status row with MySQL 8's ``Replica_*``/``Source`` names mapped to MPP's."""
+def normalize_slave_status(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A slave-status row with MySQL 8's ``Replica_*``/``Source`` names mapped to MPP's (the
+    row itself when it has none of them: MariaDB's, and one already normalised)."""
+    if _REPLICA_COLUMNS.keys().isdisjoint(row):
+        return row
     return {_REPLICA_COLUMNS.get(key, key): value for key, value in row.items()}
 
 
@@ -598,7 +603,7 @@ class _Answers:
     and Threads_connected (None: not read)."""
 
     has_tables: bool
-    status: dict[str, Any] | None = None
+    status: Mapping[str, Any] | None = None
     errors: tuple[str, ...] = ()
     variables: Mapping[str, Any] = field(default_factory=dict)
     threads: Any = None
@@ -650,10 +655,14 @@ def _all_at_once(conn: Any, node: NodeId, version: str) -> _Answers | None:
     (the one-by-one path then says which). Threads_connected is not read: it costs the server
     more than the rest together, and a login reads it."""
     statements = ("SHOW TABLES", _slave_status_sql(version), _variables_sql(version))
-    try:
-        tables, rows, variables = _results(conn, ";".join(statements), len(statements))
-    except (pymysql.err.MySQLError, _MonitorFault):
+    sql = ";".join(statements)
+    with _talking(sql):
+        reply = _reply(conn, sql)
+    if reply.error is not None or reply.unsupported:
         return None
+    if len(reply.results) != len(statements):
+        raise _NodeGone(f"{len(reply.results)} results to {len(statements)} statements")
+    tables, rows, variables = (_rows_of(result) for result in reply.results)
     if not tables:
         return _Answers(has_tables=False)
     status, errors = _status_of(rows, node)
@@ -716,6 +725,44 @@ def _results(conn: Any, sql: str, count: int) -> list[Rows]:
     return out
 
 
+def _reply(conn: Any, sql: str) -> mysql_reply.Reply:
+    """The whole reply to ``sql``, read in as few socket reads as it arrives in (a kept
+    connection's one round trip; ``mysql_reply`` parses it). Each read is bounded by the read
+    timeout; a lost connection is PyMySQL's own error, worded as PyMySQL words it."""
+    if conn.client_flag & CLIENT.DEPRECATE_EOF:
+        raise _NodeGone("the connection negotiated CLIENT_DEPRECATE_EOF")  # PyMySQL never does
+    conn._execute_command(COMMAND.COM_QUERY, sql)
+    reader = mysql_reply.ReplyReader(conn.encoding)
+    if conn._current_timeout != conn._read_timeout:
+        conn._sock.settimeout(conn._read_timeout)
+        conn._current_timeout = conn._read_timeout
+    while True:
+        try:
+            data = conn._rfile.read1(_READ_SIZE)
+        except InterruptedError:
+            continue
+        except OSError as exc:
+            conn._force_close()
+            raise pymysql.err.OperationalError(
+                CR.CR_SERVER_LOST, f"Lost connection to MySQL server during query ({exc})"
+            ) from exc
+        if not data:
+            conn._force_close()
+            raise pymysql.err.OperationalError(
+                CR.CR_SERVER_LOST, "Lost connection to MySQL server during query"
+            )
+        reply = reader.feed(data)
+        if reply is not None:
+            return reply
+
+
+_READ_SIZE = 64 * 1024
+
+
+def _rows_of(result: mysql_reply.ResultSet) -> Rows:
+    return [dict(zip(result.names, row, strict=True)) for row in result.rows]
+
+
 def _has_tables(conn: Any) -> bool:
     try:
         return bool(_query(conn, "SHOW TABLES"))
@@ -728,7 +775,9 @@ def _slave_status_sql(version: str) -> str:
     return "SHOW REPLICA STATUS" if uses_replica_syntax(version) else "SHOW SLAVE STATUS"
 
 
-def _slave_status(conn: Any, node: NodeId, version: str) -> tuple[dict[str, Any] | None, list[str]]:
+def _slave_status(
+    conn: Any, node: NodeId, version: str
+) -> tuple[Mapping[str, Any] | None, list[str]]:
     try:
         rows = _query(conn, _slave_status_sql(version))
     except pymysql.err.MySQLError as exc:
@@ -737,7 +786,7 @@ def _slave_status(conn: Any, node: NodeId, version: str) -> tuple[dict[str, Any]
     return _status_of(rows, node)
 
 
-def _status_of(rows: Rows, node: NodeId) -> tuple[dict[str, Any] | None, list[str]]:
+def _status_of(rows: Rows, node: NodeId) -> tuple[Mapping[str, Any] | None, list[str]]:
     """The slave status (normalised) of its query's rows, and its errors; no row is MPP's
     "Could not get slave status" error."""
     if not rows:
@@ -854,6 +903,8 @@ def _first_value(rows: Sequence[Mapping[str, Any]], column: str) -> Any:
 
 
 def _optional_int(value: Any) -> int | None:
+    if type(value) is int:  # an integer column, as the reply typed it
+        return value
     text = _text(value).strip()
     return int(text) if re.fullmatch(r"-?\d+", text) else None
 

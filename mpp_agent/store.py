@@ -1013,6 +1013,20 @@ class Store:
             (self.keys.metrics(pool), "hash"),
         ]
 
+    def last_rounds(self, names: Sequence[str]) -> dict[str, int]:
+        """Each pool's last committed round, in one pipeline; a pool that is gone or whose
+        hash is unreadable is left out (``load_round`` then says which)."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(self.keys.pool(name), "round")
+        out = {}
+        for name, raw in zip(names, pipe.execute(raise_on_error=False), strict=True):
+            try:
+                out[name] = int(raw)
+            except (TypeError, ValueError):  # None (gone), an error reply, or not a number
+                continue
+        return out
+
     def load_round(
         self, names: Sequence[tuple[str, int]]
     ) -> list[tuple[PoolState | BadKey | None, Reports]]:

@@ -15,8 +15,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from mpp_agent import probe
 from mpp_agent.model import NodeId, Outcome
-from mpp_agent.probe import KeptConnections, ProbeResult, ProbeSettings, probe_node
+from mpp_agent.probe import (
+    KeptConnections,
+    ProbeResult,
+    ProbeSettings,
+    open_connection,
+    probe_node,
+)
 from tests.forwarder import Forwarder
 from tests.servers import MONITOR_PASSWORD, MONITOR_USER, MariaDBCluster, MariaDBNode
 
@@ -137,6 +144,65 @@ def test_a_kept_connection_sees_what_a_login_sees(
     assert comparable(on_kept) == comparable(fresh), (on_kept, fresh)
     if change is read_only:
         assert on_kept.metrics.read_only is True
+
+
+# Every kind of value a probe's reply carries, and a few it might: integers (signed, unsigned
+# 64-bit), text in and out of ASCII, NULL, binary strings.
+VALUES = (
+    "SELECT 1 AS one, -7 AS neg, 18446744073709551615 AS big, 'h\u00e9' AS t, NULL AS n, "
+    "CAST('a\\0' AS BINARY) AS b, @@global.server_id AS sid, REPEAT('x', 300) AS long_text"
+)
+
+
+@pytest.mark.parametrize("which", ["node1", "node2", "node3"])
+def test_the_reply_read_at_once_equals_pymysqls_rows(
+    mariadb_cluster: MariaDBCluster, which: str
+) -> None:
+    node: MariaDBNode = getattr(mariadb_cluster, which)
+    conn = open_connection(
+        node_id(node), MONITOR_USER, MONITOR_PASSWORD, "mppmon", 1.0, 1.0, statements_at_once=True
+    )
+    try:
+        version = probe._version(conn)
+        statements = ("SHOW TABLES", probe._slave_status_sql(version))
+        sql = ";".join((*statements, probe._variables_sql(version), VALUES))
+        for _ in range(2):  # the second time the column definitions are known bytes
+            reply = probe._reply(conn, sql)
+            assert reply.error is None and not reply.unsupported
+            by_pymysql = probe._results(conn, sql, 4)
+            # Positions may move between the two reads; everything else must be equal.
+            assert [probe._rows_of(r) for r in reply.results][2:] == by_pymysql[2:]
+            assert probe._rows_of(reply.results[0]) == by_pymysql[0]
+            ours, theirs = probe._rows_of(reply.results[1]), by_pymysql[1]
+            assert [sorted(r) for r in ours] == [sorted(r) for r in theirs]
+            assert ours or which != "node2"  # node2 replicates: a row to compare
+            for row, other in zip(ours, theirs, strict=True):
+                assert {k: type(v) for k, v in row.items()} == {
+                    k: type(v) for k, v in other.items()
+                }
+                assert row["Slave_IO_Running"] == other["Slave_IO_Running"] == "Yes"
+    finally:
+        conn.close()
+
+
+def test_a_reply_with_a_type_read_elsewhere_leaves_the_connection_in_step(
+    mariadb_cluster: MariaDBCluster, kept: KeptConnections
+) -> None:
+    node = mariadb_cluster.node1
+    conn = open_connection(
+        node_id(node), MONITOR_USER, MONITOR_PASSWORD, "mppmon", 1.0, 1.0, statements_at_once=True
+    )
+    try:
+        reply = probe._reply(conn, "SELECT 1.5 AS d, NOW() AS at; SELECT 2 AS two")
+        assert "column d has type 246" in reply.unsupported
+        assert probe._results(conn, "SELECT 3 AS three", 1) == [[{"three": 3}]]
+        # A server error ends the reply, and the connection serves the next query.
+        failed = probe._reply(conn, "SELECT 1 AS one; SELECT nosuchcolumn; SELECT 2")
+        assert failed.error is not None and failed.error.code == 1054
+        assert len(failed.results) == 1
+        assert probe._reply(conn, "SELECT 4 AS four").results[0].rows == ((4,),)
+    finally:
+        conn.close()
 
 
 def test_a_connection_the_server_closed_logs_in_again(

@@ -6,14 +6,15 @@ import json
 import time
 from dataclasses import replace
 
+import gevent
 import pytest
 
 from mpp_agent.agent_server import is_pool_stale
 from mpp_agent.config import apply_config, config_of, parse_failoverpool
 from mpp_agent.model import NodeId, Observation, Outcome
-from mpp_agent.poller import Poller, PollerSettings
+from mpp_agent.poller import CycleReport, Poller, PollerSettings
 from mpp_agent.probe import NodeMetrics, ProbeResult, ProbeSettings
-from mpp_agent.rounds import round_of
+from mpp_agent.rounds import deadline_at, round_of
 from mpp_agent.state import AdminResult
 from mpp_agent.store import Store
 from tests.daemons import PollerProcess
@@ -121,3 +122,28 @@ def test_a_failing_cycle_is_logged_once_and_its_end_too(store: Store, redis_url:
     log = poller.log.read_text()
     assert log.count("succeed again") == 1, log
     assert "mpp:pools is a string, not a set" in log and "Traceback" not in log
+
+
+def test_rounds_due_at_one_deadline_are_committed_together(store: Store) -> None:
+    # Two live observers; only "pa" reports. Its three rounds wait for "pb" until their common
+    # deadline, on one timer; the round "pb" commits meanwhile is not committed again.
+    names = ["d1", "d2", "d3"]
+    for name in names:
+        create(store, name, interval=2.0)
+    healthy = lambda node, _s: ProbeResult(node, Observation.healthy(), NodeMetrics(), 0.0)  # noqa: E731
+    pa = Poller(store, replace(SETTINGS, poller_id="pa"), probe=healthy)
+    pb = Poller(store, replace(SETTINGS, poller_id="pb"), probe=healthy)
+    store.heartbeat("pb", {"pools": []}, store.server_time(), ttl=30, observer=True)
+    start = round_of(store.server_time(), 2.0)
+    wait_until(lambda: round_of(store.server_time(), 2.0) > start, 5, "a round start")
+    report = pa.cycle()
+    round_ = report.rounds["d1"]
+    assert sorted(report.deferred) == names and not report.committed, report.sentence()
+    assert len(pa.pending) == 1  # one timer for the three rounds
+    assert list(pb.commit_rounds([("d2", round_)], CycleReport())) == ["d2"]
+    committed_by_pb = store.load_pool("d2")
+    gevent.sleep(deadline_at(round_, 2.0) - store.server_time() + 0.3)
+    pools = {p.name: p for p in store.load_pools(names)}
+    assert all(p.last_round == round_ for p in pools.values()), pools
+    assert pools["d2"].version == committed_by_pb.version  # not committed twice
+    assert not pa.pending and not pa.due_at
