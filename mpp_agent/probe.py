@@ -29,12 +29,12 @@ kept out of its ``repr``; no message built here contains it.
 
 Kept connections (the pool setting ``keep_connections``, off by default): a probe may run on the
 connection the node's previous probe left (``KeptConnections``), its three queries in one round
-trip whose reply is read in a few socket reads and parsed by ``mysql_reply`` (PyMySQL's packet-
-by-packet reading was most of the probe's CPU), and leave it for the next; it logs in again when
-the connection is too old or the server closed it. What a login proves every round (the node
-accepts new connections) is then proved only at each login. A kept connection that times out is
-followed by a bare TCP connect, so that a node that hangs (reachable) is still told from one
-that cannot be reached.
+trip whose reply is read in a few socket reads and parsed by ``mysql_reply`` (PyMySQL's
+packet-by-packet reading was most of the probe's CPU), and leave it for the next; it logs in
+again when the connection is too old or the server closed it. What a login proves every round
+(the node accepts new connections) is then proved only at each login. A kept connection that
+times out is followed by a bare TCP connect, so that a node that hangs (reachable) is still told
+from one that cannot be reached.
 
 Divergences from MPP, on purpose: a connection lost or timed out *during* the request phase is
 connect-class (the node stopped answering; MPP filed it as a request error); a server error
