@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import gevent
+import gevent.lock
 import gevent.pool
 
 from mpp_agent.adoption import Seen, backwards_text, went_backwards
@@ -287,6 +288,21 @@ def describe_pool(pool: PoolState) -> str:
     return text + (f" ({'; '.join(troubled)})" if troubled else "")
 
 
+DEADLINE_POOLS_SHOWN = 5  # a line for a deadline that many pools share stays a line
+
+
+def deadline_sentence(committed: Mapping[str, PoolState], rounds: Mapping[str, int]) -> str:
+    """The one log line of the rounds committed at one deadline: each pool described, up to
+    ``DEADLINE_POOLS_SHOWN`` of them, then how many more."""
+    names = sorted(committed)
+    numbers = sorted({rounds[n] for n in names})
+    which = ", ".join(str(r) for r in numbers)
+    shown = "; ".join(describe_pool(committed[n]) for n in names[:DEADLINE_POOLS_SHOWN])
+    more = len(names) - DEADLINE_POOLS_SHOWN
+    rest = f"; and {more} more pool{'s' if more > 1 else ''}" if more > 0 else ""
+    return f"round{'s' if len(numbers) > 1 else ''} {which} deadline: committed {shown}{rest}"
+
+
 # --------------------------------------------------------------------------- the poller
 
 
@@ -372,6 +388,7 @@ class Poller:
         # Deadline commits: a timer per moment (local wall time), and per pool its round due.
         self.pending: dict[float, gevent.Greenlet] = {}
         self.due_at: dict[str, tuple[float, int]] = {}
+        self.committing = gevent.lock.Semaphore()
         self.abstentions: dict[AbstentionKey, str] = {}  # (pool, node) -> reason, as of now
         self.unserved: dict[str, str] = {}  # pool -> why this poller cannot serve it
         self.last_heartbeat = float("-inf")  # monotonic
@@ -646,7 +663,16 @@ class Poller:
     def commit_rounds(
         self, rounds: Sequence[tuple[str, int]], report: CycleReport
     ) -> dict[str, PoolState]:
-        """Tick and commit each (pool, round); a round already committed is left alone."""
+        """Tick and commit each (pool, round); a round already committed is left alone.
+
+        One call at a time (the cycle's and the deadlines'): a pool read by one call must not
+        be compared with a commit the other made after that read (it would look rolled back)."""
+        with self.committing:
+            return self._commit_rounds(rounds, report)
+
+    def _commit_rounds(
+        self, rounds: Sequence[tuple[str, int]], report: CycleReport
+    ) -> dict[str, PoolState]:
         committed: dict[str, PoolState] = {}
         todo = list(rounds)
         for attempt in range(COMMIT_RETRIES):
@@ -794,9 +820,9 @@ class Poller:
             log.debug("deadline commits of %s failed", due, exc_info=True)
             return
         self.deadline_trouble.ok()
-        for name, pool in report.committed.items():
+        if report.committed:
             # A deadline commit means some live poller did not report in time: worth a line.
-            log.info("round %d deadline: committed %s", report.rounds[name], describe_pool(pool))
+            log.info("%s", deadline_sentence(report.committed, report.rounds))
 
     # ---------------------------------------------------------------- the loop
 

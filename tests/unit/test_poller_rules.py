@@ -15,6 +15,7 @@ from mpp_agent.poller import (
     CycleSummary,
     abstention_changes,
     by_reason,
+    deadline_sentence,
     has_changed,
     lateness,
     name_list,
@@ -145,3 +146,44 @@ def test_the_summary_comes_once_a_period_and_counts_the_quiet_cycles() -> None:
     assert "p1 status OK, ACTIVE: NONE" in said[0]
     assert said[0].endswith("abstaining on 2 node(s)")
     assert summary.add(report, 1000.0 + SUMMARY_EVERY + 2) is None  # counting afresh
+
+
+def named(name: str) -> PoolState:
+    return replace(pool(), name=name)
+
+
+@pytest.mark.parametrize(
+    ("names", "rounds", "sentence"),
+    [
+        (["a"], {"a": 7}, "round 7 deadline: committed a status OK, ACTIVE: NONE"),
+        (
+            ["b", "a"],
+            {"a": 7, "b": 7},
+            "round 7 deadline: committed a status OK, ACTIVE: NONE; b status OK, ACTIVE: NONE",
+        ),
+        (
+            ["a", "b"],
+            {"a": 7, "b": 14},
+            "rounds 7, 14 deadline: committed a status OK, ACTIVE: NONE; b status OK, ACTIVE: NONE",
+        ),
+        (
+            [f"p{i}" for i in range(7)],
+            {f"p{i}": 3 for i in range(7)},
+            "round 3 deadline: committed "
+            + "; ".join(f"p{i} status OK, ACTIVE: NONE" for i in range(5))
+            + "; and 2 more pools",
+        ),
+        (
+            [f"p{i}" for i in range(6)],
+            {f"p{i}": 3 for i in range(6)},
+            "round 3 deadline: committed "
+            + "; ".join(f"p{i} status OK, ACTIVE: NONE" for i in range(5))
+            + "; and 1 more pool",
+        ),
+    ],
+    ids=["one", "two-sorted", "two-rounds", "seven", "six"],
+)
+def test_a_deadline_is_one_line_however_many_pools_it_commits(
+    names: list[str], rounds: dict[str, int], sentence: str
+) -> None:
+    assert deadline_sentence({n: named(n) for n in names}, rounds) == sentence
