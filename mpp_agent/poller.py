@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -50,6 +50,7 @@ from mpp_agent.probe import (
     Checkpoint,
     FenceAccount,
     KeptConnections,
+    LoginSlots,
     NodeMetrics,
     ProbeResult,
     ProbeSettings,
@@ -101,6 +102,7 @@ class PollerSettings:
     pools: tuple[str, ...] = ()  # empty: every pool
     probe_timeout: float = DEFAULT_PROBE_TIMEOUT  # upper bound on one whole probe
     concurrency: int = 500
+    logins: int = 50  # at most this many logins under way at once (probe.LoginSlots)
     kept_connections: int = 1000  # at most this many kept between rounds (file descriptors)
     checkpoints: tuple[Checkpoint, ...] = ()
     fence: FenceAccount | None = None  # --fence-user: for pools with fence = read_only
@@ -288,6 +290,49 @@ def describe_pool(pool: PoolState) -> str:
     return text + (f" ({'; '.join(troubled)})" if troubled else "")
 
 
+STALL_PERIOD = 0.02  # s: how often the loop watch wakes
+STALL_SHARE = 0.5  # of a probe's socket timeout: a loop stalled that long voids its timeouts
+STALL_SAMPLES = 512  # stalls remembered (the slowest of the last few seconds matters)
+
+
+class LoopWatch:
+    """How late this poller's event loop has run: a watcher wakes every ``STALL_PERIOD`` and
+    notes how much later than asked it woke (``woke``). A timeout measured while the loop
+    stalled says how busy the poller was, not how slow the node was (``stalled``). Pure: the
+    caller passes the monotonic times."""
+
+    def __init__(self) -> None:
+        self.last: float | None = None  # when the watcher last woke (None: not watching)
+        self.stalls: deque[tuple[float, float]] = deque(maxlen=STALL_SAMPLES)  # (woke at, late)
+
+    def woke(self, now: float, slept: float) -> None:
+        if self.last is not None:
+            late = now - self.last - slept
+            if late > STALL_PERIOD:
+                self.stalls.append((now, late))
+        self.last = now
+
+    def stalled(self, since: float, now: float) -> float:
+        """The longest stall of the loop between ``since`` and ``now``; a stall under way (the
+        watcher has not woken for longer than it sleeps) counts for what it is so far. 0 when
+        nothing watches (a poller driven cycle by cycle, as ``--once`` is)."""
+        if self.last is None:
+            return 0.0
+        ongoing = now - self.last - STALL_PERIOD
+        # A stall noted at ``at`` lasted ``late`` before it: it overlaps the span if it ended
+        # after ``since``.
+        past = (late for at, late in self.stalls if at > since)
+        return max(ongoing, *past, 0.0)
+
+
+def voids_timeout(observation: Observation, stall: float, bounds: Timeouts) -> bool:
+    """Whether a failing observation is a timeout the poller's own stall explains: then the
+    poller abstains rather than fail the node for its own slowness."""
+    if observation.outcome is not Outcome.CONNECT or "timed out" not in (observation.message or ""):
+        return False
+    return stall >= STALL_SHARE * min(bounds.connect, bounds.read)
+
+
 DEADLINE_POOLS_SHOWN = 5  # a line for a deadline that many pools share stays a line
 
 
@@ -377,7 +422,8 @@ class Poller:
         self.store = store
         self.settings = settings
         # The connections kept between rounds for pools with keep_connections; closed on leave.
-        self.connections = KeptConnections(settings.kept_connections)
+        self.logins = LoginSlots(settings.logins, gevent.lock.BoundedSemaphore(settings.logins))
+        self.connections = KeptConnections(settings.kept_connections, logins=self.logins)
         self.probe = probe or self.connections.probe
         self.handled: dict[str, int] = {}  # pool -> last round this poller probed
         self.offset = 0.0  # Redis time minus local wall clock
@@ -405,6 +451,8 @@ class Poller:
         self.observing: set[str] = set()  # pools this poller probed in their last round
         self.cadence = HEARTBEAT_IDLE  # seconds between this poller's heartbeats
         self.keeper: gevent.Greenlet | None = None  # keep_alive, while run() runs
+        self.watcher: gevent.Greenlet | None = None  # watch_loop, while run() runs
+        self.loop = LoopWatch()
 
     # ---------------------------------------------------------------- clock
 
@@ -594,16 +642,42 @@ class Poller:
             reach_timeout=bounds.reach,
         )
         started = time.monotonic()
+        result = self.probe_within(node, settings, bounds, started)
+        stall = self.loop.stalled(started, time.monotonic())
+        if voids_timeout(result.observation, stall, bounds):
+            text = (
+                f"this poller is overloaded: its event loop stalled {stall:.2g}s while the probe "
+                f"timed out ({result.observation.message})"
+            )
+            return replace(result, observation=Observation.abstain(text))
+        return result
+
+    def probe_within(
+        self, node: NodeId, settings: ProbeSettings, bounds: Timeouts, started: float
+    ) -> ProbeResult:
+        """The probe, cut at the hard bound; never raises."""
         try:
             with gevent.Timeout(bounds.probe):
                 return self.probe(node, settings)
         except gevent.Timeout:
+            if self.logins.was_queued(node):
+                return ProbeResult(
+                    node, self.overloaded(bounds), NodeMetrics(), time.monotonic() - started
+                )
             text = f"probe timed out after {bounds.probe:.3g}s"
         except Exception as exc:  # a probe bug must cost one node's verdict, not the round
             log_unexpected(node, exc)
             text = failure_text(exc)
         observation = Observation.connect_error(node, text)
         return ProbeResult(node, observation, NodeMetrics(), time.monotonic() - started)
+
+    def overloaded(self, bounds: Timeouts) -> Observation:
+        """The abstention of a probe cut while it waited for a login slot: the poller had
+        more logins to make than it could within the probe's bound."""
+        return Observation.abstain(
+            f"this poller is overloaded: no login could start within the probe's "
+            f"{bounds.probe:.3g}s ({self.logins.size} logins under way)"
+        )
 
     def record_of(
         self,
@@ -866,6 +940,13 @@ class Poller:
         )
         self.last_heartbeat = time.monotonic()
 
+    def watch_loop(self) -> None:
+        """Note how late the event loop runs (``LoopWatch``), while ``run()`` runs."""
+        self.loop.woke(time.monotonic(), 0.0)
+        while True:
+            gevent.sleep(STALL_PERIOD)
+            self.loop.woke(time.monotonic(), STALL_PERIOD)
+
     def keep_alive(self) -> None:
         """Say once per cadence that this poller lives, whatever its cycles take: a poller
         slowed down by its load must not look dead to the others (they would take over its
@@ -905,6 +986,7 @@ class Poller:
     def run(self, stop: Callable[[], bool], wait: Callable[[float], bool]) -> None:
         """Cycle until ``stop()``; ``wait(seconds)`` sleeps and returns True if stopping."""
         self.keeper = gevent.spawn(self.keep_alive)
+        self.watcher = gevent.spawn(self.watch_loop)
         while not stop():
             started = time.monotonic()
             try:
@@ -945,7 +1027,8 @@ class Poller:
         return report
 
     def leave(self) -> None:
-        for greenlet in [*self.pending.values(), *([self.keeper] if self.keeper else [])]:
+        others = [g for g in (self.keeper, self.watcher) if g is not None]
+        for greenlet in [*self.pending.values(), *others]:
             greenlet.kill(block=False)
         self.connections.close()
         try:

@@ -51,9 +51,10 @@ import math
 import re
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -409,16 +410,21 @@ def log_unexpected(node: NodeId, exc: BaseException) -> None:
 
 
 def probe_node(
-    node: NodeId, settings: ProbeSettings, kept: KeptConnections | None = None
+    node: NodeId,
+    settings: ProbeSettings,
+    kept: KeptConnections | None = None,
+    logins: LoginSlots | None = None,
 ) -> ProbeResult:
     """Probe one node as MPP's ``host/mysql.pm`` does, bounded by the settings' timeouts.
 
     With ``kept`` and ``settings.keep_for`` > 0 the probe runs on the connection an earlier
-    probe of the node left there, and leaves its own for the next one. Never raises: whatever
-    goes wrong is the node's observation."""
+    probe of the node left there, and leaves its own for the next one. With ``logins`` a login
+    waits for one of the poller's login slots. Never raises: whatever goes wrong is the node's
+    observation."""
     started = time.monotonic()
     try:
-        observation, metrics = _probe(node, settings, kept if settings.keep_for > 0 else None)
+        kept = kept if settings.keep_for > 0 else None
+        observation, metrics = _probe(node, settings, kept, logins)
     except Exception as exc:  # the probe never raises (house style rule 2); logged once
         log_unexpected(node, exc)
         observation, metrics = Observation.connect_error(node, failure_text(exc)), NodeMetrics()
@@ -428,7 +434,9 @@ def probe_node(
 Verdict = tuple[Observation, NodeMetrics]
 
 
-def _probe(node: NodeId, settings: ProbeSettings, kept: KeptConnections | None) -> Verdict:
+def _probe(
+    node: NodeId, settings: ProbeSettings, kept: KeptConnections | None, logins: LoginSlots | None
+) -> Verdict:
     if not settings.password:
         # Connecting without one could only be refused (1045): the poller's fault, said at once.
         return Observation.abstain(NO_PASSWORD), NodeMetrics()
@@ -439,7 +447,8 @@ def _probe(node: NodeId, settings: ProbeSettings, kept: KeptConnections | None) 
             return verdict
         # The server closed the kept connection (a restart, wait_timeout, KILL): log in again.
     try:
-        conn = _connect(node, settings, at_once=kept is not None)
+        with logins.slot(node) if logins is not None else nullcontext():
+            conn = _connect(node, settings, at_once=kept is not None)
     except _NodeGone as gone:
         return Observation.connect_error(
             node, str(gone), unreachable=gone.unreachable
@@ -833,6 +842,49 @@ def _variables(conn: Any, version: str) -> tuple[dict[str, Any], Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# logins under way at once
+
+
+class LoginSlots:
+    """At most ``size`` logins of a poller under way at once. A login costs the poller far more
+    CPU than a probe on a kept connection; hundreds of them at once (pools just created, a
+    poller just started, connections that aged together) share the CPU so thinly that each
+    takes longer than its timeout, and healthy nodes would fail for the poller's own fault.
+    Past ``size``, a login waits for a slot; a probe whose hard bound ends while it waits is
+    the poller's fault, not the node's (``was_queued``: the poller abstains on it)."""
+
+    def __init__(self, size: int, semaphore: Any = None) -> None:
+        """``semaphore``: a bounded semaphore of ``size`` (threading's by default). A poller
+        gives gevent's own: threading's, even monkey-patched, is left broken when a waiter is
+        cut by a ``gevent.Timeout``."""
+        if size < 1:
+            raise ValueError(f"login slots must be >= 1, not {size}")
+        self.size = size
+        self._free = threading.BoundedSemaphore(size) if semaphore is None else semaphore
+        self._queued: set[NodeId] = set()  # waiting for a slot when their probe was cut
+
+    @contextmanager
+    def slot(self, node: NodeId) -> Iterator[None]:
+        """Hold a slot while the body logs in to ``node``."""
+        try:
+            self._free.acquire()
+        except BaseException:  # the probe's hard bound (or a stop) while waiting: noted
+            self._queued.add(node)
+            raise
+        try:
+            yield
+        finally:
+            self._free.release()
+
+    def was_queued(self, node: NodeId) -> bool:
+        """Whether ``node``'s last probe was cut while waiting for a slot (asked once)."""
+        if node in self._queued:
+            self._queued.discard(node)
+            return True
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
 # connections kept between rounds (the pool setting keep_connections)
 
 
@@ -850,17 +902,23 @@ class KeptConnections:
     (``close``). At most ``limit`` are kept (the file descriptors the poller can spare): past
     that a probe closes its connection as if nothing were kept."""
 
-    def __init__(self, limit: int = 1000, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        limit: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
+        logins: LoginSlots | None = None,
+    ) -> None:
         self.limit = limit
         self.clock = clock
+        self.logins = logins  # the poller's login slots, for every login of its probes
         self._kept: dict[NodeId, _Kept] = {}
 
     def __len__(self) -> int:
         return len(self._kept)
 
     def probe(self, node: NodeId, settings: ProbeSettings) -> ProbeResult:
-        """``probe_node`` with these connections: the poller's probe function."""
-        return probe_node(node, settings, self)
+        """``probe_node`` with these connections and login slots: the poller's probe function."""
+        return probe_node(node, settings, self, self.logins)
 
     def logged_in(self, conn: Any) -> _Kept:
         """A connection that has just logged in, as it may be kept."""

@@ -13,6 +13,7 @@ from mpp_agent.poller import (
     AbstentionKey,
     CycleReport,
     CycleSummary,
+    LoopWatch,
     abstention_changes,
     by_reason,
     deadline_sentence,
@@ -20,8 +21,10 @@ from mpp_agent.poller import (
     lateness,
     name_list,
     pool_observations,
+    voids_timeout,
 )
-from mpp_agent.probe import NodeMetrics, ProbeResult
+from mpp_agent.probe import LoginSlots, NodeMetrics, ProbeResult
+from mpp_agent.timeouts import Timeouts
 
 A, B = NodeId("10.0.0.1"), NodeId("10.0.0.2")
 
@@ -187,3 +190,63 @@ def test_a_deadline_is_one_line_however_many_pools_it_commits(
     names: list[str], rounds: dict[str, int], sentence: str
 ) -> None:
     assert deadline_sentence({n: named(n) for n in names}, rounds) == sentence
+
+
+def test_the_loop_watch_reports_the_longest_stall_in_a_span() -> None:
+    watch = LoopWatch()
+    assert watch.stalled(0.0, 100.0) == 0.0  # nothing watches: nothing to void
+    watch.woke(10.0, 0.0)
+    watch.woke(10.02, 0.02)  # on time
+    watch.woke(10.54, 0.02)  # 0.5 s late
+    watch.woke(10.56, 0.02)
+    watch.woke(10.88, 0.02)  # 0.3 s late
+    assert watch.stalled(10.0, 10.88) == pytest.approx(0.5)
+    assert watch.stalled(10.6, 10.88) == pytest.approx(0.3)  # the 0.5 s one ended before
+    assert watch.stalled(10.9, 10.9) == 0.0
+    # A stall under way counts for what it is so far: the watcher has not woken since 10.88.
+    assert watch.stalled(10.9, 12.0) == pytest.approx(12.0 - 10.88 - 0.02)
+
+
+BOUNDS = Timeouts(connect=0.6, read=0.6, probe=0.9)
+
+
+@pytest.mark.parametrize(
+    ("observation", "stall", "voided"),
+    [
+        (Observation.connect_error(A, "probe timed out after 0.9s"), 0.4, True),
+        (Observation.connect_error(A, "(2003, Can't connect to MySQL (timed out))"), 0.3, True),
+        (Observation.connect_error(A, "probe timed out after 0.9s"), 0.29, False),
+        (Observation.connect_error(A, "(2003, 'Connection refused')"), 5.0, False),
+        (Observation(Outcome.REQUEST, "Slave Error: Slave SQL is not running"), 5.0, False),
+        (Observation.healthy(), 5.0, False),
+    ],
+    ids=["hard-bound", "connect-timeout", "short-stall", "refused", "request-error", "healthy"],
+)
+def test_a_timeout_during_a_stall_of_the_poller_is_not_the_nodes(
+    observation: Observation, stall: float, voided: bool
+) -> None:
+    assert voids_timeout(observation, stall, BOUNDS) is voided
+
+
+def test_login_slots_note_a_probe_cut_while_it_waited() -> None:
+    slots = LoginSlots(1)
+    with slots.slot(A):
+        assert not slots._free.acquire(blocking=False)  # the one slot is taken
+    with pytest.raises(TimeoutError), slots.slot(B):
+        raise TimeoutError  # cut while logging in: holding the slot, not waiting for it
+    assert not slots.was_queued(B)
+    taken = slots._free.acquire()
+    assert taken
+
+    class Cut(BaseException):
+        pass
+
+    def cut(*_args: object, **_kwargs: object) -> bool:
+        raise Cut
+
+    slots._free.acquire = cut  # type: ignore[method-assign]
+    with pytest.raises(Cut), slots.slot(B):
+        pass
+    assert slots.was_queued(B) and not slots.was_queued(B)  # asked once
+    with pytest.raises(ValueError, match=">= 1"):
+        LoginSlots(0)
