@@ -236,7 +236,7 @@ def _status_flags(payload: bytes) -> int:
 
 
 def _is_eof(payload: bytes) -> bool:
-    return len(payload) < 9 and payload[:1] == b"\xfe"
+    return len(payload) < 9 and payload[0] == _EOF
 
 
 @dataclass
@@ -352,15 +352,15 @@ class ReplyReader:
         if not _is_eof(payload):
             self._rows.append(payload)
             return None
-        assert self._typed is not None
-        typed = self._typed
-        rows = () if self._unsupported else self._typed_rows(typed)
+        rows = () if self._unsupported else self._typed_rows()
         self._results.append(ResultSet(self._names, rows))
         self._count, self._definitions, self._typed, self._rows = 0, [], None, []
         flags = int.from_bytes(payload[3:5], "little") if len(payload) >= 5 else 0
         return self._next(flags)
 
-    def _typed_rows(self, typed: tuple[_Column, ...]) -> tuple[tuple[Any, ...], ...]:
+    def _typed_rows(self) -> tuple[tuple[Any, ...], ...]:
+        typed = self._typed
+        assert typed is not None  # rows come only after the column definitions
         return tuple(row_of(row, typed, self.encoding) for row in self._rows)
 
     def _next(self, flags: int) -> Reply | None:

@@ -325,12 +325,15 @@ class LoopWatch:
         return max(ongoing, *past, 0.0)
 
 
+def is_timeout(observation: Observation) -> bool:
+    """A connect-class failure that is a timeout (the hard bound, a connect or a query)."""
+    return observation.outcome is Outcome.CONNECT and "timed out" in (observation.message or "")
+
+
 def voids_timeout(observation: Observation, stall: float, bounds: Timeouts) -> bool:
     """Whether a failing observation is a timeout the poller's own stall explains: then the
     poller abstains rather than fail the node for its own slowness."""
-    if observation.outcome is not Outcome.CONNECT or "timed out" not in (observation.message or ""):
-        return False
-    return stall >= STALL_SHARE * min(bounds.connect, bounds.read)
+    return is_timeout(observation) and stall >= STALL_SHARE * min(bounds.connect, bounds.read)
 
 
 DEADLINE_POOLS_SHOWN = 5  # a line for a deadline that many pools share stays a line
@@ -643,6 +646,8 @@ class Poller:
         )
         started = time.monotonic()
         result = self.probe_within(node, settings, bounds, started)
+        if not is_timeout(result.observation):  # the common case: no stall to look up
+            return result
         stall = self.loop.stalled(started, time.monotonic())
         if voids_timeout(result.observation, stall, bounds):
             text = (

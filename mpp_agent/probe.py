@@ -866,6 +866,7 @@ class LoginSlots:
     @contextmanager
     def slot(self, node: NodeId) -> Iterator[None]:
         """Hold a slot while the body logs in to ``node``."""
+        self._queued.discard(node)  # only this probe's wait counts (a stop may have left one)
         try:
             self._free.acquire()
         except BaseException:  # the probe's hard bound (or a stop) while waiting: noted

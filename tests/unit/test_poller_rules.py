@@ -248,5 +248,12 @@ def test_login_slots_note_a_probe_cut_while_it_waited() -> None:
     with pytest.raises(Cut), slots.slot(B):
         pass
     assert slots.was_queued(B) and not slots.was_queued(B)  # asked once
+    with pytest.raises(Cut), slots.slot(B):
+        pass
+    del slots._free.acquire  # the semaphore's own again
+    slots._free.release()  # the slot taken above
+    with slots.slot(B):  # a later probe's wait replaces what the cut one left
+        pass
+    assert not slots.was_queued(B)
     with pytest.raises(ValueError, match=">= 1"):
         LoginSlots(0)
