@@ -111,6 +111,9 @@ def flat_dict(value: Any) -> dict[str, Any]:
     return dict(vars(value))
 
 
+_REPLICATION_FIELDS = frozenset(f.name for f in fields(Replication))
+
+
 def replication_from_dict(data: Any) -> Replication | None:
     """Replication values as stored; fields this version does not know are ignored, missing
     ones take their defaults (a document of an older or newer version still reads)."""
@@ -118,8 +121,7 @@ def replication_from_dict(data: Any) -> Replication | None:
         return None
     if not isinstance(data, dict):
         raise TypeError(f"replication is not an object: {data!r}")
-    known = {f.name for f in fields(Replication)}
-    values = {key: value for key, value in data.items() if key in known}
+    values = {key: value for key, value in data.items() if key in _REPLICATION_FIELDS}
     details = Replication(**values)
     for key in ("source", "io_running", "sql_running", "received", "applied", "binlog"):
         if not isinstance(getattr(details, key), str):

@@ -77,7 +77,15 @@ from mpp_agent.rounds import (
     round_start,
 )
 from mpp_agent.state import expire_overrides, tick
-from mpp_agent.store import REDIS_DOWN_ERRORS, BadKey, RoundRecord, Store, UnknownPool
+from mpp_agent.store import (
+    REDIS_DOWN_ERRORS,
+    BadKey,
+    Commit,
+    CommitRefusal,
+    RoundRecord,
+    Store,
+    UnknownPool,
+)
 from mpp_agent.timeouts import (
     DEFAULT_PROBE_TIMEOUT,
     Timeouts,
@@ -352,6 +360,18 @@ def deadline_sentence(committed: Mapping[str, PoolState], rounds: Mapping[str, i
 
 
 # --------------------------------------------------------------------------- the poller
+
+
+@dataclass(frozen=True)
+class RoundTick:
+    """A round of a pool ticked and ready to commit: the pool as read, the round's merged
+    observations, and the compare-and-set that writes the tick's outcome over it."""
+
+    name: str
+    round: int
+    pool: PoolState
+    observations: Mapping[NodeId, Observation]
+    commit: Commit
 
 
 @dataclass
@@ -757,44 +777,72 @@ class Poller:
         for attempt in range(COMMIT_RETRIES):
             if not todo:
                 break
-            retry = []
-            for (name, round_), (pool, reports) in zip(
-                todo, self.store.load_round(todo), strict=True
-            ):
-                try:
-                    if isinstance(pool, BadKey):  # logged once by the store
-                        raise pool
-                    restore = self.rolled_back(pool, last_try=attempt == COMMIT_RETRIES - 1)
-                    if isinstance(restore, str):  # re-read
-                        retry.append((name, round_))
-                        continue
-                    outcome = self.commit_round(name, round_, pool, reports, restore)
-                except UnknownPool:
-                    outcome = "was removed"
-                except BadKey as exc:
-                    outcome = f"not ticked: {exc.key} is unusable"
-                if isinstance(outcome, PoolState):
-                    committed[name] = outcome
-                    self.metrics.round_committed(name)
-                    self.track_degraded(outcome)
-                    if isinstance(pool, PoolState):
-                        for line in replicas_view_news(pool, outcome):
-                            log.warning("%s", line)
-                    # Effects on MySQL follow the state just committed (architecture 2.10),
-                    # judged by the pool's own clock, as its tick was.
-                    observations = merge_observations(reports)
-                    self.fencer.reconcile(self.seen[name], observations, self.pool_now(name))
-                    if isinstance(pool, PoolState) and has_changed(pool, outcome):
-                        report.changed.append(name)
-                elif outcome == "version":
+            ticks, retry = self.tick_rounds(todo, report, last_try=attempt == COMMIT_RETRIES - 1)
+            # Every tick's compare-and-set in one round trip; each stands or falls on its own.
+            outcomes = self.store.commit_many([t.commit for t in ticks]) if ticks else []
+            failure = None
+            for ticked, outcome in zip(ticks, outcomes, strict=True):
+                name, round_ = ticked.name, ticked.round
+                if isinstance(outcome, UnknownPool):
+                    report.skipped[name] = "was removed"
+                elif isinstance(outcome, BadKey):
+                    report.skipped[name] = f"not ticked: {outcome.key} is unusable"
+                elif isinstance(outcome, Exception):  # Redis trouble: raised once all are read
+                    failure = failure or outcome
+                elif outcome.committed:
+                    committed[name] = self.committed_round(ticked, report)
+                elif outcome.refusal == CommitRefusal.VERSION:
                     self.metrics.commit_conflict(name)
                     retry.append((name, round_))
                 else:
-                    report.skipped[name] = outcome
+                    report.skipped[name] = f"round {round_} {ALREADY_COMMITTED}"
+            if failure is not None:
+                raise failure
             todo = retry
         for name, _ in todo:
             report.skipped[name] = "lost the commit race to other writers; next round"
         return committed
+
+    def tick_rounds(
+        self, todo: Sequence[tuple[str, int]], report: CycleReport, last_try: bool
+    ) -> tuple[list[RoundTick], list[tuple[str, int]]]:
+        """The rounds read and ticked, ready to commit, and those to read again (the pool
+        looked rolled back); the ones not to tick are in ``report.skipped``."""
+        ticks, retry = [], []
+        for (name, round_), (pool, reports) in zip(todo, self.store.load_round(todo), strict=True):
+            try:
+                if isinstance(pool, BadKey):  # logged once by the store
+                    raise pool
+                restore = self.rolled_back(pool, last_try)
+                if isinstance(restore, str):  # re-read
+                    retry.append((name, round_))
+                    continue
+                ticked = self.tick_round(name, round_, pool, reports, restore)
+            except BadKey as exc:
+                ticked = f"not ticked: {exc.key} is unusable"
+            if isinstance(ticked, str):
+                report.skipped[name] = ticked
+            else:
+                ticks.append(ticked)
+        return ticks, retry
+
+    def committed_round(self, ticked: RoundTick, report: CycleReport) -> PoolState:
+        """What follows a committed round: this poller's view of the pool, the news, and the
+        effects on MySQL of the state just committed (architecture 2.10), judged by the pool's
+        own clock, as its tick was."""
+        name, pool, outcome = ticked.name, ticked.pool, ticked.commit.after
+        # What this poller wrote is the newest state it has seen (a rollback below it is told
+        # from this, even if it never reads this version back).
+        version = max(pool.version + 1, ticked.commit.least_version or 0)
+        self.seen[name] = replace(outcome, version=version, last_round=ticked.round)
+        self.metrics.round_committed(name)
+        self.track_degraded(outcome)
+        for line in replicas_view_news(pool, outcome):
+            log.warning("%s", line)
+        self.fencer.reconcile(self.seen[name], ticked.observations, self.pool_now(name))
+        if has_changed(pool, outcome):
+            report.changed.append(name)
+        return outcome
 
     def rolled_back(self, pool: PoolState | None, last_try: bool) -> PoolState | str | None:
         """None when ``pool`` is not older than what this poller saw (then it is remembered);
@@ -811,16 +859,17 @@ class Poller:
         )
         return newer if last_try else "re-read"
 
-    def commit_round(
+    def tick_round(
         self,
         name: str,
         round_: int,
         pool: PoolState | None,
         reports: Mapping[str, Mapping[NodeId, Observation]],
         restore: PoolState | None = None,
-    ) -> PoolState | str:
-        """Tick ``pool`` (or ``restore``, a newer state of it that Redis lost, written above
-        every version seen so that no reader keeps the older one) and commit over ``pool``."""
+    ) -> RoundTick | str:
+        """``pool`` (or ``restore``, a newer state of it that Redis lost, to be written above
+        every version seen so that no reader keeps the older one) ticked with the round's
+        observations, ready to commit over ``pool``; or why the round is not ticked."""
         if pool is None:
             return "was removed"
         if pool.last_round >= round_:
@@ -833,19 +882,11 @@ class Poller:
         if not reports:
             return f"round {round_} has no observations; not ticked"
         base = pool if restore is None else restore
-        result = tick(expire_overrides(base, now), merge_observations(reports), now)
+        observations = merge_observations(reports)
+        result = tick(expire_overrides(base, now), observations, now)
         least = None if restore is None else restore.version + 1
-        done = self.store.commit(
-            pool, result.pool, result.events, self.settings.poller_id, round_, least
-        )
-        ok, why = done
-        if ok:
-            # What this poller wrote is the newest state it has seen (a rollback below it is
-            # told from this, even if it never reads this version back).
-            version = max(pool.version + 1, least or 0)
-            self.seen[name] = replace(result.pool, version=version, last_round=round_)
-            return result.pool
-        return "version" if why == "version" else f"round {round_} {ALREADY_COMMITTED}"
+        commit = Commit(pool, result.pool, result.events, self.settings.poller_id, round_, least)
+        return RoundTick(name, round_, pool, observations, commit)
 
     def track_degraded(self, pool: PoolState) -> None:
         """Say once (WARNING) when a pool loses its last failover candidate, and once when it

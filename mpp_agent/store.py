@@ -135,6 +135,48 @@ class CommitResult(NamedTuple):
     refusal: CommitRefusal | None = None
 
 
+@dataclass(frozen=True)
+class Commit:
+    """One compare-and-set of ``Store.commit_many`` (``Store.commit`` says what each is)."""
+
+    before: PoolState
+    after: PoolState
+    events: Sequence[Event]
+    actor: str
+    round_: int | str | None
+    least_version: int | None = None
+
+
+def wait_ms(interval: float) -> int:
+    """How long a commit waits for a Redis replica to confirm it: a fraction of the pool's
+    interval, so that a slow replica never costs a round."""
+    return max(1, int(interval * WAIT_FRACTION * 1000))
+
+
+def unconfirmed_text(commits: Sequence[tuple[str, int]], timeout_ms: int) -> str:
+    """The WARNING for commits (pool, version) no Redis replica confirmed in time."""
+    if len(commits) == 1:
+        (pool, version), lost = commits[0], "it"
+        which = f"commit of pool {pool} version {version}"
+    else:
+        shown = ", ".join(f"{pool} (version {version})" for pool, version in commits[:5])
+        more = f" and {len(commits) - 5} more" if len(commits) > 5 else ""
+        which, lost = f"commits of pools {shown}{more}", "them"
+    return (
+        f"{which} not confirmed by any Redis replica within {timeout_ms}ms: "
+        f"a Redis failover now could lose {lost}"
+    )
+
+
+def unconfirmable(exc: Exception) -> None:
+    """A WAIT that failed: the commits stand, only their confirmation is missing."""
+    UNREADABLE_LOG.note(
+        "cannot confirm commits with a Redis replica",
+        f"{type(exc).__name__}: {exc}",
+        logging.WARNING,
+    )
+
+
 class KeyProblems:
     """The keys this process found unusable, so that each problem is logged once: when first
     seen, when it changes, and when the key is usable again (not once per round)."""
@@ -851,72 +893,105 @@ class Store:
 
         Raises UnknownPool if the pool is gone, BadKey if one of its keys is unusable (then
         nothing is written)."""
-        tag = round_ if isinstance(round_, int) else None
-        payload = [event_to_json(e, actor, tag) for e in events]
-        keys = [self.keys.pool(before.name), self.keys.events(before.name)]
-        try:
-            result = self._commit(
-                keys=keys,
-                args=[
-                    before.version,
-                    "" if round_ is None else round_,
-                    pool_to_doc(after),
-                    EVENTS_MAXLEN,
-                    self.notify_channel,
-                    before.name,
-                    len(payload),
-                    *payload,
-                    *([] if least_version is None else [least_version]),
-                ],
-            )
-        except redis.ResponseError as exc:
+        (result,) = self.commit_many([Commit(before, after, events, actor, round_, least_version)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def commit_many(self, commits: Sequence[Commit]) -> list[CommitResult | Exception]:
+        """Each ``commit``, all in one round trip (per shard on a Cluster), each atomic on its
+        own, and confirmed by a Redis replica in that round trip where the master has one. Per
+        commit its result, or in its place the error that stopped it: UnknownPool, BadKey, or
+        the Redis error (the other commits stand)."""
+        calls = [(self.commit_keys(c.before.name), self.commit_args(c)) for c in commits]
+        timeout_ms = min((wait_ms(c.before.interval) for c in commits), default=1)
+        replies, acks = self.run_scripts(self._commit, calls, confirm_ms=timeout_ms)
+        results: list[CommitResult | Exception] = []
+        unconfirmed: list[tuple[str, int]] = []
+        for commit, (keys, _), reply, acked in zip(commits, calls, replies, acks, strict=True):
+            result = self.commit_result(commit.before.name, keys, reply)
+            if result == CommitResult(True):
+                version = int(reply[1])
+                if acked is None:  # not asked in its round trip (a Cluster redirect)
+                    self.confirm(commit.before.name, version, commit.before.interval)
+                elif acked < 1:
+                    unconfirmed.append((commit.before.name, version))
+            results.append(result)
+        if unconfirmed:
+            log.warning("%s", unconfirmed_text(unconfirmed, timeout_ms))
+        return results
+
+    def commit_keys(self, pool: str) -> list[str]:
+        return [self.keys.pool(pool), self.keys.events(pool)]
+
+    def commit_args(self, commit: Commit) -> list[Any]:
+        """ARGV of commit_pool.lua."""
+        tag = commit.round_ if isinstance(commit.round_, int) else None
+        payload = [event_to_json(e, commit.actor, tag) for e in commit.events]
+        least = commit.least_version
+        return [
+            commit.before.version,
+            "" if commit.round_ is None else commit.round_,
+            pool_to_doc(commit.after),
+            EVENTS_MAXLEN,
+            self.notify_channel,
+            commit.before.name,
+            len(payload),
+            *payload,
+            *([] if least is None else [least]),
+        ]
+
+    def commit_result(self, pool: str, keys: list[str], reply: Any) -> CommitResult | Exception:
+        """commit_pool.lua's reply (or the error in its place) as ``commit`` reads it."""
+        if isinstance(reply, redis.ResponseError):
             expected = list(zip(keys, ("hash", "stream"), strict=True))
-            raise self.problems.bad(self.key_error(exc, expected)) from None
+            try:
+                return self.problems.bad(self.key_error(reply, expected))
+            except redis.RedisError as exc:  # no key's fault
+                return exc
+        if isinstance(reply, Exception):
+            return reply
         self.problems.good(*keys)
-        if int(result[0]) == 1:
-            self.confirm(before.name, int(result[1]), before.interval)
+        if int(reply[0]) == 1:
             return CommitResult(True)
-        reason = result[1].decode()
+        reason = reply[1].decode()
         if reason == "missing":
-            raise UnknownPool(before.name)
+            return UnknownPool(pool)
         return CommitResult(False, CommitRefusal(reason))
 
     def confirm(self, pool: str, version: int, interval: float) -> bool:
         """Wait (a bounded fraction of the interval) for one Redis replica to have the commit
         just made, where the master has replicas: a Redis failover then cannot roll the pool
-        back past it. A timeout is a WARNING, not a lost commit (the master has it)."""
-        timeout_ms = max(1, int(interval * WAIT_FRACTION * 1000))
+        back past it. A timeout is a WARNING, not a lost commit (the master has it).
+        (``commit_many`` asks in the commits' own round trip; this is for the odd one out.)"""
+        timeout_ms = wait_ms(interval)
         try:
             if not self.has_replicas(pool):
                 return True
             at = self.at_shard(self.keys.pool(pool))
             acked = int(self.client.execute_command("WAIT", 1, timeout_ms, **at))
         except redis.RedisError as exc:  # the commit stands: only its confirmation failed
-            UNREADABLE_LOG.note(
-                "cannot confirm commits with a Redis replica",
-                f"{type(exc).__name__}: {exc}",
-                logging.WARNING,
-            )
+            unconfirmable(exc)
             return False
         if acked < 1:
-            log.warning(
-                "commit of pool %s version %d not confirmed by any Redis replica within %dms: "
-                "a Redis failover now could lose it",
-                pool,
-                version,
-                timeout_ms,
-            )
+            log.warning("%s", unconfirmed_text([(pool, version)], timeout_ms))
         return acked >= 1
 
     def has_replicas(self, pool: str) -> bool:
-        """Whether the master holding ``pool`` has connected replicas (``INFO replication``),
-        asked at most once per REPLICA_CHECK_EVERY seconds: not a round trip per commit."""
+        """Whether the master holding ``pool`` has connected replicas."""
+        if not self.is_cluster:
+            return self.replicas_at("", self.client)
+        node = self.client.get_node_from_key(self.keys.pool(pool))
+        return self.replicas_at(node.name, node.redis_connection)
+
+    def replicas_at(self, node: str, client: Any) -> bool:
+        """Whether the master ``client`` (named ``node``; "" for a single Redis) has connected
+        replicas (``INFO replication``), asked at most once per REPLICA_CHECK_EVERY seconds:
+        not a round trip per commit."""
         now = time.monotonic()
-        at = self.at_shard(self.keys.pool(pool))
-        node = at["target_nodes"].name if at else ""
         checked = self._replicas_checked.get(node)
         if checked is None or now - checked[0] > REPLICA_CHECK_EVERY:
-            info = self.client.info("replication", **at)
+            info = client.info("replication")
             checked = (now, int(info.get("connected_slaves", 0)) > 0)
             self._replicas_checked[node] = checked
         return checked[1]
@@ -956,7 +1031,7 @@ class Store:
                 *waits_for,
             ]
             calls.append((keys, args))
-        replies = self.run_scripts(self._record, calls)
+        replies, _ = self.run_scripts(self._record, calls)
         out = []
         for (pool, round_, _, _), raw in zip(records, replies, strict=True):
             expected = self.record_keys(pool, round_)
@@ -969,14 +1044,21 @@ class Store:
             out.append(RoundRecord(pool, round_, int(live), int(reported)))
         return out
 
-    def run_scripts(self, script: Any, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+    def run_scripts(
+        self,
+        script: Any,
+        calls: Sequence[tuple[list[str], list[Any]]],
+        confirm_ms: int | None = None,
+    ) -> tuple[list[Any], list[int | None]]:
         """Run ``script`` once per (keys, args) in one round trip (per shard on a Cluster);
-        each reply, or the error in its place."""
+        each reply, or the error in its place. With ``confirm_ms``, a shard that has replicas
+        is also asked, at the end of the same round trip (the same connection, whose writes
+        WAIT counts), how many replicas have the writes: per call that count, or None when
+        not asked."""
+        acks: list[int | None] = [None] * len(calls)
         if not self.is_cluster:
-            pipe = self.client.pipeline(transaction=False)
-            for keys, args in calls:
-                script(keys=keys, args=args, client=pipe)
-            return list(pipe.execute(raise_on_error=False))
+            done, acked = self.pipelined(self.client, script, calls, confirm_ms, "")
+            return done, [acked] * len(calls)
         # redis-py's Cluster pipeline refuses scripts: one plain pipeline per master instead
         # (it loads the script where missing, e.g. on a just promoted replica).
         by_node: dict[str, list[int]] = {}
@@ -987,23 +1069,50 @@ class Store:
             nodes[node.name] = node
         replies: list[Any] = [None] * len(calls)
         for name, indexes in by_node.items():
-            pipe = nodes[name].redis_connection.pipeline(transaction=False)
-            for i in indexes:
-                script(keys=calls[i][0], args=calls[i][1], client=pipe)
+            part = [calls[i] for i in indexes]
             try:
-                done = pipe.execute(raise_on_error=False)
+                done, acked = self.pipelined(
+                    nodes[name].redis_connection, script, part, confirm_ms, name
+                )
             except REDIS_DOWN_ERRORS as exc:
-                done = [exc] * len(indexes)
+                done, acked = [exc] * len(indexes), None
             for i, reply in zip(indexes, done, strict=True):
-                replies[i] = reply
+                replies[i], acks[i] = reply, acked
         for i, reply in enumerate(replies):
             if isinstance(reply, (redis.exceptions.AskError, *REDIS_DOWN_ERRORS)):
                 # A slot moved or its master changed: the Cluster client finds the new one.
+                acks[i] = None
                 try:
                     replies[i] = script(keys=calls[i][0], args=calls[i][1])
                 except redis.ResponseError as exc:
                     replies[i] = exc
-        return replies
+        return replies, acks
+
+    def pipelined(
+        self,
+        client: Any,
+        script: Any,
+        calls: Sequence[tuple[list[str], list[Any]]],
+        confirm_ms: int | None,
+        node: str,
+    ) -> tuple[list[Any], int | None]:
+        """One pipeline of ``script`` calls on ``client`` (a Redis or one Cluster master, named
+        ``node``), then WAIT where asked for and the master has replicas: the replies and the
+        replicas' count (None: not asked)."""
+        wait = confirm_ms is not None and self.replicas_at(node, client)
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            script(keys=keys, args=args, client=pipe)
+        if wait:
+            pipe.execute_command("WAIT", 1, confirm_ms)
+        done = list(pipe.execute(raise_on_error=False))
+        if not wait:
+            return done, None
+        acked = done.pop()
+        if isinstance(acked, Exception):  # the writes stand: only their confirmation failed
+            unconfirmable(acked)
+            return done, 0
+        return done, int(acked)
 
     def record_keys(self, pool: str, round_: int) -> list[tuple[str, str]]:
         """KEYS of record_observation.lua, with their types."""

@@ -93,7 +93,7 @@ def test_a_round_numbered_under_the_old_interval_is_not_committed(store: Store) 
     store.admin("p1", longer)
     pool = store.load_pool("p1")
     reports = {"p-test": {n.node: Observation(Outcome.HEALTHY) for n in pool.nodes}}
-    outcome = poller.commit_round("p1", old_round, pool, reports)
+    outcome = poller.tick_round("p1", old_round, pool, reports)
     assert outcome == f"round {old_round} belongs to the pool's previous interval; not ticked"
     assert store.load_pool("p1").last_round == -1
     # The agent would call such a pool stale rather than trust it.

@@ -12,7 +12,7 @@ import redis
 from mpp_agent.config import parse_failoverpool
 from mpp_agent.model import Observation
 from mpp_agent.state import tick
-from mpp_agent.store import BadKey, CommitRefusal, CommitResult, Store
+from mpp_agent.store import BadKey, Commit, CommitRefusal, CommitResult, Store, UnknownPool
 from tests.servers import RedisServer, wait_until
 
 pytestmark = pytest.mark.integration
@@ -93,6 +93,34 @@ def test_a_commit_refused_by_its_events_stream_writes_nothing(store: Store) -> N
     assert store.commit(other, other, [], "p1", 11) == (False, CommitRefusal.VERSION)
     again = store.load_pool("a")
     assert store.commit(again, again, [], "p1", 10) == (False, CommitRefusal.ROUND)
+
+
+def test_commits_in_one_round_trip_stand_or_fall_each_on_its_own(store: Store) -> None:
+    store.client.delete(store.keys.events("b"))
+    store.client.set(store.keys.events("b"), "x")
+    a, b, c = (store.load_pool(name) for name in ("a", "b", "c"))
+    now = store.server_time()
+    ticked = tick(a, {n.node: Observation.healthy() for n in a.nodes}, now)
+    stale = store.load_pool("c")
+    store.commit(c, c, [], "other", 9)  # another writer: the batch's "c" is now stale
+    gone = store.load_pool("a")
+    store.remove_pool("a")
+    store.create_pool(parse_failoverpool("name:a2;primary:db1"))
+    a2 = store.load_pool("a2")
+    results = store.commit_many(
+        [
+            Commit(gone, ticked.pool, ticked.events, "p1", 10),
+            Commit(b, b, [], "p1", 10),
+            Commit(stale, stale, [], "p1", 10),
+            Commit(a2, a2, [], "p1", 10),
+        ]
+    )
+    assert isinstance(results[0], UnknownPool)
+    assert isinstance(results[1], BadKey) and "events is a string" in str(results[1])
+    assert results[2:] == [(False, CommitRefusal.VERSION), CommitResult(True)]
+    assert store.load_pool("a2").version == a2.version + 1
+    assert store.load_pool("b") == b  # nothing of it written
+    assert store.load_pool("c").version == stale.version + 1  # only the other writer's
 
 
 def test_a_pool_is_not_removed_past_a_wrong_typed_index(store: Store) -> None:

@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from mpp_agent.config import parse_failoverpool
-from mpp_agent.store import Store
+from mpp_agent.store import Commit, CommitResult, Store
 from tests.servers import RedisServer
 
 
@@ -46,3 +46,32 @@ def test_a_replica_confirms_and_a_frozen_one_is_a_warning(
     assert "commit of pool p1 version" in caplog.text
     assert "not confirmed by any Redis replica within 200ms" in caplog.text
     assert store.load_pool("p1").version == version + 2
+
+
+def test_commits_in_one_round_trip_are_confirmed_in_it(
+    redis_master_and_replica: tuple[RedisServer, RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    master, replica = redis_master_and_replica
+    store = Store.from_url(master.url, "wait3")
+    names = [f"q{i}" for i in range(7)]
+    for name in names:
+        store.create_pool(parse_failoverpool(f"name:{name};primary:db1", interval=1.0))
+    pools = [store.load_pool(name) for name in names]
+    assert store.commit_many([Commit(p, p, [], "test", None) for p in pools]) == [
+        CommitResult(True)
+    ] * len(names)
+    key = store.keys.pool("q6")
+    assert replica.client().hget(key, "version") == str(pools[6].version + 1)
+    os.kill(replica.pid, signal.SIGSTOP)
+    pools = [store.load_pool(name) for name in names]
+    with caplog.at_level(logging.WARNING, "mpp.store"):
+        results = store.commit_many([Commit(p, p, [], "test", None) for p in pools])
+    os.kill(replica.pid, signal.SIGCONT)
+    assert results == [CommitResult(True)] * len(names)  # the commits stand
+    lines = [r.getMessage() for r in caplog.records if "not confirmed" in r.getMessage()]
+    assert lines == [  # one line for the round trip, not one per pool
+        f"commits of pools q0 (version {pools[0].version + 1}), q1 (version "
+        f"{pools[1].version + 1}), q2 (version {pools[2].version + 1}), q3 (version "
+        f"{pools[3].version + 1}), q4 (version {pools[4].version + 1}) and 2 more not confirmed "
+        "by any Redis replica within 200ms: a Redis failover now could lose them"
+    ]
