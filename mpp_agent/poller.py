@@ -344,6 +344,8 @@ def voids_timeout(observation: Observation, stall: float, bounds: Timeouts) -> b
     return is_timeout(observation) and stall >= STALL_SHARE * min(bounds.connect, bounds.read)
 
 
+PROBE_SETTINGS_KEPT = 1024  # distinct (bounds, keep) pairs; a handful in practice
+
 DEADLINE_POOLS_SHOWN = 5  # a line for a deadline that many pools share stays a line
 
 
@@ -448,6 +450,10 @@ class Poller:
         self.logins = LoginSlots(settings.logins, gevent.lock.BoundedSemaphore(settings.logins))
         self.connections = KeptConnections(settings.kept_connections, logins=self.logins)
         self.probe = probe or self.connections.probe
+        # The real probe can send the kept connections' probes all at once; one given (tests)
+        # is called node by node.
+        self.at_once = probe is None
+        self.probe_settings: dict[tuple[Timeouts, float], ProbeSettings] = {}
         self.handled: dict[str, int] = {}  # pool -> last round this poller probed
         self.offset = 0.0  # Redis time minus local wall clock
         self.offsets: dict[str, float] = {}  # pool -> its shard's Redis time minus local clock
@@ -648,24 +654,52 @@ class Poller:
         self, timeouts: Mapping[NodeId, Timeouts], keep: Mapping[NodeId, float]
     ) -> dict[NodeId, ProbeResult]:
         """Every node once, concurrently, each bounded by its hard probe timeout; ``keep``:
-        how long each node's connection may serve its next probes (none: a login each)."""
-        jobs = {
-            node: self.workers.spawn(self.probe_bounded, node, bounds, keep.get(node, 0.0))
+        how long each node's connection may serve its next probes (none: a login each). The
+        nodes with a kept connection are probed all at once from this greenlet (their queries
+        sent together, their replies read as they come); the others in a greenlet each."""
+        settings = {
+            node: self.settings_for(bounds, keep.get(node, 0.0))
             for node, bounds in timeouts.items()
         }
-        gevent.joinall(list(jobs.values()))
-        return {node: job.value for node, job in jobs.items()}
-
-    def probe_bounded(self, node: NodeId, bounds: Timeouts, keep_for: float) -> ProbeResult:
-        settings = replace(
-            self.settings.probe,
-            connect_timeout=bounds.connect,
-            read_timeout=bounds.read,
-            keep_for=keep_for,
-            reach_timeout=bounds.reach,
-        )
         started = time.monotonic()
-        result = self.probe_within(node, settings, bounds, started)
+        flights, rest = self.connections.launch(settings) if self.at_once else ([], list(settings))
+        jobs = {node: self.spawn_probe(node, timeouts[node], settings[node]) for node in rest}
+        landed, left = self.connections.land(flights)
+        jobs.update({node: self.spawn_probe(node, timeouts[node], settings[node]) for node in left})
+        results = {node: self.judged(r, timeouts[node], started) for node, r in landed.items()}
+        gevent.joinall(list(jobs.values()))
+        results.update({node: job.value for node, job in jobs.items()})
+        return results
+
+    def settings_for(self, bounds: Timeouts, keep_for: float) -> ProbeSettings:
+        """The probe settings of a node with these bounds (one object per distinct bounds,
+        not one per probe)."""
+        key = (bounds, keep_for)
+        settings = self.probe_settings.get(key)
+        if settings is None:
+            if len(self.probe_settings) > PROBE_SETTINGS_KEPT:
+                self.probe_settings.clear()
+            settings = self.probe_settings[key] = replace(
+                self.settings.probe,
+                connect_timeout=bounds.connect,
+                read_timeout=bounds.read,
+                keep_for=keep_for,
+                reach_timeout=bounds.reach,
+            )
+        return settings
+
+    def spawn_probe(
+        self, node: NodeId, bounds: Timeouts, settings: ProbeSettings
+    ) -> gevent.Greenlet:
+        return self.workers.spawn(self.probe_bounded, node, bounds, settings)
+
+    def probe_bounded(self, node: NodeId, bounds: Timeouts, settings: ProbeSettings) -> ProbeResult:
+        started = time.monotonic()
+        return self.judged(self.probe_within(node, settings, bounds, started), bounds, started)
+
+    def judged(self, result: ProbeResult, bounds: Timeouts, started: float) -> ProbeResult:
+        """``result``, or an abstention when it timed out while this poller's own event loop
+        stalled (``voids_timeout``)."""
         if not is_timeout(result.observation):  # the common case: no stall to look up
             return result
         stall = self.loop.stalled(started, time.monotonic())

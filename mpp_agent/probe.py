@@ -58,6 +58,8 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import gevent
+import gevent.event
 import pymysql
 from pymysql.constants import CLIENT, COMMAND, CR
 from pymysql.protocol import FieldDescriptorPacket, MysqlPacket
@@ -471,7 +473,7 @@ def _on_connection(
     reusable = False
     try:
         try:
-            verdict = _check(conn, node, settings, at_once=not login)
+            verdict = _check(conn, node, settings, at_once=not login and held.at_once)
         except _NodeGone as gone:
             if not login and not gone.timed_out:
                 return None
@@ -664,14 +666,26 @@ def _all_at_once(conn: Any, node: NodeId, version: str) -> _Answers | None:
     """The three queries of a probe in one round trip; None when a server error stopped them
     (the one-by-one path then says which). Threads_connected is not read: it costs the server
     more than the rest together, and a login reads it."""
-    statements = ("SHOW TABLES", _slave_status_sql(version), _variables_sql(version))
-    sql = ";".join(statements)
+    sql = _at_once_sql(version)
     with _talking(sql):
         reply = _reply(conn, sql)
+    return _answers_of(reply, node)
+
+
+def _at_once_sql(version: str) -> str:
+    return ";".join(("SHOW TABLES", _slave_status_sql(version), _variables_sql(version)))
+
+
+_AT_ONCE_STATEMENTS = 3
+
+
+def _answers_of(reply: mysql_reply.Reply, node: NodeId) -> _Answers | None:
+    """What the statements sent at once answered; None when a server error stopped them or a
+    value is of a type the reader leaves to PyMySQL."""
     if reply.error is not None or reply.unsupported:
         return None
-    if len(reply.results) != len(statements):
-        raise _NodeGone(f"{len(reply.results)} results to {len(statements)} statements")
+    if len(reply.results) != _AT_ONCE_STATEMENTS:
+        raise _NodeGone(f"{len(reply.results)} results to {_AT_ONCE_STATEMENTS} statements")
     tables, rows, variables = (_rows_of(result) for result in reply.results)
     if not tables:
         return _Answers(has_tables=False)
@@ -753,20 +767,24 @@ def _reply(conn: Any, sql: str) -> mysql_reply.Reply:
             continue
         except OSError as exc:
             conn._force_close()
-            raise pymysql.err.OperationalError(
-                CR.CR_SERVER_LOST, f"Lost connection to MySQL server during query ({exc})"
-            ) from exc
+            raise _lost_connection(exc) from exc
         if not data:
             conn._force_close()
-            raise pymysql.err.OperationalError(
-                CR.CR_SERVER_LOST, "Lost connection to MySQL server during query"
-            )
+            raise _lost_connection(None)
         reply = reader.feed(data)
         if reply is not None:
             return reply
 
 
 _READ_SIZE = 64 * 1024
+
+
+def _lost_connection(exc: OSError | None) -> pymysql.err.OperationalError:
+    """A connection lost during a query, worded as PyMySQL words it."""
+    why = f" ({exc})" if exc is not None else ""
+    return pymysql.err.OperationalError(
+        CR.CR_SERVER_LOST, f"Lost connection to MySQL server during query{why}"
+    )
 
 
 def _rows_of(result: mysql_reply.ResultSet) -> Rows:
@@ -893,6 +911,9 @@ class LoginSlots:
 class _Kept:
     conn: Any
     since: float  # monotonic: when it logged in (its age bounds how long it serves)
+    # False once the statements sent at once got an error or a type the reader does not read:
+    # this connection's probes then ask one by one (PyMySQL's path words each failure).
+    at_once: bool = True
 
 
 class KeptConnections:
@@ -956,6 +977,182 @@ class KeptConnections:
 
     def close(self) -> None:
         self.retain({})
+
+    # ------------------------------------------------------------- probes all at once
+
+    def launch(self, jobs: Mapping[NodeId, ProbeSettings]) -> tuple[list[_Flight], list[NodeId]]:
+        """The probes of every node in ``jobs`` that has a kept connection, sent now, all
+        from this greenlet (their replies are read by ``land``); and the nodes left to
+        ``probe`` one each (no kept connection, or one that asks one statement at a time)."""
+        flights: list[_Flight] = []
+        rest: list[NodeId] = []
+        for node, settings in jobs.items():
+            kept = self._kept.get(node)
+            if kept is None or not kept.at_once or not settings.password:
+                rest.append(node)
+                continue
+            held = self.take(node, settings.keep_for)
+            flight = _Flight.start(node, held, settings) if held is not None else None
+            if flight is None:
+                if held is not None:
+                    _close(held.conn)
+                rest.append(node)
+            else:
+                flights.append(flight)
+        return flights, rest
+
+    def land(self, flights: Sequence[_Flight]) -> tuple[dict[NodeId, ProbeResult], list[NodeId]]:
+        """The verdicts of the probes ``launch`` sent, their replies read as they arrive (one
+        event-loop watcher each, no greenlet each), each within its read timeout; and the
+        nodes left to ``probe`` one each: a server error or a value the reader leaves to
+        PyMySQL (their connection, kept, then asks one statement at a time), a connection the
+        server closed or a garbled reply (``probe`` logs in again)."""
+        _await(flights)
+        results: dict[NodeId, ProbeResult] = {}
+        rest: list[NodeId] = []
+        late = [f for f in flights if f.answer is None and not f.failed]
+        for flight in flights:
+            if flight.answer is None and not flight.failed:
+                continue
+            verdict = self.verdict_of(flight)
+            if verdict is None:
+                rest.append(flight.node)
+            else:
+                results[flight.node] = flight.result(verdict)
+        # Timed out: as on a probe's own connection, whether the node can be reached at all.
+        reach = [gevent.spawn(_timed_out_verdict, f) for f in late]
+        gevent.joinall(reach)
+        for flight, job in zip(late, reach, strict=True):
+            _close(flight.held.conn)
+            verdict = job.value if job.successful() else _timed_out_verdict(flight, False)
+            results[flight.node] = flight.result(verdict)
+        return results, rest
+
+    def verdict_of(self, flight: _Flight) -> Verdict | None:
+        """A landed probe's verdict (its connection kept for the next); None: left to
+        ``probe``."""
+        conn = flight.held.conn
+        if flight.failed or flight.answer is None:
+            _close(conn)
+            return None
+        try:
+            answers = _answers_of(flight.answer, flight.node)
+        except _NodeGone:
+            _close(conn)
+            return None
+        if answers is None:  # asked again one statement at a time, on the same connection
+            if not self.give_back(flight.node, replace(flight.held, at_once=False)):
+                _close(conn)
+            return None
+        if not self.give_back(flight.node, flight.held):
+            _close(conn)
+        return _verdict(flight.node, flight.settings, flight.version, answers)
+
+
+@dataclass(eq=False)
+class _Flight:
+    """One probe on a kept connection, sent and not yet judged: what its reply has given so
+    far (``reader``), and its end: the reply (``answer``), a failure, or neither by its
+    ``deadline`` (monotonic, the read timeout after it was sent)."""
+
+    node: NodeId
+    held: _Kept
+    settings: ProbeSettings
+    version: str
+    sent: float
+    deadline: float
+    reader: mysql_reply.ReplyReader
+    answer: mysql_reply.Reply | None = None
+    failed: bool = False
+    ended: float = 0.0
+
+    @classmethod
+    def start(cls, node: NodeId, held: _Kept, settings: ProbeSettings) -> _Flight | None:
+        """The probe's statements sent on ``held``; None when they could not be (the
+        connection is closed or broken)."""
+        conn = held.conn
+        if conn._sock is None or conn.client_flag & CLIENT.DEPRECATE_EOF:
+            return None
+        version = _version(conn)
+        body = bytes((COMMAND.COM_QUERY,)) + _at_once_sql(version).encode(conn.encoding)
+        try:
+            conn._sock.sendall(len(body).to_bytes(3, "little") + b"\x00" + body)
+        except OSError:
+            return None
+        now = time.monotonic()
+        reader = mysql_reply.ReplyReader(conn.encoding)
+        return cls(node, held, settings, version, now, now + settings.read_timeout, reader)
+
+    def read(self) -> bool:
+        """What has arrived, fed to the reader (the socket is readable); True once ended."""
+        try:
+            data = self.held.conn._sock.recv(_READ_SIZE)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        self.ended = time.monotonic()
+        if not data:
+            self.failed = True
+            return True
+        try:
+            self.answer = self.reader.feed(data)
+        except _PROTOCOL_ERRORS:
+            self.failed = True
+            return True
+        if self.answer is not None and self.ended > self.deadline:
+            self.answer = None  # too late: timed out, as a read would have
+        return self.answer is not None or self.ended > self.deadline
+
+    def result(self, verdict: Verdict) -> ProbeResult:
+        observation, metrics = verdict
+        ended = self.ended if self.answer is not None else time.monotonic()
+        return ProbeResult(self.node, observation, metrics, ended - self.sent)
+
+
+def _await(flights: Sequence[_Flight]) -> None:
+    """Read the replies of ``flights`` as they arrive, until each has ended or the last
+    deadline has passed. The event loop calls back when a socket is readable; this greenlet
+    reads every ready one at each wake."""
+    if not flights:
+        return
+    loop = gevent.get_hub().loop
+    ready: list[_Flight] = []
+    wake = gevent.event.Event()
+    watchers: dict[_Flight, Any] = {}
+
+    def readable(flight: _Flight) -> None:
+        watchers[flight].stop()
+        ready.append(flight)
+        wake.set()
+
+    for flight in flights:
+        watchers[flight] = loop.io(flight.held.conn._sock.fileno(), 1)
+        watchers[flight].start(readable, flight)
+    waiting, last = len(flights), max(f.deadline for f in flights)
+    try:
+        while waiting and wake.wait(max(0.0, last - time.monotonic())):
+            wake.clear()
+            batch, ready[:] = list(ready), []
+            for flight in batch:
+                if flight.read():
+                    waiting -= 1
+                else:
+                    watchers[flight].start(readable, flight)
+    finally:
+        for watcher in watchers.values():
+            watcher.stop()
+            watcher.close()
+
+
+def _timed_out_verdict(flight: _Flight, check: bool = True) -> Verdict:
+    """A kept connection that did not answer in time: as a probe on it would say, and
+    whether the node can be reached at all (``check``: a TCP connect, the replicas' view
+    needs it)."""
+    text = error_text(_lost_connection(TimeoutError("timed out")))
+    unreachable = check and not is_reachable(flight.node, flight.settings)
+    observation = Observation.connect_error(flight.node, text, unreachable=unreachable)
+    return observation, NodeMetrics(server_version=flight.version)
 
 
 def _first_value(rows: Sequence[Mapping[str, Any]], column: str) -> Any:

@@ -2,7 +2,8 @@
 
 A kept connection must see what a fresh login sees (same outcome, message and replication
 values), log in again whenever the server closed it, and keep telling a node that hangs from
-a node that cannot be reached."""
+a node that cannot be reached: probed node by node (``probe_node``) and all at once (the
+poller's ``KeptConnections.launch`` and ``land``, then ``probe`` for the nodes they leave)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,29 @@ def kept() -> Iterator[KeptConnections]:
     connections.close()
 
 
+def all_at_once(
+    kept: KeptConnections, jobs: dict[NodeId, ProbeSettings]
+) -> dict[NodeId, ProbeResult]:
+    """The probes as the poller makes them: the kept connections' all at once, the nodes they
+    leave one by one."""
+    flights, rest = kept.launch(jobs)
+    results, left = kept.land(flights)
+    for node in [*rest, *left]:
+        results[node] = kept.probe(node, jobs[node])
+    return results
+
+
+ProbeWith = Callable[[NodeId, ProbeSettings, KeptConnections], ProbeResult]
+
+
+@pytest.fixture(params=["node by node", "all at once"])
+def probe_with(request: pytest.FixtureRequest) -> ProbeWith:
+    """A probe of one node on kept connections, by either path."""
+    if request.param == "node by node":
+        return probe_node
+    return lambda node, settings, kept: all_at_once(kept, {node: settings})[node]
+
+
 def node_id(node: MariaDBNode) -> NodeId:
     return NodeId.parse(node.node_id)
 
@@ -70,16 +94,16 @@ def comparable(result: ProbeResult) -> tuple[object, ...]:
 
 
 def test_a_kept_connection_serves_the_next_probes(
-    mariadb_cluster: MariaDBCluster, kept: KeptConnections
+    mariadb_cluster: MariaDBCluster, kept: KeptConnections, probe_with: ProbeWith
 ) -> None:
     node = mariadb_cluster.node2
-    first = probe_node(node_id(node), KEPT, kept)
+    first = probe_with(node_id(node), KEPT, kept)
     assert first.observation.is_healthy, first.observation.message
     assert first.metrics.threads_connected is not None  # the login reads it
     sessions = monitor_sessions(node)
     assert len(sessions) == 1 and len(kept) == 1
     for _ in range(3):
-        again = probe_node(node_id(node), KEPT, kept)
+        again = probe_with(node_id(node), KEPT, kept)
         assert comparable(again) == comparable(first)
         assert monitor_sessions(node) == sessions  # the same session, no new login
     # Without keep_for the probe logs in and out as MPP's did, and keeps nothing.
@@ -127,14 +151,15 @@ def no_tables(node: MariaDBNode) -> None:
 def test_a_kept_connection_sees_what_a_login_sees(
     mariadb_cluster: MariaDBCluster,
     kept: KeptConnections,
+    probe_with: ProbeWith,
     change: Callable[[MariaDBNode], None],
     outcome: Outcome,
 ) -> None:
     node = mariadb_cluster.node3
-    assert probe_node(node_id(node), KEPT, kept).observation.is_healthy
+    assert probe_with(node_id(node), KEPT, kept).observation.is_healthy
     change(node)
     try:
-        on_kept = probe_node(node_id(node), KEPT, kept)
+        on_kept = probe_with(node_id(node), KEPT, kept)
         fresh = probe_node(node_id(node), FRESH)
     finally:
         if change is no_tables:
@@ -206,19 +231,19 @@ def test_a_reply_with_a_type_read_elsewhere_leaves_the_connection_in_step(
 
 
 def test_a_connection_the_server_closed_logs_in_again(
-    mariadb_cluster: MariaDBCluster, kept: KeptConnections
+    mariadb_cluster: MariaDBCluster, kept: KeptConnections, probe_with: ProbeWith
 ) -> None:
     node = mariadb_cluster.node1
-    assert probe_node(node_id(node), KEPT, kept).observation.is_healthy
+    assert probe_with(node_id(node), KEPT, kept).observation.is_healthy
     (session,) = monitor_sessions(node)
     node.sql(f"KILL {session}")  # as wait_timeout or an operator would
-    after_kill = probe_node(node_id(node), KEPT, kept)
+    after_kill = probe_with(node_id(node), KEPT, kept)
     assert after_kill.observation.is_healthy, after_kill.observation.message
     (second,) = monitor_sessions(node)
     assert second != session
     node.stop()
     node.start()  # a restart closes every connection
-    after_restart = probe_node(node_id(node), KEPT, kept)
+    after_restart = probe_with(node_id(node), KEPT, kept)
     # Logged in again (its IO thread may still be connecting to its source: not our concern).
     assert after_restart.observation.outcome is not Outcome.CONNECT
     assert after_restart.metrics.threads_connected is not None  # a login's probe
@@ -257,12 +282,12 @@ def test_a_connection_past_its_age_is_replaced(
 
 
 def test_a_killed_node_on_a_kept_connection_is_unreachable(
-    mariadb_cluster: MariaDBCluster, kept: KeptConnections
+    mariadb_cluster: MariaDBCluster, kept: KeptConnections, probe_with: ProbeWith
 ) -> None:
     node = mariadb_cluster.node2
-    assert probe_node(node_id(node), KEPT, kept).observation.is_healthy
+    assert probe_with(node_id(node), KEPT, kept).observation.is_healthy
     node.kill9()
-    result = probe_node(node_id(node), KEPT, kept)
+    result = probe_with(node_id(node), KEPT, kept)
     assert result.observation.outcome is Outcome.CONNECT
     assert result.observation.message.startswith(
         f"Could not connect to mysql host {node.node_id}: Can't connect to MySQL server"
@@ -272,13 +297,13 @@ def test_a_killed_node_on_a_kept_connection_is_unreachable(
 
 
 def test_a_frozen_node_on_a_kept_connection_hangs_but_is_reachable(
-    mariadb_cluster: MariaDBCluster, kept: KeptConnections
+    mariadb_cluster: MariaDBCluster, kept: KeptConnections, probe_with: ProbeWith
 ) -> None:
     node = mariadb_cluster.node2
-    assert probe_node(node_id(node), KEPT, kept).observation.is_healthy
+    assert probe_with(node_id(node), KEPT, kept).observation.is_healthy
     node.sigstop()
     started = time.monotonic()
-    result = probe_node(node_id(node), KEPT, kept)
+    result = probe_with(node_id(node), KEPT, kept)
     elapsed = time.monotonic() - started
     assert result.observation.outcome is Outcome.CONNECT
     assert "timed out" in result.observation.message
@@ -289,15 +314,15 @@ def test_a_frozen_node_on_a_kept_connection_hangs_but_is_reachable(
 
 
 def test_a_cut_link_on_a_kept_connection_is_unreachable(
-    mariadb_cluster: MariaDBCluster, kept: KeptConnections
+    mariadb_cluster: MariaDBCluster, kept: KeptConnections, probe_with: ProbeWith
 ) -> None:
     link = Forwarder(mariadb_cluster.node1.port).start()
     node = NodeId("127.0.0.1", link.port)
     try:
-        assert probe_node(node, KEPT, kept).observation.is_healthy
+        assert probe_with(node, KEPT, kept).observation.is_healthy
         link.freeze()  # the open connection goes silent, new ones are refused
         started = time.monotonic()
-        result = probe_node(node, KEPT, kept)
+        result = probe_with(node, KEPT, kept)
         elapsed = time.monotonic() - started
     finally:
         link.stop()
@@ -340,3 +365,66 @@ def test_a_poller_out_of_file_descriptors_abstains(mariadb_cluster: MariaDBClust
     outcome, message = done.stdout.splitlines()[:2]
     assert outcome == Outcome.ABSTAIN.value
     assert message.startswith("this poller is out of file descriptors:")
+
+
+def test_statements_refused_at_once_are_asked_one_by_one_on_the_same_connection(
+    mariadb_cluster: MariaDBCluster, kept: KeptConnections
+) -> None:
+    node = mariadb_cluster.node3
+    ident = node_id(node)
+    assert all_at_once(kept, {ident: KEPT})[ident].observation.is_healthy  # the login
+    (session,) = monitor_sessions(node)
+    # Its database gone, SHOW TABLES is a server error, not an empty list.
+    move_tables(node, "mppmon", "mppaside")
+    node.sql("SET sql_log_bin=0; DROP DATABASE mppmon")
+    try:
+        flights, rest = kept.launch({ident: KEPT})
+        assert rest == []
+        landed, left = kept.land(flights)
+        assert landed == {} and left == [ident]  # the server's error: asked one by one
+        result = kept.probe(ident, KEPT)
+        # From then on this connection is asked one statement at a time: not launched.
+        assert kept.launch({ident: KEPT}) == ([], [ident])
+        again = kept.probe(ident, KEPT)
+    finally:
+        node.sql("SET sql_log_bin=0; CREATE DATABASE mppmon")
+        move_tables(node, "mppaside", "mppmon")
+        node.sql("SET sql_log_bin=0; DROP DATABASE mppaside")
+    # Worded by the one-by-one path: the monitoring database is the monitor's to provide.
+    assert result.observation.outcome is Outcome.ABSTAIN
+    assert result.observation.message == "SHOW TABLES: Unknown database 'mppmon'"
+    assert comparable(again) == comparable(result)
+    assert monitor_sessions(node) == [session]  # the same connection throughout
+
+
+def test_all_at_once_a_frozen_node_costs_the_others_nothing(
+    mariadb_cluster: MariaDBCluster, kept: KeptConnections
+) -> None:
+    nodes = {name: node_id(getattr(mariadb_cluster, name)) for name in ("node1", "node2", "node3")}
+    jobs = dict.fromkeys(nodes.values(), KEPT)
+    first = all_at_once(kept, jobs)
+    assert all(r.observation.is_healthy for r in first.values()), first
+    assert len(kept) == 3
+    mariadb_cluster.node3.sigstop()
+    try:
+        flights, rest = kept.launch(jobs)
+        assert rest == [] and len(flights) == 3
+        started = time.monotonic()
+        landed, left = kept.land(flights)
+        elapsed = time.monotonic() - started
+    finally:
+        mariadb_cluster.node3.sigcont()
+    assert left == []
+    frozen = landed[nodes["node3"]]
+    assert frozen.observation.outcome is Outcome.CONNECT
+    assert frozen.observation.message == (
+        f"Could not connect to mysql host {nodes['node3']}: "
+        "Lost connection to MySQL server during query (timed out)"
+    )
+    assert not frozen.observation.unreachable  # its port still accepts
+    assert KEPT.read_timeout <= elapsed < KEPT.read_timeout + 1.0
+    for name in ("node1", "node2"):
+        result = landed[nodes[name]]
+        assert comparable(result) == comparable(first[nodes[name]])
+        assert result.latency < KEPT.read_timeout / 2  # not held up by the frozen one
+    assert len(kept) == 2  # the frozen node's connection was closed, the others kept
