@@ -269,8 +269,7 @@ class Observation:
     @classmethod
     def connect_error(cls, node: NodeId, text: str, *, unreachable: bool = False) -> Observation:
         """A connect failure, worded as MPP's probe words it."""
-        message = f"Could not connect to mysql host {node}: {text}"
-        return cls(Outcome.CONNECT, message, unreachable=unreachable)
+        return cls(Outcome.CONNECT, connect_prefix(node) + text, unreachable=unreachable)
 
     @property
     def is_healthy(self) -> bool:
@@ -456,3 +455,8 @@ class Event:
     requests: int | None = None
     message: str = ""
     extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+def connect_prefix(node: NodeId) -> str:
+    """How MPP's probe begins the message of a connect failure of ``node``."""
+    return f"Could not connect to mysql host {node}: "

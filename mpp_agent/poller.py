@@ -44,7 +44,7 @@ from mpp_agent.candidates import degraded
 from mpp_agent.codec import flat_dict
 from mpp_agent.daemon import OnChange
 from mpp_agent.fencer import Fencer
-from mpp_agent.model import NodeId, Observation, Outcome, PoolState, State
+from mpp_agent.model import NodeId, Observation, Outcome, PoolState, State, connect_prefix
 from mpp_agent.poller_metrics import PollerMetrics
 from mpp_agent.probe import (
     Checkpoint,
@@ -704,9 +704,11 @@ class Poller:
             return result
         stall = self.loop.stalled(started, time.monotonic())
         if voids_timeout(result.observation, stall, bounds):
+            # Without the node's name: the nodes it happened to share one log line.
+            failure = (result.observation.message or "").removeprefix(connect_prefix(result.node))
             text = (
                 f"this poller is overloaded: its event loop stalled {stall:.2g}s while the probe "
-                f"timed out ({result.observation.message})"
+                f"timed out ({failure})"
             )
             return replace(result, observation=Observation.abstain(text))
         return result

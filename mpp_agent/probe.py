@@ -1006,7 +1006,20 @@ class KeptConnections:
         event-loop watcher each, no greenlet each), each within its read timeout; and the
         nodes left to ``probe`` one each: a server error or a value the reader leaves to
         PyMySQL (their connection, kept, then asks one statement at a time), a connection the
-        server closed or a garbled reply (``probe`` logs in again)."""
+        server closed or a garbled reply (``probe`` logs in again). Never raises: should
+        anything go wrong here, every node of ``flights`` is left to ``probe``, on a new
+        login."""
+        try:
+            return self._land(flights)
+        except Exception as exc:  # a bug must cost these probes' connections, not the round
+            for flight in flights:
+                log_unexpected(flight.node, exc)
+                if self._kept.get(flight.node) is flight.held:
+                    del self._kept[flight.node]
+                _close(flight.held.conn)
+            return {}, [flight.node for flight in flights]
+
+    def _land(self, flights: Sequence[_Flight]) -> tuple[dict[NodeId, ProbeResult], list[NodeId]]:
         _await(flights)
         results: dict[NodeId, ProbeResult] = {}
         rest: list[NodeId] = []
@@ -1100,9 +1113,7 @@ class _Flight:
         except _PROTOCOL_ERRORS:
             self.failed = True
             return True
-        if self.answer is not None and self.ended > self.deadline:
-            self.answer = None  # too late: timed out, as a read would have
-        return self.answer is not None or self.ended > self.deadline
+        return self.answer is not None
 
     def result(self, verdict: Verdict) -> ProbeResult:
         observation, metrics = verdict
@@ -1110,10 +1121,16 @@ class _Flight:
         return ProbeResult(self.node, observation, metrics, ended - self.sent)
 
 
+_LAST_READS = 3  # a reply in several pieces may need more than one
+
+
 def _await(flights: Sequence[_Flight]) -> None:
     """Read the replies of ``flights`` as they arrive, until each has ended or the last
     deadline has passed. The event loop calls back when a socket is readable; this greenlet
-    reads every ready one at each wake."""
+    reads every ready one at each wake. A reply counts by when it arrived, not by when this
+    greenlet got to it: past the deadline, what is already waiting in the sockets is read
+    before a probe is called timed out (a poller short of CPU must not fail a node that
+    answered)."""
     if not flights:
         return
     loop = gevent.get_hub().loop
@@ -1130,15 +1147,27 @@ def _await(flights: Sequence[_Flight]) -> None:
         watchers[flight] = loop.io(flight.held.conn._sock.fileno(), 1)
         watchers[flight].start(readable, flight)
     waiting, last = len(flights), max(f.deadline for f in flights)
+
+    def read_ready() -> None:
+        nonlocal waiting
+        wake.clear()
+        batch, ready[:] = list(ready), []
+        for flight in batch:
+            if flight.read():
+                waiting -= 1
+            else:
+                watchers[flight].start(readable, flight)
+
     try:
         while waiting and wake.wait(max(0.0, last - time.monotonic())):
-            wake.clear()
-            batch, ready[:] = list(ready), []
-            for flight in batch:
-                if flight.read():
-                    waiting -= 1
-                else:
-                    watchers[flight].start(readable, flight)
+            read_ready()
+        for _ in range(_LAST_READS):  # what arrived by now, while this greenlet waited for the CPU
+            if not waiting:
+                break
+            gevent.idle()  # the event loop has polled the sockets
+            if not ready:
+                break
+            read_ready()
     finally:
         for watcher in watchers.values():
             watcher.stop()
