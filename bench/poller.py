@@ -19,6 +19,7 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import gc  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mpp_agent.config import PoolConfig  # noqa: E402
 from mpp_agent.model import NodeId, NodeType  # noqa: E402
 from mpp_agent.poller import Poller, PollerSettings  # noqa: E402
+from mpp_agent.poller_main import GC_THRESHOLDS  # noqa: E402
 from mpp_agent.probe import ProbeSettings  # noqa: E402
 from mpp_agent.store import Store  # noqa: E402
 from tests.servers import MariaDBCluster, MariaDBNode, RedisServer  # noqa: E402
@@ -108,6 +110,7 @@ def measure(store: Store, names: list[str], stop: MariaDBNode | None = None) -> 
 
 
 def main() -> None:
+    gc.set_threshold(*GC_THRESHOLDS)  # as the mpp-poller process does
     redis_server = RedisServer().start()
     cluster = MariaDBCluster(3)
     for node in (cluster.node1, cluster.node2):
