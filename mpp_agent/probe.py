@@ -1023,9 +1023,9 @@ class KeptConnections:
         _await(flights)
         results: dict[NodeId, ProbeResult] = {}
         rest: list[NodeId] = []
-        late = [f for f in flights if f.answer is None and not f.failed]
+        late = [f for f in flights if f.timed_out]
         for flight in flights:
-            if flight.answer is None and not flight.failed:
+            if flight.timed_out:
                 continue
             verdict = self.verdict_of(flight)
             if verdict is None:
@@ -1045,7 +1045,7 @@ class KeptConnections:
         """A landed probe's verdict (its connection kept for the next); None: left to
         ``probe``."""
         conn = flight.held.conn
-        if flight.failed or flight.answer is None:
+        if flight.answer is None:  # failed: closed by the server, or a garbled reply
             _close(conn)
             return None
         try:
@@ -1114,6 +1114,11 @@ class _Flight:
             self.failed = True
             return True
         return self.answer is not None
+
+    @property
+    def timed_out(self) -> bool:
+        """Neither a reply nor a failure by the end of the wait."""
+        return self.answer is None and not self.failed
 
     def result(self, verdict: Verdict) -> ProbeResult:
         observation, metrics = verdict
