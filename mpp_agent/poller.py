@@ -68,7 +68,7 @@ from mpp_agent.rounds import (
     heartbeat_ttl,
     info_ttl,
     late_by,
-    next_round_start,
+    next_probe_in,
     observation_ttl,
     observers,
     observes,
@@ -1056,12 +1056,12 @@ class Poller:
         if line is not None:
             log.info("%s", line)
 
-    def next_wake(self, pools: Sequence[PoolState]) -> float:
-        """Seconds until the next round start of any pool (at most MAX_SLEEP)."""
+    def next_wake(self, served: Sequence[PoolState]) -> float:
+        """Seconds until any served pool is due (``rounds.next_probe_in``; at most MAX_SLEEP)."""
         at = time.time()
         waits = [
-            next_round_start(self.pool_now(p.name, at), p.interval) - self.pool_now(p.name, at)
-            for p in pools
+            next_probe_in(self.pool_now(p.name, at), p.interval, self.handled.get(p.name))
+            for p in served
         ]
         return min([MAX_SLEEP, *waits])
 
@@ -1078,10 +1078,11 @@ class Poller:
                 idle = time.monotonic() - self.last_heartbeat >= HEARTBEAT_IDLE
                 if report.rounds or report.due or idle:
                     self.heartbeat(report, time.monotonic() - started)
-                delay = self.next_wake(report.pools)
+                served = [p for p in report.pools if p.name not in self.unserved]
+                delay = self.next_wake(served)
                 self.cycle_trouble.ok()
-                served = [p.name for p in report.pools if p.name not in self.unserved]
-                self.metrics.cycle_done(time.monotonic() - started, served, len(self.unserved))
+                names = [p.name for p in served]
+                self.metrics.cycle_done(time.monotonic() - started, names, len(self.unserved))
             except REDIS_DOWN_ERRORS as exc:
                 text = f"Redis unreachable ({exc}); retrying every {REDIS_RETRY_DELAY:g}s"
                 self.cycle_trouble.problem(text)

@@ -59,6 +59,16 @@ def next_round_start(now: float, interval: float) -> float:
     return round_start(round_of(now, interval) + 1, interval)
 
 
+def next_probe_in(now: float, interval: float, handled: int | None) -> float:
+    """Seconds until a poller that last probed round ``handled`` probes the pool again: at
+    once when a later round has started and its deadline has not passed (a cycle that ran
+    over into it must not skip it), else at the next round's start."""
+    current = round_of(now, interval)
+    if current != handled and late_by(current, interval, now) is None:
+        return 0.0
+    return next_round_start(now, interval) - now
+
+
 def deadline(interval: float) -> float:
     """Seconds after a round's start at which its tick is forced."""
     return interval * DEADLINE_FRACTION

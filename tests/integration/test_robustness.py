@@ -147,3 +147,31 @@ def test_rounds_due_at_one_deadline_are_committed_together(store: Store) -> None
     assert all(p.last_round == round_ for p in pools.values()), pools
     assert pools["d2"].version == committed_by_pb.version  # not committed twice
     assert not pa.pending and not pa.due_at
+
+
+def test_a_cycle_that_runs_over_into_the_next_round_does_not_skip_it(store: Store) -> None:
+    # The first cycle starts late in a round and its probes take long enough to end inside
+    # the next one, before that round's deadline: that round is probed at once, not skipped.
+    create(store, "p1", interval=1.0)
+    slow = {"first": True}
+
+    def probe(node: NodeId, _settings: ProbeSettings) -> ProbeResult:
+        if slow["first"]:
+            gevent.sleep(0.3)
+        return ProbeResult(node, Observation.healthy(), NodeMetrics(), 0.0)
+
+    poller = Poller(store, SETTINGS, probe=probe)
+    committed: list[int] = []
+
+    def wait(delay: float) -> bool:
+        slow["first"] = False
+        committed.append(store.load_pool("p1").last_round)
+        gevent.sleep(delay)
+        return len(set(committed)) > 3
+
+    start = round_of(store.server_time(), 1.0)
+    wait_until(lambda: store.server_time() - start > 0.8, 5, "late in a round")
+    assert round_of(store.server_time(), 1.0) == start, "the test's machine was too slow"
+    poller.run(lambda: False, wait)
+    rounds = sorted(set(committed))
+    assert rounds == list(range(start, start + 4)), committed

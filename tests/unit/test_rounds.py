@@ -14,6 +14,7 @@ from mpp_agent.rounds import (
     is_fresh,
     is_stale,
     late_by,
+    next_probe_in,
     next_round_start,
     observers,
     observes,
@@ -59,6 +60,21 @@ def test_deadline_and_lateness(
 def test_next_round_start() -> None:
     assert next_round_start(20.0, 2.0) == 22.0
     assert next_round_start(21.9, 2.0) == 22.0
+
+
+@pytest.mark.parametrize(
+    ("now", "handled", "wait"),
+    [
+        (20.2, 10, 1.8),  # this round probed: the next one's start
+        (22.3, 10, 0.0),  # a cycle ran over into round 11, before its deadline: at once
+        (23.0, 10, 0.0),  # exactly at round 11's deadline: still in time
+        (23.5, 10, 0.5),  # past round 11's deadline: its tick is forced; wait for round 12
+        (20.2, None, 0.0),  # never probed
+        (20.2, 4, 0.0),  # numbered under another interval
+    ],
+)
+def test_next_probe_in(now: float, handled: int | None, wait: float) -> None:
+    assert next_probe_in(now, 2.0, handled) == pytest.approx(wait)
 
 
 @pytest.mark.parametrize(
