@@ -103,6 +103,9 @@ ALREADY_COMMITTED = "already committed"  # a skipped commit that is the normal c
 SUMMARY_EVERY = 60.0  # seconds between the steady state's INFO summaries
 
 
+DEFAULT_LOGINS = 50  # logins under way at once (mpp-poller --max-logins)
+
+
 @dataclass(frozen=True)
 class PollerSettings:
     poller_id: str
@@ -110,7 +113,7 @@ class PollerSettings:
     pools: tuple[str, ...] = ()  # empty: every pool
     probe_timeout: float = DEFAULT_PROBE_TIMEOUT  # upper bound on one whole probe
     concurrency: int = 500
-    logins: int = 50  # at most this many logins under way at once (probe.LoginSlots)
+    logins: int = DEFAULT_LOGINS  # at most this many logins under way at once (LoginSlots)
     kept_connections: int = 1000  # at most this many kept between rounds (file descriptors)
     checkpoints: tuple[Checkpoint, ...] = ()
     fence: FenceAccount | None = None  # --fence-user: for pools with fence = read_only
@@ -338,10 +341,26 @@ def is_timeout(observation: Observation) -> bool:
     return observation.outcome is Outcome.CONNECT and "timed out" in (observation.message or "")
 
 
-def voids_timeout(observation: Observation, stall: float, bounds: Timeouts) -> bool:
-    """Whether a failing observation is a timeout the poller's own stall explains: then the
-    poller abstains rather than fail the node for its own slowness."""
-    return is_timeout(observation) and stall >= STALL_SHARE * min(bounds.connect, bounds.read)
+def voids_timeout(observation: Observation, lost: float, bounds: Timeouts) -> bool:
+    """Whether a failing observation is a timeout the time the poller lost itself explains
+    (its event loop's stall, its login's wait for a slot): then the poller abstains rather
+    than fail the node for its own slowness."""
+    return is_timeout(observation) and lost >= STALL_SHARE * min(bounds.connect, bounds.read)
+
+
+def overload_text(failure: str, stall: float, waited: float, slots: int) -> str:
+    """The abstention of a timeout the poller's own lost time explains (``voids_timeout``);
+    without the node's name, so the nodes it happened to share one log line."""
+    if waited < STALL_PERIOD:
+        return (
+            f"this poller is overloaded: its event loop stalled {stall:.2g}s while the probe "
+            f"timed out ({failure})"
+        )
+    stalled = f" and its event loop stalled {stall:.1g}s" if stall >= STALL_PERIOD else ""
+    return (
+        f"this poller is overloaded: the login waited {waited:.1g}s for a free login slot "
+        f"(--max-logins {slots}){stalled} before the probe timed out ({failure})"
+    )
 
 
 PROBE_SETTINGS_KEPT = 1024  # distinct (bounds, keep) pairs; a handful in practice
@@ -695,23 +714,28 @@ class Poller:
 
     def probe_bounded(self, node: NodeId, bounds: Timeouts, settings: ProbeSettings) -> ProbeResult:
         started = time.monotonic()
-        return self.judged(self.probe_within(node, settings, bounds, started), bounds, started)
+        result = self.probe_within(node, settings, bounds, started)
+        return self.judged(result, bounds, started, self.logins.waited(node))
 
-    def judged(self, result: ProbeResult, bounds: Timeouts, started: float) -> ProbeResult:
-        """``result``, or an abstention when it timed out while this poller's own event loop
-        stalled (``voids_timeout``)."""
+    def judged(
+        self,
+        result: ProbeResult,
+        bounds: Timeouts,
+        started: float,
+        wait: tuple[float, float] | None = None,
+    ) -> ProbeResult:
+        """``result``, or an abstention when it timed out and the time this poller lost itself
+        explains it (``voids_timeout``): its event loop's longest stall since the probe began
+        its own work, plus what its login ``wait``-ed for a slot (seconds, and when it got one)."""
         if not is_timeout(result.observation):  # the common case: no stall to look up
             return result
-        stall = self.loop.stalled(started, time.monotonic())
-        if voids_timeout(result.observation, stall, bounds):
-            # Without the node's name: the nodes it happened to share one log line.
-            failure = (result.observation.message or "").removeprefix(connect_prefix(result.node))
-            text = (
-                f"this poller is overloaded: its event loop stalled {stall:.2g}s while the probe "
-                f"timed out ({failure})"
-            )
-            return replace(result, observation=Observation.abstain(text))
-        return result
+        waited, since = wait if wait is not None else (0.0, started)
+        stall = self.loop.stalled(since, time.monotonic())
+        if not voids_timeout(result.observation, stall + waited, bounds):
+            return result
+        failure = (result.observation.message or "").removeprefix(connect_prefix(result.node))
+        text = overload_text(failure, stall, waited, self.logins.size)
+        return replace(result, observation=Observation.abstain(text))
 
     def probe_within(
         self, node: NodeId, settings: ProbeSettings, bounds: Timeouts, started: float

@@ -19,13 +19,14 @@ from mpp_agent.daemon import (  # noqa: E402
     ExitCode,
     RateLimited,
     StopFlag,
+    count,
     raise_nofile_limit,
     redis_refuses,
     seconds,
     setup_logging,
 )
 from mpp_agent.http_server import start_http  # noqa: E402
-from mpp_agent.poller import Poller, PollerSettings  # noqa: E402
+from mpp_agent.poller import DEFAULT_LOGINS, Poller, PollerSettings  # noqa: E402
 from mpp_agent.probe import (  # noqa: E402
     DEFAULT_MONITOR_DATABASE,
     NO_PASSWORD,
@@ -135,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
         "0.5); each pool's probe also ends within half its interval",
     )
     p.add_argument(
+        "--max-logins",
+        type=count,
+        default=env("MPP_MAX_LOGINS", str(DEFAULT_LOGINS)),  # a string: checked by count
+        metavar="N",
+        help="logins to nodes under way at once; more wait for one of these slots, and a "
+        "probe that times out after waiting abstains instead of failing its node (env "
+        "MPP_MAX_LOGINS; default %(default)s)",
+    )
+    p.add_argument(
         "--http-listen",
         type=parse_address,
         default=env("MPP_POLLER_HTTP_LISTEN"),
@@ -185,6 +195,7 @@ def settings_from(args: argparse.Namespace) -> PollerSettings:
         probe,
         tuple(args.pool),
         probe_timeout=bounds.probe,
+        logins=args.max_logins,
         checkpoints=checkpoints,
         fence=fence_account(args.fence_user, args.fence_password_file),
     )

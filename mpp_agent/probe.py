@@ -869,7 +869,8 @@ class LoginSlots:
     poller just started, connections that aged together) share the CPU so thinly that each
     takes longer than its timeout, and healthy nodes would fail for the poller's own fault.
     Past ``size``, a login waits for a slot; a probe whose hard bound ends while it waits is
-    the poller's fault, not the node's (``was_queued``: the poller abstains on it)."""
+    the poller's fault, not the node's (``was_queued``: the poller abstains on it), and so is
+    the part of a timed-out probe's time spent waiting (``waited``)."""
 
     def __init__(self, size: int, semaphore: Any = None) -> None:
         """``semaphore``: a bounded semaphore of ``size`` (threading's by default). A poller
@@ -880,20 +881,30 @@ class LoginSlots:
         self.size = size
         self._free = threading.BoundedSemaphore(size) if semaphore is None else semaphore
         self._queued: set[NodeId] = set()  # waiting for a slot when their probe was cut
+        # node -> (seconds its last login waited for a slot, monotonic time it got one)
+        self._waits: dict[NodeId, tuple[float, float]] = {}
 
     @contextmanager
     def slot(self, node: NodeId) -> Iterator[None]:
         """Hold a slot while the body logs in to ``node``."""
         self._queued.discard(node)  # only this probe's wait counts (a stop may have left one)
+        asked = time.monotonic()
         try:
             self._free.acquire()
         except BaseException:  # the probe's hard bound (or a stop) while waiting: noted
             self._queued.add(node)
             raise
+        got = time.monotonic()
+        self._waits[node] = (got - asked, got)
         try:
             yield
         finally:
             self._free.release()
+
+    def waited(self, node: NodeId) -> tuple[float, float] | None:
+        """How long ``node``'s last login waited for its slot, and when it got it; None when
+        that probe did not log in (asked once)."""
+        return self._waits.pop(node, None)
 
     def was_queued(self, node: NodeId) -> bool:
         """Whether ``node``'s last probe was cut while waiting for a slot (asked once)."""

@@ -5,7 +5,9 @@ to ``127.0.0.1:target_port``. ``stop()`` closes the listener and every relayed c
 client sees its connection reset and new ones refused, as when a network link or a host is
 lost); ``freeze()`` closes the listener and drops whatever the open connections carry
 without closing them (their peers wait, as behind a link that silently drops packets);
-``start()`` listens (and relays) again on the same port.
+``start()`` listens (and relays) again on the same port. ``greeting_delay`` holds what the
+server sends first on each connection that long (a server slow to take logins, as on a host
+short of CPU).
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 from tests.servers import free_port
 
 
 class Forwarder:
-    def __init__(self, target_port: int, port: int | None = None) -> None:
+    def __init__(
+        self, target_port: int, port: int | None = None, greeting_delay: float = 0.0
+    ) -> None:
         self.target = ("127.0.0.1", target_port)
+        self.greeting_delay = greeting_delay
         self.port = port or free_port()
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
@@ -78,12 +84,18 @@ class Forwarder:
                     upstream.close()
                     return
                 self._conns.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            for src, dst, delay in (
+                (client, upstream, 0.0),
+                (upstream, client, self.greeting_delay),
+            ):
+                threading.Thread(target=self._pump, args=(src, dst, delay), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, delay: float = 0.0) -> None:
         try:
             while data := src.recv(65536):
+                if delay:
+                    time.sleep(delay)
+                    delay = 0.0
                 if not self._frozen:
                     dst.sendall(data)
         except OSError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import pytest
@@ -20,6 +21,7 @@ from mpp_agent.poller import (
     has_changed,
     lateness,
     name_list,
+    overload_text,
     pool_observations,
     voids_timeout,
 )
@@ -257,3 +259,41 @@ def test_login_slots_note_a_probe_cut_while_it_waited() -> None:
     assert not slots.was_queued(B)
     with pytest.raises(ValueError, match=">= 1"):
         LoginSlots(0)
+
+
+@pytest.mark.parametrize(
+    ("stall", "waited", "text"),
+    [
+        (0.53, 0.0, "its event loop stalled 0.53s while the probe timed out (x)"),
+        (
+            0.0,
+            0.62,
+            "the login waited 0.6s for a free login slot (--max-logins 50) before the "
+            "probe timed out (x)",
+        ),
+        (
+            0.2,
+            0.3,
+            "the login waited 0.3s for a free login slot (--max-logins 50) and its "
+            "event loop stalled 0.2s before the probe timed out (x)",
+        ),
+    ],
+    ids=["stall", "wait", "both"],
+)
+def test_the_overload_abstention_says_where_the_time_went(
+    stall: float, waited: float, text: str
+) -> None:
+    assert overload_text("x", stall, waited, 50) == f"this poller is overloaded: {text}"
+
+
+def test_login_slots_say_how_long_a_login_waited_once() -> None:
+    slots = LoginSlots(1)
+    assert slots.waited(A) is None  # never logged in
+    before = time.monotonic()
+    with slots.slot(A):
+        pass
+    found = slots.waited(A)
+    assert found is not None
+    waited, got = found
+    assert 0.0 <= waited < 0.1 and before <= got <= time.monotonic()
+    assert slots.waited(A) is None  # asked once
