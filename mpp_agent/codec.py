@@ -17,10 +17,10 @@ import functools
 import json
 import math
 import re
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 from typing import Any
 
-from mpp_agent.config import PoolConfigError, config_of
+from mpp_agent.config import PoolConfig, PoolConfigError, settings_of
 from mpp_agent.model import (
     DEFAULT_CATCHUP_TIMEOUT,
     DEFAULT_KEEP_CONNECTIONS,
@@ -295,10 +295,10 @@ def pool_problem(pool: PoolState) -> str:
     settings = (pool.interval, pool.max_lag, pool.catchup_timeout, pool.max_failover_lag)
     if not all(math.isfinite(x) for x in settings):
         return "interval, max_lag, catchup_timeout or max_failover_lag is not a finite number"
-    try:  # the configuration's own validation: one home for the settings' bounds
-        config_of(pool if pool.nodes else replace(pool, nodes=_PLACEHOLDER))
-    except PoolConfigError as exc:
-        return str(exc)
+    members = tuple((n.node, n.type) for n in pool.nodes) or _PLACEHOLDER
+    problem = config_problem(pool.name, members, tuple(settings_of(pool).items()))
+    if problem:
+        return problem
     for n in pool.nodes:
         problem = node_problem(n)
         if problem:
@@ -331,7 +331,20 @@ def pause_problem(pool: PoolState) -> str:
 
 
 # A pool whose last node was deleted still has settings to check.
-_PLACEHOLDER = (NodeState(NodeId("placeholder"), NodeType.PRIMARY),)
+_PLACEHOLDER = ((NodeId("placeholder"), NodeType.PRIMARY),)
+
+
+@functools.lru_cache(maxsize=4096)  # a pool's configuration is the same round after round
+def config_problem(
+    name: str, members: tuple[tuple[NodeId, NodeType], ...], settings: tuple[tuple[str, Any], ...]
+) -> str:
+    """What the configuration's own validation (one home for the settings' bounds) refuses
+    in a stored pool's name, members and settings; "" if nothing."""
+    try:
+        PoolConfig(name, members, **dict(settings))
+    except PoolConfigError as exc:
+        return str(exc)
+    return ""
 
 
 def node_problem(n: NodeState) -> str:

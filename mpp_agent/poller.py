@@ -586,10 +586,11 @@ class Poller:
         )
         complete = [r for r in recorded if r.is_complete or force]
         report.committed.update(self.commit_rounds([(r.pool, r.round) for r in complete], report))
+        by_name = {p.name: p for p in due}
         for record in recorded:
-            if record not in complete:
+            if not (record.is_complete or force):
                 report.deferred.append(record.pool)
-                self.schedule_deadline(record, next(p for p in due if p.name == record.pool))
+                self.schedule_deadline(record, by_name[record.pool])
         return report
 
     def observed(
