@@ -536,8 +536,19 @@ class Poller:
     # ---------------------------------------------------------------- one cycle
 
     def load_pools(self) -> list[PoolState]:
+        """The pools, each remembered (``seen``) unless it is older than one already read:
+        a poller that has read a newer state never ticks from a rolled-back one, whether or
+        not it was the one that committed it (``rolled_back``)."""
         names = list(self.settings.pools) or self.store.pool_names()
-        return self.store.load_pools(names)
+        pools = self.store.load_pools(names)
+        for pool in pools:
+            if not went_backwards(self.seen_of(pool.name), pool):
+                self.seen[pool.name] = pool
+        return pools
+
+    def seen_of(self, name: str) -> Seen | None:
+        newer = self.seen.get(name)
+        return None if newer is None else Seen.of(newer)
 
     def due_pools(self, pools: Sequence[PoolState], at: float) -> list[PoolState]:
         """The pools whose new round has started at local time ``at``."""

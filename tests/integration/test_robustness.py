@@ -175,3 +175,26 @@ def test_a_cycle_that_runs_over_into_the_next_round_does_not_skip_it(store: Stor
     poller.run(lambda: False, wait)
     rounds = sorted(set(committed))
     assert rounds == list(range(start, start + 4)), committed
+
+
+def test_a_poller_that_only_read_a_newer_state_never_ticks_from_a_rolled_back_one(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    # "pa" commits; "pb" only reads the pools (as each of its cycles does) and never commits.
+    # Redis then loses pa's commit (a failover to a replica that lacked it): pb's next tick
+    # must start from the state it read, not from the older one Redis went back to.
+    create(store, "p1", interval=2.0)
+    healthy = lambda node, _s: ProbeResult(node, Observation.healthy(), NodeMetrics(), 0.0)  # noqa: E731
+    key = store.keys.pool("p1")
+    before = store.client.hgetall(key)
+    Poller(store, replace(SETTINGS, poller_id="pa"), probe=healthy).cycle(force=True)
+    read = store.load_pool("p1")
+    pb = Poller(store, replace(SETTINGS, poller_id="pb"), probe=healthy)
+    pb.load_pools()
+    store.client.hset(key, mapping=before)
+    assert store.load_pool("p1").version < read.version
+    wait_until(lambda: round_of(store.server_time(), 2.0) > read.last_round, 5, "a new round")
+    report = pb.cycle(force=True)
+    assert list(report.committed) == ["p1"], report.sentence()
+    assert store.load_pool("p1").version > read.version
+    assert "state went backwards" in caplog.text
