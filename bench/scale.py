@@ -17,7 +17,7 @@ window of several intervals:
 * Redis: commands per second (``total_commands_processed``, summed over the masters) and memory
   per pool (``used_memory`` with the pools in place, less before they were created).
 
-Run: ``.venv/bin/python bench/scale.py`` (needs mariadbd, redis-server and redis-cli; about 40
+Run: ``.venv/bin/python bench/scale.py`` (needs mariadbd, redis-server and redis-cli; about 30
 minutes for the whole matrix); ``--nodes 1000 --pollers 1 2 --redis single --keep-connections
 60`` for a part of it.
 Goal (bench/README.md): per-poller probe work falls as K/N (within 15 %), and 4,000 nodes at a
