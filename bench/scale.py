@@ -13,7 +13,8 @@ window of several intervals:
   heartbeat's ``cycle_seconds``, median);
 * the rounds committed in the window against the rounds that started (every round committed
   once is ``missed 0``), and the nodes not healthy at its end;
-* the two MariaDB servers' CPU seconds per interval (what the probes cost the nodes);
+* the two MariaDB servers' CPU seconds per interval (what the probes cost the nodes), and the
+  Redis masters' (what the pollers cost Redis);
 * Redis: commands per second (``total_commands_processed``, summed over the masters) and memory
   per pool (``used_memory`` with the pools in place, less before they were created).
 
@@ -84,6 +85,7 @@ class Case:
     commands_per_s: float
     bytes_per_pool: float
     mariadb_cpu: float  # seconds per interval, both servers together
+    redis_cpu: float  # seconds per interval, every Redis master together
 
 
 def aliases(cluster: MariaDBCluster, count: int) -> list[NodeId]:
@@ -131,6 +133,10 @@ class Redis:
             with node.client() as c:
                 total += float(c.info(section)[field])
         return total
+
+    def cpu(self) -> float:
+        """CPU seconds the Redis servers have used."""
+        return sum(cpu_seconds(node.pid) for node in self.masters())
 
     def flush(self) -> None:
         for node in self.masters():
@@ -192,6 +198,7 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         cpu0 = {p.poller_id: cpu_seconds(p.proc.pid) for p in procs if p.proc}
         commands0 = redis.info_sum("total_commands_processed", "stats")
         servers0 = sum(cpu_seconds(node.pid) for node in (cluster.node1, cluster.node2))
+        redis0 = redis.cpu()
         t0 = time.monotonic()
         cycles: dict[str, list[float]] = {p.poller_id: [] for p in procs}
         observed: dict[str, set[str]] = {}
@@ -205,6 +212,7 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         commands = redis.info_sum("total_commands_processed", "stats") - commands0
         cpu = {p.poller_id: cpu_seconds(p.proc.pid) - cpu0[p.poller_id] for p in procs if p.proc}
         servers = sum(cpu_seconds(node.pid) for node in (cluster.node1, cluster.node2)) - servers0
+        redis_cpu = redis.cpu() - redis0
         time.sleep(INTERVAL)  # the window's last round committed
         after = {p.name: p for p in store.load_pools(names)}
         last = round_of(store.server_time(), INTERVAL) - 1
@@ -245,6 +253,7 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         commands / elapsed,
         memory / len(names),
         servers / intervals,
+        redis_cpu / intervals,
     )
 
 
@@ -275,7 +284,7 @@ def print_case(case: Case) -> None:
         f"{case.pollers} poller(s): rounds committed {case.committed}, missed {case.missed}, "
         f"unhealthy nodes at the end {case.unhealthy}; Redis "
         f"{case.commands_per_s:,.0f} commands/s, {case.bytes_per_pool / 1024:.1f} KiB per pool; "
-        f"MariaDB {case.mariadb_cpu:.2f} CPU s/interval"
+        f"MariaDB {case.mariadb_cpu:.2f} CPU s/interval, Redis {case.redis_cpu:.2f}"
         f"{'' if case.steady else '; NOT steady before the window'}; K/N share {ideal:.0f} nodes"
     )
     if case.why:

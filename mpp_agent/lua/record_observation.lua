@@ -29,8 +29,15 @@ redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
 local n = tonumber(ARGV[5])
 if n > 0 then
+  -- One HSET per 500 nodes rather than one per node (unpack's stack is bounded).
+  local chunk = {}
   for i = 0, n - 1 do
-    redis.call('HSET', KEYS[3], ARGV[6 + 2 * i], ARGV[7 + 2 * i])
+    chunk[#chunk + 1] = ARGV[6 + 2 * i]
+    chunk[#chunk + 1] = ARGV[7 + 2 * i]
+    if #chunk >= 1000 or i == n - 1 then
+      redis.call('HSET', KEYS[3], unpack(chunk))
+      chunk = {}
+    end
   end
   redis.call('PEXPIRE', KEYS[3], ARGV[3])
 end
