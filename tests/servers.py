@@ -119,6 +119,17 @@ def short_tempdir(prefix: str = "mpp") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
+def all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of process ``pid`` is in the stopped state (``T``)."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        except (OSError, IndexError):
+            continue  # a thread that just ended
+    return all(state in ("T", "t") for state in states)
+
+
 def wait_until(
     check: Callable[[], bool], timeout: float, what: str, interval: float = 0.02
 ) -> float:
@@ -504,9 +515,12 @@ class MariaDBNode:
         self.is_sigstopped = False
 
     def sigstop(self) -> None:
-        """Freeze the server: it still accepts TCP (the kernel does), but never answers."""
+        """Freeze the server: it still accepts TCP (the kernel does), but never answers.
+        Returns once every thread is stopped (a signal is delivered asynchronously: a thread
+        busy on another CPU can still answer a query just after ``kill`` returns)."""
         os.kill(self.pid, signal.SIGSTOP)
         self.is_sigstopped = True
+        wait_until(lambda: all_threads_stopped(self.pid), 5, "the server's threads stopped")
 
     def sigcont(self) -> None:
         if self.is_running:
