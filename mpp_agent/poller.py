@@ -542,13 +542,17 @@ class Poller:
         names = list(self.settings.pools) or self.store.pool_names()
         pools = self.store.load_pools(names)
         for pool in pools:
-            if not went_backwards(self.seen_of(pool.name), pool):
-                self.seen[pool.name] = pool
+            self.remember(pool)
         return pools
 
-    def seen_of(self, name: str) -> Seen | None:
-        newer = self.seen.get(name)
-        return None if newer is None else Seen.of(newer)
+    def remember(self, pool: PoolState) -> PoolState | None:
+        """Remember ``pool`` as the newest state seen of it, unless it is older than one seen
+        before: then that newer one, and nothing is remembered."""
+        newer = self.seen.get(pool.name)
+        if newer is not None and went_backwards(Seen.of(newer), pool):
+            return newer
+        self.seen[pool.name] = pool
+        return None
 
     def due_pools(self, pools: Sequence[PoolState], at: float) -> list[PoolState]:
         """The pools whose new round has started at local time ``at``."""
@@ -921,9 +925,8 @@ class Poller:
         else "re-read", or on the last try the newer state to tick from instead."""
         if pool is None:
             return None
-        newer = self.seen.get(pool.name)
-        if newer is None or not went_backwards(Seen.of(newer), pool):
-            self.seen[pool.name] = pool
+        newer = self.remember(pool)
+        if newer is None:
             return None
         action = f"ticking from version {newer.version}" if last_try else "re-reading"
         log.warning(

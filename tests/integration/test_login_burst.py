@@ -48,9 +48,13 @@ def test_logins_queued_past_the_probe_bound_abstain_instead_of_failing_nodes(
     primary, *secondaries = (link.address for link in slow_links)
     text = f"name:b1;primary:{primary};" + "".join(f"secondary:{s};" for s in secondaries)
     store.create_pool(replace(parse_failoverpool(text, interval=2.0), keep_connections=60.0))
-    poller = PollerProcess(redis_url, "p-burst", namespace=NAMESPACE, extra=["--max-logins", "1"])
-    poller.probe_options = []  # the defaults, fitted to the 2 s interval
-    poller.start()
+    poller = PollerProcess(
+        redis_url,
+        "p-burst",
+        namespace=NAMESPACE,
+        extra=["--max-logins", "1"],
+        probe_options=[],  # the defaults, fitted to the 2 s interval
+    ).start()
     try:
         wait_until(lambda: "abstaining on" in poller.output(), 15, "an abstention")
         # The first round's logins are kept: the next rounds have fewer to make, and judge all.
