@@ -93,6 +93,9 @@ def follow(store: Store, name: str, record: Switchover, after: str, actor: str) 
         pool = store.load_pool(name)
         now = store.server_time()
         if pool.switchover is None or pool.switchover.started_at != record.started_at:
+            # The commit that ended it may have come after the steps were read: its events
+            # are written with it, so reading them now misses none.
+            print_steps(store, name, after)
             finish(pool, record.target, now)
             return
         if now >= give_up:
