@@ -6,7 +6,8 @@ Pools have 4 nodes each (one PRIMARY, three SECONDARY), interval 2 s, ``--observ
 ``--keep-connections`` 0 (a login per probe) or 60 (probes on kept connections). Each
 case starts the pollers as real processes (the ``mpp-poller`` console script), creates the pools
 once the pollers have seen each other, waits until every pool is steady, then measures over a
-window of several intervals:
+window of 5 intervals (with kept connections, a whole keep_connections period, so that every
+connection is renewed in it):
 
 * per poller: the nodes it probes per interval (the nodes of the pools it observes, from its
   heartbeat), its CPU seconds per interval (``/proc/<pid>/stat``), and its cycle wall time (the
@@ -18,7 +19,7 @@ window of several intervals:
 * Redis: commands per second (``total_commands_processed``, summed over the masters) and memory
   per pool (``used_memory`` with the pools in place, less before they were created).
 
-Run: ``.venv/bin/python bench/scale.py`` (needs mariadbd, redis-server and redis-cli; about 30
+Run: ``.venv/bin/python bench/scale.py`` (needs mariadbd, redis-server and redis-cli; about 40
 minutes for the whole matrix); ``--nodes 1000 --pollers 1 2 --redis single --keep-connections
 60`` for a part of it.
 Goal (bench/README.md): per-poller probe work falls as K/N (within 15 %), and 4,000 nodes at a
@@ -28,6 +29,7 @@ Goal (bench/README.md): per-poller probe work falls as K/N (within 15 %), and 4,
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -57,7 +59,7 @@ from tests.servers import (
 INTERVAL = 2.0
 K = 2
 POOL_SIZE = 4
-WINDOW_ROUNDS = 5
+WINDOW_ROUNDS = 5  # at least; with kept connections, a whole keep_connections period
 USER, PASSWORD = "bench", "benchpass"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -176,6 +178,11 @@ def is_steady(store: Store, names: Sequence[str]) -> bool:
     )
 
 
+def window_rounds(keep: float) -> int:
+    """Rounds measured: with kept connections, every connection is renewed within them."""
+    return max(WINDOW_ROUNDS, math.ceil(keep / INTERVAL) + 1)
+
+
 def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep: float) -> Case:
     redis.flush()
     store = Store.from_url(redis.url, "bench")
@@ -202,7 +209,7 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         t0 = time.monotonic()
         cycles: dict[str, list[float]] = {p.poller_id: [] for p in procs}
         observed: dict[str, set[str]] = {}
-        while time.monotonic() - t0 < WINDOW_ROUNDS * INTERVAL:
+        while time.monotonic() - t0 < window_rounds(keep) * INTERVAL:
             for info in store.pollers():
                 if info.poller_id in cycles and info.info:
                     cycles[info.poller_id].append(float(info.info.get("cycle_seconds", 0)))

@@ -48,6 +48,7 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import random
 import re
 import socket
 import struct
@@ -457,7 +458,7 @@ def _probe(
         ), NodeMetrics()
     except _MonitorFault as fault:
         return Observation.abstain(str(fault)), NodeMetrics()
-    held = kept.logged_in(conn) if kept is not None else _Kept(conn, 0.0)
+    held = kept.logged_in(node, conn) if kept is not None else _Kept(conn, 0.0)
     verdict = _on_connection(held, node, settings, kept, login=True)
     assert verdict is not None  # a fresh login's lost connection is a verdict
     return verdict
@@ -925,6 +926,11 @@ class _Kept:
     # False once the statements sent at once got an error or a type the reader does not read:
     # this connection's probes then ask one by one (PyMySQL's path words each failure).
     at_once: bool = True
+    share: float = 1.0  # the part of its pools' keep_for this login serves, in (0, 1]
+
+    def is_aged(self, now: float, keep_for: float) -> bool:
+        """Whether this login has served its part of ``keep_for`` seconds by ``now``."""
+        return now - self.since >= keep_for * self.share
 
 
 class KeptConnections:
@@ -933,18 +939,28 @@ class KeptConnections:
     pools allow (``ProbeSettings.keep_for``: however often it is used, the node is logged in to
     again that often), when its node is no longer probed (``retain``) and when the poller stops
     (``close``). At most ``limit`` are kept (the file descriptors the poller can spare): past
-    that a probe closes its connection as if nothing were kept."""
+    that a probe closes its connection as if nothing were kept.
+
+    Renewals are spread: a login that does not replace a connection closed for its age (the
+    node's first, or one after the server closed the connection) serves a random part of the
+    period (``spread``, in [0, 1), gives 1 minus that part), and a renewal the whole period.
+    Connections opened together (a poller started, pools created, a server restarted) are
+    then renewed a few per round instead of all in one round every period: a login costs
+    the poller several kept probes, and thousands of them in one round would not fit it."""
 
     def __init__(
         self,
         limit: int = 1000,
         clock: Callable[[], float] = time.monotonic,
         logins: LoginSlots | None = None,
+        spread: Callable[[], float] = random.random,
     ) -> None:
         self.limit = limit
         self.clock = clock
         self.logins = logins  # the poller's login slots, for every login of its probes
+        self.spread = spread
         self._kept: dict[NodeId, _Kept] = {}
+        self._renewing: set[NodeId] = set()  # closed for their age: the next login renews
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -953,20 +969,29 @@ class KeptConnections:
         """``probe_node`` with these connections and login slots: the poller's probe function."""
         return probe_node(node, settings, self, self.logins)
 
-    def logged_in(self, conn: Any) -> _Kept:
-        """A connection that has just logged in, as it may be kept."""
-        return _Kept(conn, self.clock())
+    def logged_in(self, node: NodeId, conn: Any) -> _Kept:
+        """A connection to ``node`` that has just logged in, as it may be kept: a renewal
+        serves the whole period, any other login a random part of it (see the class)."""
+        if node in self._renewing:
+            self._renewing.discard(node)
+            return _Kept(conn, self.clock())
+        return _Kept(conn, self.clock(), share=1.0 - self.spread())
 
     def take(self, node: NodeId, keep_for: float) -> _Kept | None:
         """The node's kept connection, now the caller's; None when there is none whose login
-        is younger than ``keep_for`` (an older one is closed)."""
+        has yet to serve its part of ``keep_for`` (an older one is closed)."""
         kept = self._kept.pop(node, None)
         if kept is None:
             return None
-        if self.clock() - kept.since >= keep_for:
-            _close(kept.conn)
+        if kept.is_aged(self.clock(), keep_for):
+            self.aged_out(node, kept)
             return None
         return kept
+
+    def aged_out(self, node: NodeId, kept: _Kept) -> None:
+        """Close ``kept``, which has served its period: the node's next login renews it."""
+        _close(kept.conn)
+        self._renewing.add(node)
 
     def give_back(self, node: NodeId, kept: _Kept) -> bool:
         """Keep the connection for the node's next probe; False (the caller closes it) when
@@ -980,11 +1005,16 @@ class KeptConnections:
         return True
 
     def retain(self, keep: Mapping[NodeId, float]) -> None:
-        """Close the connections to nodes not in ``keep`` and those whose login is older
-        than the node's ``keep`` seconds."""
+        """Close the connections to nodes not in ``keep`` and those that have served their
+        part of the node's ``keep`` seconds."""
         now = self.clock()
-        for node in [n for n, k in self._kept.items() if now - k.since >= keep.get(n, 0.0)]:
-            _close(self._kept.pop(node).conn)
+        for node in [n for n, k in self._kept.items() if k.is_aged(now, keep.get(n, 0.0))]:
+            kept = self._kept.pop(node)
+            if node in keep:
+                self.aged_out(node, kept)
+            else:
+                _close(kept.conn)
+        self._renewing &= keep.keys()
 
     def close(self) -> None:
         self.retain({})

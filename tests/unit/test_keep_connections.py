@@ -3,6 +3,8 @@ bookkeeping of kept connections (which ones stay open, which are closed)."""
 
 from __future__ import annotations
 
+import random
+from collections import Counter
 from dataclasses import dataclass, replace
 
 import pytest
@@ -86,6 +88,11 @@ class Conn:
         self.closed = True
 
 
+def whole() -> float:
+    """A spread that makes every login serve the whole period."""
+    return 0.0
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -96,8 +103,8 @@ class Clock:
 
 def test_kept_connections_are_taken_given_back_aged_and_bounded() -> None:
     clock = Clock()
-    kept = KeptConnections(limit=2, clock=clock)
-    a, b, c = kept.logged_in(Conn("a")), kept.logged_in(Conn("b")), kept.logged_in(Conn("c"))
+    kept = KeptConnections(limit=2, clock=clock, spread=whole)
+    a, b, c = (kept.logged_in(n, Conn(str(n))) for n in (A, B, C))
     assert kept.take(A, 10) is None
     assert kept.give_back(A, a) and kept.give_back(B, b)
     assert not kept.give_back(C, c)  # full: the caller closes it
@@ -106,11 +113,11 @@ def test_kept_connections_are_taken_given_back_aged_and_bounded() -> None:
     clock.now = 6
     assert kept.take(B, 5) is None and b.conn.closed  # past its age: closed, the probe logs in
     assert kept.take(A, 0) is None and a.conn.closed  # nothing served to a pool keeping nothing
-    a = kept.logged_in(Conn("a2"))
+    a = kept.logged_in(A, Conn("a2"))
     kept.give_back(A, a)
     kept.retain({B: 10})
     assert a.conn.closed and len(kept) == 0  # A no longer probed by this poller
-    fresh = kept.logged_in(Conn("fresh"))
+    fresh = kept.logged_in(C, Conn("fresh"))
     kept.give_back(C, fresh)
     kept.close()
     assert fresh.conn.closed and len(kept) == 0
@@ -118,8 +125,8 @@ def test_kept_connections_are_taken_given_back_aged_and_bounded() -> None:
 
 def test_the_age_counts_from_the_login_not_from_the_last_use() -> None:
     clock = Clock()
-    kept = KeptConnections(clock=clock)
-    held = kept.logged_in(Conn("a"))
+    kept = KeptConnections(clock=clock, spread=whole)
+    held = kept.logged_in(A, Conn("a"))
     for now in (2, 4, 6, 8):  # used every 2 s, given back each time
         assert kept.give_back(A, held)
         clock.now = now
@@ -128,7 +135,63 @@ def test_the_age_counts_from_the_login_not_from_the_last_use() -> None:
     assert kept.give_back(A, held)
     clock.now = 9
     assert kept.take(A, 9) is None and held.conn.closed
-    kept.give_back(B, kept.logged_in(Conn("b")))
+    kept.give_back(B, kept.logged_in(B, Conn("b")))
     clock.now = 12
     kept.retain({B: 2})  # past its age for its pool's keep_connections: closed
     assert len(kept) == 0
+
+
+def renewals(kept: KeptConnections, clock: Clock, nodes: list[NodeId], keep: float) -> Counter[int]:
+    """Probe ``nodes`` every 2 s for five periods of ``keep`` seconds, all logged in at 0 (a
+    poller just started): the logins per round, each connection checked never to serve past
+    ``keep`` seconds."""
+    logins: Counter[int] = Counter()
+    for step in range(int(5 * keep / 2) + 1):
+        clock.now = 2.0 * step
+        for node in nodes:
+            held = kept.take(node, keep)
+            if held is None:
+                held = kept.logged_in(node, Conn(f"{node}@{step}"))
+                logins[step] += 1
+            assert clock.now - held.since < keep
+            assert kept.give_back(node, held)
+    return logins
+
+
+def test_connections_opened_together_are_renewed_a_few_per_round() -> None:
+    nodes = [NodeId(f"10.0.1.{i}") for i in range(1, 201)]
+    clock = Clock()
+    together = renewals(KeptConnections(clock=clock, spread=whole), clock, nodes, 60)
+    assert together[0] == 200 and max(n for step, n in together.items() if step) == 200
+    clock = Clock()
+    spread = renewals(
+        KeptConnections(clock=clock, spread=random.Random(7).random), clock, nodes, 60
+    )
+    assert spread[0] == 200
+    # 200 renewals per 30 rounds is 6.7 a round on average; never a wave of them.
+    assert max(n for step, n in spread.items() if step) <= 20
+    # Only the first login serves a part of the period: over five periods, no more logins
+    # than without the spread (the first, then one a period).
+    assert sum(spread.values()) <= sum(together.values()) == 6 * len(nodes)
+
+
+def test_a_renewal_serves_the_whole_period_and_other_logins_a_random_part() -> None:
+    clock = Clock()
+    kept = KeptConnections(clock=clock, spread=lambda: 0.75)
+    first = kept.logged_in(A, Conn("a"))
+    assert first.share == 0.25  # the node's first login
+    kept.give_back(A, first)
+    clock.now = 15
+    assert kept.take(A, 60) is None and first.conn.closed  # a quarter of 60 s served
+    renewed = kept.logged_in(A, Conn("a2"))
+    assert renewed.share == 1.0
+    kept.give_back(A, renewed)
+    clock.now = 74
+    assert kept.take(A, 60) is renewed
+    # The server closed it (a restart): that login is not a renewal, so it is spread again.
+    assert kept.logged_in(A, Conn("a3")).share == 0.25
+    # Aged out by retain too, for a node still probed: its next login is a renewal.
+    kept.give_back(B, kept.logged_in(B, Conn("b")))
+    clock.now = 200
+    kept.retain({B: 60})
+    assert kept.logged_in(B, Conn("b2")).share == 1.0
