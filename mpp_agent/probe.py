@@ -27,14 +27,18 @@ blocking-socket based; the poller runs probes concurrently under gevent (PyMySQL
 so monkey-patching makes it cooperative). The password lives only in ``ProbeSettings`` and is
 kept out of its ``repr``; no message built here contains it.
 
+A probe sends its queries in one round trip (a login's with Threads_connected too) and reads
+the reply in a few socket reads, parsed by ``mysql_reply`` (PyMySQL's packet-by-packet reading
+was most of the probe's CPU). A server error to any of them asks them again one by one on the
+same connection; a reply no server sends (or a hang-up) after a login asks them one by one on a
+second login; that path words each failure by its statement, as MPP's probe did.
+
 Kept connections (the pool setting ``keep_connections``, off by default): a probe may run on the
-connection the node's previous probe left (``KeptConnections``), its three queries in one round
-trip whose reply is read in a few socket reads and parsed by ``mysql_reply`` (PyMySQL's
-packet-by-packet reading was most of the probe's CPU), and leave it for the next; it logs in
-again when the connection is too old or the server closed it. What a login proves every round
-(the node accepts new connections) is then proved only at each login. A kept connection that
-times out is followed by a bare TCP connect, so that a node that hangs (reachable) is still told
-from one that cannot be reached.
+connection the node's previous probe left (``KeptConnections``) and leave it for the next; it
+logs in again when the connection is too old or the server closed it. What a login proves every
+round (the node accepts new connections) is then proved only at each login. A kept connection
+that times out is followed by a bare TCP connect, so that a node that hangs (reachable) is still
+told from one that cannot be reached.
 
 Divergences from MPP, on purpose: a connection lost or timed out *during* the request phase is
 connect-class (the node stopped answering; MPP filed it as a request error); a server error
@@ -449,34 +453,40 @@ def _probe(
         if verdict is not None:
             return verdict
         # The server closed the kept connection (a restart, wait_timeout, KILL): log in again.
-    try:
-        with logins.slot(node) if logins is not None else nullcontext():
-            conn = _connect(node, settings, at_once=kept is not None)
-    except _NodeGone as gone:
-        return Observation.connect_error(
-            node, str(gone), unreachable=gone.unreachable
-        ), NodeMetrics()
-    except _MonitorFault as fault:
-        return Observation.abstain(str(fault)), NodeMetrics()
-    held = kept.logged_in(node, conn) if kept is not None else _Kept(conn, 0.0)
-    verdict = _on_connection(held, node, settings, kept, login=True)
-    assert verdict is not None  # a fresh login's lost connection is a verdict
-    return verdict
+    # A login's statements go at once; if that reply is not one a server sends (a count or a
+    # packet that is wrong, a hang-up), a second login asks them one by one, and its verdict
+    # words the failure by the statement that met it.
+    for at_once in (True, False):
+        try:
+            with logins.slot(node) if logins is not None else nullcontext():
+                conn = _connect(node, settings)
+        except _NodeGone as gone:
+            return Observation.connect_error(
+                node, str(gone), unreachable=gone.unreachable
+            ), NodeMetrics()
+        except _MonitorFault as fault:
+            return Observation.abstain(str(fault)), NodeMetrics()
+        held = kept.logged_in(node, conn) if kept is not None else _Kept(conn, 0.0)
+        verdict = _on_connection(replace(held, at_once=at_once), node, settings, kept, login=True)
+        if verdict is not None:
+            return verdict
+    raise AssertionError("a login that asks one statement at a time always has a verdict")
 
 
 def _on_connection(
     held: _Kept, node: NodeId, settings: ProbeSettings, kept: KeptConnections | None, login: bool
 ) -> Verdict | None:
     """The checks on one connection, which is then kept for the next probe (when ``kept``
-    has room) or closed. None when a kept connection (``login`` False) turned out closed by
-    the server: the caller logs in again."""
+    has room) or closed. None when the statements sent at once met a connection the server
+    closed or a reply no server sends (not a timeout: that is the node's verdict), on a kept
+    connection (``login`` False) or a login's: the caller logs in again."""
     conn = held.conn
     reusable = False
     try:
         try:
-            verdict = _check(conn, node, settings, at_once=not login and held.at_once)
+            verdict = _check(conn, node, settings, at_once=held.at_once, login=login)
         except _NodeGone as gone:
-            if not login and not gone.timed_out:
+            if (held.at_once or not login) and not gone.timed_out:
                 return None
             # A kept connection that stopped answering: as a login that timed out would, it
             # says whether the node can be reached at all (the replicas' view needs that).
@@ -498,7 +508,7 @@ def is_reachable(node: NodeId, settings: ProbeSettings) -> bool:
     return probe_checkpoint(Checkpoint(node.host, node.port), timeout) is None
 
 
-def _connect(node: NodeId, settings: ProbeSettings, *, at_once: bool = False) -> Any:
+def _connect(node: NodeId, settings: ProbeSettings) -> Any:
     return open_connection(
         node,
         settings.user,
@@ -506,7 +516,7 @@ def _connect(node: NodeId, settings: ProbeSettings, *, at_once: bool = False) ->
         settings.database,
         settings.connect_timeout,
         settings.read_timeout,
-        statements_at_once=at_once,
+        statements_at_once=True,
     )
 
 
@@ -622,14 +632,16 @@ class _Answers:
     threads: Any = None
 
 
-def _check(conn: Any, node: NodeId, settings: ProbeSettings, *, at_once: bool) -> Verdict:
+def _check(
+    conn: Any, node: NodeId, settings: ProbeSettings, *, at_once: bool, login: bool
+) -> Verdict:
     """The connect-phase table check, then the request phase, then the metrics; the queries
-    in one round trip when ``at_once`` (a kept connection, which can), one by one after a
-    login or when any of them failed (that path words each failure). A lost connection is
-    ``_NodeGone``, raised."""
+    in one round trip when ``at_once`` (the connection has not turned out to need PyMySQL's
+    own reading), a ``login``'s with Threads_connected too; one by one when any of them
+    failed (that path words each failure). A lost connection is ``_NodeGone``, raised."""
     version = _version(conn)
     try:
-        answers = _all_at_once(conn, node, version) if at_once else None
+        answers = _all_at_once(conn, node, version, threads=login) if at_once else None
         if answers is None:
             answers = _one_by_one(conn, node, version)
     except _MonitorFault as fault:
@@ -663,35 +675,45 @@ def _one_by_one(conn: Any, node: NodeId, version: str) -> _Answers:
     return _Answers(True, status, tuple(errors), variables, threads)
 
 
-def _all_at_once(conn: Any, node: NodeId, version: str) -> _Answers | None:
-    """The three queries of a probe in one round trip; None when a server error stopped them
-    (the one-by-one path then says which). Threads_connected is not read: it costs the server
-    more than the rest together, and a login reads it."""
-    sql = _at_once_sql(version)
+def _all_at_once(conn: Any, node: NodeId, version: str, *, threads: bool) -> _Answers | None:
+    """The queries of a probe in one round trip; None when a server error stopped them (the
+    one-by-one path then says which). Threads_connected only with ``threads`` (a login's
+    probe): it costs the server more than the rest together."""
+    sql = _at_once_sql(version, threads=threads)
     with _talking(sql):
         reply = _reply(conn, sql)
-    return _answers_of(reply, node)
+    return _answers_of(reply, node, threads=threads)
 
 
-def _at_once_sql(version: str) -> str:
-    return ";".join(("SHOW TABLES", _slave_status_sql(version), _variables_sql(version)))
+_THREADS_SQL = "SHOW GLOBAL STATUS LIKE 'Threads_connected'"
+
+
+def _at_once_sql(version: str, *, threads: bool = False) -> str:
+    statements = ["SHOW TABLES", _slave_status_sql(version), _variables_sql(version)]
+    return ";".join([*statements, _THREADS_SQL] if threads else statements)
 
 
 _AT_ONCE_STATEMENTS = 3
 
 
-def _answers_of(reply: mysql_reply.Reply, node: NodeId) -> _Answers | None:
-    """What the statements sent at once answered; None when a server error stopped them or a
-    value is of a type the reader leaves to PyMySQL."""
+def _answers_of(
+    reply: mysql_reply.Reply, node: NodeId, *, threads: bool = False
+) -> _Answers | None:
+    """What the statements sent at once answered (with Threads_connected when ``threads``);
+    None when a server error stopped them or a value is of a type the reader leaves to
+    PyMySQL."""
     if reply.error is not None or reply.unsupported:
         return None
-    if len(reply.results) != _AT_ONCE_STATEMENTS:
-        raise _NodeGone(f"{len(reply.results)} results to {_AT_ONCE_STATEMENTS} statements")
-    tables, rows, variables = (_rows_of(result) for result in reply.results)
+    expected = _AT_ONCE_STATEMENTS + int(threads)
+    if len(reply.results) != expected:
+        raise _NodeGone(f"{len(reply.results)} results to {expected} statements")
+    tables, rows, variables, *status = (_rows_of(result) for result in reply.results)
     if not tables:
         return _Answers(has_tables=False)
-    status, errors = _status_of(rows, node)
-    return _Answers(True, status, tuple(errors), variables[0] if variables else {})
+    found, errors = _status_of(rows, node)
+    values = variables[0] if variables else {}
+    connected = _first_value(status[0], "Value") if status else None
+    return _Answers(True, found, tuple(errors), values, connected)
 
 
 @contextmanager
@@ -854,7 +876,7 @@ def _variables(conn: Any, version: str) -> tuple[dict[str, Any], Any]:
         values.update(rows[0] if rows else {})
         break
     try:
-        threads = _first_value(_query(conn, "SHOW GLOBAL STATUS LIKE 'Threads_connected'"), "Value")
+        threads = _first_value(_query(conn, _THREADS_SQL), "Value")
     except (pymysql.err.MySQLError, _MonitorFault):
         threads = None
     return values, threads

@@ -51,6 +51,31 @@ def test_healthy_node(mariadb_cluster: MariaDBCluster) -> None:
         assert 0 < result.latency < 1.0
 
 
+def test_a_login_asks_its_statements_in_one_round_trip(mariadb_cluster: MariaDBCluster) -> None:
+    """The server's general log: after the login, one query carries the probe's statements
+    (Threads_connected with them), not one query each."""
+    node = mariadb_cluster.node3
+    node.sql("TRUNCATE mysql.general_log; SET GLOBAL log_output='TABLE'; SET GLOBAL general_log=ON")
+    try:
+        result = probe(node)
+    finally:
+        node.sql("SET GLOBAL general_log=OFF")
+    assert result.observation.is_healthy, result.observation.message
+    assert result.metrics.threads_connected is not None and result.metrics.threads_connected >= 1
+    queries = [
+        text.decode() if isinstance(text, bytes) else text
+        for (text,) in node.sql(
+            "SELECT argument FROM mysql.general_log WHERE command_type = 'Query' "
+            f"AND user_host LIKE '{MONITOR_USER}[%' ORDER BY event_time"
+        )
+    ]
+    (query,) = [q for q in queries if not q.startswith("SET NAMES")]
+    statements = query.split(";")
+    assert statements[:2] == ["SHOW TABLES", "SHOW SLAVE STATUS"]
+    assert statements[2].startswith("SELECT @@global.read_only")
+    assert statements[3:] == ["SHOW GLOBAL STATUS LIKE 'Threads_connected'"]
+
+
 def test_read_only_is_a_metric_not_an_error(mariadb_cluster: MariaDBCluster) -> None:
     mariadb_cluster.node2.sql("SET GLOBAL read_only=ON")
     result = probe(mariadb_cluster.node2)
