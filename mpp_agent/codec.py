@@ -112,6 +112,8 @@ def flat_dict(value: Any) -> dict[str, Any]:
 
 
 _REPLICATION_FIELDS = frozenset(f.name for f in fields(Replication))
+_REPLICATION_TEXTS = ("source", "io_running", "sql_running", "received", "applied", "binlog")
+_REPLICATION_WHOLES = ("source_server_id", "server_id", "unapplied", "lag")
 
 
 def replication_from_dict(data: Any) -> Replication | None:
@@ -121,25 +123,31 @@ def replication_from_dict(data: Any) -> Replication | None:
         return None
     if not isinstance(data, dict):
         raise TypeError(f"replication is not an object: {data!r}")
-    values = {key: value for key, value in data.items() if key in _REPLICATION_FIELDS}
-    details = Replication(**values)
-    for key in ("source", "io_running", "sql_running", "received", "applied", "binlog"):
-        if not isinstance(getattr(details, key), str):
+    values = {key: data[key] for key in _REPLICATION_FIELDS.intersection(data)}
+    for key in _REPLICATION_TEXTS:
+        if not isinstance(values.get(key, ""), str):
             raise TypeError(f"replication {key} is not text")
-    for key in ("source_server_id", "server_id", "unapplied", "lag"):
-        value = getattr(details, key)
+    for key in _REPLICATION_WHOLES:
+        value = values.get(key)
         if value is not None and type(value) is not int:
             raise TypeError(f"replication {key} is not a whole number")
-    return details
+    return Replication(**values)
+
+
+# Enum members by their stored value: a dict lookup (a bad value is a KeyError, unreadable
+# like any other) instead of the Enum call, which every node of every pool read would pay.
+_NODE_TYPES = {t.value: t for t in NodeType}
+_STATES = {s.value: s for s in State}
+_STATUSES = {s.value: s for s in Status}
 
 
 def node_from_dict(data: dict[str, Any]) -> NodeState:
     override = data.get("override")
     return NodeState(
         node=NodeId.parse(data["node"]),
-        type=NodeType(data["type"]),
-        state=State(data["state"]),
-        status=Status(data["status"]),
+        type=_NODE_TYPES[data["type"]],
+        state=_STATES[data["state"]],
+        status=_STATUSES[data["status"]],
         requests=data.get("requests"),
         message=data.get("message"),
         last_request_time=data.get("last_request_time"),
