@@ -44,7 +44,15 @@ from mpp_agent.candidates import degraded
 from mpp_agent.codec import flat_dict
 from mpp_agent.daemon import OnChange
 from mpp_agent.fencer import Fencer
-from mpp_agent.model import NodeId, Observation, Outcome, PoolState, State, connect_prefix
+from mpp_agent.model import (
+    NodeId,
+    Observation,
+    Outcome,
+    PoolState,
+    PoolStatus,
+    State,
+    connect_prefix,
+)
 from mpp_agent.poller_metrics import PollerMetrics
 from mpp_agent.probe import (
     Checkpoint,
@@ -365,19 +373,39 @@ def overload_text(failure: str, stall: float, waited: float, slots: int) -> str:
 
 PROBE_SETTINGS_KEPT = 1024  # distinct (bounds, keep) pairs; a handful in practice
 
-DEADLINE_POOLS_SHOWN = 5  # a line for a deadline that many pools share stays a line
+POOLS_SHOWN = 5  # pools described, or named, in one log line; the others are counted
+
+
+def pools_text(pools: Sequence[PoolState], shown: int = POOLS_SHOWN) -> str:
+    """The first ``shown`` of ``pools`` described (``describe_pool``), then how many more:
+    a line about a thousand pools stays a line."""
+    text = "; ".join(describe_pool(p) for p in pools[:shown])
+    more = len(pools) - shown
+    return text + (f"; and {more} more pool{'s' if more > 1 else ''}" if more > 0 else "")
+
+
+def grouped(reasons: Mapping[str, str]) -> list[str]:
+    """``pool -> why`` as one clause per reason, naming at most ``POOLS_SHOWN`` pools each."""
+    groups: dict[str, list[str]] = {}
+    for name, why in sorted(reasons.items()):
+        groups.setdefault(why, []).append(name)
+    return [f"{name_list(names, POOLS_SHOWN)} {why}" for why, names in sorted(groups.items())]
+
+
+def is_steady(pool: PoolState) -> bool:
+    """Status OK, an ACTIVE node, and no node failing (every R at 0)."""
+    healthy = pool.status is PoolStatus.OK and all(n.r == 0 for n in pool.nodes)
+    return healthy and any(n.state is State.ACTIVE for n in pool.nodes)
 
 
 def deadline_sentence(committed: Mapping[str, PoolState], rounds: Mapping[str, int]) -> str:
     """The one log line of the rounds committed at one deadline: each pool described, up to
-    ``DEADLINE_POOLS_SHOWN`` of them, then how many more."""
+    ``POOLS_SHOWN`` of them, then how many more."""
     names = sorted(committed)
     numbers = sorted({rounds[n] for n in names})
     which = ", ".join(str(r) for r in numbers)
-    shown = "; ".join(describe_pool(committed[n]) for n in names[:DEADLINE_POOLS_SHOWN])
-    more = len(names) - DEADLINE_POOLS_SHOWN
-    rest = f"; and {more} more pool{'s' if more > 1 else ''}" if more > 0 else ""
-    return f"round{'s' if len(numbers) > 1 else ''} {which} deadline: committed {shown}{rest}"
+    shown = pools_text([committed[n] for n in names])
+    return f"round{'s' if len(numbers) > 1 else ''} {which} deadline: committed {shown}"
 
 
 # --------------------------------------------------------------------------- the poller
@@ -419,11 +447,16 @@ class CycleReport:
         return bool(self.changed or self.late or self.news or not quiet_skip)
 
     def sentence(self) -> str:
-        parts = [f"committed {describe_pool(p)}" for p in self.committed.values()]
-        parts += [f"{name} waits for the other pollers" for name in self.deferred]
-        parts += [f"{name} {why}" for name, why in self.skipped.items()]
-        parts += [f"{name} late: {why}" for name, why in self.late.items()]
-        parts += [f"{name} not served: {why}" for name, why in self.unserved.items()]
+        """The cycle in one line, whatever the number of pools: the pools committed (those
+        whose tick made a transition first) described up to ``POOLS_SHOWN``, the others
+        named up to that many per reason, and counted."""
+        changed = set(self.changed)
+        committed = sorted(self.committed.values(), key=lambda p: (p.name not in changed, p.name))
+        parts = [f"committed {pools_text(committed)}"] if committed else []
+        waiting = {name: "waiting for the other pollers" for name in self.deferred}
+        parts += grouped(waiting) + grouped(self.skipped)
+        parts += grouped({name: f"late: {why}" for name, why in self.late.items()})
+        parts += grouped({name: f"not served: {why}" for name, why in self.unserved.items()})
         if self.abstaining:
             parts.append(f"abstaining on {self.abstaining} node(s)")
         return f"probed in {self.probe_seconds:.3f}s; " + "; ".join(parts)
@@ -443,10 +476,14 @@ class CycleSummary:
         self.committed += len(report.committed)
         if now - self.since < SUMMARY_EVERY:
             return None
-        pools = "; ".join(describe_pool(p) for p in report.pools) or "no pools"
+        # The pools that need a look first; the steady ones are counted past POOLS_SHOWN.
+        pools = sorted(report.pools, key=lambda p: (is_steady(p), p.name))
+        steady = sum(is_steady(p) for p in pools)
+        fleet = f"{len(pools)} pools, {steady} steady (status OK, an ACTIVE, no node failing)"
+        pools_said = f"{fleet}: {pools_text(pools)}" if pools else "no pools"
         line = (
             f"last {now - self.since:.0f}s: {self.cycles} cycles, {self.committed} rounds "
-            f"committed by this poller; {pools}"
+            f"committed by this poller; {pools_said}"
         )
         if report.abstaining:
             line += f"; abstaining on {report.abstaining} node(s)"

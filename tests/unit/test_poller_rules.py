@@ -153,6 +153,47 @@ def test_the_summary_comes_once_a_period_and_counts_the_quiet_cycles() -> None:
     assert summary.add(report, 1000.0 + SUMMARY_EVERY + 2) is None  # counting afresh
 
 
+def steady_pool(name: str) -> PoolState:
+    first, second = pool().nodes
+    nodes = (replace(first, state=State.ACTIVE, requests=0), replace(second, requests=0))
+    return replace(pool(), name=name, nodes=nodes)
+
+
+def test_a_cycle_of_a_thousand_pools_is_one_short_line() -> None:
+    pools = [steady_pool(f"s{i:04d}") for i in range(1000)]
+    report = CycleReport(
+        committed={p.name: p for p in pools[:300]},
+        changed=["s0299"],
+        deferred=[p.name for p in pools[300:600]],
+        skipped={p.name: "round 7 already committed" for p in pools[600:]},
+        late={p.name: "round 7 probed 1.44s after it started (deadline 1s)" for p in pools},
+    )
+    line = report.sentence()
+    assert len(line) < 1500, line
+    # The transition first; then every kind of clause, each pool counted.
+    assert line.startswith("probed in 0.000s; committed s0299 status OK, ACTIVE: 10.0.0.1")
+    assert "; and 295 more pools; " in line
+    assert "s0300, s0301, s0302, s0303, s0304 and 295 more waiting for the other pollers" in line
+    assert "s0600, s0601, s0602, s0603, s0604 and 395 more round 7 already committed" in line
+    assert "s0000, s0001, s0002, s0003, s0004 and 995 more late: round 7 probed 1.44s" in line
+    small = CycleReport(committed={"p1": pool()}, deferred=["p2"], skipped={"p3": "was removed"})
+    assert small.sentence() == (
+        "probed in 0.000s; committed p1 status OK, ACTIVE: NONE; p2 waiting for the other "
+        "pollers; p3 was removed"
+    )
+
+
+def test_the_summary_of_a_thousand_pools_shows_those_that_need_a_look() -> None:
+    pools = [steady_pool(f"s{i:04d}") for i in range(1000)]
+    pools[500] = replace(pools[500], status=PoolStatus.FAIL)
+    summary = CycleSummary(since=0.0)
+    line = summary.add(CycleReport(pools=pools), SUMMARY_EVERY)
+    assert line is not None and len(line) < 1500, line
+    assert "committed by this poller; 1000 pools, 999 steady (status OK, an ACTIVE" in line
+    assert "no node failing): s0500 status FAIL, ACTIVE: 10.0.0.1" in line
+    assert line.endswith("; and 995 more pools")
+
+
 def named(name: str) -> PoolState:
     return replace(pool(), name=name)
 
