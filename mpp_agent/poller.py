@@ -34,6 +34,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import gevent
 import gevent.lock
@@ -200,25 +201,32 @@ def abstention_note(abstained: Sequence[Observation], pollers: int) -> str:
     return f"monitor cannot check{share}: {reason}"
 
 
+T = TypeVar("T")
+
+
+def per_node(
+    pools: Iterable[PoolState], value_of: Callable[[PoolState], T], tightest: Callable[[T, T], T]
+) -> dict[NodeId, T]:
+    """Each node's value from its pools (``value_of``), the ``tightest`` where it is in
+    several."""
+    out: dict[NodeId, T] = {}
+    for pool in pools:
+        value = value_of(pool)
+        for n in pool.nodes:
+            out[n.node] = tightest(out[n.node], value) if n.node in out else value
+    return out
+
+
 def node_timeouts(pools: Iterable[PoolState], bounds: Timeouts) -> dict[NodeId, Timeouts]:
     """Each node's probe timeouts: its pools' fitted timeouts, the tightest where it is in
     several (one probe per cycle must end inside every one of their deadlines)."""
-    out: dict[NodeId, Timeouts] = {}
-    for pool in pools:
-        fitted = fit(pool.interval, bounds)
-        for n in pool.nodes:
-            out[n.node] = out[n.node].tightest(fitted) if n.node in out else fitted
-    return out
+    return per_node(pools, lambda pool: fit(pool.interval, bounds), Timeouts.tightest)
 
 
 def node_keep(pools: Iterable[PoolState]) -> dict[NodeId, float]:
     """How long each node's connection may be kept for its next probes: the shortest
     ``keep_connections`` of its pools (0, a login per probe, where any pool wants that)."""
-    out: dict[NodeId, float] = {}
-    for pool in pools:
-        for n in pool.nodes:
-            out[n.node] = min(out.get(n.node, pool.keep_connections), pool.keep_connections)
-    return out
+    return per_node(pools, lambda pool: pool.keep_connections, min)
 
 
 def pool_observations(
