@@ -255,12 +255,18 @@ def abstention_changes(
     return started, ended
 
 
+def reason_groups(named: Iterable[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """``(name, why)`` pairs grouped by reason (reasons sorted, names in the order given)."""
+    groups: dict[str, list[str]] = {}
+    for name, why in named:
+        groups.setdefault(why, []).append(name)
+    return sorted(groups.items())
+
+
 def by_reason(abstentions: Mapping[AbstentionKey, str]) -> list[tuple[str, list[str]]]:
     """Abstentions grouped by reason, each with its ``pool/node`` names: one log line each."""
-    groups: dict[str, list[str]] = {}
-    for (pool, node), why in sorted(abstentions.items()):
-        groups.setdefault(why, []).append(f"{pool}/{node}")
-    return sorted(groups.items())
+    ordered = sorted(abstentions.items())
+    return reason_groups((f"{pool}/{node}", why) for (pool, node), why in ordered)
 
 
 def name_list(names: Sequence[str], shown: int = 5) -> str:
@@ -394,10 +400,8 @@ def pools_text(pools: Sequence[PoolState], shown: int = POOLS_SHOWN) -> str:
 
 def grouped(reasons: Mapping[str, str]) -> list[str]:
     """``pool -> why`` as one clause per reason, naming at most ``POOLS_SHOWN`` pools each."""
-    groups: dict[str, list[str]] = {}
-    for name, why in sorted(reasons.items()):
-        groups.setdefault(why, []).append(name)
-    return [f"{name_list(names, POOLS_SHOWN)} {why}" for why, names in sorted(groups.items())]
+    groups = reason_groups(sorted(reasons.items()))
+    return [f"{name_list(names, POOLS_SHOWN)} {why}" for why, names in groups]
 
 
 def is_steady(pool: PoolState) -> bool:
@@ -485,8 +489,9 @@ class CycleSummary:
         if now - self.since < SUMMARY_EVERY:
             return None
         # The pools that need a look first; the steady ones are counted past POOLS_SHOWN.
-        pools = sorted(report.pools, key=lambda p: (is_steady(p), p.name))
-        steady = sum(is_steady(p) for p in pools)
+        ranked = sorted((is_steady(p), p.name, p) for p in report.pools)
+        pools = [p for _, _, p in ranked]
+        steady = sum(flag for flag, _, _ in ranked)
         fleet = f"{len(pools)} pools, {steady} steady (status OK, an ACTIVE, no node failing)"
         pools_said = f"{fleet}: {pools_text(pools)}" if pools else "no pools"
         line = (
