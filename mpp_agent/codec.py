@@ -407,6 +407,19 @@ def observations_to_json(observations: dict[NodeId, Observation]) -> str:
     )
 
 
+def as_stored(observations: dict[NodeId, Observation]) -> dict[NodeId, Observation]:
+    """The observations as ``observations_from_json`` reads back their JSON: what is not
+    stored (``monitor_note``, a merged verdict's) left out."""
+    return {
+        node: Observation(
+            obs.outcome, obs.message, replication=obs.replication, unreachable=obs.unreachable
+        )
+        if obs.monitor_note
+        else obs
+        for node, obs in observations.items()
+    }
+
+
 def _observation_list(obs: Observation) -> list[Any]:
     item: list[Any] = [obs.outcome.value, obs.message]
     if obs.replication is not None or obs.unreachable:

@@ -12,6 +12,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, TypeVar
 
 DEFAULT_PORT = 3306
 DEFAULT_MAX_REQUESTS = 4
@@ -22,6 +23,23 @@ DEFAULT_MAX_FAILOVER_LAG = 0.0  # off
 DEFAULT_SWITCHOVER_TIMEOUT = 30.0
 DEFAULT_OBSERVERS = 3  # pollers observing each pool; 0: every live poller
 DEFAULT_KEEP_CONNECTIONS = 0.0
+
+_Frozen = TypeVar("_Frozen")
+
+
+def evolve(value: _Frozen, **changes: Any) -> _Frozen:
+    """``dataclasses.replace`` for the frozen values of the model and the state machine: a
+    copy of ``value`` with ``changes``. ``replace`` inspects every field at every call (about
+    4.5 us against 0.8 here), and a tick makes some twenty copies per pool, a quarter of a
+    poller's CPU per commit. Only for dataclasses without ``__post_init__`` or ``__slots__``
+    (none of the model's has either); a change that names no field is a TypeError, as with
+    ``replace``."""
+    unknown = changes.keys() - value.__dataclass_fields__.keys()  # type: ignore[attr-defined]
+    if unknown:
+        raise TypeError(f"{type(value).__name__} has no field {', '.join(sorted(unknown))}")
+    copy = object.__new__(type(value))
+    copy.__dict__.update(value.__dict__, **changes)
+    return copy
 
 
 class NodeType(StrEnum):

@@ -53,6 +53,7 @@ from mpp_agent.model import (
     PoolStatus,
     State,
     connect_prefix,
+    evolve,
 )
 from mpp_agent.poller_metrics import PollerMetrics
 from mpp_agent.probe import (
@@ -649,14 +650,31 @@ class Poller:
             heartbeat_ttl=max(pool_heartbeat_ttl(p.interval) for p in due),
             waits=expected,
         )
-        complete = [r for r in recorded if r.is_complete or force]
-        report.committed.update(self.commit_rounds([(r.pool, r.round) for r in complete], report))
-        by_name = {p.name: p for p in due}
-        for record in recorded:
-            if not (record.is_complete or force):
-                report.deferred.append(record.pool)
-                self.schedule_deadline(record, by_name[record.pool])
+        self.settle(recorded, {p.name: p for p in due}, report, force)
         return report
+
+    def settle(
+        self,
+        recorded: Sequence[RoundRecord],
+        due: Mapping[str, PoolState],
+        report: CycleReport,
+        force: bool,
+    ) -> None:
+        """What follows the recording of each round: nothing when it is committed already (a
+        poller that recorded late must not read and tick it again), its commit when it is
+        complete (or ``force``), else a wait for its other observers until its deadline."""
+        complete, waiting = [], []
+        for record in recorded:
+            if record.was_committed:
+                report.skipped[record.pool] = f"round {record.round} {ALREADY_COMMITTED}"
+            elif record.is_complete or force:
+                complete.append((record.pool, record.round))
+            else:
+                waiting.append(record)
+        report.committed.update(self.commit_rounds(complete, report))
+        for record in waiting:
+            report.deferred.append(record.pool)
+            self.schedule_deadline(record, due[record.pool])
 
     def observed(
         self, started: Sequence[PoolState], now: float, force: bool
@@ -960,7 +978,7 @@ class Poller:
         # What this poller wrote is the newest state it has seen (a rollback below it is told
         # from this, even if it never reads this version back).
         version = max(pool.version + 1, ticked.commit.least_version or 0)
-        self.seen[name] = replace(outcome, version=version, last_round=ticked.round)
+        self.seen[name] = evolve(outcome, version=version, last_round=ticked.round)
         self.metrics.round_committed(name)
         self.track_degraded(outcome)
         for line in replicas_view_news(pool, outcome):

@@ -12,7 +12,7 @@ Deliberate divergences from the original (architecture.md section 3) are marked 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -35,6 +35,7 @@ from mpp_agent.model import (
     State,
     Status,
     Switchover,
+    evolve,
 )
 from mpp_agent.positions import lacks
 from mpp_agent.routing import route
@@ -132,7 +133,7 @@ def tick(
     result = run_rules(pool, observations, now, pool_failed=pool_failed)
     if pool.switchover is not None:
         result = advance_switchover(pool, result, observations, now)
-    return replace(result, events=resumed + result.events) if resumed else result
+    return evolve(result, events=resumed + result.events) if resumed else result
 
 
 def run_rules(
@@ -152,7 +153,7 @@ def run_rules(
     events: list[Event] = []
     if status is not pool.status:
         events.append(Event(EventKind.POOL_STATUS, pool.name, message=f"{pool.status} -> {status}"))
-    current = replace(pool, status=status)
+    current = evolve(pool, status=status)
     observations = excuse_cut_links(pool, observations)
     rules: dict[NodeId, str] = {}
     exits: dict[NodeId, Exit] = {}
@@ -164,12 +165,12 @@ def run_rules(
         if observation.is_abstained:
             # Every poller that saw the node blamed itself: not evaluated (R, status and state
             # unchanged), only the reason is kept for operators (architecture 2.8).
-            current = with_node(current, index, replace(before, monitor_note=note or None))
+            current = with_node(current, index, evolve(before, monitor_note=note or None))
             continue
         before = with_sync(pool, before, observation, now)
         current = with_node(current, index, before)
         decision = decide(current, index, observation, observations, now=now)
-        after = replace(
+        after = evolve(
             commit(before, decision, status, now),
             monitor_note=note or None,
             replication=observation.replication or before.replication,
@@ -215,9 +216,9 @@ def with_sync(pool: PoolState, node: NodeState, observation: Observation, now: f
     observation holds everything of the ACTIVE's last known position (``pool`` as it was
     before the tick: a dead ACTIVE's position stays what it last was)."""
     if node.state is State.ACTIVE and observation.outcome is not Outcome.CONNECT:
-        return replace(node, synced_at=now)
+        return evolve(node, synced_at=now)
     if lacks_of(last_active_position(pool, node), observation.replication) == 0:
-        return replace(node, synced_at=now)
+        return evolve(node, synced_at=now)
     return node
 
 
@@ -238,19 +239,19 @@ def catch_up(
     then writes open anyway, with a WARNING event (availability wins). Leaving ACTIVE ends
     the gate."""
     if after.state is not State.ACTIVE:
-        return (replace(after, catchup_until=None), None) if after.catchup_until else (after, None)
+        return (evolve(after, catchup_until=None), None) if after.catchup_until else (after, None)
     details = after.replication
     caught_up = details is None or details.caught_up is not False
     if before.state is not State.ACTIVE:
         if caught_up or pool.catchup_timeout <= 0:
             return after, None
-        gated = replace(after, catchup_until=now + pool.catchup_timeout)
+        gated = evolve(after, catchup_until=now + pool.catchup_timeout)
         text = f"catching up ({behind_text(gated)}): no writes until it has applied them"
         return gated, gate_event(pool, gated, text, "INFO")
     if after.catchup_until is None:
         return after, None
     if caught_up:
-        return replace(after, catchup_until=None), gate_event(
+        return evolve(after, catchup_until=None), gate_event(
             pool, after, "caught up: writes open", "INFO"
         )
     if now >= after.catchup_until:
@@ -258,7 +259,7 @@ def catch_up(
             f"catch-up timeout ({pool.catchup_timeout:g}s) passed with {behind_text(after)}: "
             "writes open before the node has applied everything it received"
         )
-        return replace(after, catchup_until=None), gate_event(pool, after, text, "WARNING")
+        return evolve(after, catchup_until=None), gate_event(pool, after, text, "WARNING")
     return after, None
 
 
@@ -322,7 +323,7 @@ def decide(
         decision = lag_gate(pool, node, rules_e(pool, index), now)
     if pre is not None and decision.state is None:
         # Rule A is a pre-step: its state survives unless a later rule sets one.
-        decision = replace(decision, state=pre.state, rule=f"A+{decision.rule}")
+        decision = evolve(decision, state=pre.state, rule=f"A+{decision.rule}")
     return decision
 
 
@@ -637,7 +638,7 @@ def commit(node: NodeState, decision: Decision, pool_status: PoolStatus, now: fl
         new_message = node.message
     else:
         new_message = message
-    return replace(
+    return evolve(
         node,
         state=state if state is not None else node.state,
         status=decision.status if decision.status is not None else node.status,
@@ -677,7 +678,7 @@ def node_index(pool: PoolState, node: NodeId) -> int:
 
 
 def with_node(pool: PoolState, index: int, node: NodeState) -> PoolState:
-    return replace(pool, nodes=(*pool.nodes[:index], node, *pool.nodes[index + 1 :]))
+    return evolve(pool, nodes=(*pool.nodes[:index], node, *pool.nodes[index + 1 :]))
 
 
 def admin_event(
@@ -707,7 +708,7 @@ def recover_node(pool: PoolState, node: NodeId) -> AdminResult:
     before = pool.nodes[index]
     if before.requests is None:
         return AdminResult(pool, f"Server {node} requests number not set.", ())
-    after = replace(
+    after = evolve(
         before,
         requests=0,
         message=MSG_MANUAL_RECOVERY,
@@ -726,7 +727,7 @@ def recover_pool(pool: PoolState) -> AdminResult:
     """``--recover=pool:<name>`` (mpp-behaviour 2.6.2): the pool status goes back to OK."""
     output = f"OK: Pool status reset from {pool.status} to OK"
     event = Event(EventKind.RECOVER_POOL, pool.name, message=output)
-    return AdminResult(replace(pool, status=PoolStatus.OK), output, (event,))
+    return AdminResult(evolve(pool, status=PoolStatus.OK), output, (event,))
 
 
 def activate_primary(pool: PoolState, now: float) -> AdminResult:
@@ -747,7 +748,7 @@ def activate_primary(pool: PoolState, now: float) -> AdminResult:
             f"PRIMARY SERVER {primary.node} IS NOT READY. "
             f"POOL status must be OK for activation (it is {pool.status})."
         )
-    promoted = replace(primary, state=State.ACTIVE, message=MSG_MANUALLY_REINSTATED)
+    promoted = evolve(primary, state=State.ACTIVE, message=MSG_MANUALLY_REINSTATED)
     after, events = hand_writer_to(pool, primary, promoted, EventKind.ACTIVATE_PRIMARY, now)
     output = f"PRIMARY SERVER {primary.node} STATE is now ACTIVE."
     return AdminResult(after, output, events)
@@ -770,13 +771,13 @@ def hand_writer_to(
         if n is target:
             after, _ = catch_up(pool, n, promoted, now)
         elif n.state is State.ACTIVE:
-            after = replace(n, state=State.STANDBY, message=demoted_message, catchup_until=None)
+            after = evolve(n, state=State.STANDBY, message=demoted_message, catchup_until=None)
         else:
             nodes.append(n)
             continue
         events.append(admin_event(kind, pool.name, n, after))
         nodes.append(after)
-    return replace(pool, nodes=tuple(nodes)), tuple(events)
+    return evolve(pool, nodes=tuple(nodes)), tuple(events)
 
 
 MSG_MANUAL_FAILOVER = "FAILOVER by hand: Taking over ACTIVE state."
@@ -803,7 +804,7 @@ def failover_to(pool: PoolState, node: NodeId, now: float, *, force: bool = Fals
             f"Pool {pool.name} status is {pool.status}: recover the pool first "
             f"(mpp-admin recover --pool {pool.name})."
         )
-    manual = replace(
+    manual = evolve(
         target, state=State.ACTIVE, status=Status.OK_WARN, requests=0,
         message=MSG_MANUAL_FAILOVER, synced_at=now,
     )  # fmt: skip
@@ -854,7 +855,7 @@ def delete_node(pool: PoolState, node: NodeId) -> AdminResult:
         message=output,
     )
     nodes = pool.nodes[:index] + pool.nodes[index + 1 :]
-    return AdminResult(replace(pool, nodes=nodes), output, (event,))
+    return AdminResult(evolve(pool, nodes=nodes), output, (event,))
 
 
 def set_override(pool: PoolState, node: NodeId, override: Override) -> AdminResult:
@@ -870,7 +871,7 @@ def set_override(pool: PoolState, node: NodeId, override: Override) -> AdminResu
                 f"Server {node} cannot be overridden to ACTIVE while {writer.node} is "
                 f"ACTIVE; override {writer.node} to STANDBY first."
             )
-    after = replace(before, override=override)
+    after = evolve(before, override=override)
     status = f"/{override.status}" if override.status else ""
     until = f" until {utc_text(override.expires_at)}" if override.expires_at is not None else ""
     output = f"OK: Override {override.state}{status} set for {node}{until}: {override.reason}"
@@ -895,7 +896,7 @@ def release_override(pool: PoolState, node: NodeId) -> AdminResult:
     before = pool.nodes[index]
     if before.override is None:
         raise AdminRefused(f"Server {node} has no override to release.")
-    after = replace(before, override=None)
+    after = evolve(before, override=None)
     event = Event(EventKind.RELEASE, pool.name, node=str(node), message=before.override.reason)
     return AdminResult(with_node(pool, index, after), f"OK: Override released for {node}", (event,))
 
@@ -905,10 +906,10 @@ def expire_overrides(pool: PoolState, now: float) -> PoolState:
     if not any(n.override is not None and n.override.is_expired(now) for n in pool.nodes):
         return pool
     nodes = tuple(
-        replace(n, override=None) if n.override is not None and n.override.is_expired(now) else n
+        evolve(n, override=None) if n.override is not None and n.override.is_expired(now) else n
         for n in pool.nodes
     )
-    return replace(pool, nodes=nodes)
+    return evolve(pool, nodes=nodes)
 
 
 # --------------------------------------------------------------------------- switchover
@@ -929,7 +930,7 @@ def start_switchover(
     )
     output = f"OK: Switchover of pool {pool.name} from {record.source} to {record.target} {text}."
     event = switchover_event(pool, record, text, record.source)
-    return AdminResult(replace(pool, switchover=record), output, (event,))
+    return AdminResult(evolve(pool, switchover=record), output, (event,))
 
 
 def switchover_event(pool: PoolState, record: Switchover, text: str, node: NodeId) -> Event:
@@ -952,12 +953,12 @@ def advance_switchover(
     record = before.switchover
     assert record is not None
     verdict = switchover.progress(before, result.pool, observations, now)
-    pool = replace(result.pool, switchover=verdict.switchover)
+    pool = evolve(result.pool, switchover=verdict.switchover)
     events = list(result.events)
     if verdict.step is switchover.Step.FLIP:
         target = pool.find(record.target)
         assert target is not None
-        promoted = replace(
+        promoted = evolve(
             target, state=State.ACTIVE, status=Status.OK, message=MSG_SWITCHOVER, synced_at=now
         )
         away = MSG_SWITCHED_AWAY.format(target=record.target)
@@ -969,8 +970,8 @@ def advance_switchover(
         event = switchover_event(
             pool, record, verdict.text, record.target if flipped else record.source
         )
-        events.append(replace(event, extra={**event.extra, "level": level}))
-    return replace(result, pool=pool, events=tuple(events))
+        events.append(evolve(event, extra={**event.extra, "level": level}))
+    return evolve(result, pool=pool, events=tuple(events))
 
 
 def abandon_switchover(pool: PoolState, now: float) -> AdminResult:
@@ -983,8 +984,8 @@ def abandon_switchover(pool: PoolState, now: float) -> AdminResult:
         raise AdminRefused(f"The switchover of pool {pool.name} has not timed out yet.")
     text = "abandoned: timeout passed and no poller ticked the pool; the source takes writes again"
     event = switchover_event(pool, record, text, record.source)
-    event = replace(event, extra={**event.extra, "level": "WARNING"})
-    return AdminResult(replace(pool, switchover=None), f"Switchover {text}.", (event,))
+    event = evolve(event, extra={**event.extra, "level": "WARNING"})
+    return AdminResult(evolve(pool, switchover=None), f"Switchover {text}.", (event,))
 
 
 # --------------------------------------------------------------------------- pause
@@ -1007,7 +1008,7 @@ def pause_pool(
     text = f"paused: {reason}" + (f" until {utc_text(until)}" if until is not None else "")
     event = Event(EventKind.PAUSE, pool.name, message=text)
     output = f"OK: Pool {pool.name} {text}; no state change is committed until resume."
-    return AdminResult(replace(pool, pause=held), output, (event,))
+    return AdminResult(evolve(pool, pause=held), output, (event,))
 
 
 def resume_pool(pool: PoolState, by: str = "") -> AdminResult:
@@ -1019,7 +1020,7 @@ def resume_pool(pool: PoolState, by: str = "") -> AdminResult:
     would = f" (it would have done: {pool.pause.would})" if pool.pause.would else ""
     text = f"{why} after {pool.pause.reason!r}{would}"
     event = Event(EventKind.RESUME, pool.name, message=text)
-    return AdminResult(replace(pool, pause=None), f"OK: Pool {pool.name} {text}.", (event,))
+    return AdminResult(evolve(pool, pause=None), f"OK: Pool {pool.name} {text}.", (event,))
 
 
 def paused_tick(
@@ -1035,18 +1036,18 @@ def paused_tick(
     assert held is not None
     # The shadow follows the pool's membership (a node added or removed meanwhile).
     kept = {n.node: n for n in held.shadow}
-    members = tuple(replace(kept[n.node], type=n.type) if n.node in kept else n for n in pool.nodes)
-    shadow = replace(pool, nodes=members, pause=None)
+    members = tuple(evolve(kept[n.node], type=n.type) if n.node in kept else n for n in pool.nodes)
+    shadow = evolve(pool, nodes=members, pause=None)
     would = run_rules(shadow, observations, now, pool_failed=pool_failed).pool
     seen = {n.node: n for n in would.nodes}
     nodes = tuple(
-        replace(n, replication=seen[n.node].replication, monitor_note=seen[n.node].monitor_note)
+        evolve(n, replication=seen[n.node].replication, monitor_note=seen[n.node].monitor_note)
         if n.node in seen
         else n
         for n in pool.nodes
     )
-    pause = replace(held, shadow=would.nodes, would=would_text(pool, would))
-    return TickResult(replace(pool, nodes=nodes, pause=pause), (), {}, {})
+    pause = evolve(held, shadow=would.nodes, would=would_text(pool, would))
+    return TickResult(evolve(pool, nodes=nodes, pause=pause), (), {}, {})
 
 
 def would_text(held: PoolState, would: PoolState) -> str:

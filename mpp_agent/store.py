@@ -41,6 +41,7 @@ from redis.retry import Retry
 
 from mpp_agent.codec import (
     DocumentError,
+    as_stored,
     event_from_json,
     event_to_json,
     observations_from_json,
@@ -514,14 +515,22 @@ class RoundRecord:
     round: int
     live: int
     reported: int
+    committed: int = -1  # the pool's last committed round when this one was recorded
 
     @property
     def is_complete(self) -> bool:
         return self.reported >= self.live
 
+    @property
+    def was_committed(self) -> bool:
+        """Committed already (by an observer that recorded it, or at its deadline): there is
+        nothing left to commit or to wait for."""
+        return self.committed >= self.round
+
 
 Record = tuple[str, int, dict[NodeId, Observation], dict[str, str]]
-Reports = dict[str, dict[NodeId, Observation]]
+Report = dict[NodeId, Observation]
+Reports = dict[str, Report]
 # The keys a command touches with the Redis type each must have (for diagnosing errors).
 Expected = Sequence[tuple[str, str]]
 
@@ -542,6 +551,10 @@ class Store:
         self._remove = client.register_script(load_script("remove_pool"))
         self._record = client.register_script(load_script("record_observation"))
         self._replicas_checked: dict[str, tuple[float, bool]] = {}  # node -> (monotonic, any)
+        # Per pool, the report this store last recorded: (round, poller, its text, what that
+        # text reads back as). A poller that commits a round reads its own report back with the
+        # others': the same bytes are not decoded again.
+        self._recorded: dict[str, tuple[int, str, bytes, dict[NodeId, Observation]]] = {}
 
     @classmethod
     def from_url(
@@ -1020,9 +1033,11 @@ class Store:
             flat = [x for item in metrics.items() for x in item]
             waits_for = list((waits or {}).get(pool, ()))
             keys = [key for key, _ in self.record_keys(pool, round_)]
+            text = observations_to_json(observations)
+            self._recorded[pool] = (round_, poller_id, text.encode(), as_stored(observations))
             args = [
                 poller_id,
-                observations_to_json(observations),
+                text,
                 int(ttl * 1000),
                 int(heartbeat_ttl * 1000),
                 len(metrics),
@@ -1040,8 +1055,8 @@ class Store:
                 self.problems.bad(reply)
                 continue
             self.problems.good(*(key for key, _ in expected))
-            live, reported = reply
-            out.append(RoundRecord(pool, round_, int(live), int(reported)))
+            live, reported, committed = reply
+            out.append(RoundRecord(pool, round_, int(live), int(reported), int(committed)))
         return out
 
     def run_scripts(
@@ -1120,6 +1135,7 @@ class Store:
             (self.keys.observations(pool, round_), "hash"),
             (self.keys.pool_pollers(pool), "zset"),
             (self.keys.metrics(pool), "hash"),
+            (self.keys.pool(pool), "hash"),
         ]
 
     def last_rounds(self, names: Sequence[str]) -> dict[str, int]:
@@ -1154,8 +1170,16 @@ class Store:
             if isinstance(reports, BadKey):
                 out.append((pool if pool is None else self.problems.bad(reports), {}))
                 continue
-            out.append((pool, decode_reports(reports)))
+            out.append((pool, decode_reports(reports, self.recorded_report(name, round_))))
         return out
+
+    def recorded_report(self, pool: str, round_: int) -> tuple[str, bytes, Report] | None:
+        """The report of ``pool``'s round this store recorded last, if that round: (poller,
+        text, observations)."""
+        recorded = self._recorded.get(pool)
+        if recorded is None or recorded[0] != round_:
+            return None
+        return recorded[1:]
 
     def heartbeat(
         self,
@@ -1363,10 +1387,17 @@ def decode_pool(key: str, name: str, raw: dict[bytes, bytes]) -> PoolState | Non
     return pool
 
 
-def decode_reports(raw: dict[bytes, bytes]) -> Reports:
-    """Every poller's readable observations of a round; an unreadable report is left out."""
+def decode_reports(
+    raw: dict[bytes, bytes], known: tuple[str, bytes, Report] | None = None
+) -> Reports:
+    """Every poller's readable observations of a round; an unreadable report is left out.
+    ``known``: a (poller, text, observations) whose text need not be decoded again when it is
+    the one stored."""
     reports = {}
     for poller, text in raw.items():
+        if known is not None and text == known[1] and poller.decode() == known[0]:
+            reports[known[0]] = known[2]
+            continue
         try:
             reports[poller.decode()] = observations_from_json(text)
         except DocumentError as exc:

@@ -1,9 +1,11 @@
 -- record_observation.lua: record one poller's observations of a pool for one round,
--- refresh its heartbeat for that pool, and say whether the round is now complete.
+-- refresh its heartbeat for that pool, and say whether the round is now complete and
+-- whether it is already committed.
 --
 -- KEYS[1]  observations hash  ns:{pool}:obs:<round>
 -- KEYS[2]  pollers zset       ns:{pool}:pollers
 -- KEYS[3]  metrics hash       ns:{pool}:metrics
+-- KEYS[4]  pool hash          ns:{pool}:pool (only read)
 -- ARGV[1]  poller id
 -- ARGV[2]  its observations of the round (JSON)
 -- ARGV[3]  TTL of the observations and metrics, in ms
@@ -13,12 +15,14 @@
 -- ARGV[6+2N]  number of the pool's assigned observers M (by this poller's view), then their
 --          ids; 0: every live poller of this pool (those whose pool heartbeat is unexpired)
 --
--- Returns {expected, reported}: how many pollers the round waits for (the assigned observers,
--- or the live pollers of this pool) and how many of them have recorded it. The round is
--- complete when reported == expected. An error reply
+-- Returns {expected, reported, committed}: how many pollers the round waits for (the assigned
+-- observers, or the live pollers of this pool), how many of them have recorded it, and the
+-- pool's last committed round (-1: none, or no pool). The round is complete when
+-- reported == expected; it needs no commit when committed is not below it (another observer,
+-- or a deadline, got there first). An error reply
 -- "<key> is a <type>, not a <type>" if a key has the wrong type (checked by
 -- check_key_types before anything is written).
-local wrong = check_key_types({'hash', 'zset', 'hash'})
+local wrong = check_key_types({'hash', 'zset', 'hash', 'hash'})
 if wrong then
   return wrong
 end
@@ -54,4 +58,5 @@ local reported = 0
 for _, id in ipairs(live) do
   reported = reported + redis.call('HEXISTS', KEYS[1], id)
 end
-return {#live, reported}
+local committed = tonumber(redis.call('HGET', KEYS[4], 'round') or '-1') or -1
+return {#live, reported, committed}

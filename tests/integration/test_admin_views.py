@@ -14,7 +14,7 @@ import time
 import pytest
 
 from mpp_agent import state
-from mpp_agent.model import NodeId, Outcome, Override, State
+from mpp_agent.model import NodeId, Outcome, Override, State, evolve
 from mpp_agent.store import Store
 from mpp_cli.errors import ExitCode
 from mpp_cli.render import iso_time, local_time, zoned_time
@@ -170,7 +170,7 @@ def test_report_without_message_uses_the_request_level_label(redis_url: str) -> 
     # R=2 and no message: MPP prints the level label "OK WARN" (mpp-behaviour 1.4b, 4.3).
     node = pool.find(S1)
     assert node is not None
-    after = state.with_node(pool, 1, state.replace(node, requests=2, message=None))
+    after = state.with_node(pool, 1, evolve(node, requests=2, message=None))
     assert store.commit(pool, after, (), "test", None)[0]
     assert mpp_admin(redis_url, "report", "10.0.0.2").stdout == "OK WARN/STANDBY (SECONDARY)\n"
 

@@ -149,6 +149,35 @@ def test_rounds_due_at_one_deadline_are_committed_together(store: Store) -> None
     assert not pa.pending and not pa.due_at
 
 
+def test_a_round_committed_before_an_observer_records_it_is_left_alone(store: Store) -> None:
+    # "pa" records the round and commits it alone (as at its deadline); "pb", late, records
+    # the same round after that: it neither reads nor ticks it again, nor waits for it.
+    names = ["e1", "e2"]
+    for name in names:
+        create(store, name, interval=2.0)
+    healthy = lambda node, _s: ProbeResult(node, Observation.healthy(), NodeMetrics(), 0.0)  # noqa: E731
+    pa = Poller(store, replace(SETTINGS, poller_id="pa"), probe=healthy)
+    pb = Poller(store, replace(SETTINGS, poller_id="pb"), probe=healthy)
+    for poller_id in ("pa", "pb"):
+        store.heartbeat(poller_id, {"pools": []}, store.server_time(), ttl=30, observer=True)
+    start = round_of(store.server_time(), 2.0)
+    wait_until(lambda: round_of(store.server_time(), 2.0) > start, 5, "a round start")
+    first = pa.cycle()
+    round_ = first.rounds["e1"]
+    assert sorted(first.deferred) == names, first.sentence()
+    assert sorted(pa.commit_rounds([(n, round_) for n in names], CycleReport())) == names
+    committed = {p.name: p.version for p in store.load_pools(names)}
+    reads = []
+    load_round = store.load_round
+    store.load_round = lambda todo: reads.append(list(todo)) or load_round(todo)  # type: ignore[method-assign]
+    late = pb.cycle()
+    assert late.rounds == {n: round_ for n in names}, late.sentence()
+    assert late.skipped == {n: f"round {round_} already committed" for n in names}
+    assert not late.committed and not late.deferred and not pb.pending
+    assert reads == []
+    assert {p.name: p.version for p in store.load_pools(names)} == committed
+
+
 def test_a_cycle_that_runs_over_into_the_next_round_does_not_skip_it(store: Store) -> None:
     # The first cycle starts late in a round and its probes take long enough to end inside
     # the next one, before that round's deadline: that round is probed at once, not skipped.
