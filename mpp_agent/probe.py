@@ -49,6 +49,7 @@ one, so a busy standby failed); the monitor's own faults are abstentions, not er
 
 from __future__ import annotations
 
+import _socket
 import errno
 import logging
 import math
@@ -1151,9 +1152,7 @@ class _Flight:
             return None
         version = _version(conn)
         body = bytes((COMMAND.COM_QUERY,)) + _at_once_sql(version).encode(conn.encoding)
-        try:
-            conn._sock.sendall(len(body).to_bytes(3, "little") + b"\x00" + body)
-        except OSError:
+        if not _send(conn._sock, len(body).to_bytes(3, "little") + b"\x00" + body):
             return None
         now = time.monotonic()
         reader = mysql_reply.ReplyReader(conn.encoding)
@@ -1187,6 +1186,26 @@ class _Flight:
         observation, metrics = verdict
         ended = self.ended if self.answer is not None else time.monotonic()
         return ProbeResult(self.node, observation, metrics, ended - self.sent)
+
+
+def _send(sock: Any, data: bytes) -> bool:
+    """``data`` sent on ``sock``; False if the connection is closed or broken. A probe's
+    query fits the socket's send buffer: it goes straight to the OS socket that gevent's
+    wraps (one system call), and only what does not fit waits with gevent's ``sendall`` (which
+    asks the buffer size before every send: a second system call per probe)."""
+    raw = getattr(sock, "_sock", None)  # gevent's socket; a plain one has no such attribute
+    try:
+        sent = raw.send(data) if isinstance(raw, _socket.socket) else 0
+    except BlockingIOError:
+        sent = 0
+    except OSError:
+        return False
+    try:
+        if sent < len(data):
+            sock.sendall(data[sent:])
+    except OSError:
+        return False
+    return True
 
 
 _LAST_READS = 3  # a reply in several pieces may need more than one

@@ -4,9 +4,13 @@ bookkeeping of kept connections (which ones stay open, which are closed)."""
 from __future__ import annotations
 
 import random
+import socket
 from collections import Counter
 from dataclasses import dataclass, replace
+from typing import Any
 
+import gevent
+import gevent.socket
 import pytest
 
 from mpp_agent.codec import pool_from_doc, pool_to_doc
@@ -22,7 +26,7 @@ from mpp_agent.config import (
 )
 from mpp_agent.model import NodeId, PoolState
 from mpp_agent.poller import node_keep
-from mpp_agent.probe import KeptConnections
+from mpp_agent.probe import KeptConnections, _send
 from mpp_agent.timeouts import MIN_SOCKET_TIMEOUT, Timeouts, fit, limits
 
 A, B, C = NodeId("10.0.0.1"), NodeId("10.0.0.2"), NodeId("10.0.0.3")
@@ -195,3 +199,40 @@ def test_a_renewal_serves_the_whole_period_and_other_logins_a_random_part() -> N
     clock.now = 200
     kept.retain({B: 60})
     assert kept.logged_in(B, Conn("b2")).share == 1.0
+
+
+def _drain(sock: socket.socket, size: int) -> bytes:
+    got = b""
+    while len(got) < size:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+@pytest.mark.parametrize("module", [socket, gevent.socket], ids=["stdlib", "gevent"])
+def test_a_probe_query_is_sent_whole_on_either_kind_of_socket(module: Any) -> None:
+    ours, peer = module.socketpair()
+    with ours, peer:
+        assert _send(ours, b"\x05\x00\x00\x00\x03hello")
+        assert _drain(peer, 9) == b"\x05\x00\x00\x00\x03hello"
+
+
+def test_what_does_not_fit_the_send_buffer_waits_and_arrives_in_order() -> None:
+    ours, peer = gevent.socket.socketpair()
+    data = bytes(range(256)) * 40_000  # ~10 MB: far more than a socket buffer holds
+    with ours, peer:
+        reader = gevent.spawn(_drain, peer, len(data))
+        assert _send(ours, data)
+        assert reader.get(timeout=10) == data
+
+
+@pytest.mark.parametrize("module", [socket, gevent.socket], ids=["stdlib", "gevent"])
+def test_a_send_on_a_connection_the_peer_closed_is_false(module: Any) -> None:
+    ours, peer = module.socketpair()
+    peer.close()
+    with ours:
+        assert not _send(ours, b"x" * 1024)
+    ours.close()
+    assert not _send(ours, b"x")  # closed on our side
