@@ -23,6 +23,7 @@ import gc  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import redis.connection  # noqa: E402
@@ -43,7 +44,7 @@ PROBE = ProbeSettings("bench", "benchpass", "mppmon", connect_timeout=0.5, read_
 PROBE_TIMEOUT = 0.9  # below the 1 s deadline of a 2 s interval
 
 ROUND_TRIPS = 0
-_send = redis.connection.Connection.send_packed_command
+_send: Callable[..., None] = redis.connection.Connection.send_packed_command
 
 
 def counting_send(self, command, check_health=True):  # type: ignore[no-untyped-def]
