@@ -169,6 +169,21 @@ def unconfirmed_text(commits: Sequence[tuple[str, int]], timeout_ms: int) -> str
     )
 
 
+def replicas_news(where: str, had: bool | None, has: bool, fails_over: bool) -> str | None:
+    """The WARNING when the Redis master ``where`` loses its last connected replica, or gets
+    one again; on the first look (``had`` None) only a master that Sentinel or the Cluster may
+    replace (``fails_over``) and that has no replica is worth it. None: nothing to say."""
+    if has and had is False:
+        return f"Redis master {where} has a connected replica again: commits are confirmed"
+    if has or had is False or (had is None and not fails_over):
+        return None
+    lost = "has no connected replica any more" if had else "has no connected replica"
+    return (
+        f"Redis master {where} {lost}: commits not confirmed by any Redis replica until one "
+        "connects; a Redis failover now could lose them"
+    )
+
+
 def unconfirmable(exc: Exception) -> None:
     """A WAIT that failed: the commits stand, only their confirmation is missing."""
     UNREADABLE_LOG.note(
@@ -542,6 +557,10 @@ class Store:
         # redis-py's return types are unions over decode modes; this client never decodes.
         self.client: Any = client
         self.is_cluster = isinstance(client, redis.cluster.RedisCluster | LazyCluster)
+        # A master that Sentinel or the Cluster may replace: a replica is what keeps commits.
+        self.fails_over = self.is_cluster or isinstance(
+            getattr(client, "connection_pool", None), redis.sentinel.SentinelConnectionPool
+        )
         self.keys = Keys(namespace)
         self.problems = KeyProblems()
         self.redacted_url = "the configured Redis"  # for messages; from_url sets the real one
@@ -1000,12 +1019,17 @@ class Store:
     def replicas_at(self, node: str, client: Any) -> bool:
         """Whether the master ``client`` (named ``node``; "" for a single Redis) has connected
         replicas (``INFO replication``), asked at most once per REPLICA_CHECK_EVERY seconds:
-        not a round trip per commit."""
+        not a round trip per commit. Losing the last replica is said (``replicas_news``)."""
         now = time.monotonic()
         checked = self._replicas_checked.get(node)
         if checked is None or now - checked[0] > REPLICA_CHECK_EVERY:
             info = client.info("replication")
-            checked = (now, int(info.get("connected_slaves", 0)) > 0)
+            has = int(info.get("connected_slaves", 0)) > 0
+            had = None if checked is None else checked[1]
+            news = replicas_news(node or self.redacted_url, had, has, self.fails_over)
+            if news is not None:
+                log.warning("%s", news)
+            checked = (now, has)
             self._replicas_checked[node] = checked
         return checked[1]
 

@@ -12,7 +12,7 @@ import pytest
 
 from mpp_agent.config import parse_failoverpool
 from mpp_agent.store import Commit, CommitResult, Store
-from tests.servers import RedisServer
+from tests.servers import RedisServer, wait_until
 
 
 def commit_once(store: Store) -> bool:
@@ -75,3 +75,37 @@ def test_commits_in_one_round_trip_are_confirmed_in_it(
         f"{pools[3].version + 1}), q4 (version {pools[4].version + 1}) and 2 more not confirmed "
         "by any Redis replica within 200ms: a Redis failover now could lose them"
     ]
+
+
+def test_losing_the_last_replica_is_said_once_and_its_return_too(
+    redis_master_and_replica: tuple[RedisServer, RedisServer],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    master, replica = redis_master_and_replica
+    monkeypatch.setattr("mpp_agent.store.REPLICA_CHECK_EVERY", 0.0)  # look at every commit
+    store = Store.from_url(master.url, "wait4")
+    store.create_pool(parse_failoverpool("name:p1;primary:db1", interval=1.0))
+    with caplog.at_level(logging.WARNING, "mpp.store"):
+        assert commit_once(store)
+    assert "replica" not in caplog.text  # a replica in sync: nothing to say
+    os.kill(replica.pid, signal.SIGSTOP)  # it cannot reconnect once its link is dropped
+    master.client().client_kill_filter(_type="replica")
+    try:
+        with caplog.at_level(logging.WARNING, "mpp.store"):
+            assert commit_once(store)  # the commit stands, unconfirmed
+            assert commit_once(store)
+    finally:
+        os.kill(replica.pid, signal.SIGCONT)
+    lost = [r.getMessage() for r in caplog.records if "any more" in r.getMessage()]
+    assert lost == [
+        f"Redis master {store.redacted_url} has no connected replica any more: commits not "
+        "confirmed by any Redis replica until one connects; a Redis failover now could lose them"
+    ]
+    with caplog.at_level(logging.WARNING, "mpp.store"):
+        wait_until(lambda: store.has_replicas("p1"), 15, "the replica connected again")
+        assert commit_once(store)
+    assert "has a connected replica again: commits are confirmed" in caplog.text
+    assert replica.client().hget(store.keys.pool("p1"), "version") == str(
+        store.load_pool("p1").version
+    )

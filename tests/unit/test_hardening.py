@@ -21,7 +21,7 @@ from mpp_agent.codec import DocumentError, pool_from_doc, pool_to_doc
 from mpp_agent.config import new_pool, parse_failoverpool
 from mpp_agent.daemon import OnChange, RateLimited
 from mpp_agent.secret_file import MAX_SECRET_BYTES, SecretFileError, read_first_line
-from mpp_agent.store import Store, StoreError, connect, redact_url
+from mpp_agent.store import Store, StoreError, connect, redact_url, replicas_news
 from mpp_cli.admin_cmd import parse_duration
 from mpp_cli.errors import CliError
 
@@ -241,3 +241,32 @@ def test_a_loop_that_ends_is_restarted_and_reported_down() -> None:
     agent._stopping.set()
     worker.join(timeout=2)
     assert worker.dead
+
+
+# ------------------------------------------------------------------------------ Redis replicas
+
+
+@pytest.mark.parametrize(
+    ("had", "has", "fails_over", "said"),
+    [
+        (None, True, True, None),  # first look, a replica: nothing to say
+        (None, True, False, None),
+        (None, False, False, None),  # a plain Redis without replica: nothing to fail over to
+        (None, False, True, "has no connected replica:"),  # Sentinel or Cluster without one
+        (True, True, True, None),
+        (True, False, False, "has no connected replica any more:"),  # lost, whatever the URL
+        (True, False, True, "has no connected replica any more:"),
+        (False, False, True, None),  # said once, not at every look
+        (False, True, False, "has a connected replica again"),
+        (False, True, True, "has a connected replica again"),
+    ],
+)
+def test_a_master_losing_or_regaining_its_replica_is_said_on_change(
+    had: bool | None, has: bool, fails_over: bool, said: str | None
+) -> None:
+    news = replicas_news("127.0.0.1:6379", had, has, fails_over)
+    if said is None:
+        assert news is None
+    else:
+        assert news is not None and news.startswith(f"Redis master 127.0.0.1:6379 {said}")
+        assert ("could lose them" in news) is (not has)
