@@ -1,9 +1,8 @@
 """Entry point of ``mpp-agent``: options, logging, signals; the work is in ``agent_server``.
 
-gevent's monkey-patching is the first thing ``main()`` does (house style rule 7). This module
-imports nothing at import time that opens sockets or starts threads, so tests can import it (for
-``build_parser``) without patching the pytest process; everything else is imported after the
-patch.
+gevent's monkey-patching is the first thing ``main()`` does. This module imports nothing at
+import time that opens sockets or starts threads, so tests can import it (for ``build_parser``)
+without patching the pytest process; everything else is imported after the patch.
 
 Each option is declared once (``OPTIONS``): flag, environment variable, default, parser, help.
 The Redis password is never an option's value: it comes in the URL, a file
@@ -147,7 +146,7 @@ def run(argv: Sequence[str]) -> int:
     stop = gevent.event.Event()
     stopped_by: list[str] = []
 
-    def on_signal(name: str) -> None:  # only sets the flag (house style rule 6)
+    def on_signal(name: str) -> None:  # only sets the flag: the loop stops at a safe point
         stopped_by.append(name)
         stop.set()
 

@@ -9,15 +9,15 @@ It owns:
   answer is a dict lookup of reply bytes precomputed per (pool, node, role);
 * **the snapshot**: rebuilt by a background greenlet from ``Store.load_pools`` on each pub/sub
   notification (only the notified pools) and every ``refresh_interval`` (all pools);
-* **staleness** (architecture.md 2.6), two kinds, both answered with the last known decision and
-  ``stale`` in the reason, logged once per transition and exported as metrics:
+* **staleness**, two kinds, both answered with the last known decision and ``stale`` in the
+  reason, logged once per transition and exported as metrics:
 
   - *snapshot stale*: no successful refresh from Redis for more than ``stale_after`` seconds
     (Redis down, unreachable or hung). Checked on every probe against the monotonic clock;
   - *pollers stale*: a pool with nodes whose last committed round is more than
     ``rounds.STALE_ROUNDS`` rounds behind the current round, by Redis server time (round ``k``
-    starts at ``k x interval``, architecture.md 2.3). Pollers commit every round, so this means
-    no poller has ticked the pool for about three intervals. A pool never ticked is stale;
+    starts at ``k x interval``). Pollers commit every round, so this means no poller has ticked
+    the pool for about three intervals. A pool never ticked is stale;
   - *pool vanished*: a full load no longer finds a pool that the snapshot has, and no removal
     was notified for it (Redis restarted without its data, a flush, a wrong namespace). Its
     last decisions are kept, marked stale, until it reappears. A pool removed through the store
@@ -30,8 +30,8 @@ It owns:
 * **rollbacks**: a pool that Redis has at a lower version than served (same incarnation: a
   Redis failover lost commits) keeps the served state until Redis has a newer one (logged once);
 * **before the first snapshot** (agent just started, Redis not reachable yet) probes are closed
-  *without a reply*: HAProxy then ignores the check and keeps what it had (haproxy-agent.md 3),
-  rather than hearing ``down`` for every node from an agent that knows nothing;
+  *without a reply*: HAProxy then ignores the check and keeps what it had, rather
+  than hearing ``down`` for every node from an agent that knows nothing;
 * **metrics** (Prometheus text on ``/metrics``: probes, staleness, Redis errors, and per node
   ``mpp_node_monitor_abstained``), ``/healthz`` (liveness: 200 ``ok`` when serving from a fresh
   snapshot, 503 otherwise) and ``/readyz`` (200 when at least one pool has fresh state and every

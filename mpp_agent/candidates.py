@@ -1,8 +1,8 @@
 """Who could take over if the ACTIVE failed now: the lag gate and the degraded pool.
 
-Pure (no I/O, no clock). The state machine asks ``held_back`` before a takeover (the lag gate,
-architecture.md 2.10); the routing decision and every view ask ``degraded`` whether the pool
-has lost its failover candidate, so the pool is never left without one silently.
+Pure (no I/O, no clock). The state machine asks ``held_back`` before a takeover (the lag gate);
+the routing decision and every view ask ``degraded`` whether the pool has lost its failover
+candidate, so the pool is never left without one silently.
 """
 
 from __future__ import annotations

@@ -226,7 +226,7 @@ def config_of(pool: PoolState) -> PoolConfig:
 
 
 def new_pool(config: PoolConfig, incarnation: str = "") -> PoolState:
-    """A fresh pool: every node UNKNOWN/OK, never polled (mpp-behaviour 1.1); ``incarnation``
+    """A fresh pool: every node UNKNOWN/OK, never polled (as MPP creates it); ``incarnation``
     is the id the store draws for it."""
     return PoolState(
         config.name,
@@ -240,8 +240,8 @@ def apply_config(pool: PoolState, config: PoolConfig, *, force: bool = False) ->
     """Replace a pool's configuration (DIVERGENCE: removed nodes leave, TYPE changes apply).
 
     Nodes that stay keep their state, status, R and message; new ones start UNKNOWN.
-    Removing the ACTIVE node is refused with PoolConfigError unless ``force`` (architecture.md
-    section 3): it would silently leave the pool without a serving node."""
+    Removing the ACTIVE node is refused with PoolConfigError unless ``force``: it would
+    silently leave the pool without a serving node."""
     kept = set(config.nodes)
     removed_active = [n.node for n in pool.active_nodes if n.node not in kept]
     if removed_active and not force:

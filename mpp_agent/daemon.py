@@ -1,8 +1,8 @@
 """What every mpp daemon shares: exit codes, logging set-up, signals, and quiet error logging.
 
-Daemon loops have one shape (house style rule 6): a fixed cadence, one summary line per cycle,
-any exception in a cycle logged while the loop goes on, and signal handlers that only set a
-flag so the loop stops at a safe point.
+Daemon loops have one shape: a fixed cadence, one summary line per cycle, any exception in a
+cycle logged while the loop goes on, and signal handlers that only set a flag so the loop stops
+at a safe point.
 
 Signals, the same for mpp-poller and mpp-agent: SIGTERM and SIGINT stop gracefully (exit 0);
 SIGHUP never stops a daemon: each logs one line saying what it did with it (both log to

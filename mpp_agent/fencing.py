@@ -1,8 +1,8 @@
 """read_only fencing: which nodes the committing poller sets read_only ON or OFF, as pure data.
 
-With the pool setting ``fence`` = ``read_only`` (architecture: effects on MySQL are derived
-from the committed state and reconciled every round), the poller that committed a round's tick
-brings every node's ``read_only`` in line with the routing decision of that state:
+With the pool setting ``fence`` = ``read_only`` (effects on MySQL are derived from the
+committed state and reconciled every round), the poller that committed a round's tick brings
+every node's ``read_only`` in line with the routing decision of that state:
 
 * the one node ``routing.route(pool, now)`` keeps writable (``PoolRoute.write_target``: the
   writer once its catch-up gate has opened, not pinned away, not stopped) gets

@@ -60,7 +60,7 @@ class State(StrEnum):
 
 
 class Status(StrEnum):
-    """The stored node STATUS: the poller only ever writes these three (mpp-behaviour 1.4a)."""
+    """The stored node STATUS: the poller only ever writes these three."""
 
     OK = "OK"
     OK_WARN = "OK_WARN"
@@ -113,7 +113,7 @@ class Fence(StrEnum):
 
 
 class Outcome(StrEnum):
-    """What one probe of a node found (mpp-behaviour 2.3)."""
+    """What one probe of a node found."""
 
     HEALTHY = "healthy"
     CONNECT = "connect"  # connect-class errors: rules B
@@ -123,7 +123,7 @@ class Outcome(StrEnum):
     ABSTAIN = "abstain"
 
 
-# Request-level labels of R (mpp-behaviour 1.4b), indexed by min(R, 4).
+# MPP's request-level labels of R, indexed by min(R, 4).
 REQUEST_LEVELS = ("OK", "OK INFO", "OK WARN", "OK CRITICAL", "FAIL CRITICAL")
 
 
@@ -281,7 +281,7 @@ class Observation:
 
     @classmethod
     def abstain(cls, text: str) -> Observation:
-        """The poller is at fault: it cannot judge the node (architecture 2.8)."""
+        """The poller is at fault: it cannot judge the node."""
         return cls(Outcome.ABSTAIN, text)
 
     @classmethod
@@ -349,7 +349,7 @@ class NodeState:
 
     @property
     def r(self) -> int:
-        """R for comparisons: unset counts as 0 (mpp-behaviour 1.5)."""
+        """R for comparisons: unset counts as 0, as in MPP."""
         return self.requests or 0
 
 

@@ -1,23 +1,23 @@
 """The poller: probe every node, record what was seen, and tick each pool once per round.
 
-Rounds are cut by Redis server time (architecture.md 2.3; on a Redis Cluster the clock of the
-pool's shard): round ``k`` of a pool starts at ``k x interval`` (``rounds.py`` holds that
-arithmetic). Each pool is observed by K live pollers, its ``observers`` setting, chosen by
-rendezvous hashing over the pollers' heartbeats (``rounds.observers``; a poller pinned by
-``--pool`` observes its pools regardless). At the start of a round each observer probes the
+Rounds are cut by Redis server time (on a Redis Cluster the clock of the pool's shard): round
+``k`` of a pool starts at ``k x interval`` (``rounds.py`` holds that arithmetic). Each pool is
+observed by K live pollers, its ``observers`` setting, chosen by rendezvous hashing over the
+pollers' heartbeats (``rounds.observers``; a poller pinned by ``--pool`` observes its pools
+regardless). At the start of a round each observer probes the
 pool's nodes (all its pools' nodes at once, concurrently, each node once however many pools it
 is in) and records its observations for that round. The tick of round ``k`` is committed by
 whichever poller first sees that every assigned observer has recorded it, or that the round's
 deadline has passed; the commit script refuses a round that is not newer than the last
 committed one, so the request counter advances once per interval whether 1 or 5 pollers run.
-The tick itself merges the observers' observations by majority (architecture.md 2.4) and runs
+The tick itself merges the observers' observations by majority (``merge_observations``) and runs
 the pure state machine.
 
 Each pool's probe timeouts are fitted to its interval (``timeouts.py``), so one poller serves a
 0.5 s and a 30 s pool at once; a pool it cannot serve is reported (a WARNING, the heartbeat's
 ``unserved``), never skipped silently. A probe that blames the poller, or a round in which none
-of its checkpoints answers, is an abstention (architecture.md 2.8): said once in a WARNING when
-it starts and once when it ends, and listed in the heartbeat's ``abstentions``.
+of its checkpoints answers, is an abstention (the node is not judged): said once in a WARNING
+when it starts and once when it ends, and listed in the heartbeat's ``abstentions``.
 
 The log is quiet in steady state: the cycle's sentence is INFO only when something changed (a
 transition, an abstention starting or ending, a late or skipped round, a pool no longer or again
@@ -146,7 +146,7 @@ class PollerSettings:
 def merge_observations(
     reports: Mapping[str, Mapping[NodeId, Observation]],
 ) -> dict[NodeId, Observation]:
-    """Corroborate the pollers' views of a round (architecture.md 2.4 and 2.8).
+    """Corroborate the pollers' views of a round.
 
     Abstentions are not votes: among the pollers that judged a node, it counts as failing only
     when more than half of them report an error (a tie is healthy), and the error reported is
@@ -972,8 +972,8 @@ class Poller:
 
     def committed_round(self, ticked: RoundTick, report: CycleReport) -> PoolState:
         """What follows a committed round: this poller's view of the pool, the news, and the
-        effects on MySQL of the state just committed (architecture 2.10), judged by the pool's
-        own clock, as its tick was."""
+        effects on MySQL of the state just committed, judged by the pool's own clock, as its tick
+        was."""
         name, pool, outcome = ticked.name, ticked.pool, ticked.commit.after
         # What this poller wrote is the newest state it has seen (a rollback below it is told
         # from this, even if it never reads this version back).
@@ -1195,7 +1195,7 @@ class Poller:
                 self.cycle_trouble.problem(text)
                 self.metrics.cycle_failed(f"Redis unreachable: {exc}")
                 delay = REDIS_RETRY_DELAY
-            except Exception as exc:  # the loop must survive any one bad cycle (house style 6)
+            except Exception as exc:  # the loop must survive any one bad cycle
                 self.cycle_trouble.problem(
                     f"poll cycles fail: {type(exc).__name__}: {exc}; the next cycle goes on "
                     "(traceback at DEBUG)",

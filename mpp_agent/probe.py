@@ -1,6 +1,6 @@
 """The probe of one MySQL/MariaDB node: the only module that talks to MySQL (PyMySQL).
 
-It owns what a poll checks (mpp-behaviour.md section 3) and the exact MPP message texts:
+It owns what a poll checks, as MPP checked it, and the exact MPP message texts:
 
 * connect phase, failures are **connect-class** (``Outcome.CONNECT``): connect to the monitoring
   database (``Could not connect to mysql host <host:port>: <error>``), then list its tables
@@ -12,9 +12,9 @@ It owns what a poll checks (mpp-behaviour.md section 3) and the exact MPP messag
   ``slave_status_errors``; no row gives ``Could not get slave status for mysql host <host:port>.``
   The replication lag is reported as a metric (``NodeMetrics.lag``); whether it is an error
   depends on the pool (``with_max_lag``), so the poller applies it per pool;
-* **abstentions** (``Outcome.ABSTAIN``, architecture.md 2.8): a failure that blames the poller,
-  not the node (its account is refused or lacks a privilege, its monitoring database is
-  unknown, it has no password), at connect or on any probe query. The node is not judged.
+* **abstentions** (``Outcome.ABSTAIN``): a failure that blames the poller, not the node (its
+  account is refused or lacks a privilege, its monitoring database is unknown, it has no
+  password), at connect or on any probe query. The node is not judged.
 
 It also owns the poller's checkpoints (MPP's checkpoints, made per poller): a TCP connect to
 each; when every one fails the poller cannot trust what it sees and abstains on every node.
@@ -84,10 +84,10 @@ NO_PASSWORD = "no MySQL password configured (--mysql-password-file or MPP_MYSQL_
 _CR_CONNECTION_LOST = frozenset({2002, 2003, 2006, 2013, 2055})
 
 # Server errors that blame the monitor's own account or configuration, not the node: the
-# poller abstains (architecture.md 2.8). 1044 database access denied, 1045 access denied,
-# 1049 unknown database, 1142 table command denied, 1227 a privilege missing (e.g. SLAVE
-# MONITOR), 4151 account locked (MariaDB); also MySQL's locked account (3118) and an expired
-# password (1820, 1862), which are the same fault in other words.
+# poller abstains. 1044 database access denied, 1045 access denied, 1049 unknown database,
+# 1142 table command denied, 1227 a privilege missing (e.g. SLAVE MONITOR), 4151 account locked
+# (MariaDB); also MySQL's locked account (3118) and an expired password (1820, 1862), which are
+# the same fault in other words.
 MONITOR_FAULTS = frozenset({1044, 1045, 1049, 1142, 1227, 4151, 3118, 1820, 1862})
 
 # What a node that is not a MySQL server (or a broken one) can make PyMySQL raise besides its own
@@ -235,7 +235,7 @@ def is_reconnecting(status: Mapping[str, Any]) -> bool:
 
 
 def slave_status_errors(row: Mapping[str, Any]) -> list[str]:
-    """MPP's request-phase checks of one ``SHOW SLAVE STATUS`` row (mpp-behaviour.md 3.2).
+    """MPP's request-phase checks of one ``SHOW SLAVE STATUS`` row.
 
     Only one thread error is reported (SQL before IO); ``Last_Error`` counts when it holds a
     word character. An IO thread that cannot reach its source is an error here; the tick
@@ -314,8 +314,9 @@ def replication_lag(row: Mapping[str, Any]) -> int | None:
 
 def with_max_lag(observation: Observation, lag: int | None, max_lag: float) -> Observation:
     """A node's observation for one pool: lag above the pool's ``max_lag`` is MPP's request
-    error ``Slave Error: Seconds Behind Master: <n>`` (architecture.md 3). Unknown lag is no
-    error (a stopped thread is one already); a connect error or an abstention stays as it is."""
+    error ``Slave Error: Seconds Behind Master: <n>`` (DIVERGENCE: for MPP any lag was an
+    error). Unknown lag is no error (a stopped thread is one already); a connect error or an
+    abstention stays as it is."""
     if lag is None or lag <= max_lag or observation.outcome in (Outcome.CONNECT, Outcome.ABSTAIN):
         return observation
     error = f"Slave Error: Seconds Behind Master: {lag}"
@@ -433,7 +434,7 @@ def probe_node(
     try:
         kept = kept if settings.keep_for > 0 else None
         observation, metrics = _probe(node, settings, kept, logins)
-    except Exception as exc:  # the probe never raises (house style rule 2); logged once
+    except Exception as exc:  # the probe never raises; logged once
         log_unexpected(node, exc)
         observation, metrics = Observation.connect_error(node, failure_text(exc)), NodeMetrics()
     return ProbeResult(node, observation, metrics, time.monotonic() - started)

@@ -16,7 +16,7 @@ quotes starts a comment; blank and comment lines are ignored)::
     resume <pool>
 
 * ``pool`` creates a pool from MPP's failoverpool string; naming an existing pool re-applies
-  the configuration, which replaces it (architecture.md section 3; removing the ACTIVE node
+  the configuration, which replaces it (a divergence from MPP; removing the ACTIVE node
   needs ``force``).
 * ``cycle`` ticks every pool once, in the order the pools were created. A node not listed is
   healthy this tick. ``connect:<text>`` becomes MPP's probe message ``Could not connect to mysql
@@ -313,7 +313,7 @@ def parse_cycle(args: list[str]) -> Cycle:
 def parse_outcome(node: NodeId, outcome: str) -> Observation:
     kind, sep, text = outcome.partition(":")
     if kind in ("connect", "unreachable") and sep:
-        # Connect errors are worded as MPP's probe words them (mpp-behaviour 3.1).
+        # Connect errors are worded as MPP's probe words them.
         return Observation.connect_error(node, text, unreachable=kind == "unreachable")
     if kind in ("receives", "connecting") and sep:
         return replica_outcome(kind == "receives", parse_node(text))
@@ -324,7 +324,7 @@ def parse_outcome(node: NodeId, outcome: str) -> Observation:
         details = Replication(binlog=binlog, applied=applied or binlog, unapplied=0)
         return Observation(Outcome.HEALTHY, replication=details)
     if kind == "abstain" and sep and text:
-        # Every poller blamed itself this round (architecture 2.8): the node is not evaluated.
+        # Every poller blamed itself this round: the node is not evaluated.
         note = f"monitor cannot check: {text}"
         return Observation(Outcome.ABSTAIN, note, monitor_note=note)
     raise LineError(
@@ -452,7 +452,7 @@ def find_pool(pools: Mapping[str, PoolState], name: str) -> PoolState:
 
 
 def pool_of(pools: Mapping[str, PoolState], node: NodeId, name: str | None, verb: str) -> PoolState:
-    """The pool a node-level admin step acts on (architecture.md 4: several pools need a pool)."""
+    """The pool a node-level admin step acts on (a node in several pools needs ``pool=``)."""
     if name is not None:
         return find_pool(pools, name)
     holding = [p for p in pools.values() if p.has_node(node)]
@@ -471,8 +471,8 @@ def simulate(text: str) -> tuple[StepResult, ...]:
 
 # --------------------------------------------------------------------------- rendering
 
-# MPP's --list layout (mpp-behaviour 4.2) without the time column: T, Server Name, req,
-# Status, State, Last Status Message; each left-aligned, padded, followed by two spaces.
+# MPP's --list layout without the time column: T, Server Name, req, Status, State, Last Status
+# Message; each left-aligned, padded, followed by two spaces.
 LIST_WIDTHS = (1, 30, 3, 7, 14, 19)
 LIST_HEADER = ("T", "Server Name", "req", "Status", "State", "Last Status Message")
 TYPE_LETTER = {NodeType.PRIMARY: "P", NodeType.SECONDARY: "S"}

@@ -1,12 +1,12 @@
 """The MPP failover state machine as pure functions.
 
-``tick(pool, observations, now)`` applies the per-node rules A to E and the commit steps of
-mpp-behaviour.md 2.4 to a whole pool, node by node in priority order, each node seeing the
-decisions already made in the same tick. The admin transitions (recover, recover pool,
+``tick(pool, observations, now)`` applies MPP's per-node rules A to E and its commit steps to
+a whole pool, node by node in priority order, each node seeing the decisions already made in
+the same tick. The admin transitions (recover, recover pool,
 activate-primary, delete, override, release) are pure too. Nothing here does I/O, reads a
 clock or logs: time comes in as ``now``, reasons go out as events.
 
-Deliberate divergences from the original (architecture.md section 3) are marked DIVERGENCE.
+Deliberate divergences from the original MPP are marked DIVERGENCE.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def run_rules(
     node).
 
     ``pool_failed`` reports a pool FAIL detected this cycle; pool FAIL is sticky until
-    ``recover_pool`` (mpp-behaviour 1.8)."""
+    ``recover_pool``."""
     status = PoolStatus.FAIL if pool_failed or pool.status is PoolStatus.FAIL else PoolStatus.OK
     events: list[Event] = []
     if status is not pool.status:
@@ -164,7 +164,7 @@ def run_rules(
         note = observation.monitor_note or (observation.message if observation.is_abstained else "")
         if observation.is_abstained:
             # Every poller that saw the node blamed itself: not evaluated (R, status and state
-            # unchanged), only the reason is kept for operators (architecture 2.8).
+            # unchanged), only the reason is kept for operators.
             current = with_node(current, index, evolve(before, monitor_note=note or None))
             continue
         before = with_sync(pool, before, observation, now)
@@ -233,11 +233,10 @@ def is_held(node: NodeState) -> bool:
 def catch_up(
     pool: PoolState, before: NodeState, after: NodeState, now: float
 ) -> tuple[NodeState, Event | None]:
-    """The catch-up gate (architecture.md 2.10): a node that becomes ACTIVE while its last
-    observation shows received transactions not yet applied takes no writes (``routing``)
-    until an observation shows them applied, or until the pool's catch-up timeout has passed:
-    then writes open anyway, with a WARNING event (availability wins). Leaving ACTIVE ends
-    the gate."""
+    """The catch-up gate: a node that becomes ACTIVE while its last observation shows received
+    transactions not yet applied takes no writes (``routing``) until an observation shows them
+    applied, or until the pool's catch-up timeout has passed: then writes open anyway, with a
+    WARNING event (availability wins). Leaving ACTIVE ends the gate."""
     if after.state is not State.ACTIVE:
         return (evolve(after, catchup_until=None), None) if after.catchup_until else (after, None)
     details = after.replication
@@ -358,7 +357,7 @@ def rule_a(pool: PoolState, node: NodeState) -> Decision | None:
 
 
 def is_failing_threshold(pool: PoolState, node: NodeState) -> bool:
-    """The M-th consecutive failed poll: pre-poll R >= M-1 (mpp-behaviour 1.5)."""
+    """The M-th consecutive failed poll: pre-poll R >= M-1, as MPP counts."""
     return node.r >= pool.max_requests - 1
 
 
@@ -614,7 +613,7 @@ def holds_writer(pool: PoolState) -> bool:
 
 
 def commit(node: NodeState, decision: Decision, pool_status: PoolStatus, now: float) -> NodeState:
-    """The commit steps of ``poll_exit`` (mpp-behaviour 2.4), in MPP's order."""
+    """The commit steps of MPP's ``poll_exit``, in MPP's order."""
     state, message = decision.state, decision.message
     # Step C1: no node may be ACTIVE while the pool status is not OK.
     would_be_active = state is State.ACTIVE or (state is None and node.state is State.ACTIVE)
@@ -703,7 +702,7 @@ def admin_event(
 
 
 def recover_node(pool: PoolState, node: NodeId) -> AdminResult:
-    """``--recover=<host:port>`` (mpp-behaviour 2.6.1)."""
+    """MPP's ``--recover=<host:port>``."""
     index = node_index(pool, node)
     before = pool.nodes[index]
     if before.requests is None:
@@ -724,14 +723,14 @@ def recover_node(pool: PoolState, node: NodeId) -> AdminResult:
 
 
 def recover_pool(pool: PoolState) -> AdminResult:
-    """``--recover=pool:<name>`` (mpp-behaviour 2.6.2): the pool status goes back to OK."""
+    """MPP's ``--recover=pool:<name>``: the pool status goes back to OK."""
     output = f"OK: Pool status reset from {pool.status} to OK"
     event = Event(EventKind.RECOVER_POOL, pool.name, message=output)
     return AdminResult(evolve(pool, status=PoolStatus.OK), output, (event,))
 
 
 def activate_primary(pool: PoolState, now: float) -> AdminResult:
-    """``--activate-primary`` (mpp-behaviour 2.6.3).
+    """MPP's ``--activate-primary``.
 
     DIVERGENCE: any other ACTIVE node is demoted to STANDBY in the same change, so there are
     never two ACTIVE nodes. Refused while the pool status is FAIL (commit step C1 would
@@ -840,7 +839,7 @@ def lacks_report(pool: PoolState, target: NodeState) -> list[str]:
 
 
 def delete_node(pool: PoolState, node: NodeId) -> AdminResult:
-    """``--delete=<host:port>`` (mpp-behaviour 2.6.4). DIVERGENCE: the node also leaves the
+    """MPP's ``--delete=<host:port>``. DIVERGENCE: the node also leaves the
     pool's configuration, so it is not recreated by the next configure."""
     index = node_index(pool, node)
     before = pool.nodes[index]

@@ -1,9 +1,9 @@
 """Probe timeouts that fit each pool's round: pure arithmetic, no I/O.
 
-A round's tick is forced at its deadline, half an interval after the round starts
-(architecture.md 2.3), so every probe of the round must end before it: a node that does not
-answer in time is a failing observation, never a late one. The poller therefore derives each
-pool's timeouts from its interval:
+A round's tick is forced at its deadline, half an interval after the round starts, so every
+probe of the round must end before it: a node that does not answer in time is a failing
+observation, never a late one. The poller therefore derives each pool's timeouts from its
+interval:
 
 * the hard bound on one whole probe is ``PROBE_SHARE`` of the deadline (the rest of the deadline
   records the observation);

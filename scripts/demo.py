@@ -56,7 +56,7 @@ POOL = "demo_pool"
 INTERVAL = 1.0
 M = 4
 AGENT_INTER = 1.0  # haproxy/haproxy.cfg: agent-inter 1s
-BUDGET = M * INTERVAL + AGENT_INTER + 1.0  # architecture.md section 5
+BUDGET = M * INTERVAL + AGENT_INTER + 1.0  # failover budget: kill -9 to new writes
 # Probe timeouts that fit a 1 s interval (the probe timeout must be below half of it).
 FAST_PROBE = ["--connect-timeout", "0.3", "--read-timeout", "0.3", "--probe-timeout", "0.45"]
 
@@ -420,7 +420,7 @@ class Demo:
         workdir = self.workdir / f"n{n}"
         argv = [
             find_binary("mariadbd"),
-            "--no-defaults",  # must be first (local-topology gotcha 2)
+            "--no-defaults",  # must be first: mariadbd reads it only as its first argument
             "--user=root",
             f"--datadir={workdir / 'data'}",
             f"--port={self.ports[f'node{n}']}",

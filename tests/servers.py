@@ -1,7 +1,7 @@
 """Real servers for integration and end-to-end tests: redis-server, mariadbd x3, haproxy.
 
-This module owns starting and stopping the outside systems the tests run against. It follows
-``docs/local-topology.md`` (the proven recipe) exactly where it matters:
+This module owns starting and stopping the outside systems the tests run against. It follows a
+proven recipe for running them locally exactly where it matters:
 
 * every server is a direct child of the pytest process (``Popen``), bound to 127.0.0.1 on a free
   port, with its files under a short ``/tmp/mpp*`` directory (unix socket paths must stay under
@@ -459,7 +459,7 @@ class MariaDBNode:
             return self
         argv = [
             require_binary("mariadbd"),
-            "--no-defaults",  # must be first (local-topology gotcha 2)
+            "--no-defaults",  # must be first: mariadbd reads it only as its first argument
             "--user=root",
             f"--datadir={self.datadir}",
             f"--port={self.port}",
@@ -639,7 +639,7 @@ CREATE TABLE {APP_DB}.t (id INT AUTO_INCREMENT PRIMARY KEY, origin INT, v VARCHA
 
 
 class MariaDBCluster:
-    """node1 <-> node2 master-master, node3 a replica of node1 (local-topology.md)."""
+    """node1 <-> node2 master-master, node3 a replica of node1."""
 
     def __init__(self, size: int = 3, workdir: Path | None = None) -> None:
         if size < 2:

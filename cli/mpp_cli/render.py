@@ -1,8 +1,8 @@
 """Pure renderers: plain data in, text (or JSON-ready dicts) out. No Redis, no clock.
 
-MPP's own formats are reproduced exactly: the listing of mpp-behaviour.md 4.2 (column widths 1,
-30, 3, 20, 7, 14, 19, each followed by two spaces, values left-aligned and never truncated) and
-the report line of 4.3. Two choices of ours: nodes are listed in priority order (the order that
+MPP's own formats are reproduced exactly: the ``--list`` listing (column widths 1, 30, 3, 20, 7,
+14, 19, each followed by two spaces, values left-aligned and never truncated) and the
+``--report`` line. Two choices of ours: nodes are listed in priority order (the order that
 decides failover) rather than MPP's lexical order, and a never-polled node shows a blank time
 rather than MPP's "current time" quirk. An override is shown on its own line under its node
 (``O``), and so is why the monitor could not judge a node in its last round (``M``); the pool's
@@ -212,7 +212,7 @@ def override_text(override: Override) -> str:
 
 
 def report_line(pool: PoolState, node: NodeState) -> str:
-    """MPP's ``--report`` line (mpp-behaviour 4.3): with a message (even an empty one)
+    """MPP's ``--report`` line: with a message (even an empty one)
     ``<STATUS>/<STATE> (<TYPE>) : (<STATUS>/<R>) <message>``, else ``<label>/<STATE> (<TYPE>)``."""
     if node.message is not None:
         r = "" if node.requests is None else str(node.requests)

@@ -44,7 +44,7 @@ NAMESPACE = "mpp"
 INTERVAL = 1.0
 M = 4
 AGENT_INTER = 1.0  # haproxy/haproxy.cfg
-BUDGET = M * INTERVAL + AGENT_INTER + 1.0  # architecture.md section 5
+BUDGET = M * INTERVAL + AGENT_INTER + 1.0  # failover budget: kill -9 to new writes
 # How long HAProxy may keep acting on the agent's previous answer after a commit: one
 # agent-inter (+3 % spread-checks), plus the agent's own refresh and a margin for a busy CI box.
 HAPROXY_LAG = AGENT_INTER * 1.03 + 0.5

@@ -4,7 +4,7 @@ Every successful write is checked against the pool state in Redis at that moment
 reach a node that was ACTIVE at some instant between one HAProxy lag (an agent-inter and a
 margin) before it connected and the moment it finished. The failover is timed from the
 ``kill -9`` to the first write that lands on the new ACTIVE, against the budget
-M x interval + agent-inter + 1 s (architecture.md section 5).
+M x interval + agent-inter + 1 s.
 """
 
 from __future__ import annotations

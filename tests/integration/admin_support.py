@@ -67,7 +67,7 @@ def tick(
 
 
 def bootstrap(store: Store, failoverpool: str = POOL1) -> PoolState:
-    """A pool whose primary is ACTIVE and secondaries STANDBY (the 2nd tick, mpp-behaviour 2.6)."""
+    """A pool whose primary is ACTIVE and secondaries STANDBY (the 2nd tick of MPP's bootstrap)."""
     name = create(store, failoverpool).name
     return tick(store, name, times=3)
 

@@ -82,7 +82,7 @@ def test_list_is_mpps_table_in_priority_order(redis_url: str) -> None:
         row("S", "10.0.0.2:3306", "0", t, "OK", "STANDBY", ""),
         row("S", "10.0.0.3:3307", "0", t, "OK", "STANDBY", ""),
     ]  # fmt: skip
-    # The exact layout of mpp-behaviour 4.2: the time column starts at offset 40.
+    # The exact layout of MPP's --list: the time column starts at offset 40.
     assert result.stdout.splitlines()[6][40:59] == t
     only = mpp_admin(redis_url, "list", "--pool", "pool0").stdout.splitlines()
     pool0 = f"*  [ pool0 ] status=OK  {SETTINGS}"
@@ -167,7 +167,7 @@ def test_report_lines_are_mpps_exactly(redis_url: str) -> None:
 def test_report_without_message_uses_the_request_level_label(redis_url: str) -> None:
     store = store_for(redis_url)
     pool = bootstrap(store)
-    # R=2 and no message: MPP prints the level label "OK WARN" (mpp-behaviour 1.4b, 4.3).
+    # R=2 and no message: MPP prints the level label "OK WARN".
     node = pool.find(S1)
     assert node is not None
     after = state.with_node(pool, 1, evolve(node, requests=2, message=None))

@@ -1,4 +1,4 @@
-"""MPP's failoverpool string (mpp-behaviour.md 1.1): parsing, MPP's error texts, rendering."""
+"""MPP's failoverpool string: parsing, MPP's error texts, rendering."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Corroboration of the pollers' views of a round (architecture.md 2.4 and 2.8), as a table:
+"""Corroboration of the pollers' views of a round (``merge_observations``), as a table:
 each row is what every poller reported for one node, and the verdict the tick sees."""
 
 from __future__ import annotations

@@ -4,12 +4,14 @@ Covers README.md, docs/, haproxy/, compose/, bench/ and packaging/: markdown lin
 (``[text](path)``) and file names written in the text (``haproxy/haproxy.cfg``,
 ``scripts/demo.py``, ``admin.md``), resolved from the file's directory or from the repository
 root. Absolute paths (``/tmp/...``, ``/etc/mpp/...``) are examples of the operator's machine and
-are not checked.
+are not checked. The code, tests, scripts and configuration files tracked by git do not name the
+design documents kept outside the repository either.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,17 @@ FILE_NAME = re.compile(
     r"(?<![\w/.:@-])((?:[\w.-]+/)*[\w.-]+\.(?:md|py|cfg|yaml|yml|sh|lua|sim|jsonl|toml))\b"
 )
 NOT_IN_REPO = ("mpp-behaviour", "architecture.md", "haproxy-agent", "local-topology", "/work/")
+# Where comments and docstrings could point to those documents: what git tracks under these
+# folders, in these kinds of text file (``.sim``: the simulate scripts of tests/scripts).
+CODE_DIRS = ("mpp_agent", "cli", "tests", "scripts", "haproxy", "compose")
+CODE_SUFFIXES = (".py", ".lua", ".md", ".cfg", ".yml", ".yaml", ".sh", ".toml", ".sim")
+# The documents of NOT_IN_REPO, and how comments also spelled two of them: "architecture 2.8",
+# "architecture: ...", "house-style rule 1", "house style rule 6".
+DOCUMENT = re.compile(
+    "|".join(re.escape(n) for n in NOT_IN_REPO if n != "/work/")
+    + r"|\barchitecture(?::|\s+\d|\s+sections?\b)|\bhouse[- ]style\b",
+    re.IGNORECASE,
+)
 
 
 def rel(path: Path) -> str:
@@ -45,6 +58,17 @@ def resolves(target: str, source: Path) -> bool:
         if candidate.is_relative_to(ROOT) and candidate.exists():
             return True
     return False
+
+
+def tracked_code_files() -> list[Path]:
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "--", *CODE_DIRS],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    paths = (ROOT / name for name in listed.split("\0") if name.endswith(CODE_SUFFIXES))
+    return sorted(p for p in paths if p.is_file() and p != Path(__file__).resolve())
 
 
 def links(path: Path) -> list[str]:
@@ -78,6 +102,21 @@ def test_every_file_named_exists_in_the_repository(path: Path) -> None:
 def test_no_reference_to_documents_outside_the_repository(path: Path) -> None:
     text = path.read_text(errors="replace")
     assert [n for n in NOT_IN_REPO if n in text] == []
+
+
+def test_code_and_tests_name_no_document_outside_the_repository() -> None:
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    files = tracked_code_files()
+    # the listing sees the code (a check that read no file would pass vacuously)
+    assert {ROOT / "mpp_agent" / "state.py", ROOT / "haproxy" / "haproxy.cfg"} <= set(files)
+    found = [
+        f"{rel(path)}:{number}: {match.group(0)}"
+        for path in files
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        for match in DOCUMENT.finditer(line)
+    ]
+    assert found == [], f"comments or docstrings name documents not in the repository: {found}"
 
 
 def test_the_checks_see_links_and_file_names() -> None:

@@ -1,4 +1,4 @@
-"""Table and property tests of the tick's replication rules (architecture.md 2.10 and 3):
+"""Table and property tests of the tick's replication rules (deliberate divergences from MPP):
 
 * a standby whose IO thread cannot reach its source is excused only when that source is a pool
   node connect-failing in the same round; cut off from a living source it is failing;

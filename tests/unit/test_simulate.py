@@ -1,5 +1,5 @@
 """``mpp-admin simulate``: the script parser, the runner, both renderers, the golden scripts
-of tests/scripts (the article's illustrations and mpp-behaviour 7), and the CLI."""
+of tests/scripts (the article's illustrations and MPP's acceptance scenarios), and the CLI."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_the_article_and_acceptance_scripts_exist() -> None:
 @pytest.mark.parametrize("script", SIM_FILES, ids=[p.stem for p in SIM_FILES])
 def test_golden_script(script: Path) -> None:
     # The .jsonl files were generated once and reviewed step by step against the comments in
-    # the .sim file, which quote the article and mpp-behaviour.md. Regenerate with
+    # the .sim file, which quote the article and MPP's behaviour. Regenerate with
     # `mpp-admin simulate --json X.sim > X.jsonl` only after reviewing the difference.
     expected = script.with_suffix(".jsonl").read_text(encoding="utf-8")
     results = simulate(script.read_text(encoding="utf-8"))
@@ -195,7 +195,7 @@ TEXT_BOOTSTRAP = (
 
 
 def test_text_is_mpp_listing_without_time_column() -> None:
-    # mpp-behaviour 4.2: widths 1, 30, 3, 7, 14, 19, each followed by two spaces; an unset R
+    # MPP's --list: widths 1, 30, 3, 7, 14, 19, each followed by two spaces; an unset R
     # prints blank; a longer value is neither padded nor cut.
     assert render_text(simulate(BOOTSTRAP)) == TEXT_BOOTSTRAP
 

@@ -1,6 +1,6 @@
-"""Admin transitions (mpp-behaviour.md 2.6.1-2.6.4) and the divergences of architecture.md
-section 3 that live in them: activate-primary demotes atomically, delete and re-configure
-change the pool's configuration."""
+"""MPP's admin transitions (recover, recover pool, activate-primary, delete) and the
+deliberate divergences from MPP that live in them: activate-primary demotes atomically, delete
+and re-configure change the pool's configuration."""
 
 from __future__ import annotations
 

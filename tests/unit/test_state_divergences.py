@@ -1,5 +1,5 @@
-"""The deliberate divergences of architecture.md section 3 that live in the tick, as tables and
-as short tick sequences. (activate-primary, delete and re-configure are in test_state_admin.)"""
+"""The deliberate divergences from MPP that live in the tick, as tables and as short tick
+sequences. (activate-primary, delete and re-configure are in test_state_admin.)"""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Hypothesis properties of the pure core over random sequences of probe outcomes and admin
-steps on pools of 1 to 4 nodes (house-style rule 1; architecture.md sections 2 and 3):
+steps on pools of 1 to 4 nodes:
 
 * never two ACTIVE nodes;
 * a FAILED_* node leaves FAILED_* only through recover or delete;
@@ -8,7 +8,7 @@ steps on pools of 1 to 4 nodes (house-style rule 1; architecture.md sections 2 a
 * STATUS FAIL only ever goes with a FAILED_* state;
 * a tick with no observations changes nothing;
 * an abstention is never counted as failing: a node every poller abstained on keeps its state,
-  status and R (architecture.md 2.8);
+  status and R;
 * a tick in which no node is observed healthy never takes the ACTIVE node away (only a pool
   FAIL does): simultaneous failures of every node never leave the pool without a writer;
 * a TRANSITION event always changes the node's state or status.

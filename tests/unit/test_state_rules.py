@@ -1,5 +1,5 @@
-"""Table tests of the per-node rules A to E and the commit steps (mpp-behaviour.md 2.4), with
-the deliberate divergences of architecture.md section 3.
+"""Table tests of MPP's per-node rules A to E and its commit steps, with the deliberate
+divergences from MPP.
 
 Each row is one tick of one pool: the nodes before (TYPE, R, STATUS, STATE, message), what each
 probe found, and every node's (R, STATUS, STATE, message) afterwards plus the rule that decided
@@ -47,7 +47,7 @@ REC = "(recovering) "
 
 
 def conn(name: str) -> str:
-    """The connect-error message MPP's probe writes (mpp-behaviour 3.1)."""
+    """The connect-error message MPP's probe writes."""
     return f"Could not connect to mysql host {name}:3306: Too many connections"
 
 
