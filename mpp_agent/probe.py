@@ -1162,11 +1162,11 @@ class _Flight:
     def read(self) -> bool:
         """What has arrived, fed to the reader (the socket is readable); True once ended."""
         try:
-            data = self.held.conn._sock.recv(_READ_SIZE)
-        except BlockingIOError:
-            return False
+            data = _recv(self.held.conn._sock, _READ_SIZE)
         except OSError:
             data = b""
+        if data is None:
+            return False
         self.ended = time.monotonic()
         if not data:
             self.failed = True
@@ -1207,6 +1207,17 @@ def _send(sock: Any, data: bytes) -> bool:
     except OSError:
         return False
     return True
+
+
+def _recv(sock: Any, size: int) -> bytes | None:
+    """What waits in ``sock`` (b"" once the peer closed it), read from the OS socket that
+    gevent's wraps, without waiting: None when nothing has arrived (gevent's ``recv`` would
+    wait for it instead, up to the socket's timeout)."""
+    raw = getattr(sock, "_sock", None)  # gevent's socket; a plain one has no such attribute
+    try:
+        return (raw if isinstance(raw, _socket.socket) else sock).recv(size)
+    except BlockingIOError:
+        return None
 
 
 _LAST_READS = 3  # a reply in several pieces may need more than one

@@ -26,7 +26,7 @@ from mpp_agent.config import (
 )
 from mpp_agent.model import NodeId, PoolState
 from mpp_agent.poller import node_keep
-from mpp_agent.probe import KeptConnections, _send
+from mpp_agent.probe import KeptConnections, _recv, _send
 from mpp_agent.timeouts import MIN_SOCKET_TIMEOUT, Timeouts, fit, limits
 
 A, B, C = NodeId("10.0.0.1"), NodeId("10.0.0.2"), NodeId("10.0.0.3")
@@ -236,3 +236,15 @@ def test_a_send_on_a_connection_the_peer_closed_is_false(module: Any) -> None:
         assert not _send(ours, b"x" * 1024)
     ours.close()
     assert not _send(ours, b"x")  # closed on our side
+
+
+def test_a_read_takes_what_has_arrived_and_never_waits_for_more() -> None:
+    ours, peer = gevent.socket.socketpair()
+    ours.settimeout(30)  # what PyMySQL leaves on a kept connection: a wait would be this long
+    with ours, peer, gevent.Timeout(2):  # raised into this greenlet if the read waited
+        assert _recv(ours, 4096) is None  # nothing yet
+        peer.sendall(b"\x01\x00\x00\x01\x00")
+        gevent.sleep(0.05)
+        assert _recv(ours, 4096) == b"\x01\x00\x00\x01\x00"
+        peer.close()
+        assert _recv(ours, 4096) == b""  # the server closed the connection
