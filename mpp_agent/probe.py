@@ -1194,9 +1194,9 @@ def _send(sock: Any, data: bytes) -> bool:
     query fits the socket's send buffer: it goes straight to the OS socket that gevent's
     wraps (one system call), and only what does not fit waits with gevent's ``sendall`` (which
     asks the buffer size before every send: a second system call per probe)."""
-    raw = getattr(sock, "_sock", None)  # gevent's socket; a plain one has no such attribute
+    raw = _os_socket(sock)
     try:
-        sent = raw.send(data) if isinstance(raw, _socket.socket) else 0
+        sent = raw.send(data) if raw is not None else 0
     except BlockingIOError:
         sent = 0
     except OSError:
@@ -1213,11 +1213,16 @@ def _recv(sock: Any, size: int) -> bytes | None:
     """What waits in ``sock`` (b"" once the peer closed it), read from the OS socket that
     gevent's wraps, without waiting: None when nothing has arrived (gevent's ``recv`` would
     wait for it instead, up to the socket's timeout)."""
-    raw = getattr(sock, "_sock", None)  # gevent's socket; a plain one has no such attribute
     try:
-        return (raw if isinstance(raw, _socket.socket) else sock).recv(size)
+        return (_os_socket(sock) or sock).recv(size)
     except BlockingIOError:
         return None
+
+
+def _os_socket(sock: Any) -> _socket.socket | None:
+    """The non-blocking OS socket a gevent socket wraps; None for a plain (or closed) one."""
+    raw = getattr(sock, "_sock", None)  # a plain socket has no such attribute
+    return raw if isinstance(raw, _socket.socket) else None
 
 
 _LAST_READS = 3  # a reply in several pieces may need more than one

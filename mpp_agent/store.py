@@ -1057,8 +1057,8 @@ class Store:
             flat = [x for item in metrics.items() for x in item]
             waits_for = list((waits or {}).get(pool, ()))
             keys = [key for key, _ in self.record_keys(pool, round_)]
-            text = observations_to_json(observations)
-            self._recorded[pool] = (round_, poller_id, text.encode(), as_stored(observations))
+            text = observations_to_json(observations).encode()  # sent as is, kept to compare
+            self._recorded[pool] = (round_, poller_id, text, as_stored(observations))
             args = [
                 poller_id,
                 text,
