@@ -2,7 +2,8 @@
 
 Pure functions between model values and plain dicts. The pool document holds everything of a
 PoolState except ``version`` and ``last_round``, which the store keeps beside it so that Lua can
-compare them without decoding JSON.
+compare them without decoding JSON; beside it too the document's head (``head_text``: interval
+and observers), which a poller reads instead of the documents of the pools it does not observe.
 
 Reading is strict: a document is the pool its key names, every setting is within the bounds
 that ``mpp-admin pool`` enforces, every number is finite and every time and count plausible.
@@ -38,6 +39,7 @@ from mpp_agent.model import (
     Outcome,
     Override,
     Pause,
+    PoolHead,
     PoolState,
     PoolStatus,
     Replication,
@@ -290,6 +292,31 @@ def pool_from_doc(doc: str | bytes, version: int, last_round: int, name: str) ->
     if problem:
         raise DocumentError(f"unreadable pool document of {pool.name!r}: {problem}")
     return pool
+
+
+def head_text(pool: PoolState) -> str:
+    """The head of the pool's document as the scripts take it: "<interval> <observers>" (they
+    store it after the version they write)."""
+    return f"{pool.interval!r} {pool.observers}"
+
+
+def head_of(name: str, version: bytes | None, head: bytes | None) -> PoolHead | None:
+    """The head of pool ``name`` from its hash's ``version`` and ``head`` fields; None when it
+    cannot stand for the document: missing, written for another version (by a writer that
+    does not keep it), or unreadable or out of bounds (the document decides then)."""
+    if version is None or head is None:
+        return None
+    parts = head.split()
+    if len(parts) != 3 or parts[0] != version:
+        return None
+    try:
+        interval, observers = float(parts[1]), int(parts[2])
+    except ValueError:
+        return None
+    settings = (("interval", interval), ("observers", observers))
+    if not math.isfinite(interval) or config_problem(name, _PLACEHOLDER, settings):
+        return None
+    return PoolHead(name, interval, observers)
 
 
 def pool_problem(pool: PoolState) -> str:

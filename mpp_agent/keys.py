@@ -22,7 +22,10 @@ key                             type    TTL                          written by
                                                                      create_pool.lua (fields ``doc``
                                                                      = the pool as JSON,
                                                                      ``version``, ``round`` =
-                                                                     last ticked round)
+                                                                     last ticked round,
+                                                                     ``head`` = "<version>
+                                                                     <interval> <observers>"
+                                                                     of that doc)
 ``ns:{pool}:obs:<round>``       hash    a few intervals              record_observation.lua: one
                                                                      field per poller id, its
                                                                      observations of that round

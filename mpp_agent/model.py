@@ -439,6 +439,22 @@ class PoolState:
         return self.find(node) is not None
 
 
+@dataclass(frozen=True)
+class PoolHead:
+    """The two settings a poller needs of every pool, whether it observes the pool or not: when
+    its rounds start (``interval``) and how many pollers observe it (``observers``). Stored
+    beside the pool's document (the pool hash's ``head``), so that a poller reads in full only
+    the pools it observes."""
+
+    name: str
+    interval: float
+    observers: int
+
+    @classmethod
+    def of(cls, pool: PoolState) -> PoolHead:
+        return cls(pool.name, pool.interval, pool.observers)
+
+
 class EventKind(StrEnum):
     TRANSITION = "transition"  # a node's state, status or message changed in a tick
     RECOVER = "recover"

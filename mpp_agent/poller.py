@@ -49,6 +49,7 @@ from mpp_agent.model import (
     NodeId,
     Observation,
     Outcome,
+    PoolHead,
     PoolState,
     PoolStatus,
     State,
@@ -445,7 +446,8 @@ class CycleReport:
     deferred: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     probe_seconds: float = 0.0
-    pools: list[PoolState] = field(default_factory=list)  # every pool this poller polls
+    pools: list[PoolHead] = field(default_factory=list)  # every pool this poller polls
+    read: list[PoolState] = field(default_factory=list)  # those read in full (observed)
     unserved: dict[str, str] = field(default_factory=dict)  # pool -> why it is not polled
     late: dict[str, str] = field(default_factory=dict)  # pool -> why its round is late
     changed: list[str] = field(default_factory=list)  # pools whose tick made a transition
@@ -490,11 +492,17 @@ class CycleSummary:
         if now - self.since < SUMMARY_EVERY:
             return None
         # The pools that need a look first; the steady ones are counted past POOLS_SHOWN.
-        ranked = sorted((is_steady(p), p.name, p) for p in report.pools)
+        ranked = sorted((is_steady(p), p.name, p) for p in report.read)
         pools = [p for _, _, p in ranked]
         steady = sum(flag for flag, _, _ in ranked)
-        fleet = f"{len(pools)} pools, {steady} steady (status OK, an ACTIVE, no node failing)"
-        pools_said = f"{fleet}: {pools_text(pools)}" if pools else "no pools"
+        observed = "" if len(pools) >= len(report.pools) else f"{len(pools)} observed here, "
+        fleet = (
+            f"{len(report.pools)} pools, {observed}{steady} steady "
+            "(status OK, an ACTIVE, no node failing)"
+        )
+        pools_said = f"{fleet}: {pools_text(pools)}" if pools else fleet
+        if not report.pools:
+            pools_said = "no pools"
         line = (
             f"last {now - self.since:.0f}s: {self.cycles} cycles, {self.committed} rounds "
             f"committed by this poller; {pools_said}"
@@ -560,7 +568,7 @@ class Poller:
         self.offset = now - time.time()
         return now
 
-    def sync_clocks(self, pools: Sequence[PoolState]) -> float:
+    def sync_clocks(self, pools: Sequence[PoolHead]) -> float:
         """Read each pool's clock (on a Redis Cluster, its shard's: ``Store.server_times``)
         and the default one (the shard of the poller heartbeats, which judges liveness); the
         latter is returned."""
@@ -586,15 +594,35 @@ class Poller:
 
     # ---------------------------------------------------------------- one cycle
 
-    def load_pools(self) -> list[PoolState]:
-        """The pools, each remembered (``seen``) unless it is older than one already read:
-        a poller that has read a newer state never ticks from a rolled-back one, whether or
-        not it was the one that committed it (``rolled_back``)."""
+    def load_pools(self, everything: bool = False) -> tuple[list[PoolHead], dict[str, PoolState]]:
+        """Every pool's head, and in full the pools this poller may observe in this cycle:
+        those it observed or was assigned in their last round and those it has not judged yet
+        (every pool: a pinned poller, or ``everything``). Decoding every pool every cycle would
+        cost each of N pollers the whole fleet's documents, not its own K/N share of them.
+
+        Each pool read in full is remembered (``seen``) unless it is older than one already
+        read: a poller that has read a newer state never ticks from a rolled-back one, whether
+        or not it was the one that committed it (``rolled_back``)."""
         names = list(self.settings.pools) or self.store.pool_names()
-        pools = self.store.load_pools(names)
-        for pool in pools:
+        if everything or self.settings.is_pinned:
+            whole: set[str] = set(names)
+        else:
+            whole = {n for n in names if self.assigned.get(n, True) or n in self.observing}
+        heads, pools = self.store.read_heads(names, whole)
+        for pool in pools.values():
             self.remember(pool)
-        return pools
+        return heads, pools
+
+    def read_whole(
+        self, chosen: Sequence[PoolHead], pools: dict[str, PoolState]
+    ) -> list[PoolState]:
+        """The chosen pools in full: those of ``pools``, and the others (newly assigned to
+        this poller) read now and added to ``pools``; a pool removed meanwhile is left out."""
+        missing = [h.name for h in chosen if h.name not in pools]
+        for pool in self.store.load_pools(missing) if missing else []:
+            self.remember(pool)
+            pools[pool.name] = pool
+        return [pools[h.name] for h in chosen if h.name in pools]
 
     def remember(self, pool: PoolState) -> PoolState | None:
         """Remember ``pool`` as the newest state seen of it, unless it is older than one seen
@@ -605,12 +633,12 @@ class Poller:
         self.seen[pool.name] = pool
         return None
 
-    def due_pools(self, pools: Sequence[PoolState], at: float) -> list[PoolState]:
+    def due_pools(self, pools: Sequence[PoolHead], at: float) -> list[PoolHead]:
         """The pools whose new round has started at local time ``at``."""
         # "!=" rather than ">": a pool whose interval changed has re-numbered its rounds.
         return [p for p in pools if self.round_at(p, at) != self.handled.get(p.name, -1)]
 
-    def round_at(self, pool: PoolState, at: float) -> int:
+    def round_at(self, pool: PoolHead | PoolState, at: float) -> int:
         return round_of(self.pool_now(pool.name, at), pool.interval)
 
     def cycle(self, *, force: bool = False) -> CycleReport:
@@ -618,22 +646,25 @@ class Poller:
 
         ``force`` (``--once``) commits at once instead of waiting for other pollers."""
         report = CycleReport()
-        pools = self.load_pools()
-        now = self.sync_clocks(pools)
+        heads, pools = self.load_pools(everything=force)
+        now = self.sync_clocks(heads)
         at = time.time()
-        report.pools = pools
-        served = self.serve(pools, report)
+        report.pools, report.read = heads, list(pools.values())
+        served = self.serve(heads, report)
         self.cadence = heartbeat_cadence(p.interval for p in served)
         started = self.due_pools(served, at)
         if not started:
             return report
         report.due = [p.name for p in started]
-        due, expected = self.observed(started, now, force)
-        for pool in started:
-            self.handled[pool.name] = self.round_at(pool, at)
+        chosen, expected = self.observed(started, now, force)
+        for head in started:
+            self.handled[head.name] = self.round_at(head, at)
+        due = self.read_whole(chosen, pools) if chosen else []
         if not due:
             return report
-        results, checkpoints = self.probe_pools(due, served)
+        report.read = list(pools.values())
+        whole = [p for p in pools.values() if p.name not in self.unserved]
+        results, checkpoints = self.probe_pools(due, whole)
         report.probe_seconds = time.time() - at
         records = [self.record_of(p, self.round_at(p, at), results, checkpoints) for p in due]
         self.metrics.recorded(records, {node: r.latency for node, r in results.items()})
@@ -677,8 +708,8 @@ class Poller:
             self.schedule_deadline(record, due[record.pool])
 
     def observed(
-        self, started: Sequence[PoolState], now: float, force: bool
-    ) -> tuple[list[PoolState], dict[str, tuple[str, ...]]]:
+        self, started: Sequence[PoolHead], now: float, force: bool
+    ) -> tuple[list[PoolHead], dict[str, tuple[str, ...]]]:
         """The pools whose new round this poller observes, and per pool the assigned observers
         its round waits for (none: every live poller of the pool). A pinned poller (``--pools``)
         and ``--once`` observe every pool; the others observe the pools assigned to them by
@@ -702,7 +733,7 @@ class Poller:
             self.assigned[pool.name] = mine
         return chosen, expected
 
-    def serve(self, pools: Sequence[PoolState], report: CycleReport) -> list[PoolState]:
+    def serve(self, pools: Sequence[PoolHead], report: CycleReport) -> list[PoolHead]:
         """The pools this poller can serve; the others are said once (WARNING), on change."""
         bounds = self.settings.limits
         unserved = {
@@ -725,8 +756,9 @@ class Poller:
         self, due: Sequence[PoolState], served: Sequence[PoolState]
     ) -> tuple[dict[NodeId, ProbeResult], str | None]:
         """``probe_round`` of the due pools' nodes, each once with the tightest timeouts and
-        keep_connections of its pools; then the kept connections to nodes this poller no
-        longer observes or keeps (or past their age) are closed."""
+        keep_connections of its ``served`` pools (those read in full: the pools this poller
+        observes); then the kept connections to nodes this poller no longer observes or keeps
+        (or past their age) are closed."""
         timeouts = node_timeouts(served, self.settings.limits)
         keep = node_keep(served)
         nodes = {n.node for p in due for n in p.nodes}
@@ -879,7 +911,7 @@ class Poller:
     def track_abstentions(
         self,
         records: Sequence[tuple[str, int, dict[NodeId, Observation], dict[str, str]]],
-        served: Sequence[PoolState],
+        served: Sequence[PoolHead],
         report: CycleReport,
     ) -> None:
         """Say each abstention once when it starts and once when it ends (WARNING)."""
@@ -1163,7 +1195,7 @@ class Poller:
         if line is not None:
             log.info("%s", line)
 
-    def next_wake(self, served: Sequence[PoolState]) -> float:
+    def next_wake(self, served: Sequence[PoolHead]) -> float:
         """Seconds until any served pool is due (``rounds.next_probe_in``; at most MAX_SLEEP)."""
         at = time.time()
         waits = [

@@ -25,7 +25,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
@@ -44,6 +44,8 @@ from mpp_agent.codec import (
     as_stored,
     event_from_json,
     event_to_json,
+    head_of,
+    head_text,
     observations_from_json,
     observations_to_json,
     pool_from_doc,
@@ -52,7 +54,7 @@ from mpp_agent.codec import (
 from mpp_agent.config import PoolConfig, new_pool
 from mpp_agent.daemon import RateLimited
 from mpp_agent.keys import DEFAULT_NAMESPACE, Keys
-from mpp_agent.model import Event, EventKind, NodeId, Observation, PoolState
+from mpp_agent.model import Event, EventKind, NodeId, Observation, PoolHead, PoolState
 from mpp_agent.rounds import FORGET_POLLER_AFTER
 from mpp_agent.secret_file import SecretFileError, read_first_line
 from mpp_agent.state import AdminResult, expire_overrides
@@ -741,6 +743,33 @@ class Store:
                 out[name] = pool
         return out
 
+    def read_heads(
+        self, names: Sequence[str], whole: Container[str]
+    ) -> tuple[list[PoolHead], dict[str, PoolState]]:
+        """The head of every named pool, and the pools named in ``whole`` read in full, in one
+        round trip; a pool whose head cannot stand for its document (``head_of``) is read in
+        full too, in a second one. Pools missing or unreadable are left out of both (an
+        unreadable one logged once, as by ``load_pools``)."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            key = self.keys.pool(name)
+            pipe.hgetall(key) if name in whole else pipe.hmget(key, "version", "head")
+        pools: dict[str, PoolState] = {}
+        heads: dict[str, PoolHead] = {}
+        again = []
+        for name, raw in zip(names, pipe.execute(raise_on_error=False), strict=True):
+            if name in whole:
+                pool = self.pool_of(name, raw)
+                if isinstance(pool, PoolState):
+                    pools[name] = pool
+            elif isinstance(raw, list) and (head := head_of(name, *raw)) is not None:
+                heads[name] = head
+            else:  # no usable head, or an error reply (the whole read says which)
+                again.append(name)
+        pools.update((p.name, p) for p in self.load_pools(again))
+        heads.update((name, PoolHead.of(pool)) for name, pool in pools.items())
+        return [heads[name] for name in names if name in heads], pools
+
     def load_pools(self, names: Iterable[str] | None = None) -> list[PoolState]:
         """The readable pools of ``read_pools``: one unreadable pool never hides the others."""
         return [p for p in self.read_pools(names).values() if isinstance(p, PoolState)]
@@ -845,6 +874,7 @@ class Store:
                     self.notify_channel,
                     pool.name,
                     event_to_json(event, actor),
+                    head_text(pool),
                 ],
             )
         except redis.ResponseError as exc:
@@ -968,6 +998,7 @@ class Store:
             EVENTS_MAXLEN,
             self.notify_channel,
             commit.before.name,
+            head_text(commit.after),
             len(payload),
             *payload,
             *([] if least is None else [least]),

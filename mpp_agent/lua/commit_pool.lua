@@ -1,6 +1,6 @@
 -- commit_pool.lua: write a pool's new state if nobody else wrote it first (compare-and-set).
 --
--- KEYS[1]  pool hash      ns:{pool}:pool     (fields doc, version, round)
+-- KEYS[1]  pool hash      ns:{pool}:pool     (fields doc, version, round, head)
 -- KEYS[2]  events stream  ns:{pool}:events
 -- ARGV[1]  expected version (the version the writer read)
 -- ARGV[2]  round of this tick; "" for an admin change (the round is left as it is); "=<n>"
@@ -9,9 +9,13 @@
 -- ARGV[4]  approximate maximum length of the events stream
 -- ARGV[5]  pub/sub channel to notify
 -- ARGV[6]  message to publish (the pool name)
--- ARGV[7]  number of events N, then ARGV[8 .. 7+N]: one JSON event each, without "at": the
+-- ARGV[7]  the new document's head: "<interval> <observers>", stored as field head prefixed
+--          with the version written ("<version> <interval> <observers>"), so that a reader
+--          that needs only these two settings need not read the document (a head whose
+--          version is not the hash's was written by something else: the document decides)
+-- ARGV[8]  number of events N, then ARGV[9 .. 8+N]: one JSON event each, without "at": the
 --          script stamps them with its own TIME (the pool's shard's clock; server_time.lua)
--- ARGV[8+N] optional: the least version to write (a writer restoring a state that Redis lost
+-- ARGV[9+N] optional: the least version to write (a writer restoring a state that Redis lost
 --          in a failover sets it above the versions already seen, so that every reader adopts
 --          the restored state at once)
 --
@@ -41,16 +45,16 @@ elseif ARGV[2] ~= '' then
   end
   redis.call('HSET', KEYS[1], 'round', ARGV[2])
 end
-local n = tonumber(ARGV[7])
+local n = tonumber(ARGV[8])
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
-local floor = tonumber(ARGV[8 + n] or '')
+local floor = tonumber(ARGV[9 + n] or '')
 if floor and floor > version then
   version = floor
   redis.call('HSET', KEYS[1], 'version', version)
 end
-redis.call('HSET', KEYS[1], 'doc', ARGV[3])
+redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'head', version .. ' ' .. ARGV[7])
 for i = 1, n do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'event', stamped(ARGV[7 + i]))
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'event', stamped(ARGV[8 + i]))
 end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return {1, version}

@@ -9,6 +9,7 @@
 -- ARGV[3]  pub/sub channel to notify
 -- ARGV[4]  message to publish (the pool name)
 -- ARGV[5]  one JSON event describing the creation, without "at" (stamped here: server_time.lua)
+-- ARGV[6]  the document's head, "<interval> <observers>" (commit_pool.lua: field head)
 --
 -- Returns 1 if created (version 1), 0 if the pool already exists (nothing changed), or an
 -- error reply "<key> is a <type>, not a <type>" if a key has the wrong type (nothing written).
@@ -20,7 +21,7 @@ redis.call('SADD', KEYS[3], ARGV[4])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'version', 1, 'round', -1)
+redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'version', 1, 'round', -1, 'head', '1 ' .. ARGV[6])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', stamped(ARGV[5]))
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1

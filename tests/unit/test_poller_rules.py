@@ -8,7 +8,16 @@ from dataclasses import replace
 import pytest
 
 from mpp_agent.config import new_pool, parse_failoverpool
-from mpp_agent.model import NodeId, Observation, Outcome, PoolState, PoolStatus, State, Status
+from mpp_agent.model import (
+    NodeId,
+    Observation,
+    Outcome,
+    PoolHead,
+    PoolState,
+    PoolStatus,
+    State,
+    Status,
+)
 from mpp_agent.poller import (
     SUMMARY_EVERY,
     AbstentionKey,
@@ -142,7 +151,9 @@ def test_what_makes_an_info_line(report: CycleReport, notable: bool) -> None:
 
 def test_the_summary_comes_once_a_period_and_counts_the_quiet_cycles() -> None:
     summary = CycleSummary(since=1000.0)
-    report = CycleReport(pools=[pool()], committed={"p1": pool()}, abstaining=2)
+    report = CycleReport(
+        pools=[PoolHead.of(pool())], read=[pool()], committed={"p1": pool()}, abstaining=2
+    )
     lines = [summary.add(report, 1000.0 + t) for t in range(1, int(SUMMARY_EVERY) + 2)]
     said = [line for line in lines if line is not None]
     assert len(said) == 1
@@ -186,12 +197,21 @@ def test_a_cycle_of_a_thousand_pools_is_one_short_line() -> None:
 def test_the_summary_of_a_thousand_pools_shows_those_that_need_a_look() -> None:
     pools = [steady_pool(f"s{i:04d}") for i in range(1000)]
     pools[500] = replace(pools[500], status=PoolStatus.FAIL)
+    heads = [PoolHead.of(p) for p in pools]
     summary = CycleSummary(since=0.0)
-    line = summary.add(CycleReport(pools=pools), SUMMARY_EVERY)
+    line = summary.add(CycleReport(pools=heads, read=pools), SUMMARY_EVERY)
     assert line is not None and len(line) < 1500, line
     assert "committed by this poller; 1000 pools, 999 steady (status OK, an ACTIVE" in line
     assert "no node failing): s0500 status FAIL, ACTIVE: 10.0.0.1" in line
     assert line.endswith("; and 995 more pools")
+    # A poller that observes half of them describes those it read, and counts the others.
+    line = CycleSummary(since=0.0).add(CycleReport(pools=heads, read=pools[500:]), SUMMARY_EVERY)
+    assert line is not None
+    assert "; 1000 pools, 500 observed here, 499 steady (status OK, an ACTIVE" in line, line
+    assert "no node failing): s0500 status FAIL" in line
+    assert CycleSummary(since=0.0).add(CycleReport(), SUMMARY_EVERY) == (
+        f"last {SUMMARY_EVERY:.0f}s: 1 cycles, 0 rounds committed by this poller; no pools"
+    )
 
 
 def named(name: str) -> PoolState:

@@ -1,0 +1,139 @@
+"""A poller reads in full only the pools it observes; of the others it reads their head (interval
+and observers, kept beside the document by the scripts that write it). Real Redis."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import pytest
+
+from mpp_agent.config import apply_config, config_of, parse_failoverpool
+from mpp_agent.model import Observation, PoolHead
+from mpp_agent.poller import CycleReport, Poller, PollerSettings
+from mpp_agent.probe import NodeMetrics, ProbeResult, ProbeSettings
+from mpp_agent.rounds import assign, round_of
+from mpp_agent.state import AdminResult
+from mpp_agent.store import Store
+from tests.servers import wait_until
+
+pytestmark = pytest.mark.integration
+
+INTERVAL = 1.0
+K = 2
+POOLS = [f"pool{i:02d}" for i in range(12)]
+POLLERS = ["ha", "hb", "hc", "hd"]
+SETTINGS = PollerSettings("h", ProbeSettings("monitor", "x"), probe_timeout=0.4)
+
+
+def healthy(node, _settings):  # type: ignore[no-untyped-def]
+    return ProbeResult(node, Observation.healthy(), NodeMetrics(), 0.0)
+
+
+@pytest.fixture
+def store(redis_url: str) -> Store:
+    return Store.from_url(redis_url, "mpp")
+
+
+def create(store: Store, name: str, observers: int = K, interval: float = INTERVAL) -> None:
+    text = f"name:{name};primary:10.0.0.1;secondary:10.0.0.2"
+    store.create_pool(replace(parse_failoverpool(text, interval=interval), observers=observers))
+
+
+def head_field(store: Store, name: str) -> bytes:
+    raw: bytes = store.client.hget(store.keys.pool(name), "head")
+    return raw
+
+
+def next_round(store: Store) -> int:
+    """Wait until a new round has started; its number."""
+    target = round_of(store.server_time(), INTERVAL) + 1
+    wait_until(lambda: round_of(store.server_time(), INTERVAL) >= target, 5, f"round {target}")
+    return target
+
+
+def cycle_all(pollers: dict[str, Poller]) -> dict[str, CycleReport]:
+    reports = {}
+    for poller_id, poller in pollers.items():
+        reports[poller_id] = poller.cycle()
+        poller.heartbeat(reports[poller_id], 0.0)
+    return reports
+
+
+def recorders(store: Store, round_: int) -> dict[str, set[str]]:
+    return {name: set(store.round_observations(name, round_)) for name in POOLS}
+
+
+def test_every_writer_of_a_pool_writes_its_head(store: Store) -> None:
+    create(store, "p1", observers=3, interval=2.0)
+    assert head_field(store, "p1") == b"1 2.0 3"
+
+    def change(pool):  # type: ignore[no-untyped-def]
+        config = replace(config_of(pool), interval=1.5, observers=0)
+        return AdminResult(apply_config(pool, config), "", ())
+
+    store.admin("p1", change)
+    pool = store.load_pool("p1")
+    assert (pool.version, head_field(store, "p1")) == (2, b"2 1.5 0")
+    Poller(store, SETTINGS, probe=healthy).cycle(force=True)  # a tick's commit
+    assert head_field(store, "p1") == f"{store.load_pool('p1').version} 1.5 0".encode()
+
+
+def test_heads_stand_for_the_documents_and_the_others_are_read_whole(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("fresh", "whole", "no-head", "stale", "garbage"):
+        create(store, name, observers=1, interval=2.0)
+    # What a writer that keeps no head leaves, one for another version, one unreadable.
+    store.client.hdel(store.keys.pool("no-head"), "head")
+    store.client.hset(store.keys.pool("stale"), "head", "0 9.0 9")
+    store.client.hset(store.keys.pool("garbage"), "head", "1 lots 2")
+    store.client.set(store.keys.pool("wrong-type"), "not a hash")
+    names = ["fresh", "whole", "no-head", "stale", "garbage", "wrong-type", "gone"]
+    with caplog.at_level(logging.ERROR):
+        heads, pools = store.read_heads(names, {"whole"})
+    assert heads == [PoolHead(n, 2.0, 1) for n in names[:5]]
+    # Only the pool asked for whole, and those whose head could not stand for the document.
+    assert sorted(pools) == ["garbage", "no-head", "stale", "whole"]
+    assert pools["stale"] == store.load_pool("stale")
+    assert "wrong-type" in caplog.text and "is a string" in caplog.text
+
+
+def test_a_poller_reads_in_full_only_the_pools_it_observes(redis_url: str, store: Store) -> None:
+    for name in POOLS:
+        create(store, name)
+    pollers = {
+        pid: Poller(Store.from_url(redis_url, "mpp"), replace(SETTINGS, poller_id=pid), healthy)
+        for pid in POLLERS
+    }
+    for poller in pollers.values():
+        poller.heartbeat(CycleReport(), 0.0)
+    # Its first cycle: a poller has judged no assignment yet, so it reads every pool whole.
+    first = cycle_all(pollers)
+    assert all(len(report.read) == len(POOLS) for report in first.values())
+
+    round_ = next_round(store)
+    reports = cycle_all(pollers)
+    mine = {pid: {n for n in POOLS if pid in assign(n, POLLERS, K)} for pid in POLLERS}
+    for pid, report in reports.items():
+        assert {p.name for p in report.read} == mine[pid], pid
+        assert set(report.rounds) == mine[pid], pid
+        assert len(report.pools) == len(POOLS)  # the others known by their head
+    assert recorders(store, round_) == {n: set(assign(n, POLLERS, K)) for n in POOLS}
+
+    # One poller leaves: its pools move to pollers that did not read them whole last cycle.
+    # They read them in the same cycle, so no round of those pools lacks an observer.
+    pollers.pop("hd").leave()
+    round_ = next_round(store)
+    reports = cycle_all(pollers)
+    left = [pid for pid in POLLERS if pid != "hd"]
+    for pid, report in reports.items():
+        now_mine = {n for n in POOLS if pid in assign(n, left, K)}
+        assert now_mine <= set(report.rounds), pid
+        assert now_mine - mine[pid] <= {p.name for p in report.read}, pid
+    assert all(len(who) >= K for who in recorders(store, round_).values())
+    moved = [n for n in POOLS if "hd" in assign(n, POLLERS, K)]
+    assert moved  # the test moved some pools
+    # And every round was committed.
+    next_round(store)
+    assert all(p.last_round >= round_ for p in store.load_pools(POOLS))
