@@ -54,7 +54,7 @@ from mpp_agent.codec import (
 from mpp_agent.config import PoolConfig, new_pool
 from mpp_agent.daemon import RateLimited
 from mpp_agent.keys import DEFAULT_NAMESPACE, Keys
-from mpp_agent.model import Event, EventKind, NodeId, Observation, PoolHead, PoolState
+from mpp_agent.model import Event, EventKind, NodeId, Observation, PoolHead, PoolState, evolve
 from mpp_agent.rounds import FORGET_POLLER_AFTER
 from mpp_agent.secret_file import SecretFileError, read_first_line
 from mpp_agent.state import AdminResult, expire_overrides
@@ -576,6 +576,10 @@ class Store:
         # text reads back as). A poller that commits a round reads its own report back with the
         # others': the same bytes are not decoded again.
         self._recorded: dict[str, tuple[int, str, bytes, dict[NodeId, Observation]]] = {}
+        # pool -> (version, round, document) of the last tick this store committed, and the
+        # state it is: a poller reads the pools it commits again (its next cycle, the next
+        # commit), and the state it wrote is not decoded from the same bytes again.
+        self._written: dict[str, tuple[bytes, bytes, bytes, PoolState]] = {}
 
     @classmethod
     def from_url(
@@ -793,7 +797,7 @@ class Store:
             reply = self.checked(raw, [(key, "hash")])
             if isinstance(reply, BadKey):
                 raise reply
-            pool = decode_pool(key, name, reply)
+            pool = self.written(name, reply) or decode_pool(key, name, reply)
         except BadKey as exc:
             return self.problems.bad(exc)
         self.problems.good(key)
@@ -965,15 +969,22 @@ class Store:
         own, and confirmed by a Redis replica in that round trip where the master has one. Per
         commit its result, or in its place the error that stopped it: UnknownPool, BadKey, or
         the Redis error (the other commits stand)."""
-        calls = [(self.commit_keys(c.before.name), self.commit_args(c)) for c in commits]
+        docs = [pool_to_doc(c.after).encode() for c in commits]  # sent as is, kept to compare
+        calls = [
+            (self.commit_keys(c.before.name), self.commit_args(c, doc))
+            for c, doc in zip(commits, docs, strict=True)
+        ]
         timeout_ms = min((wait_ms(c.before.interval) for c in commits), default=1)
         replies, acks = self.run_scripts(self._commit, calls, confirm_ms=timeout_ms)
         results: list[CommitResult | Exception] = []
         unconfirmed: list[tuple[str, int]] = []
-        for commit, (keys, _), reply, acked in zip(commits, calls, replies, acks, strict=True):
+        for commit, doc, (keys, _), reply, acked in zip(
+            commits, docs, calls, replies, acks, strict=True
+        ):
             result = self.commit_result(commit.before.name, keys, reply)
             if result == CommitResult(True):
                 version = int(reply[1])
+                self.wrote(commit, version, doc)
                 if acked is None:  # not asked in its round trip (a Cluster redirect)
                     self.confirm(commit.before.name, version, commit.before.interval)
                 elif acked < 1:
@@ -986,15 +997,35 @@ class Store:
     def commit_keys(self, pool: str) -> list[str]:
         return [self.keys.pool(pool), self.keys.events(pool)]
 
-    def commit_args(self, commit: Commit) -> list[Any]:
-        """ARGV of commit_pool.lua."""
+    def wrote(self, commit: Commit, version: int, doc: bytes) -> None:
+        """Keep the state a tick committed as ``version`` (``written``); an admin change is
+        not kept (rare, and it may re-number the rounds)."""
+        name = commit.before.name
+        if not isinstance(commit.round_, int):
+            self._written.pop(name, None)
+            return
+        pool = evolve(commit.after, version=version, last_round=commit.round_)
+        self._written[name] = (b"%d" % version, b"%d" % commit.round_, doc, pool)
+
+    def written(self, name: str, raw: Mapping[bytes, bytes]) -> PoolState | None:
+        """The state this store committed last of pool ``name``, if the raw pool hash ``raw``
+        holds exactly it (the same version, round and document bytes); else None (decode)."""
+        kept = self._written.get(name)
+        if kept is None or raw.get(b"doc") != kept[2]:
+            return None
+        if raw.get(b"version") != kept[0] or raw.get(b"round") != kept[1]:
+            return None
+        return kept[3]
+
+    def commit_args(self, commit: Commit, doc: bytes) -> list[Any]:
+        """ARGV of commit_pool.lua (``doc``: the new document, encoded)."""
         tag = commit.round_ if isinstance(commit.round_, int) else None
         payload = [event_to_json(e, commit.actor, tag) for e in commit.events]
         least = commit.least_version
         return [
             commit.before.version,
             "" if commit.round_ is None else commit.round_,
-            pool_to_doc(commit.after),
+            doc,
             EVENTS_MAXLEN,
             self.notify_channel,
             commit.before.name,

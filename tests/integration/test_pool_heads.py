@@ -3,13 +3,15 @@ and observers, kept beside the document by the scripts that write it). Real Redi
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 
 import pytest
 
+from mpp_agent.codec import pool_from_doc
 from mpp_agent.config import apply_config, config_of, parse_failoverpool
-from mpp_agent.model import Observation, PoolHead
+from mpp_agent.model import Observation, PoolHead, PoolState
 from mpp_agent.poller import CycleReport, Poller, PollerSettings
 from mpp_agent.probe import NodeMetrics, ProbeResult, ProbeSettings
 from mpp_agent.rounds import assign, round_of
@@ -137,3 +139,23 @@ def test_a_poller_reads_in_full_only_the_pools_it_observes(redis_url: str, store
     # And every round was committed.
     next_round(store)
     assert all(p.last_round >= round_ for p in store.load_pools(POOLS))
+
+
+def test_a_poller_does_not_decode_again_the_state_it_committed(
+    redis_url: str, store: Store
+) -> None:
+    create(store, "p1")
+    Poller(store, SETTINGS, probe=healthy).cycle(force=True)
+    decoded = pool_from_doc.cache_info()
+    read = store.read_pools(["p1"])["p1"]
+    assert pool_from_doc.cache_info() == decoded  # its own commit: not decoded
+    assert read == Store.from_url(redis_url, "mpp").load_pool("p1")  # what others decode
+
+    # Another document under the same version (nothing of ours writes that): decoded.
+    key = store.keys.pool("p1")
+    doc = json.loads(store.client.hget(key, "doc"))
+    doc["nodes"][0]["message"] = "written by someone else"
+    store.client.hset(key, "doc", json.dumps(doc))
+    again = store.read_pools(["p1"])["p1"]
+    assert isinstance(again, PoolState)
+    assert again.nodes[0].message == "written by someone else"

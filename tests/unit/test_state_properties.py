@@ -11,7 +11,8 @@ steps on pools of 1 to 4 nodes:
   status and R;
 * a tick in which no node is observed healthy never takes the ACTIVE node away (only a pool
   FAIL does): simultaneous failures of every node never leave the pool without a writer;
-* a TRANSITION event always changes the node's state or status.
+* a TRANSITION event always changes the node's state or status;
+* every state reads back from its stored document as itself.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from mpp_agent.codec import pool_from_doc, pool_to_doc
 from mpp_agent.config import PoolConfig, new_pool
 from mpp_agent.model import (
     EventKind,
@@ -203,6 +205,8 @@ def run(pool: PoolState, script: list[Step]) -> None:
             pool = apply_admin(pool, step)
         check_always(pool)
         assert tick(pool, {}, now).pool == pool
+        # What a poller keeps of its own commit is what a reader decodes from the document.
+        assert pool_from_doc(pool_to_doc(pool), pool.version, pool.last_round, pool.name) == pool
 
 
 @st.composite
