@@ -10,8 +10,10 @@ window of 5 intervals (with kept connections, a whole keep_connections period, s
 connection is renewed in it):
 
 * per poller: the nodes it probes per interval (the nodes of the pools it observes, from its
-  heartbeat), its CPU seconds per interval (``/proc/<pid>/stat``), and its cycle wall time (the
-  heartbeat's ``cycle_seconds``, median);
+  heartbeat), its CPU seconds per interval (``/proc/<pid>/stat``), its cycle wall time (the
+  heartbeat's ``cycle_seconds``, median), and its CPU seconds per cycle (over the cycles that
+  ended in the window: what a round costs it, whatever share of a saturated machine it got;
+  CPU per interval cannot exceed that share);
 * the rounds committed in the window against the rounds that started (every round committed
   once is ``missed 0``), and the nodes not healthy at its end;
 * the two MariaDB servers' CPU seconds per interval (what the probes cost the nodes), and the
@@ -70,6 +72,7 @@ class PollerFigures:
     nodes: int  # probed per interval
     cpu: float  # seconds per interval
     cycle: float  # median wall seconds of a cycle
+    cpu_per_cycle: float  # seconds per cycle ended in the window: the demand, not the share got
 
 
 @dataclass
@@ -206,14 +209,18 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         commands0 = redis.info_sum("total_commands_processed", "stats")
         servers0 = sum(cpu_seconds(node.pid) for node in (cluster.node1, cluster.node2))
         redis0 = redis.cpu()
-        t0 = time.monotonic()
+        t0, start = time.monotonic(), store.server_time()
         cycles: dict[str, list[float]] = {p.poller_id: [] for p in procs}
+        ended: dict[str, set[float]] = {p.poller_id: set() for p in procs}  # cycles' end times
         observed: dict[str, set[str]] = {}
         while time.monotonic() - t0 < window_rounds(keep) * INTERVAL:
             for info in store.pollers():
                 if info.poller_id in cycles and info.info:
                     cycles[info.poller_id].append(float(info.info.get("cycle_seconds", 0)))
                     observed[info.poller_id] = set(info.info.get("pools", []))
+                    at = float(info.info.get("last_cycle_at", 0))
+                    if at > start:
+                        ended[info.poller_id].add(at)
             time.sleep(INTERVAL / 2)
         elapsed = time.monotonic() - t0
         commands = redis.info_sum("total_commands_processed", "stats") - commands0
@@ -243,6 +250,7 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
             POOL_SIZE * len(observed.get(pid, ())),
             cpu[pid] / intervals,
             statistics.median(cycles[pid]) if cycles[pid] else float("nan"),
+            cpu[pid] / len(ended[pid]) if ended[pid] else float("nan"),
         )
         for pid in sorted(cpu)
     ]
@@ -302,9 +310,14 @@ def print_case(case: Case) -> None:
     )
     if case.why:
         print(f"  most common failure: {case.why}")
-    print(f"  {'poller':10} {'nodes/interval':>15} {'cpu s/interval':>15} {'cycle wall s':>13}")
+    print(
+        f"  {'poller':10} {'nodes/interval':>15} {'cpu s/interval':>15} {'cycle wall s':>13}"
+        f" {'cpu s/cycle':>12}"
+    )
     for p in case.per_poller:
-        print(f"  {p.poller:10} {p.nodes:15d} {p.cpu:15.3f} {p.cycle:13.3f}")
+        print(
+            f"  {p.poller:10} {p.nodes:15d} {p.cpu:15.3f} {p.cycle:13.3f} {p.cpu_per_cycle:12.3f}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -73,6 +73,8 @@ from mpp_agent.probe import (
 )
 from mpp_agent.rounds import (
     HEARTBEAT_IDLE,
+    assign,
+    candidates,
     deadline,
     deadline_at,
     heartbeat_cadence,
@@ -81,7 +83,6 @@ from mpp_agent.rounds import (
     late_by,
     next_probe_in,
     observation_ttl,
-    observers,
     observes,
     pool_heartbeat_ttl,
     round_of,
@@ -720,9 +721,10 @@ class Poller:
         me = self.settings.poller_id
         beats = self.store.observer_beats()
         beats.setdefault(me, now + heartbeat_ttl(self.cadence))
+        pollers = frozenset(candidates(beats, now, self.cadence, me))  # the same for every pool
         chosen, expected = [], {}
         for pool in started:
-            assigned = observers(pool.name, pool.observers, beats, now, self.cadence, me)
+            assigned = assign(pool.name, pollers, pool.observers)
             mine = me in assigned
             if observes(mine, self.assigned.get(pool.name, False)):
                 chosen.append(pool)
