@@ -607,8 +607,9 @@ class Poller:
         names = list(self.settings.pools) or self.store.pool_names()
         if everything or self.settings.is_pinned:
             whole: set[str] = set(names)
-        else:
-            whole = {n for n in names if self.assigned.get(n, True) or n in self.observing}
+        else:  # a pool this poller cannot serve needs no more than its head (its interval)
+            mine = {n for n in names if self.assigned.get(n, True) or n in self.observing}
+            whole = mine - self.unserved.keys()
         heads, pools = self.store.read_heads(names, whole)
         for pool in pools.values():
             self.remember(pool)

@@ -159,3 +159,14 @@ def test_a_poller_does_not_decode_again_the_state_it_committed(
     again = store.read_pools(["p1"])["p1"]
     assert isinstance(again, PoolState)
     assert again.nodes[0].message == "written by someone else"
+
+
+def test_a_pool_a_poller_cannot_serve_is_known_by_its_head_only(store: Store) -> None:
+    create(store, "fast", interval=0.1)  # shorter than this poller's probe timeout allows
+    create(store, "slow", interval=2.0)
+    poller = Poller(store, SETTINGS, probe=healthy)
+    poller.cycle()
+    report = poller.cycle()
+    assert "fast" in report.unserved
+    assert {h.name for h in report.pools} == {"fast", "slow"}
+    assert [p.name for p in report.read] == ["slow"]
