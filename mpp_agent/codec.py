@@ -295,9 +295,9 @@ def pool_from_doc(doc: str | bytes, version: int, last_round: int, name: str) ->
 
 
 def head_text(pool: PoolState) -> str:
-    """The head of the pool's document as the scripts take it: "<interval> <observers>" (they
-    store it after the version they write)."""
-    return f"{pool.interval!r} {pool.observers}"
+    """The head of the pool's document as the scripts take it: "<interval> <observers>
+    <incarnation>" (they store it after the version they write)."""
+    return f"{pool.interval!r} {pool.observers} {pool.incarnation}"
 
 
 def head_of(name: str, version: bytes | None, head: bytes | None) -> PoolHead | None:
@@ -307,16 +307,19 @@ def head_of(name: str, version: bytes | None, head: bytes | None) -> PoolHead | 
     if version is None or head is None:
         return None
     parts = head.split()
-    if len(parts) != 3 or parts[0] != version:
+    if len(parts) not in (3, 4) or parts[0] != version:
         return None
     try:
-        interval, observers = float(parts[1]), int(parts[2])
-    except ValueError:
+        number, interval, observers = int(version), float(parts[1]), int(parts[2])
+        incarnation = parts[3].decode("ascii") if len(parts) == 4 else ""
+    except (ValueError, UnicodeDecodeError):
         return None
     settings = (("interval", interval), ("observers", observers))
     if not math.isfinite(interval) or config_problem(name, _PLACEHOLDER, settings):
         return None
-    return PoolHead(name, interval, observers)
+    if not 0 <= number < MAX_SEQUENCE or not INCARNATION_RE.fullmatch(incarnation):
+        return None
+    return PoolHead(name, interval, observers, incarnation, number)
 
 
 def pool_problem(pool: PoolState) -> str:

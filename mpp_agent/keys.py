@@ -24,8 +24,9 @@ key                             type    TTL                          written by
                                                                      ``version``, ``round`` =
                                                                      last ticked round,
                                                                      ``head`` = "<version>
-                                                                     <interval> <observers>"
-                                                                     of that doc)
+                                                                     <interval> <observers>
+                                                                     <incarnation>" of that
+                                                                     doc)
 ``ns:{pool}:obs:<round>``       hash    a few intervals              record_observation.lua: one
                                                                      field per poller id, its
                                                                      observations of that round

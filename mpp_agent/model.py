@@ -441,18 +441,21 @@ class PoolState:
 
 @dataclass(frozen=True)
 class PoolHead:
-    """The two settings a poller needs of every pool, whether it observes the pool or not: when
-    its rounds start (``interval``) and how many pollers observe it (``observers``). Stored
-    beside the pool's document (the pool hash's ``head``), so that a poller reads in full only
-    the pools it observes."""
+    """What a poller needs of every pool, whether it observes the pool or not: when its rounds
+    start (``interval``), how many pollers observe it (``observers``), and which state of it
+    is the newest (``incarnation``, ``version``: a state Redis lost in a failover is told from
+    them). Stored beside the pool's document (the pool hash's ``head``), so that a poller reads
+    in full only the pools it observes."""
 
     name: str
     interval: float
     observers: int
+    incarnation: str = ""
+    version: int = 0
 
     @classmethod
     def of(cls, pool: PoolState) -> PoolHead:
-        return cls(pool.name, pool.interval, pool.observers)
+        return cls(pool.name, pool.interval, pool.observers, pool.incarnation, pool.version)
 
 
 class EventKind(StrEnum):

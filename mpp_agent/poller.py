@@ -40,7 +40,7 @@ import gevent
 import gevent.lock
 import gevent.pool
 
-from mpp_agent.adoption import Seen, backwards_text, went_backwards
+from mpp_agent.adoption import Adoption, Seen, adoption, backwards_text, went_backwards
 from mpp_agent.candidates import degraded
 from mpp_agent.codec import flat_dict
 from mpp_agent.daemon import OnChange
@@ -551,6 +551,7 @@ class Poller:
         self.cycle_trouble = OnChange(log, "poll cycles succeed again")
         self.deadline_trouble = OnChange(log, "deadline commits succeed again")
         self.seen: dict[str, PoolState] = {}  # pool -> its newest state this poller read
+        self.versions: dict[str, Seen] = {}  # pool -> its newest version seen (heads too)
         self.degraded: dict[str, str] = {}  # pool -> why no node could take over now
         self.fencer = Fencer(store, settings.fence, settings.poller_id, settings.limits)
         # served by --http-listen
@@ -601,10 +602,11 @@ class Poller:
         (every pool: a pinned poller, or ``everything``). Decoding every pool every cycle would
         cost each of N pollers the whole fleet's documents, not its own K/N share of them.
 
-        Each pool read in full is remembered (``seen``) unless it is older than one already
-        read: a poller that has read a newer state never ticks from a rolled-back one, whether
-        or not it was the one that committed it (``rolled_back``)."""
-        names = list(self.settings.pools) or self.store.pool_names()
+        Each pool read in full is remembered (``seen``) unless it is older than a state seen
+        before, and of every pool the newest version seen (``versions``, heads included): a
+        poller that has seen a newer state never ticks from a rolled-back one without writing
+        above it, whether or not it was the one that committed it (``rolled_back``)."""
+        names = list(dict.fromkeys(self.settings.pools)) or self.store.pool_names()
         if everything or self.settings.is_pinned:
             whole: set[str] = set(names)
         else:  # a pool this poller cannot serve needs no more than its head (its interval)
@@ -613,6 +615,9 @@ class Poller:
         heads, pools = self.store.read_heads(names, whole)
         for pool in pools.values():
             self.remember(pool)
+        for head in heads:
+            if head.name not in pools:
+                self.note_version(head)
         return heads, pools
 
     def read_whole(
@@ -626,14 +631,23 @@ class Poller:
             pools[pool.name] = pool
         return [pools[h.name] for h in chosen if h.name in pools]
 
-    def remember(self, pool: PoolState) -> PoolState | None:
-        """Remember ``pool`` as the newest state seen of it, unless it is older than one seen
-        before: then that newer one, and nothing is remembered."""
-        newer = self.seen.get(pool.name)
-        if newer is not None and went_backwards(Seen.of(newer), pool):
-            return newer
+    def remember(self, pool: PoolState) -> bool:
+        """Remember ``pool`` as the newest state seen of it, unless it is older than a version
+        seen before (then nothing is remembered: False)."""
+        if went_backwards(self.versions.get(pool.name), pool):
+            return False
         self.seen[pool.name] = pool
-        return None
+        self.versions[pool.name] = Seen.of(pool)
+        return True
+
+    def note_version(self, head: PoolHead) -> None:
+        """A pool read by its head only: its version is the newest seen unless older than one
+        seen before; a state held of it that is older is forgotten (it must never be restored
+        over a newer one this poller did not read)."""
+        seen = Seen(head.incarnation, head.version)
+        if adoption(self.versions.get(head.name), seen.incarnation, seen.version) is Adoption.NEW:
+            self.versions[head.name] = seen
+            self.seen.pop(head.name, None)
 
     def due_pools(self, pools: Sequence[PoolHead], at: float) -> list[PoolHead]:
         """The pools whose new round has started at local time ``at``."""
@@ -659,9 +673,9 @@ class Poller:
             return report
         report.due = [p.name for p in started]
         chosen, expected = self.observed(started, now, force)
+        due = self.read_whole(chosen, pools) if chosen else []
         for head in started:
             self.handled[head.name] = self.round_at(head, at)
-        due = self.read_whole(chosen, pools) if chosen else []
         if not due:
             return report
         report.read = list(pools.values())
@@ -1014,6 +1028,7 @@ class Poller:
         # from this, even if it never reads this version back).
         version = max(pool.version + 1, ticked.commit.least_version or 0)
         self.seen[name] = evolve(outcome, version=version, last_round=ticked.round)
+        self.versions[name] = Seen.of(self.seen[name])
         self.metrics.round_committed(name)
         self.track_degraded(outcome)
         for line in replicas_view_news(pool, outcome):
@@ -1025,15 +1040,22 @@ class Poller:
 
     def rolled_back(self, pool: PoolState | None, last_try: bool) -> PoolState | str | None:
         """None when ``pool`` is not older than what this poller saw (then it is remembered);
-        else "re-read", or on the last try the newer state to tick from instead."""
-        if pool is None:
+        else "re-read", or on the last try the state to tick from instead, carrying the version
+        to write above: the newer state seen, or where this poller read only its version (by
+        the pool's head) ``pool`` itself, so that every reader adopts the tick at once."""
+        if pool is None or self.remember(pool):
             return None
-        newer = self.remember(pool)
-        if newer is None:
-            return None
-        action = f"ticking from version {newer.version}" if last_try else "re-reading"
+        seen = self.versions[pool.name]
+        held = self.seen.get(pool.name)  # the state of that version, if read in full
+        if held is not None:
+            newer, action = held, f"ticking from version {held.version}"
+        else:
+            newer = evolve(pool, version=seen.version)
+            action = f"ticking from version {pool.version}, written above version {seen.version}"
         log.warning(
-            "%s (a Redis failover lost commits?); %s", backwards_text(pool, Seen.of(newer)), action
+            "%s (a Redis failover lost commits?); %s",
+            backwards_text(pool, seen),
+            action if last_try else "re-reading",
         )
         return newer if last_try else "re-read"
 

@@ -93,6 +93,8 @@ def follow(store: Store, name: str, record: Switchover, after: str, actor: str) 
         pool = store.load_pool(name)
         now = store.server_time()
         if pool.switchover is None or pool.switchover.started_at != record.started_at:
+            if awaits_fence(pool, record.target, now) and now < give_up:
+                continue  # ACTIVE, read_only until the pollers open its writes: a round or so
             # The commit that ended it may have come after the steps were read: its events
             # are written with it, so reading them now misses none.
             print_steps(store, name, after)
@@ -119,6 +121,14 @@ def print_steps(store: Store, name: str, after: str) -> str:
             node = event.get("node", "")
             typer.echo(f"{stamp} {node}: {event.get('message', '')}")
     return after
+
+
+def awaits_fence(pool: PoolState, target: NodeId, now: float) -> bool:
+    """Whether ``target`` is the pool's writer but for its fence: ACTIVE under ``--fence
+    read_only``, not yet reported read_only=OFF (the pollers set it after the commit that
+    made it ACTIVE, and it takes writes at the next one)."""
+    routed = route(pool, now)
+    return routed.writer is None and routed.write_target == target
 
 
 def finish(pool: PoolState, target: NodeId, now: float) -> None:

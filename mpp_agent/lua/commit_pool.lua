@@ -9,10 +9,10 @@
 -- ARGV[4]  approximate maximum length of the events stream
 -- ARGV[5]  pub/sub channel to notify
 -- ARGV[6]  message to publish (the pool name)
--- ARGV[7]  the new document's head: "<interval> <observers>", stored as field head prefixed
---          with the version written ("<version> <interval> <observers>"), so that a reader
---          that needs only these two settings need not read the document (a head whose
---          version is not the hash's was written by something else: the document decides)
+-- ARGV[7]  the new document's head, "<interval> <observers> <incarnation>": stored as field
+--          head after the version written, so that a reader that needs no more of the pool
+--          need not read the document (a head whose version is not the hash's was written
+--          by something else: the document decides)
 -- ARGV[8]  number of events N, then ARGV[9 .. 8+N]: one JSON event each, without "at": the
 --          script stamps them with its own TIME (the pool's shard's clock; server_time.lua)
 -- ARGV[9+N] optional: the least version to write (a writer restoring a state that Redis lost

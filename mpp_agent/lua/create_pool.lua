@@ -9,7 +9,7 @@
 -- ARGV[3]  pub/sub channel to notify
 -- ARGV[4]  message to publish (the pool name)
 -- ARGV[5]  one JSON event describing the creation, without "at" (stamped here: server_time.lua)
--- ARGV[6]  the document's head, "<interval> <observers>" (commit_pool.lua: field head)
+-- ARGV[6]  the document's head, "<interval> <observers> <incarnation>" (commit_pool.lua: head)
 --
 -- Returns 1 if created (version 1), 0 if the pool already exists (nothing changed), or an
 -- error reply "<key> is a <type>, not a <type>" if a key has the wrong type (nothing written).

@@ -68,7 +68,8 @@ def recorders(store: Store, round_: int) -> dict[str, set[str]]:
 
 def test_every_writer_of_a_pool_writes_its_head(store: Store) -> None:
     create(store, "p1", observers=3, interval=2.0)
-    assert head_field(store, "p1") == b"1 2.0 3"
+    incarnation = store.load_pool("p1").incarnation
+    assert incarnation and head_field(store, "p1") == f"1 2.0 3 {incarnation}".encode()
 
     def change(pool):  # type: ignore[no-untyped-def]
         config = replace(config_of(pool), interval=1.5, observers=0)
@@ -76,9 +77,10 @@ def test_every_writer_of_a_pool_writes_its_head(store: Store) -> None:
 
     store.admin("p1", change)
     pool = store.load_pool("p1")
-    assert (pool.version, head_field(store, "p1")) == (2, b"2 1.5 0")
+    assert (pool.version, head_field(store, "p1")) == (2, f"2 1.5 0 {incarnation}".encode())
     Poller(store, SETTINGS, probe=healthy).cycle(force=True)  # a tick's commit
-    assert head_field(store, "p1") == f"{store.load_pool('p1').version} 1.5 0".encode()
+    version = store.load_pool("p1").version
+    assert head_field(store, "p1") == f"{version} 1.5 0 {incarnation}".encode()
 
 
 def test_heads_stand_for_the_documents_and_the_others_are_read_whole(
@@ -94,7 +96,8 @@ def test_heads_stand_for_the_documents_and_the_others_are_read_whole(
     names = ["fresh", "whole", "no-head", "stale", "garbage", "wrong-type", "gone"]
     with caplog.at_level(logging.ERROR):
         heads, pools = store.read_heads(names, {"whole"})
-    assert heads == [PoolHead(n, 2.0, 1) for n in names[:5]]
+    assert heads == [PoolHead.of(store.load_pool(n)) for n in names[:5]]
+    assert {(h.interval, h.observers) for h in heads} == {(2.0, 1)}
     # Only the pool asked for whole, and those whose head could not stand for the document.
     assert sorted(pools) == ["garbage", "no-head", "stale", "whole"]
     assert pools["stale"] == store.load_pool("stale")
@@ -170,3 +173,44 @@ def test_a_pool_a_poller_cannot_serve_is_known_by_its_head_only(store: Store) ->
     assert "fast" in report.unserved
     assert {h.name for h in report.pools} == {"fast", "slow"}
     assert [p.name for p in report.read] == ["slow"]
+
+
+def test_a_rollback_below_a_version_known_by_its_head_is_written_above_it(
+    redis_url: str, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One observer per pool, two pollers: "hb" knows the pool by its head only. Redis then
+    # loses the observer's last commit (a failover to a replica that lacked it) and the
+    # observer is gone: "hb" takes the pool over from the older state, and must write its
+    # tick above the version it saw, or every agent that saw that version would ignore it.
+    name = next(n for n in POOLS if assign(n, ["ha", "hb"], 1) == ("ha",))
+    create(store, name, observers=1)
+    pollers = {
+        pid: Poller(Store.from_url(redis_url, "mpp"), replace(SETTINGS, poller_id=pid), healthy)
+        for pid in ("ha", "hb")
+    }
+    for poller in pollers.values():
+        poller.heartbeat(CycleReport(), 0.0)
+    cycle_all(pollers)
+    key = store.keys.pool(name)
+    next_round(store)
+    before = store.client.hgetall(key)
+    reports = cycle_all(pollers)
+    assert list(reports["ha"].committed) == [name]
+    assert reports["hb"].read == []  # the pool known to it by its head
+    lost = store.load_pool(name).version
+    store.client.hset(key, mapping=before)
+    assert store.load_pool(name).version < lost
+    pollers.pop("ha").leave()
+    next_round(store)
+    report = pollers["hb"].cycle()
+    assert list(report.committed) == [name], report.sentence()
+    assert store.load_pool(name).version > lost
+    assert f"written above version {lost}" in caplog.text
+
+
+def test_a_pool_named_twice_to_a_pinned_poller_is_polled_once(store: Store) -> None:
+    create(store, "p1")
+    poller = Poller(store, replace(SETTINGS, pools=("p1", "p1")), probe=healthy)
+    report = poller.cycle(force=True)
+    assert [h.name for h in report.pools] == ["p1"]
+    assert list(report.committed) == ["p1"] and not report.skipped, report.sentence()

@@ -44,6 +44,7 @@ from mpp_agent.model import (
 from mpp_agent.probe import read_only_statements
 from mpp_agent.routing import AWAITS_FENCE, route
 from mpp_agent.state import MSG_READ_ONLY, tick
+from mpp_cli.maintenance_cmd import awaits_fence
 
 A, B, C = NodeId("10.0.0.1"), NodeId("10.0.0.2"), NodeId("10.0.0.3")
 NOW = 1000.0
@@ -474,3 +475,15 @@ def test_the_plan_leaves_at_most_the_writer_writable_and_is_then_done(
         for n, o in observations.items()
     }
     assert plan(recorded(p, done), observed, NOW) == ()
+
+
+@pytest.mark.parametrize(
+    ("fence", "read_only", "writes", "awaits"), [r[1:] for r in ROUTES], ids=[r[0] for r in ROUTES]
+)
+def test_a_switchover_waits_for_its_target_s_fence_to_open(
+    fence: Fence, read_only: bool | None, writes: bool, awaits: bool
+) -> None:
+    # mpp-admin switchover: a target ACTIVE but still read_only is not an abandoned switchover.
+    p = pool(node(A, State.ACTIVE, read_only), node(B, State.STANDBY, True), fence=fence)
+    assert awaits_fence(p, A, NOW) is awaits
+    assert not awaits_fence(p, B, NOW)
