@@ -56,6 +56,11 @@ key                             type    TTL                          written by
                                                                      id -> expiry (ms, default
                                                                      clock); pools are assigned
                                                                      over them
+``ns:pool-changes``             string  none                         mpp-admin pool create and
+                                                                     remove (Redis Cluster only):
+                                                                     a counter bumped after each,
+                                                                     so that readers re-read the
+                                                                     buckets only when it moved
 ==============================  ======  ===========================  ============================
 
 Pub/sub channel ``ns:notify``: every commit publishes the pool's name (mpp-agent listens; a
@@ -68,6 +73,9 @@ one command with another slot's keys. The pool index is split there into one buc
 the script that creates or removes a pool changes its index entry too. The directory
 ``ns:pool-buckets`` is only ever added to (before the pool is created): a listed bucket without
 pools lists none, so no pool is ever missing from the index and no removed pool lingers in it.
+Reading every bucket is a command per bucket (about one per pool): a process reads them again
+when ``ns:pool-changes`` moved, and at least every ``INDEX_REFRESH`` seconds whatever it says
+(the counter is bumped after the script, so a writer that died in between is made up for).
 
 Times: what a pool's scripts store (pool heartbeats, event times) is their own ``TIME``, the
 clock of the shard holding the pool. The keys no pool owns are stamped by the default clock,
@@ -128,6 +136,10 @@ class Keys:
     def pool_bucket(self, tag: str) -> str:
         """A Redis Cluster's pool-index bucket of the slot of ``tag``."""
         return f"{self.namespace}:pools:{{{tag}}}"
+
+    def pool_changes(self) -> str:
+        """A Redis Cluster's counter of pool creations and removals (``INDEX_REFRESH``)."""
+        return f"{self.namespace}:pool-changes"
 
     def pool_buckets(self) -> str:
         """A Redis Cluster's directory of the pool-index buckets in use (their tags)."""

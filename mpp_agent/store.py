@@ -65,6 +65,9 @@ UNREADABLE_LOG = RateLimited(log)
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 EVENTS_MAXLEN = 10_000
 ADMIN_RETRIES = 20
+# Seconds a Cluster's pool index read is reused while ns:pool-changes says no pool was created
+# or removed (at most: a creation whose counter bump was lost is seen within this).
+INDEX_REFRESH = 30.0
 SOCKET_TIMEOUT = 2.0
 # A commit waits at most this fraction of its pool's interval for a Redis replica to have it.
 WAIT_FRACTION = 0.2
@@ -576,6 +579,9 @@ class Store:
         # text reads back as). A poller that commits a round reads its own report back with the
         # others': the same bytes are not decoded again.
         self._recorded: dict[str, tuple[int, str, bytes, dict[NodeId, Observation]]] = {}
+        # A Cluster's pool index as last read whole: (ns:pool-changes then, monotonic, names).
+        self._index: tuple[bytes | None, float, list[str]] | None = None
+        self.index_refresh = INDEX_REFRESH
         # pool -> (version, round, document) of the last tick this store committed, and the
         # state it is: a poller reads the pools it commits again (its next cycle, the next
         # commit), and the state it wrote is not decoded from the same bytes again.
@@ -701,6 +707,45 @@ class Store:
         raised for an unusable index set or directory)."""
         if not self.is_cluster:
             return sorted(self.set_members(self.keys.pools())), []
+        changes, kept = self.pool_changes(), self._index
+        fresh = kept is not None and time.monotonic() - kept[1] < self.index_refresh
+        if kept is not None and fresh and changes is not None and kept[0] == changes:
+            return list(kept[2]), []
+        at = time.monotonic()
+        names, unusable = self.read_buckets()
+        self._index = None if unusable else (changes, at, names)
+        return names, unusable
+
+    def pool_changes(self) -> bytes | None:
+        """A Cluster's ``ns:pool-changes`` (None when never bumped or unusable: unusable, it is
+        logged once and the index is read whole every time)."""
+        key = self.keys.pool_changes()
+        try:
+            value: bytes | None = self.client.get(key)
+        except redis.ResponseError as exc:
+            self.problems.bad(self.key_error(exc, [(key, "string")]))
+            return None
+        self.problems.good(key)
+        return value
+
+    def pool_changed(self) -> None:
+        """Say that a pool was created or removed (on a Cluster: ``ns:pool-changes`` bumped,
+        after the script; a failure is a WARNING only, the change itself is made and readers see
+        it within ``INDEX_REFRESH``)."""
+        if not self.is_cluster:
+            return
+        try:
+            self.client.incr(self.keys.pool_changes())
+        except redis.RedisError as exc:
+            log.warning(
+                "%s not bumped (%s): other processes see the pool change within %gs",
+                self.keys.pool_changes(),
+                exc,
+                INDEX_REFRESH,
+            )
+
+    def read_buckets(self) -> tuple[list[str], list[BadKey]]:
+        """Every bucket of a Cluster's pool index (``read_index``)."""
         # Two reads: the directory, then every bucket it lists (one pipeline per master).
         tags = sorted(self.set_members(self.keys.pool_buckets()))
         if not tags:
@@ -887,6 +932,7 @@ class Store:
             ) from None
         if not created:
             raise PoolExists(pool.name)
+        self.pool_changed()
         return self.load_pool(pool.name)
 
     def remove_pool(self, name: str) -> None:
@@ -900,6 +946,7 @@ class Store:
             except redis.ResponseError as exc:
                 raise self.key_error(exc, [(keys[0], "hash"), (keys[-1], "set")]) from None
             if result == 1:
+                self.pool_changed()
                 return
             if result == 0:
                 raise UnknownPool(name)

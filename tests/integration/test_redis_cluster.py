@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from mpp_agent.config import parse_failoverpool
 from mpp_agent.model import NodeId, Observation, PoolState, State
 from mpp_agent.poller import Poller, PollerSettings
 from mpp_agent.probe import NodeMetrics, ProbeResult, ProbeSettings
@@ -277,6 +278,37 @@ def test_the_pool_index_changes_with_the_pool_on_every_shard(
     admin_create(cluster_url, "elsewhere", "--namespace", "other")
     done = mpp_admin(cluster_url, "pools")
     assert "namespaces with pools: other" in done.stderr, done.stderr
+
+
+def test_the_cluster_index_is_read_again_when_pools_change_and_at_least_every_refresh(
+    cluster_url: str,
+) -> None:
+    reader = Store.from_url(cluster_url)
+    admin_create(cluster_url, INDEXED[0])
+    assert reader.pool_names() == INDEXED[:1]
+    commands = reader.client.pipeline  # every bucket read goes through one pipeline
+    reads: list[int] = []
+
+    def counted() -> object:
+        reads.append(1)
+        return commands(transaction=False)
+
+    reader.client.pipeline = lambda transaction=False: counted()
+    assert reader.pool_names() == INDEXED[:1]
+    assert reads == []  # nothing created or removed: the buckets are not read again
+    admin_create(cluster_url, INDEXED[1])  # mpp-admin bumps ns:pool-changes after the script
+    assert reader.pool_names() == INDEXED[:2]
+    admin_remove(cluster_url, INDEXED[0])
+    assert reader.pool_names() == INDEXED[1:2]
+    assert len(reads) == 2
+    # A creator that died between its script and the bump: the pool is seen at the next whole
+    # read, which comes within the refresh period whatever the counter says.
+    writer = Store.from_url(cluster_url)
+    writer.pool_changed = lambda: None  # type: ignore[method-assign]
+    writer.create_pool(parse_failoverpool(f"name:{INDEXED[2]};primary:10.0.0.1"))
+    assert reader.pool_names() == INDEXED[1:2]
+    reader.index_refresh = 0.0
+    assert reader.pool_names() == INDEXED[1:3]
 
 
 def same_bucket(store: Store, one: str, other: str) -> bool:
