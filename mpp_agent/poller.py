@@ -3,8 +3,8 @@
 Rounds are cut by Redis server time (on a Redis Cluster the clock of the pool's shard): round
 ``k`` of a pool starts at ``k x interval`` (``rounds.py`` holds that arithmetic). Each pool is
 observed by K live pollers, its ``observers`` setting, chosen by rendezvous hashing over the
-pollers' heartbeats (``rounds.observers``; a poller pinned by ``--pool`` observes its pools
-regardless). At the start of a round each observer probes the
+pollers' heartbeats (``rounds.assign`` over ``rounds.candidates``; a poller pinned by ``--pool``
+observes its pools regardless). At the start of a round each observer probes the
 pool's nodes (all its pools' nodes at once, concurrently, each node once however many pools it
 is in) and records its observations for that round. The tick of round ``k`` is committed by
 whichever poller first sees that every assigned observer has recorded it, or that the round's
@@ -729,7 +729,8 @@ class Poller:
         """The pools whose new round this poller observes, and per pool the assigned observers
         its round waits for (none: every live poller of the pool). A pinned poller (``--pools``)
         and ``--once`` observe every pool; the others observe the pools assigned to them by
-        rendezvous hashing over the observers' heartbeats (``rounds.observers``)."""
+        rendezvous hashing over the observers' heartbeats (``rounds.assign`` over
+        ``rounds.candidates``, computed once for all the pools)."""
         if force or self.settings.is_pinned:
             self.observing = {p.name for p in started} | self.observing
             return list(started), {}

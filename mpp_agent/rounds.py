@@ -168,13 +168,6 @@ def candidates(beats: Mapping[str, float], now: float, cadence: float, me: str =
     return fresh or [p for p, expiry in beats.items() if is_live(expiry, now)]
 
 
-def observers(
-    pool: str, k: int, beats: Mapping[str, float], now: float, cadence: float, me: str = ""
-) -> tuple[str, ...]:
-    """The pool's assigned observers by this view of the heartbeats (poller id -> expiry)."""
-    return assign(pool, candidates(beats, now, cadence, me), k)
-
-
 def observes(assigned_now: bool, assigned_before: bool) -> bool:
     """A poller observes a pool while assigned, and for one round after it lost the assignment
     (a poller whose view is behind may still count on it)."""

@@ -9,6 +9,7 @@ import pytest
 from mpp_agent import rounds
 from mpp_agent.rounds import (
     assign,
+    candidates,
     deadline_at,
     heartbeat_ttl,
     is_fresh,
@@ -16,7 +17,6 @@ from mpp_agent.rounds import (
     late_by,
     next_probe_in,
     next_round_start,
-    observers,
     observes,
     round_of,
     under_observed,
@@ -150,6 +150,13 @@ def test_a_poller_leaving_moves_only_its_pools() -> None:
             assert before[pool] - {"poller-0"} < after[pool] and len(after[pool]) == 2
         else:
             assert after[pool] == before[pool]
+
+
+def observers(
+    pool: str, k: int, beats: dict[str, float], now: float, cadence: float, me: str = ""
+) -> tuple[str, ...]:
+    """A pool's observers by one poller's view of the heartbeats, as the poller assigns them."""
+    return assign(pool, candidates(beats, now, cadence, me), k)
 
 
 def beats(now: float, cadence: float, **ages: float) -> dict[str, float]:
