@@ -36,7 +36,7 @@ from mpp_agent.poller import Poller, PollerSettings  # noqa: E402
 from mpp_agent.poller_main import GC_THRESHOLDS  # noqa: E402
 from mpp_agent.probe import ProbeSettings  # noqa: E402
 from mpp_agent.store import Store  # noqa: E402
-from tests.servers import MariaDBCluster, MariaDBNode, RedisServer  # noqa: E402
+from tests.servers import MariaDBCluster, MariaDBNode, RedisServer, start_aliased  # noqa: E402
 
 INTERVAL = 2.0
 CYCLES = 3
@@ -114,17 +114,10 @@ def main() -> None:
     gc.set_threshold(*GC_THRESHOLDS)  # as the mpp-poller process does
     redis_server = RedisServer().start()
     cluster = MariaDBCluster(3)
-    for node in (cluster.node1, cluster.node2):
-        node.bind_address = "0.0.0.0"  # every 127.0.0.x alias; traffic stays on loopback
     try:
-        cluster.start()
+        start_aliased(cluster, cluster.nodes, "bench", "benchpass")
         for node in cluster.nodes:
-            node.sql(
-                "SET sql_log_bin=0; SET GLOBAL max_connections=1000;"
-                "CREATE USER 'bench'@'127.%' IDENTIFIED BY 'benchpass';"
-                "GRANT SLAVE MONITOR, BINLOG MONITOR, PROCESS ON *.* TO 'bench'@'127.%';"
-                "GRANT SELECT ON mppmon.* TO 'bench'@'127.%'"
-            )
+            node.sql("SET GLOBAL max_connections=1000")
         store = Store.from_url(redis_server.url, "bench")
         rows = []
         for nodes, pools in ((10, 1), (100, 1), (500, 1), (500, 10), (500, 50)):

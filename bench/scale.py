@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 from mpp_agent.config import PoolConfig
-from mpp_agent.model import NodeId, NodeType, State
+from mpp_agent.model import NodeId, NodeState, NodeType, PoolState, State
 from mpp_agent.rounds import round_of
 from mpp_agent.store import Store
 from tests.daemons import PollerProcess
@@ -55,6 +55,7 @@ from tests.servers import (
     MariaDBCluster,
     RedisClusterServers,
     RedisServer,
+    start_aliased,
     wait_until,
 )
 
@@ -62,6 +63,7 @@ INTERVAL = 2.0
 K = 2
 POOL_SIZE = 4
 WINDOW_ROUNDS = 5  # at least; with kept connections, a whole keep_connections period
+STORIES = 3  # failed nodes whose events are printed
 USER, PASSWORD = "bench", "benchpass"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -84,9 +86,14 @@ class Case:
     per_poller: list[PollerFigures]
     committed: int  # rounds committed in the window, over all pools
     missed: int  # rounds of the window no commit ticked
-    unhealthy: int
+    unhealthy: int  # nodes with R > 0 or failed at the end
+    failed: int  # of those, the failed ones
     steady: bool  # every pool reached ACTIVE with R = 0 before the window
     why: str  # the most common message of the unhealthy nodes
+    kinds: str  # the unhealthy nodes by state and R, most common first
+    stories: list[str]  # how each failed node came to fail: its pool's events
+    noted: int  # nodes some poller could not judge in the last round (a monitor note)
+    note: str  # the most common of those notes
     commands_per_s: float
     bytes_per_pool: float
     mariadb_cpu: float  # seconds per interval, both servers together
@@ -181,6 +188,16 @@ def is_steady(store: Store, names: Sequence[str]) -> bool:
     )
 
 
+def story(store: Store, pool: PoolState, node: NodeState) -> str:
+    """The last events of ``pool`` about ``node``, one per line: how a node came to fail."""
+    lines = [
+        f"    {event_id} {event}"
+        for event_id, event in store.last_events(pool.name, 200)
+        if event.get("node") == str(node.node)
+    ]
+    return "\n".join([f"  {node.node} of pool {pool.name} failed:", *lines[-12:]])
+
+
 def window_rounds(keep: float) -> int:
     """Rounds measured: with kept connections, every connection is renewed within them."""
     return max(WINDOW_ROUNDS, math.ceil(keep / INTERVAL) + 1)
@@ -231,6 +248,7 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         after = {p.name: p for p in store.load_pools(names)}
         last = round_of(store.server_time(), INTERVAL) - 1
         memory = redis.info_sum("used_memory", "memory") - base_memory
+    stories = [story(store, p, n) for p in after.values() for n in p.nodes if n.state.is_failed]
     for name in names:
         store.remove_pool(name)
     intervals = elapsed / INTERVAL
@@ -244,6 +262,8 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
     )
     troubled = [n for p in after.values() for n in p.nodes if n.r > 0 or n.state.is_failed]
     why = Counter(n.message or "" for n in troubled).most_common(1)
+    kinds = Counter(f"{n.state.value} R={n.r}" for n in troubled)
+    notes = [n.monitor_note for p in after.values() for n in p.nodes if n.monitor_note]
     per_poller = [
         PollerFigures(
             pid,
@@ -263,8 +283,13 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         committed,
         missed,
         len(troubled),
+        sum(n.state.is_failed for n in troubled),
         steady,
         why[0][0][:120] if why else "",
+        ", ".join(f"{k} x{v}" for k, v in kinds.most_common(4)),
+        stories[:STORIES],
+        len(notes),
+        Counter(notes).most_common(1)[0][0][:160] if notes else "",
         commands / elapsed,
         memory / len(names),
         servers / intervals,
@@ -275,7 +300,6 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
 def prepare_mariadb(threads: str) -> MariaDBCluster:
     cluster = MariaDBCluster(2)
     for node in (cluster.node1, cluster.node2):
-        node.bind_address = "0.0.0.0"  # every 127.x alias; traffic stays on loopback
         # Thousands of probes connect at once: a listen backlog for them, not the default ~90
         # (an overflowing backlog shows as connect timeouts, i.e. failing nodes).
         # Kept connections: one per node and observer stays open (8,000 for 4,000 nodes, K = 2).
@@ -286,14 +310,7 @@ def prepare_mariadb(threads: str) -> MariaDBCluster:
             "--back-log=4000",
             f"--thread-handling={threads}",
         )
-    cluster.start()
-    for node in (cluster.node1, cluster.node2):
-        node.sql(
-            "SET sql_log_bin=0;"
-            f"CREATE USER '{USER}'@'127.%' IDENTIFIED BY '{PASSWORD}';"
-            f"GRANT SLAVE MONITOR, BINLOG MONITOR, PROCESS ON *.* TO '{USER}'@'127.%';"
-            f"GRANT SELECT ON mppmon.* TO '{USER}'@'127.%'"
-        )
+    start_aliased(cluster, (cluster.node1, cluster.node2), USER, PASSWORD)
     return cluster
 
 
@@ -303,13 +320,18 @@ def print_case(case: Case) -> None:
         f"\n{case.redis} Redis, keep_connections {case.keep:g}, {case.nodes} nodes "
         f"({case.nodes // POOL_SIZE} pools), "
         f"{case.pollers} poller(s): rounds committed {case.committed}, missed {case.missed}, "
-        f"unhealthy nodes at the end {case.unhealthy}; Redis "
+        f"unhealthy nodes at the end {case.unhealthy} ({case.failed} failed); Redis "
         f"{case.commands_per_s:,.0f} commands/s, {case.bytes_per_pool / 1024:.1f} KiB per pool; "
         f"MariaDB {case.mariadb_cpu:.2f} CPU s/interval, Redis {case.redis_cpu:.2f}"
         f"{'' if case.steady else '; NOT steady before the window'}; K/N share {ideal:.0f} nodes"
     )
     if case.why:
         print(f"  most common failure: {case.why}")
+        print(f"  unhealthy by state: {case.kinds}")
+    for text in case.stories:
+        print(text)
+    if case.noted:
+        print(f"  nodes not judged by every observer in the last round: {case.noted} ({case.note})")
     print(
         f"  {'poller':10} {'nodes/interval':>15} {'cpu s/interval':>15} {'cycle wall s':>13}"
         f" {'cpu s/cycle':>12}"
@@ -350,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         cluster.cleanup()
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} CPUs")
-    return 0 if all(c.missed == 0 and c.steady for c in cases) else 1
+    return 0 if all(c.missed == 0 and c.failed == 0 and c.steady for c in cases) else 1
 
 
 if __name__ == "__main__":

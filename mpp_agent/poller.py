@@ -28,8 +28,10 @@ Redis round trips per cycle grow with the number of pools due, never with nodes.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -327,26 +329,51 @@ def describe_pool(pool: PoolState) -> str:
 
 
 STALL_PERIOD = 0.02  # s: how often the loop watch wakes
-STALL_SHARE = 0.5  # of a probe's socket timeout: a loop stalled that long voids its timeouts
+STALL_SHARE = 0.5  # of a probe's socket timeout: time lost that long voids its timeouts
 STALL_SAMPLES = 512  # stalls remembered (the slowest of the last few seconds matters)
+QUEUED_SAMPLES = 512  # run-queue readings remembered: one per wake, about 10 s of them
+
+
+@dataclass(frozen=True)
+class Lost:
+    """Where the time a poller lost during a probe went: its login's wait for a slot, its
+    event loop's longest stall, its thread's wait for a CPU (seconds)."""
+
+    waited: float = 0.0
+    stall: float = 0.0
+    starved: float = 0.0
+
+    @property
+    def total(self) -> float:
+        """The slot's wait, and the longer of the stall and the CPU wait (a stall may be
+        that wait)."""
+        return self.waited + max(self.stall, self.starved)
 
 
 class LoopWatch:
-    """How late this poller's event loop has run: a watcher wakes every ``STALL_PERIOD`` and
-    notes how much later than asked it woke (``woke``). A timeout measured while the loop
-    stalled says how busy the poller was, not how slow the node was (``stalled``). Pure: the
-    caller passes the monotonic times."""
+    """How late this poller's event loop has run, and how long its thread waited for a CPU.
+
+    A watcher wakes every ``STALL_PERIOD`` and notes how much later than asked it woke
+    (``woke``) and, where the system says it, how long the loop's thread has waited in the
+    run queue so far (runnable, not running: the host's CPUs were busy with others). A timeout
+    measured while the loop stalled, or while its thread waited for a CPU, says how busy the
+    poller or its host was, not how slow the node was (``lost``). Pure: the caller passes the
+    monotonic times and the readings."""
 
     def __init__(self) -> None:
         self.last: float | None = None  # when the watcher last woke (None: not watching)
         self.stalls: deque[tuple[float, float]] = deque(maxlen=STALL_SAMPLES)  # (woke at, late)
+        # (woke at, seconds the loop's thread had waited for a CPU by then, in all)
+        self.queued: deque[tuple[float, float]] = deque(maxlen=QUEUED_SAMPLES)
 
-    def woke(self, now: float, slept: float) -> None:
+    def woke(self, now: float, slept: float, queued: float | None = None) -> None:
         if self.last is not None:
             late = now - self.last - slept
             if late > STALL_PERIOD:
                 self.stalls.append((now, late))
         self.last = now
+        if queued is not None:
+            self.queued.append((now, queued))
 
     def stalled(self, since: float, now: float) -> float:
         """The longest stall of the loop between ``since`` and ``now``; a stall under way (the
@@ -360,32 +387,73 @@ class LoopWatch:
         past = (late for at, late in self.stalls if at > since)
         return max(ongoing, *past, 0.0)
 
+    def starved(self, since: float) -> float:
+        """How long the loop's thread waited for a CPU from ``since`` to the last reading (from
+        the last reading at or before ``since``, or the oldest one kept); 0 without readings."""
+        if not self.queued:
+            return 0.0
+        at = bisect.bisect_right(self.queued, since, key=lambda sample: sample[0])
+        return self.queued[-1][1] - self.queued[max(0, at - 1)][1]
+
+    def lost(self, since: float, now: float, waited: float = 0.0) -> Lost:
+        """The time this poller lost itself between ``since`` and ``now`` (its loop's longest
+        stall, its thread's wait for a CPU), with what a login ``waited`` for a slot before."""
+        return Lost(waited, self.stalled(since, now), self.starved(since))
+
+
+class RunQueue:
+    """How long the thread that opened it has waited for a CPU in all, in seconds (Linux's
+    ``/proc/thread-self/schedstat``, its second field); ``waited`` says None where the
+    system does not say it."""
+
+    def __init__(self) -> None:
+        try:
+            self.fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            self.fd = None
+
+    def waited(self) -> float | None:
+        if self.fd is None:
+            return None
+        try:
+            return int(os.pread(self.fd, 128, 0).split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
 
 def is_timeout(observation: Observation) -> bool:
     """A connect-class failure that is a timeout (the hard bound, a connect or a query)."""
     return observation.outcome is Outcome.CONNECT and "timed out" in (observation.message or "")
 
 
-def voids_timeout(observation: Observation, lost: float, bounds: Timeouts) -> bool:
+def voids_timeout(observation: Observation, lost: Lost, bounds: Timeouts) -> bool:
     """Whether a failing observation is a timeout the time the poller lost itself explains
-    (its event loop's stall, its login's wait for a slot): then the poller abstains rather
-    than fail the node for its own slowness."""
-    return is_timeout(observation) and lost >= STALL_SHARE * min(bounds.connect, bounds.read)
+    (its event loop's stall or its wait for a CPU, its login's wait for a slot): then the
+    poller abstains rather than fail the node for its own slowness."""
+    limit = STALL_SHARE * min(bounds.connect, bounds.read)
+    return is_timeout(observation) and lost.total >= limit
 
 
-def overload_text(failure: str, stall: float, waited: float, slots: int) -> str:
+def overload_text(failure: str, lost: Lost, slots: int) -> str:
     """The abstention of a timeout the poller's own lost time explains (``voids_timeout``);
     without the node's name, so the nodes it happened to share one log line."""
-    if waited < STALL_PERIOD:
-        return (
-            f"this poller is overloaded: its event loop stalled {stall:.2g}s while the probe "
-            f"timed out ({failure})"
+    parts = []
+    if lost.waited >= STALL_PERIOD:
+        parts.append(
+            f"the login waited {lost.waited:.2g}s for a free login slot (--max-logins {slots})"
         )
-    stalled = f" and its event loop stalled {stall:.1g}s" if stall >= STALL_PERIOD else ""
-    return (
-        f"this poller is overloaded: the login waited {waited:.1g}s for a free login slot "
-        f"(--max-logins {slots}){stalled} before the probe timed out ({failure})"
-    )
+    if lost.stall >= STALL_PERIOD or (not parts and lost.starved < STALL_PERIOD):
+        parts.append(f"its event loop stalled {lost.stall:.2g}s")
+    if lost.starved >= STALL_PERIOD:
+        parts.append(f"it waited {lost.starved:.2g}s for a CPU (its host's CPUs were busy)")
+    when = "before" if lost.waited >= STALL_PERIOD else "while"
+    why = " and ".join(parts)
+    return f"this poller is overloaded: {why} {when} the probe timed out ({failure})"
 
 
 PROBE_SETTINGS_KEPT = 1024  # distinct (bounds, keep) pairs; a handful in practice
@@ -859,16 +927,17 @@ class Poller:
         wait: tuple[float, float] | None = None,
     ) -> ProbeResult:
         """``result``, or an abstention when it timed out and the time this poller lost itself
-        explains it (``voids_timeout``): its event loop's longest stall since the probe began
-        its own work, plus what its login ``wait``-ed for a slot (seconds, and when it got one)."""
+        explains it (``voids_timeout``): its event loop's longest stall or its wait for a CPU
+        since the probe began its own work, plus what its login ``wait``-ed for a slot
+        (seconds, and when it got one)."""
         if not is_timeout(result.observation):  # the common case: no stall to look up
             return result
         waited, since = wait if wait is not None else (0.0, started)
-        stall = self.loop.stalled(since, time.monotonic())
-        if not voids_timeout(result.observation, stall + waited, bounds):
+        lost = self.loop.lost(since, time.monotonic(), waited)
+        if not voids_timeout(result.observation, lost, bounds):
             return result
         failure = (result.observation.message or "").removeprefix(connect_prefix(result.node))
-        text = overload_text(failure, stall, waited, self.logins.size)
+        text = overload_text(failure, lost, self.logins.size)
         return replace(result, observation=Observation.abstain(text))
 
     def probe_within(
@@ -1188,11 +1257,16 @@ class Poller:
         self.last_heartbeat = time.monotonic()
 
     def watch_loop(self) -> None:
-        """Note how late the event loop runs (``LoopWatch``), while ``run()`` runs."""
-        self.loop.woke(time.monotonic(), 0.0)
-        while True:
-            gevent.sleep(STALL_PERIOD)
-            self.loop.woke(time.monotonic(), STALL_PERIOD)
+        """Note how late the event loop runs and how long its thread waited for a CPU
+        (``LoopWatch``), while ``run()`` runs."""
+        queue = RunQueue()  # opened here: the loop's own thread
+        try:
+            self.loop.woke(time.monotonic(), 0.0, queue.waited())
+            while True:
+                gevent.sleep(STALL_PERIOD)
+                self.loop.woke(time.monotonic(), STALL_PERIOD, queue.waited())
+        finally:
+            queue.close()
 
     def keep_alive(self) -> None:
         """Say once per cadence that this poller lives, whatever its cycles take: a poller

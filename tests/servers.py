@@ -28,7 +28,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -636,6 +636,25 @@ CREATE TABLE {MONITOR_DB}.heartbeat (server_id INT UNSIGNED PRIMARY KEY, ts TIME
 CREATE DATABASE {APP_DB};
 CREATE TABLE {APP_DB}.t (id INT AUTO_INCREMENT PRIMARY KEY, origin INT, v VARCHAR(64));
 """
+
+
+def start_aliased(
+    cluster: MariaDBCluster, nodes: Sequence[MariaDBNode], user: str, password: str
+) -> MariaDBCluster:
+    """Start ``cluster`` with ``nodes`` listening on every loopback address (their 127.x.y.z
+    aliases stand for many nodes; traffic stays on loopback) and ``user`` allowed to monitor
+    them from any of those addresses."""
+    for node in nodes:
+        node.bind_address = "0.0.0.0"
+    cluster.start()
+    for node in nodes:
+        node.sql(
+            "SET sql_log_bin=0;"
+            f"CREATE USER '{user}'@'127.%' IDENTIFIED BY '{password}';"
+            f"GRANT SLAVE MONITOR, BINLOG MONITOR, PROCESS ON *.* TO '{user}'@'127.%';"
+            f"GRANT SELECT ON {MONITOR_DB}.* TO '{user}'@'127.%'"
+        )
+    return cluster
 
 
 class MariaDBCluster:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from dataclasses import replace
 
@@ -24,6 +27,8 @@ from mpp_agent.poller import (
     CycleReport,
     CycleSummary,
     LoopWatch,
+    Lost,
+    RunQueue,
     abstention_changes,
     by_reason,
     deadline_sentence,
@@ -270,25 +275,101 @@ def test_the_loop_watch_reports_the_longest_stall_in_a_span() -> None:
     assert watch.stalled(10.9, 12.0) == pytest.approx(12.0 - 10.88 - 0.02)
 
 
+def test_the_loop_watch_reports_how_long_its_thread_waited_for_a_cpu_in_a_span() -> None:
+    watch = LoopWatch()
+    assert watch.starved(0.0) == 0.0  # no readings: nothing to void
+    watch.woke(10.0, 0.0, None)  # a system that does not say it
+    assert watch.starved(0.0) == 0.0
+    for at, queued in [(10.02, 5.0), (10.04, 5.01), (10.06, 5.2), (10.08, 5.21), (10.10, 5.5)]:
+        watch.woke(at, 0.02, queued)
+    assert watch.starved(10.04) == pytest.approx(0.49)  # from the reading at 10.04 on
+    assert watch.starved(10.05) == pytest.approx(0.49)  # the last reading at or before it
+    assert watch.starved(10.08) == pytest.approx(0.29)
+    assert watch.starved(10.2) == 0.0  # after the last reading
+    assert watch.starved(1.0) == pytest.approx(0.5)  # before the oldest: from the oldest
+    # Stalls and CPU waits may be the same time: the longer counts, with a slot's wait.
+    assert watch.lost(10.0, 10.1, waited=0.1) == Lost(0.1, 0.0, pytest.approx(0.5))
+    assert Lost(0.1, 0.2, 0.5).total == pytest.approx(0.6)
+    assert Lost(0.0, 0.4, 0.1).total == pytest.approx(0.4)
+
+
+def test_the_run_queue_says_how_long_this_thread_waited_for_a_cpu() -> None:
+    """Real contention: this thread and a busy process on one CPU for half a second."""
+    queue = RunQueue()
+    try:
+        before = queue.waited()
+        if before is None:
+            pytest.fail("/proc/thread-self/schedstat unreadable: the poller cannot see CPU waits")
+        cpu = min(os.sched_getaffinity(0))
+        keep = os.sched_getaffinity(0)
+        busy = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import time\nend = time.time() + 3\nwhile time.time() < end: pass",
+            ]
+        )
+        try:
+            os.sched_setaffinity(busy.pid, {cpu})
+            os.sched_setaffinity(0, {cpu})
+            end = time.monotonic() + 0.5
+            while time.monotonic() < end:
+                pass  # runnable all along: half of it, about, waiting for the CPU
+        finally:
+            os.sched_setaffinity(0, keep)
+            busy.kill()
+            busy.wait()
+        after = queue.waited()
+        assert after is not None and after - before > 0.05, (before, after)
+    finally:
+        queue.close()
+    assert queue.waited() is None  # closed
+
+
 BOUNDS = Timeouts(connect=0.6, read=0.6, probe=0.9)
 
 
 @pytest.mark.parametrize(
-    ("observation", "stall", "voided"),
+    ("observation", "lost", "voided"),
     [
-        (Observation.connect_error(A, "probe timed out after 0.9s"), 0.4, True),
-        (Observation.connect_error(A, "(2003, Can't connect to MySQL (timed out))"), 0.3, True),
-        (Observation.connect_error(A, "probe timed out after 0.9s"), 0.29, False),
-        (Observation.connect_error(A, "(2003, 'Connection refused')"), 5.0, False),
-        (Observation(Outcome.REQUEST, "Slave Error: Slave SQL is not running"), 5.0, False),
-        (Observation.healthy(), 5.0, False),
+        (Observation.connect_error(A, "probe timed out after 0.9s"), Lost(stall=0.4), True),
+        (
+            Observation.connect_error(A, "(2003, Can't connect to MySQL (timed out))"),
+            Lost(stall=0.3),
+            True,
+        ),
+        (Observation.connect_error(A, "probe timed out after 0.9s"), Lost(starved=0.35), True),
+        (Observation.connect_error(A, "probe timed out after 0.9s"), Lost(0.1, 0.15, 0.2), True),
+        (Observation.connect_error(A, "probe timed out after 0.9s"), Lost(stall=0.29), False),
+        (
+            Observation.connect_error(A, "probe timed out after 0.9s"),
+            Lost(stall=0.25, starved=0.25),
+            False,
+        ),
+        (Observation.connect_error(A, "(2003, 'Connection refused')"), Lost(5.0, 5.0, 5.0), False),
+        (
+            Observation(Outcome.REQUEST, "Slave Error: Slave SQL is not running"),
+            Lost(5.0, 5.0, 5.0),
+            False,
+        ),
+        (Observation.healthy(), Lost(5.0, 5.0, 5.0), False),
     ],
-    ids=["hard-bound", "connect-timeout", "short-stall", "refused", "request-error", "healthy"],
+    ids=[
+        "hard-bound",
+        "connect-timeout",
+        "cpu-wait",
+        "slot-and-cpu",
+        "short-stall",
+        "same-time-twice",
+        "refused",
+        "request-error",
+        "healthy",
+    ],
 )
 def test_a_timeout_during_a_stall_of_the_poller_is_not_the_nodes(
-    observation: Observation, stall: float, voided: bool
+    observation: Observation, lost: Lost, voided: bool
 ) -> None:
-    assert voids_timeout(observation, stall, BOUNDS) is voided
+    assert voids_timeout(observation, lost, BOUNDS) is voided
 
 
 def test_login_slots_note_a_probe_cut_while_it_waited() -> None:
@@ -323,28 +404,38 @@ def test_login_slots_note_a_probe_cut_while_it_waited() -> None:
 
 
 @pytest.mark.parametrize(
-    ("stall", "waited", "text"),
+    ("lost", "text"),
     [
-        (0.53, 0.0, "its event loop stalled 0.53s while the probe timed out (x)"),
+        (Lost(stall=0.53), "its event loop stalled 0.53s while the probe timed out (x)"),
         (
-            0.0,
-            0.62,
-            "the login waited 0.6s for a free login slot (--max-logins 50) before the "
+            Lost(waited=0.62),
+            "the login waited 0.62s for a free login slot (--max-logins 50) before the "
             "probe timed out (x)",
         ),
         (
-            0.2,
-            0.3,
+            Lost(waited=0.3, stall=0.2),
             "the login waited 0.3s for a free login slot (--max-logins 50) and its "
             "event loop stalled 0.2s before the probe timed out (x)",
         ),
+        (
+            Lost(starved=0.41),
+            "it waited 0.41s for a CPU (its host's CPUs were busy) while the probe timed out (x)",
+        ),
+        (
+            Lost(stall=0.05, starved=0.41),
+            "its event loop stalled 0.05s and it waited 0.41s for a CPU (its host's CPUs "
+            "were busy) while the probe timed out (x)",
+        ),
+        (
+            Lost(waited=0.2, starved=0.15),
+            "the login waited 0.2s for a free login slot (--max-logins 50) and it waited "
+            "0.15s for a CPU (its host's CPUs were busy) before the probe timed out (x)",
+        ),
     ],
-    ids=["stall", "wait", "both"],
+    ids=["stall", "wait", "both", "cpu", "stall-and-cpu", "wait-and-cpu"],
 )
-def test_the_overload_abstention_says_where_the_time_went(
-    stall: float, waited: float, text: str
-) -> None:
-    assert overload_text("x", stall, waited, 50) == f"this poller is overloaded: {text}"
+def test_the_overload_abstention_says_where_the_time_went(lost: Lost, text: str) -> None:
+    assert overload_text("x", lost, 50) == f"this poller is overloaded: {text}"
 
 
 def test_login_slots_say_how_long_a_login_waited_once() -> None:
