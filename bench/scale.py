@@ -15,9 +15,14 @@ connection is renewed in it):
   ended in the window: what a round costs it, whatever share of a saturated machine it got;
   CPU per interval cannot exceed that share);
 * the rounds committed in the window against the rounds that started (every round committed
-  once is ``missed 0``), and the nodes not healthy at its end;
-* the two MariaDB servers' CPU seconds per interval (what the probes cost the nodes), and the
-  Redis masters' (what the pollers cost Redis);
+  once is ``missed 0``), and the nodes not healthy at its end (R > 0 or failed), the failed
+  ones apart, each failed node's last events (how it came to fail: every node is healthy, so
+  a failed one is the monitor's fault), and the nodes some observer could not judge in the
+  last round (a monitor note);
+* the two MariaDB servers' CPU seconds per interval (what the probes cost the nodes) and the
+  connections they took per interval (``Connections``: logins, and TCP connects that never
+  logged in, ``Aborted_connects``: reachability checks, logins cut), and the Redis masters' CPU
+  seconds per interval (what the pollers cost Redis);
 * Redis: commands per second (``total_commands_processed``, summed over the masters) and memory
   per pool (``used_memory`` with the pools in place, less before they were created).
 
@@ -25,7 +30,8 @@ Run: ``.venv/bin/python bench/scale.py`` (needs mariadbd, redis-server and redis
 minutes for the whole matrix); ``--nodes 1000 --pollers 1 2 --redis single --keep-connections
 60`` for a part of it.
 Goal (bench/README.md): per-poller probe work falls as K/N (within 15 %), and 4,000 nodes at a
-2 s interval fit 4 pollers with every round committed.
+2 s interval fit 4 pollers with every round committed. Exits 1 if a case missed a round, never
+got steady, or ended with a failed node.
 """
 
 from __future__ import annotations
@@ -97,6 +103,8 @@ class Case:
     commands_per_s: float
     bytes_per_pool: float
     mariadb_cpu: float  # seconds per interval, both servers together
+    logins: float  # connections per interval the servers took (their Connections counter)
+    aborted: float  # of those, the ones that never logged in (Aborted_connects)
     redis_cpu: float  # seconds per interval, every Redis master together
 
 
@@ -188,6 +196,23 @@ def is_steady(store: Store, names: Sequence[str]) -> bool:
     )
 
 
+def connections(cluster: MariaDBCluster) -> tuple[int, int]:
+    """The connections both servers have taken so far (each counts this one too), and of
+    those the ones that never logged in (a TCP connect only, a login cut or refused)."""
+    counts = [
+        dict(
+            node.sql(
+                "SHOW GLOBAL STATUS WHERE Variable_name IN ('Connections', 'Aborted_connects')"
+            )
+        )
+        for node in (cluster.node1, cluster.node2)
+    ]
+    return (
+        sum(int(c["Connections"]) for c in counts),
+        sum(int(c["Aborted_connects"]) for c in counts),
+    )
+
+
 def story(store: Store, pool: PoolState, node: NodeState) -> str:
     """The last events of ``pool`` about ``node``, one per line: how a node came to fail."""
     lines = [
@@ -225,6 +250,7 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         cpu0 = {p.poller_id: cpu_seconds(p.proc.pid) for p in procs if p.proc}
         commands0 = redis.info_sum("total_commands_processed", "stats")
         servers0 = sum(cpu_seconds(node.pid) for node in (cluster.node1, cluster.node2))
+        logins0 = connections(cluster)
         redis0 = redis.cpu()
         t0, start = time.monotonic(), store.server_time()
         cycles: dict[str, list[float]] = {p.poller_id: [] for p in procs}
@@ -243,6 +269,9 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         commands = redis.info_sum("total_commands_processed", "stats") - commands0
         cpu = {p.poller_id: cpu_seconds(p.proc.pid) - cpu0[p.poller_id] for p in procs if p.proc}
         servers = sum(cpu_seconds(node.pid) for node in (cluster.node1, cluster.node2)) - servers0
+        total, aborted = connections(cluster)
+        logins = total - logins0[0] - 2  # the second count's own, one per server
+        aborted -= logins0[1]
         redis_cpu = redis.cpu() - redis0
         time.sleep(INTERVAL)  # the window's last round committed
         after = {p.name: p for p in store.load_pools(names)}
@@ -293,6 +322,8 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         commands / elapsed,
         memory / len(names),
         servers / intervals,
+        logins / intervals,
+        aborted / intervals,
         redis_cpu / intervals,
     )
 
@@ -322,7 +353,9 @@ def print_case(case: Case) -> None:
         f"{case.pollers} poller(s): rounds committed {case.committed}, missed {case.missed}, "
         f"unhealthy nodes at the end {case.unhealthy} ({case.failed} failed); Redis "
         f"{case.commands_per_s:,.0f} commands/s, {case.bytes_per_pool / 1024:.1f} KiB per pool; "
-        f"MariaDB {case.mariadb_cpu:.2f} CPU s/interval, Redis {case.redis_cpu:.2f}"
+        f"MariaDB {case.mariadb_cpu:.2f} CPU s/interval, {case.logins:,.0f} connections "
+        f"({case.aborted:,.0f} never logged in), "
+        f"Redis {case.redis_cpu:.2f}"
         f"{'' if case.steady else '; NOT steady before the window'}; K/N share {ideal:.0f} nodes"
     )
     if case.why:
