@@ -103,7 +103,7 @@ class Case:
     commands_per_s: float
     bytes_per_pool: float
     mariadb_cpu: float  # seconds per interval, both servers together
-    logins: float  # connections per interval the servers took (their Connections counter)
+    connections: float  # per interval the servers took (their Connections counter)
     aborted: float  # of those, the ones that never logged in (Aborted_connects)
     redis_cpu: float  # seconds per interval, every Redis master together
 
@@ -250,7 +250,7 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         cpu0 = {p.poller_id: cpu_seconds(p.proc.pid) for p in procs if p.proc}
         commands0 = redis.info_sum("total_commands_processed", "stats")
         servers0 = sum(cpu_seconds(node.pid) for node in (cluster.node1, cluster.node2))
-        logins0 = connections(cluster)
+        taken0 = connections(cluster)
         redis0 = redis.cpu()
         t0, start = time.monotonic(), store.server_time()
         cycles: dict[str, list[float]] = {p.poller_id: [] for p in procs}
@@ -270,8 +270,8 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         cpu = {p.poller_id: cpu_seconds(p.proc.pid) - cpu0[p.poller_id] for p in procs if p.proc}
         servers = sum(cpu_seconds(node.pid) for node in (cluster.node1, cluster.node2)) - servers0
         total, aborted = connections(cluster)
-        logins = total - logins0[0] - 2  # the second count's own, one per server
-        aborted -= logins0[1]
+        taken = total - taken0[0] - 2  # the second count's own, one per server
+        aborted -= taken0[1]
         redis_cpu = redis.cpu() - redis0
         time.sleep(INTERVAL)  # the window's last round committed
         after = {p.name: p for p in store.load_pools(names)}
@@ -322,7 +322,7 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         commands / elapsed,
         memory / len(names),
         servers / intervals,
-        logins / intervals,
+        taken / intervals,
         aborted / intervals,
         redis_cpu / intervals,
     )
@@ -353,13 +353,14 @@ def print_case(case: Case) -> None:
         f"{case.pollers} poller(s): rounds committed {case.committed}, missed {case.missed}, "
         f"unhealthy nodes at the end {case.unhealthy} ({case.failed} failed); Redis "
         f"{case.commands_per_s:,.0f} commands/s, {case.bytes_per_pool / 1024:.1f} KiB per pool; "
-        f"MariaDB {case.mariadb_cpu:.2f} CPU s/interval, {case.logins:,.0f} connections "
+        f"MariaDB {case.mariadb_cpu:.2f} CPU s/interval, {case.connections:,.0f} connections "
         f"({case.aborted:,.0f} never logged in), "
         f"Redis {case.redis_cpu:.2f}"
         f"{'' if case.steady else '; NOT steady before the window'}; K/N share {ideal:.0f} nodes"
     )
     if case.why:
         print(f"  most common failure: {case.why}")
+    if case.kinds:
         print(f"  unhealthy by state: {case.kinds}")
     for text in case.stories:
         print(text)

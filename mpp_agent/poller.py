@@ -336,18 +336,23 @@ QUEUED_SAMPLES = 512  # run-queue readings remembered: one per wake, about 10 s 
 
 @dataclass(frozen=True)
 class Lost:
-    """Where the time a poller lost during a probe went: its login's wait for a slot, its
-    event loop's longest stall, its thread's wait for a CPU (seconds)."""
+    """Where the time a poller lost during a probe went (seconds): its login's wait for a
+    slot, its event loop's longest stall, its thread's waits for a CPU (in all), and how long
+    the probe ran."""
 
-    waited: float = 0.0
+    slot: float = 0.0
     stall: float = 0.0
     starved: float = 0.0
+    elapsed: float = 0.0
 
-    @property
-    def total(self) -> float:
-        """The slot's wait, and the longer of the stall and the CPU wait (a stall may be
-        that wait)."""
-        return self.waited + max(self.stall, self.starved)
+    def explains(self, limit: float) -> bool:
+        """Whether this lost time explains a timeout: the slot's wait and the loop's stall
+        reach ``limit`` (half a socket timeout), or the slot's wait and the CPU waits reach
+        it and half of the probe's time too (waits of a few milliseconds each add up on any
+        busy host: only a poller kept from its CPU half the time cannot tell a slow node)."""
+        if self.slot + self.stall >= limit:
+            return True
+        return self.slot + self.starved >= max(limit, STALL_SHARE * self.elapsed)
 
 
 class LoopWatch:
@@ -388,22 +393,27 @@ class LoopWatch:
         return max(ongoing, *past, 0.0)
 
     def starved(self, since: float) -> float:
-        """How long the loop's thread waited for a CPU from ``since`` to the last reading (from
-        the last reading at or before ``since``, or the oldest one kept); 0 without readings."""
-        if not self.queued:
+        """How long the loop's thread waited for a CPU from the first reading at or after
+        ``since`` to the last one (what came before that reading is not counted: a reading may
+        follow ``since`` late); 0 without readings."""
+        at = bisect.bisect_left(self.queued, since, key=lambda sample: sample[0])
+        if at >= len(self.queued):
             return 0.0
-        at = bisect.bisect_right(self.queued, since, key=lambda sample: sample[0])
-        return self.queued[-1][1] - self.queued[max(0, at - 1)][1]
+        return self.queued[-1][1] - self.queued[at][1]
 
-    def lost(self, since: float, now: float, waited: float = 0.0) -> Lost:
+    def lost(
+        self, since: float, now: float, slot: float = 0.0, started: float | None = None
+    ) -> Lost:
         """The time this poller lost itself between ``since`` and ``now`` (its loop's longest
-        stall, its thread's wait for a CPU), with what a login ``waited`` for a slot before."""
-        return Lost(waited, self.stalled(since, now), self.starved(since))
+        stall, its thread's waits for a CPU), with what a login waited for a ``slot`` before,
+        of a probe that began at ``started`` (``since`` by default)."""
+        begun = since if started is None else started
+        return Lost(slot, self.stalled(since, now), self.starved(since), now - begun)
 
 
 class RunQueue:
     """How long the thread that opened it has waited for a CPU in all, in seconds (Linux's
-    ``/proc/thread-self/schedstat``, its second field); ``waited`` says None where the
+    ``/proc/thread-self/schedstat``, its second field); ``cpu_wait`` says None where the
     system does not say it."""
 
     def __init__(self) -> None:
@@ -412,7 +422,7 @@ class RunQueue:
         except OSError:
             self.fd = None
 
-    def waited(self) -> float | None:
+    def cpu_wait(self) -> float | None:
         if self.fd is None:
             return None
         try:
@@ -436,22 +446,22 @@ def voids_timeout(observation: Observation, lost: Lost, bounds: Timeouts) -> boo
     (its event loop's stall or its wait for a CPU, its login's wait for a slot): then the
     poller abstains rather than fail the node for its own slowness."""
     limit = STALL_SHARE * min(bounds.connect, bounds.read)
-    return is_timeout(observation) and lost.total >= limit
+    return is_timeout(observation) and lost.explains(limit)
 
 
 def overload_text(failure: str, lost: Lost, slots: int) -> str:
     """The abstention of a timeout the poller's own lost time explains (``voids_timeout``);
     without the node's name, so the nodes it happened to share one log line."""
     parts = []
-    if lost.waited >= STALL_PERIOD:
+    if lost.slot >= STALL_PERIOD:
         parts.append(
-            f"the login waited {lost.waited:.2g}s for a free login slot (--max-logins {slots})"
+            f"the login waited {lost.slot:.2g}s for a free login slot (--max-logins {slots})"
         )
     if lost.stall >= STALL_PERIOD or (not parts and lost.starved < STALL_PERIOD):
         parts.append(f"its event loop stalled {lost.stall:.2g}s")
     if lost.starved >= STALL_PERIOD:
         parts.append(f"it waited {lost.starved:.2g}s for a CPU (its host's CPUs were busy)")
-    when = "before" if lost.waited >= STALL_PERIOD else "while"
+    when = "before" if lost.slot >= STALL_PERIOD else "while"
     why = " and ".join(parts)
     return f"this poller is overloaded: {why} {when} the probe timed out ({failure})"
 
@@ -932,8 +942,8 @@ class Poller:
         (seconds, and when it got one)."""
         if not is_timeout(result.observation):  # the common case: no stall to look up
             return result
-        waited, since = wait if wait is not None else (0.0, started)
-        lost = self.loop.lost(since, time.monotonic(), waited)
+        slot, since = wait if wait is not None else (0.0, started)
+        lost = self.loop.lost(since, time.monotonic(), slot, started)
         if not voids_timeout(result.observation, lost, bounds):
             return result
         failure = (result.observation.message or "").removeprefix(connect_prefix(result.node))
@@ -1260,13 +1270,19 @@ class Poller:
         """Note how late the event loop runs and how long its thread waited for a CPU
         (``LoopWatch``), while ``run()`` runs."""
         queue = RunQueue()  # opened here: the loop's own thread
+        if queue.fd is None:
+            log.info(
+                "this system does not say how long a thread waits for a CPU: timeouts "
+                "are voided by the event loop's stalls only"
+            )
         try:
-            self.loop.woke(time.monotonic(), 0.0, queue.waited())
+            self.loop.woke(time.monotonic(), 0.0, queue.cpu_wait())
             while True:
                 gevent.sleep(STALL_PERIOD)
-                self.loop.woke(time.monotonic(), STALL_PERIOD, queue.waited())
+                self.loop.woke(time.monotonic(), STALL_PERIOD, queue.cpu_wait())
         finally:
             queue.close()
+            self.loop.last = None  # nothing watches: no stall under way to void timeouts with
 
     def keep_alive(self) -> None:
         """Say once per cadence that this poller lives, whatever its cycles take: a poller

@@ -1,4 +1,4 @@
-"""A poller whose host's CPUs are busy with others: a real ``mpp-poller`` observing 120 healthy
+"""A poller whose host's CPUs are busy with others: a real ``mpp-poller`` observing 200 healthy
 real MariaDB nodes (127.0.x.y aliases of two servers), a login per probe, pinned to one CPU
 that a real-time process takes 19 ms of every 20 ms. The poller then gets a CPU too seldom
 to finish its logins within their bound, although each pause is too short for its event
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,12 +18,14 @@ import pytest
 
 from mpp_agent.config import PoolConfig
 from mpp_agent.model import NodeId, NodeType, State
+from mpp_agent.poller import RunQueue
 from mpp_agent.store import Store
 from tests.daemons import PollerProcess
 from tests.servers import (
     MONITOR_PASSWORD,
     MONITOR_USER,
     MariaDBCluster,
+    is_ci,
     start_aliased,
     wait_until,
 )
@@ -30,20 +33,71 @@ from tests.servers import (
 pytestmark = pytest.mark.integration
 
 NAMESPACE = "mpp-starved"
-POOLS = 30  # of 4 nodes: 120 logins per 2 s round, about 0.1 CPU-s of the poller's
+POOLS = 50  # of 4 nodes: 200 logins per 2 s round, about 0.2 CPU-s of the poller's
 STARVED_ROUNDS = 5
 
-# A real-time process on one CPU: busy 19 ms, asleep 1 ms, until it is killed. Whatever shares
-# that CPU under the normal scheduler runs only in the gaps.
-HOG = """
+# A real-time process on one CPU: busy 19 ms, asleep 1 ms, until it is killed, its parent
+# dies or HOG_LIFE has passed (a test killed meanwhile must not leave it behind). Whatever
+# shares that CPU under the normal scheduler runs only in the gaps.
+HOG_LIFE = 120.0
+HOG = f"""
 import os, time
+parent, stop = os.getppid(), time.monotonic() + {HOG_LIFE}
 os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-while True:
+while time.monotonic() < stop and os.getppid() == parent:
     end = time.monotonic() + 0.019
     while time.monotonic() < end:
         pass
     time.sleep(0.001)
 """
+
+
+def start_hog(cpu: int) -> subprocess.Popen[bytes]:
+    """The real-time process on ``cpu``, once it runs as one."""
+    hog = subprocess.Popen([sys.executable, "-c", HOG])
+    os.sched_setaffinity(hog.pid, {cpu})
+    try:
+        wait_until(
+            lambda: hog.poll() is None and os.sched_getscheduler(hog.pid) == os.SCHED_FIFO,
+            5,
+            "a real-time process (SCHED_FIFO needs root or CAP_SYS_NICE)",
+        )
+    except (TimeoutError, ProcessLookupError):
+        hog.kill()
+        hog.wait()
+        message = "cannot start a real-time process here (SCHED_FIFO needs root or CAP_SYS_NICE)"
+        if is_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return hog
+
+
+def test_the_run_queue_says_how_long_this_thread_waited_for_a_cpu() -> None:
+    """Real contention: this thread and a busy process on one CPU for half a second."""
+    queue = RunQueue()
+    before = queue.cpu_wait()
+    if before is None:
+        message = "/proc/thread-self/schedstat unreadable: a poller here cannot see CPU waits"
+        if is_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    cpu, keep = max(os.sched_getaffinity(0)), os.sched_getaffinity(0)
+    spin = "import time\nend = time.monotonic() + 10\nwhile time.monotonic() < end: pass"
+    busy = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        os.sched_setaffinity(busy.pid, {cpu})
+        os.sched_setaffinity(0, {cpu})
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            pass  # runnable all along: about half of it waiting for the CPU
+    finally:
+        os.sched_setaffinity(0, keep)
+        busy.kill()
+        busy.wait()
+    after = queue.cpu_wait()
+    queue.close()
+    assert after is not None and after - before > 0.1, (before, after)
+    assert queue.cpu_wait() is None  # closed
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +147,7 @@ def test_a_poller_starved_of_cpu_abstains_instead_of_failing_healthy_nodes(
         assert poller.proc is not None
         wait_until(lambda: is_steady(store, names), 30, "every pool steady", interval=0.2)
         pin(poller.proc.pid, cpu)
-        hog = subprocess.Popen([sys.executable, "-c", HOG])
-        os.sched_setaffinity(hog.pid, {cpu})
+        hog = start_hog(cpu)
         start = {p.name: p.last_round for p in store.load_pools(names)}
         wait_until(
             lambda: all(
