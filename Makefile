@@ -15,9 +15,11 @@ lint: setup
 	$(PY) -m mypy --strict --explicit-package-bases scripts/demo.py bench/failover.py bench/push.py bench/monitor_faults.py bench/switchover.py bench/scale.py bench/poller.py bench/agent.py scripts/ack_writer.py
 
 # Tests run in parallel, one worker per core (pytest-xdist); each worker starts its own servers
-# on free ports, and a module's tests stay on one worker so module fixtures are shared.
+# on free ports, and a module's tests stay on one worker so module fixtures are shared. Tests
+# marked "alone" take a CPU away from everything else: they run afterwards, by themselves.
 test: lint
-	$(PY) -m pytest -n auto --dist loadscope
+	$(PY) -m pytest -n auto --dist loadscope -m "not alone"
+	$(PY) -m pytest -m alone
 
 # The whole system on loopback ports (MariaDB x2, Redis, 2 pollers, the agent, HAProxy), then a
 # kill -9 failover through HAProxy and the hand-back (scripts/demo.py). It keeps running:
