@@ -36,7 +36,13 @@ from mpp_agent.poller import Poller, PollerSettings  # noqa: E402
 from mpp_agent.poller_main import GC_THRESHOLDS  # noqa: E402
 from mpp_agent.probe import ProbeSettings  # noqa: E402
 from mpp_agent.store import Store  # noqa: E402
-from tests.servers import MariaDBCluster, MariaDBNode, RedisServer, start_aliased  # noqa: E402
+from tests.servers import (  # noqa: E402
+    MariaDBCluster,
+    MariaDBNode,
+    RedisServer,
+    aliases,
+    start_aliased,
+)
 
 INTERVAL = 2.0
 CYCLES = 3
@@ -55,12 +61,6 @@ def counting_send(self, command, check_health=True):  # type: ignore[no-untyped-
 
 
 redis.connection.Connection.send_packed_command = counting_send  # type: ignore[method-assign]
-
-
-def aliases(cluster: MariaDBCluster, count: int) -> list[NodeId]:
-    """``count`` distinct nodes: 127.0.0.x aliases of node1 and node2."""
-    ports = [cluster.node1.port, cluster.node2.port]
-    return [NodeId(f"127.0.0.{i // 2 + 1}", ports[i % 2]) for i in range(count)]
 
 
 def make_pools(

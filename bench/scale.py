@@ -61,6 +61,7 @@ from tests.servers import (
     MariaDBCluster,
     RedisClusterServers,
     RedisServer,
+    aliases,
     start_aliased,
     wait_until,
 )
@@ -106,16 +107,6 @@ class Case:
     connections: float  # per interval the servers took (their Connections counter)
     aborted: float  # of those, the ones that never logged in (Aborted_connects)
     redis_cpu: float  # seconds per interval, every Redis master together
-
-
-def aliases(cluster: MariaDBCluster, count: int) -> list[NodeId]:
-    """``count`` distinct nodes: 127.0.x.y aliases of node1 and node2, alternately."""
-    ports = [cluster.node1.port, cluster.node2.port]
-    out = []
-    for i in range(count):
-        host = i // 2
-        out.append(NodeId(f"127.0.{host // 250}.{host % 250 + 1}", ports[i % 2]))
-    return out
 
 
 def create_pools(store: Store, nodes: Sequence[NodeId], keep: float) -> list[str]:

@@ -708,8 +708,12 @@ class Store:
         if not self.is_cluster:
             return sorted(self.set_members(self.keys.pools())), []
         changes, kept = self.pool_changes(), self._index
-        unchanged = kept is not None and changes is not None and kept[0] == changes
-        if kept is not None and unchanged and time.monotonic() - kept[1] < self.index_refresh:
+        if (
+            kept is not None
+            and changes is not None
+            and kept[0] == changes
+            and time.monotonic() - kept[1] < self.index_refresh
+        ):
             return list(kept[2]), []
         at = time.monotonic()
         names, unusable = self.read_buckets()

@@ -30,11 +30,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pymysql
 import pytest
 import redis
+
+from mpp_agent.model import NodeId
 
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -59,6 +61,14 @@ def is_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
 
+def unavailable(message: str, under_ci: str = "") -> NoReturn:
+    """Skip a test that cannot run here (``message``); under CI (``CI=true``) fail it instead,
+    with ``under_ci`` if given: nothing real may silently not run in CI."""
+    if is_ci():
+        pytest.fail(under_ci or message, pytrace=False)
+    pytest.skip(message)
+
+
 def require_binary(name: str) -> str:
     """The absolute path of an executable; skip without it, but fail under CI (``CI=true``).
 
@@ -69,9 +79,7 @@ def require_binary(name: str) -> str:
     if path is not None:
         return path
     message = f"{name} is not installed (scripts/setup.sh installs it)"
-    if is_ci():
-        pytest.fail(f"{message}; real servers may not be skipped under CI=true", pytrace=False)
-    pytest.skip(message)
+    unavailable(message, f"{message}; real servers may not be skipped under CI=true")
 
 
 def free_port() -> int:
@@ -636,6 +644,13 @@ CREATE TABLE {MONITOR_DB}.heartbeat (server_id INT UNSIGNED PRIMARY KEY, ts TIME
 CREATE DATABASE {APP_DB};
 CREATE TABLE {APP_DB}.t (id INT AUTO_INCREMENT PRIMARY KEY, origin INT, v VARCHAR(64));
 """
+
+
+def aliases(cluster: MariaDBCluster, count: int) -> list[NodeId]:
+    """``count`` distinct nodes: 127.0.x.y aliases of node1 and node2, alternately (for a
+    cluster started by ``start_aliased``)."""
+    ports = [cluster.node1.port, cluster.node2.port]
+    return [NodeId(f"127.0.{i // 2 // 250}.{i // 2 % 250 + 1}", ports[i % 2]) for i in range(count)]
 
 
 def start_aliased(

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mpp_agent.config import PoolConfig
-from mpp_agent.model import NodeId, NodeType, State
+from mpp_agent.model import NodeType, State
 from mpp_agent.poller import RunQueue
 from mpp_agent.store import Store
 from tests.daemons import PollerProcess
@@ -25,8 +25,9 @@ from tests.servers import (
     MONITOR_PASSWORD,
     MONITOR_USER,
     MariaDBCluster,
-    is_ci,
+    aliases,
     start_aliased,
+    unavailable,
     wait_until,
 )
 
@@ -66,10 +67,7 @@ def start_hog(cpu: int) -> subprocess.Popen[bytes]:
     except (TimeoutError, ProcessLookupError):
         hog.kill()
         hog.wait()
-        message = "cannot start a real-time process here (SCHED_FIFO needs root or CAP_SYS_NICE)"
-        if is_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable("cannot start a real-time process here (SCHED_FIFO needs root or CAP_SYS_NICE)")
     return hog
 
 
@@ -84,10 +82,7 @@ def test_the_run_queue_says_how_long_this_thread_waited_for_a_cpu() -> None:
     queue = RunQueue()
     before = queue.cpu_wait()
     if before is None:
-        message = "/proc/thread-self/schedstat unreadable: a poller here cannot see CPU waits"
-        if is_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable("/proc/thread-self/schedstat unreadable: a poller here cannot see CPU waits")
     cpu, keep = max(os.sched_getaffinity(0)), os.sched_getaffinity(0)
     spin = "import time\nend = time.monotonic() + 10\nwhile time.monotonic() < end: pass"
     busy = subprocess.Popen([sys.executable, "-c", spin])
@@ -119,10 +114,10 @@ def wide_cluster() -> Iterator[MariaDBCluster]:
 
 
 def create_pools(store: Store, cluster: MariaDBCluster) -> list[str]:
-    ports = [cluster.node1.port, cluster.node2.port]
+    nodes = aliases(cluster, 4 * POOLS)
     names = []
     for p in range(POOLS):
-        members = [NodeId(f"127.0.1.{p * 4 + i + 1}", ports[i % 2]) for i in range(4)]
+        members = nodes[4 * p : 4 * p + 4]
         kinds = [NodeType.PRIMARY] + [NodeType.SECONDARY] * 3
         names.append(f"st{p:02d}")
         store.create_pool(PoolConfig(names[-1], tuple(zip(members, kinds, strict=True)), 4, 2.0))
