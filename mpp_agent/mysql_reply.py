@@ -34,6 +34,11 @@ type, as ``str`` in the connection's encoding; text types in the binary characte
 ``bytes``; NULL as None. A column of any other type (DECIMAL, FLOAT, dates, JSON, ENUM) makes
 the reply ``unsupported``: the caller asks again through PyMySQL's own path.
 
+A reader may be told to keep ``only`` some columns of a result set (by the result set's place
+in the reply): the others are stepped over, neither decoded nor typed (their type does not
+matter then), and left out of the result set's names and rows. ``SHOW SLAVE STATUS`` has some
+60 columns, of which a probe reads 20.
+
 Guarantees: bytes past the reply's last packet are a ``ProtocolError`` (the connection would
 be out of step: a server sends nothing it was not asked for). Whatever does not follow the
 protocol is a ``ProtocolError`` naming what was wrong, and so is a reply longer than ``limit``
@@ -93,20 +98,25 @@ class Reply:
 @dataclass(frozen=True)
 class _Column:
     name: str
-    kind: str  # "int", "text", "bytes", or "" when not supported here (the reason is elsewhere)
+    # "int", "text", "bytes"; "skip": not kept (``ReplyReader.only``); "": not supported here
+    # (the reason is elsewhere)
+    kind: str
 
 
 # Column definitions already parsed, by the bytes they came in: a server sends the same
 # definitions (packet headers included) for the same statement at the same place in a reply, so
 # a probe compares them (one memcmp) instead of reading 50-60 packets. Keyed by (column count,
-# the first definition's sequence id, encoding); each key holds the few blocks seen for it.
-_Columns = tuple[tuple["_Column", ...], tuple[str, ...], str]  # columns, their names, why not
-_KNOWN: dict[tuple[int, int, str], list[tuple[bytes, _Columns]]] = {}
+# the first definition's sequence id, encoding, the columns kept); each key holds the few blocks
+# seen for it.
+_Columns = tuple[tuple["_Column", ...], tuple[str, ...], str]  # columns, kept names, why not
+_Only = frozenset[str] | None  # the columns of a result set to keep (None: every one)
+_Key = tuple[int, int, str, _Only]
+_KNOWN: dict[_Key, list[tuple[bytes, _Columns]]] = {}
 _MAX_KNOWN = 1_000  # keys: a few per statement and server version; bounded all the same
 _MAX_BLOCKS = 4  # per key: a fleet of a few server versions
 
 
-def _remember(key: tuple[int, int, str], block: bytes, columns: _Columns) -> None:
+def _remember(key: _Key, block: bytes, columns: _Columns) -> None:
     if len(_KNOWN) >= _MAX_KNOWN:
         _KNOWN.clear()
     blocks = _KNOWN.setdefault(key, [])
@@ -115,16 +125,17 @@ def _remember(key: tuple[int, int, str], block: bytes, columns: _Columns) -> Non
     blocks.append((block, columns))
 
 
-def _parse_columns(definitions: tuple[bytes, ...], encoding: str) -> _Columns:
+def _parse_columns(definitions: tuple[bytes, ...], encoding: str, only: _Only) -> _Columns:
     columns, unsupported = [], ""
     for payload in definitions:
-        column, why = _column(payload, encoding)
+        column, why = _column(payload, encoding, only)
         columns.append(column)
         unsupported = unsupported or why
-    return tuple(columns), tuple(c.name for c in columns), unsupported
+    names = tuple(c.name for c in columns if c.kind != "skip")
+    return tuple(columns), names, unsupported
 
 
-def _column(payload: bytes, encoding: str) -> tuple[_Column, str]:
+def _column(payload: bytes, encoding: str, only: _Only = None) -> tuple[_Column, str]:
     at = 0
     texts = []
     for _ in range(6):  # catalog, schema, table, org_table, name, org_name
@@ -138,6 +149,8 @@ def _column(payload: bytes, encoding: str) -> tuple[_Column, str]:
     charset = int.from_bytes(payload[at : at + 2], "little")
     kind_code = payload[at + 6]
     name = _decode(texts[4], encoding, "a column name")
+    if only is not None and name not in only:
+        return _Column(name, "skip"), ""
     if kind_code in _INTEGER_TYPES:
         return _Column(name, "int"), ""
     if kind_code == _NULL_TYPE:
@@ -178,30 +191,32 @@ def _decode(data: bytes, encoding: str, what: str) -> str:
 
 
 def row_of(payload: bytes, columns: tuple[_Column, ...], encoding: str) -> tuple[Any, ...]:
-    """One row's values, typed per column (see the module docstring). The hot loop of a
-    probe's reply: ``_string`` and the typing are inlined for the common cases."""
+    """One row's values, typed per column (see the module docstring), the skipped columns
+    left out. The hot loop of a probe's reply: ``_string`` and the typing are inlined for the
+    common cases."""
     values: list[Any] = []
     at, end = 0, len(payload)
     column = None
     try:
         for column in columns:
-            first = payload[at]
+            first, kind = payload[at], column.kind
             if first == _NULL:
-                values.append(None)
+                if kind != "skip":
+                    values.append(None)
                 at += 1
                 continue
             if first < _NULL:
                 length, at = first, at + 1
             else:
                 length, at = _integer(payload, at)
-            raw = payload[at : at + length]
+            raw = payload[at : at + length] if kind != "skip" else b""
             at += length
             if at > end:
                 raise ProtocolError(f"column {column.name} overruns its row")
-            kind = column.kind
-            values.append(
-                raw.decode(encoding) if kind == "text" else int(raw) if kind == "int" else raw
-            )
+            if kind != "skip":
+                values.append(
+                    raw.decode(encoding) if kind == "text" else int(raw) if kind == "int" else raw
+                )
     except IndexError:
         raise ProtocolError(f"a row ends before its column {_name(column)}") from None
     except (ValueError, LookupError) as exc:  # not an integer, not in the encoding
@@ -247,6 +262,9 @@ class ReplyReader:
 
     encoding: str
     limit: int = MAX_REPLY
+    # The columns to keep of the result set at each place in the reply (None, or a place past
+    # the end: every column); the others are stepped over.
+    only: tuple[_Only, ...] = ()
     _buffer: bytearray = field(default_factory=bytearray)
     _at: int = 0  # where the first packet not yet read starts in the buffer
     _seq: int = 1  # the sequence id the next packet must carry
@@ -296,7 +314,7 @@ class ReplyReader:
         parsed (``_KNOWN``); False when not at the start of definitions, or they are new."""
         if not self._count or self._definitions or self._typed is not None:
             return False
-        for block, columns in _KNOWN.get((self._count, self._seq, self.encoding), ()):
+        for block, columns in _KNOWN.get(self._key(self._seq), ()):
             if self._buffer.startswith(block, self._at):
                 self._at += len(block)
                 self._seq = (self._seq + self._count + 1) % 256
@@ -336,11 +354,20 @@ class ReplyReader:
     def _columns_end(self, payload: bytes) -> Reply | None:
         if not _is_eof(payload):
             raise ProtocolError("no EOF after the column definitions")
-        columns = _parse_columns(tuple(self._definitions), self.encoding)
+        columns = _parse_columns(tuple(self._definitions), self.encoding, self._only())
         start, seq = self._block
-        _remember((self._count, seq, self.encoding), bytes(self._buffer[start : self._at]), columns)
+        _remember(self._key(seq), bytes(self._buffer[start : self._at]), columns)
         self._set_columns(columns)
         return None
+
+    def _only(self) -> _Only:
+        """The columns to keep of the current result set."""
+        place = len(self._results)
+        return self.only[place] if place < len(self.only) else None
+
+    def _key(self, seq: int) -> _Key:
+        """Where the current result set's definitions, starting at ``seq``, may be known."""
+        return (self._count, seq, self.encoding, self._only())
 
     def _set_columns(self, columns: _Columns) -> None:
         self._typed, self._names, why = columns

@@ -104,10 +104,38 @@ _PROTOCOL_ERRORS: tuple[type[Exception], ...] = (
 _REPLICA_COLUMNS = {
     "Replica_IO_Running": "Slave_IO_Running",
     "Replica_SQL_Running": "Slave_SQL_Running",
+    "Source_Host": "Master_Host",
+    "Source_Port": "Master_Port",
+    "Source_Server_Id": "Master_Server_Id",
+    "Source_Log_File": "Master_Log_File",
+    "Relay_Source_Log_File": "Relay_Master_Log_File",
     "Read_Source_Log_Pos": "Read_Master_Log_Pos",
     "Exec_Source_Log_Pos": "Exec_Master_Log_Pos",
     "Seconds_Behind_Source": "Seconds_Behind_Master",
 }
+
+# The slave-status columns the rules read (their SHOW SLAVE STATUS names) and, under either
+# name, the only ones a reply read at once keeps: a row has some 60 columns.
+_STATUS_COLUMNS = frozenset(
+    {
+        "Slave_IO_Running",
+        "Slave_SQL_Running",
+        "Last_Error",
+        "Last_IO_Errno",
+        "Master_Host",
+        "Master_Port",
+        "Master_Server_Id",
+        "Master_Log_File",
+        "Relay_Master_Log_File",
+        "Read_Master_Log_Pos",
+        "Exec_Master_Log_Pos",
+        "Seconds_Behind_Master",
+        "Gtid_IO_Pos",
+        "Retrieved_Gtid_Set",
+        "Executed_Gtid_Set",
+    }
+)
+_KEPT_STATUS_COLUMNS = _STATUS_COLUMNS.union(_REPLICA_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -683,7 +711,7 @@ def _all_at_once(conn: Any, node: NodeId, version: str, *, threads: bool) -> _An
     probe): it costs the server more than the rest together."""
     sql = _at_once_sql(version, threads=threads)
     with _talking(sql):
-        reply = _reply(conn, sql)
+        reply = _reply(conn, sql, _AT_ONCE_ONLY)
     return _answers_of(reply, node, threads=threads)
 
 
@@ -696,6 +724,9 @@ def _at_once_sql(version: str, *, threads: bool = False) -> str:
 
 
 _AT_ONCE_STATEMENTS = 3
+# The columns kept of each statement's result: SHOW TABLES's, the slave status's the rules read,
+# every variable.
+_AT_ONCE_ONLY = (None, _KEPT_STATUS_COLUMNS)
 
 
 def _answers_of(
@@ -774,14 +805,15 @@ def _results(conn: Any, sql: str, count: int) -> list[Rows]:
     return out
 
 
-def _reply(conn: Any, sql: str) -> mysql_reply.Reply:
+def _reply(conn: Any, sql: str, only: tuple[frozenset[str] | None, ...] = ()) -> mysql_reply.Reply:
     """The whole reply to ``sql``, read in as few socket reads as it arrives in (a kept
-    connection's one round trip; ``mysql_reply`` parses it). Each read is bounded by the read
-    timeout; a lost connection is PyMySQL's own error, worded as PyMySQL words it."""
+    connection's one round trip; ``mysql_reply`` parses it, keeping ``only`` those columns of
+    each result set). Each read is bounded by the read timeout; a lost connection is PyMySQL's
+    own error, worded as PyMySQL words it."""
     if conn.client_flag & CLIENT.DEPRECATE_EOF:
         raise _NodeGone("the connection negotiated CLIENT_DEPRECATE_EOF")  # PyMySQL never does
     conn._execute_command(COMMAND.COM_QUERY, sql)
-    reader = mysql_reply.ReplyReader(conn.encoding)
+    reader = mysql_reply.ReplyReader(conn.encoding, only=only)
     if conn._current_timeout != conn._read_timeout:
         conn._sock.settimeout(conn._read_timeout)
         conn._current_timeout = conn._read_timeout
@@ -1156,7 +1188,7 @@ class _Flight:
         if not _send(conn._sock, len(body).to_bytes(3, "little") + b"\x00" + body):
             return None
         now = time.monotonic()
-        reader = mysql_reply.ReplyReader(conn.encoding)
+        reader = mysql_reply.ReplyReader(conn.encoding, only=_AT_ONCE_ONLY)
         return cls(node, held, settings, version, now, now + settings.read_timeout, reader)
 
     def read(self) -> bool:

@@ -71,8 +71,13 @@ def packets(payloads: list[bytes], first_seq: int = 1) -> bytes:
     return out
 
 
-def read(data: bytes, chunk: int | None = None, limit: int | None = None) -> Reply:
-    reader = ReplyReader("utf8") if limit is None else ReplyReader("utf8", limit)
+def read(
+    data: bytes,
+    chunk: int | None = None,
+    limit: int | None = None,
+    only: tuple[frozenset[str] | None, ...] = (),
+) -> Reply:
+    reader = ReplyReader("utf8", only=only) if limit is None else ReplyReader("utf8", limit)
     step = chunk or len(data)
     reply = None
     for at in range(0, len(data), step):
@@ -108,6 +113,34 @@ def test_three_result_sets_fed_whole_or_in_pieces(chunk: int | None) -> None:
 def test_the_same_reply_again_reads_the_same() -> None:
     # The second time its column definitions are known bytes (one comparison, not 7 packets).
     assert read(THREE) == read(THREE) == Reply(THREE_RESULTS)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 5], ids=lambda c: f"chunk={c}")
+def test_only_the_columns_asked_for_are_kept(chunk: int | None) -> None:
+    # The slave status keeps Read_Master_Log_Pos: the text before it and the NULL after it are
+    # stepped over; the first and last result sets keep every column.
+    only = (None, frozenset({"Read_Master_Log_Pos", "absent"}))
+    for _ in range(2):  # the second time its column definitions are known bytes
+        reply = read(THREE, chunk, only=only)
+        assert reply.results == (
+            THREE_RESULTS[0],
+            ResultSet(("Read_Master_Log_Pos",), ((1234,),)),
+            THREE_RESULTS[2],
+        )
+    assert read(THREE) == Reply(THREE_RESULTS)  # a reader keeping every column still does
+
+
+def test_a_column_not_kept_may_have_any_type() -> None:
+    data = packets(result([column("d", NEWDECIMAL), column("n", LONGLONG)], [row(b"1.5", b"2")]))
+    assert "column d has type 246" in read(data).unsupported
+    kept = read(data, only=(frozenset({"n"}),))
+    assert kept == Reply((ResultSet(("n",), ((2,),)),))
+
+
+def test_a_column_not_kept_still_has_to_fit_its_row() -> None:
+    data = packets(result([column("a"), column("b")], [lenenc_int(9) + b"abc"]))
+    with pytest.raises(ProtocolError, match="column a overruns its row"):
+        read(data, only=(frozenset({"b"}),))
 
 
 def test_known_definitions_never_stand_in_for_other_columns() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import pymysql
 import pytest
 
+from mpp_agent import probe
 from mpp_agent.model import NodeId, Observation, Outcome
 from mpp_agent.probe import (
     Checkpoint,
@@ -332,6 +333,22 @@ MARIADB_STATUS = row(
             id="mysql-gtid-sets-and-super-read-only",
         ),
         pytest.param(
+            {
+                "Replica_IO_Running": "Yes",
+                "Replica_SQL_Running": "Yes",
+                "Source_Host": "10.0.0.1",
+                "Source_Port": 3307,
+                "Source_Server_Id": 1,
+                "Source_Log_File": "bin.000009",
+                "Relay_Source_Log_File": "bin.000009",
+                "Read_Source_Log_Pos": 700,
+                "Exec_Source_Log_Pos": 700,
+            },
+            {"server_id": 2},
+            {"source": "10.0.0.1:3307", "source_server_id": 1, "caught_up": True},
+            id="mysql-8-source-names",
+        ),
+        pytest.param(
             row(Read_Master_Log_Pos=500, Exec_Master_Log_Pos=400, Master_Log_File="b.1"),
             {},
             {"unapplied": None, "caught_up": False},
@@ -358,6 +375,41 @@ def test_replication_values(
     assert details.lag == 3
     for key, value in expected.items():
         assert getattr(details, key) == value, key
+
+
+class _Reads(dict[str, Any]):
+    """A slave-status row that notes every column read of it."""
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        super().__init__(row)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {**MARIADB_STATUS, "Slave_IO_Running": "Connecting", "Last_IO_Errno": 2003},
+        row(Retrieved_Gtid_Set="a:1-5", Executed_Gtid_Set="a:1-4", Master_Log_File="b.1"),
+    ],
+    ids=["mariadb", "mysql"],
+)
+def test_the_rules_read_only_the_columns_a_reply_keeps(status: dict[str, Any]) -> None:
+    # A reply read at once keeps only these columns of the slave status (some 60 in all): a
+    # rule reading another would see NULL there.
+    seen = _Reads(status)
+    assert normalize_slave_status(seen) is seen  # the names already MPP's: read in place
+    slave_status_errors(seen)
+    replication_of(seen, {}, replication_lag(seen))
+    assert seen.read and seen.read <= probe._STATUS_COLUMNS, seen.read - probe._STATUS_COLUMNS
+    assert set(probe._REPLICA_COLUMNS.values()) <= probe._STATUS_COLUMNS
 
 
 def test_max_lag_error_is_no_longer_a_cut_link() -> None:
