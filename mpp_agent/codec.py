@@ -18,7 +18,7 @@ import functools
 import json
 import math
 import re
-from dataclasses import asdict, fields
+from dataclasses import fields
 from typing import Any
 
 from mpp_agent.config import PoolConfig, PoolConfigError, settings_of
@@ -405,7 +405,7 @@ def node_problem(n: NodeState) -> str:
 def event_to_json(event: Event, actor: str, round_: int | None = None) -> str:
     """An event as a script takes it: a JSON object without its time, which the script adds
     (``at``: the Redis time of the shard holding the pool, when it writes the event)."""
-    data: dict[str, Any] = asdict(event)
+    data = flat_dict(event)  # its ``extra`` is a dict of text: nothing to copy deeply
     data["kind"] = event.kind.value
     data["actor"] = actor
     if round_ is not None:

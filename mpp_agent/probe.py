@@ -59,7 +59,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -1016,10 +1016,19 @@ class KeptConnections:
         self.logins = logins  # the poller's login slots, for every login of its probes
         self.spread = spread
         self._kept: dict[NodeId, _Kept] = {}
+        # Probes sent all at once that timed out: their connections wait for the rest of the
+        # reply (``launch`` serves them again once it is in), not logged in to again.
+        self._late: dict[NodeId, _Flight] = {}
         self._renewing: set[NodeId] = set()  # closed for their age: the next login renews
 
     def __len__(self) -> int:
+        """The connections ready for their node's next probe."""
         return len(self._kept)
+
+    @property
+    def late(self) -> int:
+        """The connections waiting for the rest of a reply that came too late."""
+        return len(self._late)
 
     def probe(self, node: NodeId, settings: ProbeSettings) -> ProbeResult:
         """``probe_node`` with these connections and login slots: the poller's probe function."""
@@ -1052,7 +1061,7 @@ class KeptConnections:
     def give_back(self, node: NodeId, kept: _Kept) -> bool:
         """Keep the connection for the node's next probe; False (the caller closes it) when
         full."""
-        if len(self._kept) >= self.limit:
+        if len(self._kept) + len(self._late) >= self.limit:
             return False
         previous = self._kept.pop(node, None)
         if previous is not None:
@@ -1064,8 +1073,11 @@ class KeptConnections:
         """Close the connections to nodes not in ``keep`` and those that have served their
         part of the node's ``keep`` seconds."""
         now = self.clock()
-        for node in [n for n, k in self._kept.items() if k.is_aged(now, keep.get(n, 0.0))]:
-            kept = self._kept.pop(node)
+        late = [n for n, f in self._late.items() if f.held.is_aged(now, keep.get(n, 0.0))]
+        aged = [n for n, k in self._kept.items() if k.is_aged(now, keep.get(n, 0.0))]
+        for node, kept in [(n, self._late.pop(n).held) for n in late] + [
+            (n, self._kept.pop(n)) for n in aged
+        ]:
             if node in keep:
                 self.aged_out(node, kept)
             else:
@@ -1080,7 +1092,10 @@ class KeptConnections:
     def launch(self, jobs: Mapping[NodeId, ProbeSettings]) -> tuple[list[_Flight], list[NodeId]]:
         """The probes of every node in ``jobs`` that has a kept connection, sent now, all
         from this greenlet (their replies are read by ``land``); and the nodes left to
-        ``probe`` one each (no kept connection, or one that asks one statement at a time)."""
+        ``probe`` one each (no kept connection, or one that asks one statement at a time).
+        A connection whose last reply came too late serves again once the rest of that reply
+        is in (read now, without waiting: it is then in step); otherwise it is closed."""
+        self.catch_up(jobs)
         flights: list[_Flight] = []
         rest: list[NodeId] = []
         for node, settings in jobs.items():
@@ -1098,6 +1113,15 @@ class KeptConnections:
                 flights.append(flight)
         return flights, rest
 
+    def catch_up(self, nodes: Iterable[NodeId]) -> None:
+        """The late connections of ``nodes`` made ready again, or closed (see ``launch``)."""
+        for node in [n for n in nodes if n in self._late]:
+            flight = self._late.pop(node)
+            if flight.caught_up() and node not in self._kept:
+                self._kept[node] = flight.held
+            else:
+                _close(flight.held.conn)
+
     def land(self, flights: Sequence[_Flight]) -> tuple[dict[NodeId, ProbeResult], list[NodeId]]:
         """The verdicts of the probes ``launch`` sent, their replies read as they arrive (one
         event-loop watcher each, no greenlet each), each within its read timeout; and the
@@ -1113,6 +1137,8 @@ class KeptConnections:
                 log_unexpected(flight.node, exc)
                 if self._kept.get(flight.node) is flight.held:
                     del self._kept[flight.node]
+                if self._late.get(flight.node) is flight:
+                    del self._late[flight.node]
                 _close(flight.held.conn)
             return {}, [flight.node for flight in flights]
 
@@ -1133,10 +1159,19 @@ class KeptConnections:
         reach = [gevent.spawn(_timed_out_verdict, f) for f in late]
         gevent.joinall(reach)
         for flight, job in zip(late, reach, strict=True):
-            _close(flight.held.conn)
+            self.set_aside(flight)
             verdict = job.value if job.successful() else _timed_out_verdict(flight, False)
             results[flight.node] = flight.result(verdict)
         return results, rest
+
+    def set_aside(self, flight: _Flight) -> None:
+        """A timed-out probe's connection, kept until the rest of its reply is in (a reply
+        late for a poller short of CPU, or from a node slow for a moment, costs no login);
+        closed when full."""
+        if len(self._kept) + len(self._late) >= self.limit:
+            _close(flight.held.conn)
+        else:
+            self._late[flight.node] = flight
 
     def verdict_of(self, flight: _Flight) -> Verdict | None:
         """A landed probe's verdict (its connection kept for the next); None: left to
@@ -1210,6 +1245,14 @@ class _Flight:
             return True
         return self.answer is not None
 
+    def caught_up(self) -> bool:
+        """Whether the whole reply has arrived by now (read without waiting), and the
+        connection is in step again; False once it failed."""
+        for _ in range(_CATCH_UP_READS):
+            if self.read():
+                break
+        return self.answer is not None
+
     @property
     def timed_out(self) -> bool:
         """Neither a reply nor a failure by the end of the wait."""
@@ -1258,6 +1301,7 @@ def _os_socket(sock: Any) -> _socket.socket | None:
 
 
 _LAST_READS = 3  # a reply in several pieces may need more than one
+_CATCH_UP_READS = 4  # a late reply's pieces, each read up to _READ_SIZE
 
 
 def _await(flights: Sequence[_Flight]) -> None:

@@ -8,6 +8,7 @@ poller's ``KeptConnections.launch`` and ``land``, then ``probe`` for the nodes t
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -443,3 +444,41 @@ def test_all_at_once_a_frozen_node_costs_the_others_nothing(
         assert comparable(result) == comparable(first[nodes[name]])
         assert result.latency < KEPT.read_timeout / 2  # not held up by the frozen one
     assert len(kept) == 2  # the frozen node's connection was closed, the others kept
+
+
+@pytest.mark.parametrize("thawed", [True, False], ids=["answers-late", "still-frozen"])
+def test_a_reply_that_came_too_late_costs_no_login(
+    mariadb_cluster: MariaDBCluster, kept: KeptConnections, thawed: bool
+) -> None:
+    node = mariadb_cluster.node3
+    ident, jobs = node_id(node), {node_id(node): KEPT}
+    assert all_at_once(kept, jobs)[ident].observation.is_healthy
+    sessions = monitor_sessions(node)
+    node.sigstop()
+    try:
+        flights, _ = kept.launch(jobs)
+        landed, _ = kept.land(flights)
+        assert "timed out" in (landed[ident].observation.message or "")
+        assert (len(kept), kept.late) == (0, 1)  # waiting for the rest of its reply
+        if thawed:
+            node.sigcont()
+            wait_until(lambda: _readable(flights[0]), 5, "the late reply arrives")
+        flights, rest = kept.launch(jobs)
+    finally:
+        node.sigcont()
+    assert kept.late == 0
+    if not thawed:  # nothing came: the connection is closed, the node logged in to again
+        assert (flights, rest) == ([], [ident])
+        assert kept.probe(ident, KEPT).observation.is_healthy
+        assert monitor_sessions(node) != sessions
+        return
+    # The late reply was read and left aside: the same connection answers this round's probe.
+    assert rest == [] and len(flights) == 1
+    landed, left = kept.land(flights)
+    assert left == [] and landed[ident].observation.is_healthy
+    assert monitor_sessions(node) == sessions
+
+
+def _readable(flight: probe._Flight) -> bool:
+    readable, _, _ = select.select([flight.held.conn._sock], [], [], 0)
+    return bool(readable)

@@ -25,9 +25,11 @@ from mpp_agent.config import (
     settings_of,
 )
 from mpp_agent.model import NodeId, PoolState
+from mpp_agent.mysql_reply import ReplyReader
 from mpp_agent.poller import node_keep
-from mpp_agent.probe import KeptConnections, _recv, _send
+from mpp_agent.probe import KeptConnections, ProbeSettings, _Flight, _recv, _send
 from mpp_agent.timeouts import MIN_SOCKET_TIMEOUT, Timeouts, fit, limits
+from tests.unit.test_mysql_reply import column, packets, result, row
 
 A, B, C = NodeId("10.0.0.1"), NodeId("10.0.0.2"), NodeId("10.0.0.3")
 
@@ -248,3 +250,76 @@ def test_a_read_takes_what_has_arrived_and_never_waits_for_more() -> None:
         assert _recv(ours, 4096) == b"\x01\x00\x00\x01\x00"
         peer.close()
         assert _recv(ours, 4096) == b""  # the server closed the connection
+
+
+@dataclass
+class SocketConn:
+    """What a late probe's connection needs: its socket."""
+
+    _sock: Any
+    closed: bool = False
+
+    def close(self) -> None:
+        self.closed = True
+        self._sock.close()
+
+
+REPLY = packets(result([column("one")], [row(b"1")]))
+
+
+def late_probe(kept: KeptConnections, node: NodeId) -> tuple[_Flight, Any]:
+    """A probe of ``node`` sent on a socket pair that timed out; the server's end."""
+    ours, peer = gevent.socket.socketpair()
+    held = kept.logged_in(node, SocketConn(ours))
+    settings = ProbeSettings("u", "p", keep_for=10)
+    flight = _Flight(node, held, settings, "", 0.0, 0.0, ReplyReader("utf8"))
+    kept.set_aside(flight)
+    return flight, peer
+
+
+@pytest.mark.parametrize(
+    ("arrived", "ready"),
+    [
+        (REPLY, True),  # the whole reply came late: the connection is in step again
+        (REPLY[:-3], False),  # part of it: still out of step
+        (b"", False),  # nothing at all
+        (REPLY + b"\x01\x00\x00\x09\x00", False),  # more than a reply: out of step
+        (b"\x05\x00\x00\x07garbage", False),  # not a reply
+    ],
+    ids=["whole", "part", "nothing", "more", "garbage"],
+)
+def test_a_late_reply_makes_its_connection_ready_once_it_is_all_in(
+    arrived: bytes, ready: bool
+) -> None:
+    kept = KeptConnections(spread=whole)
+    flight, peer = late_probe(kept, A)
+    with peer:
+        assert (len(kept), kept.late) == (0, 1)
+        peer.sendall(arrived)
+        gevent.sleep(0.05)
+        kept.catch_up([B])  # another node's: this one waits on
+        assert kept.late == 1
+        kept.catch_up([A])
+        assert kept.late == 0
+        assert (len(kept), flight.held.conn.closed) == ((1, False) if ready else (0, True))
+        assert (kept.take(A, 10) is flight.held) is ready
+
+
+def test_late_connections_count_toward_the_limit_and_close_like_the_others() -> None:
+    clock = Clock()
+    kept = KeptConnections(limit=2, clock=clock, spread=whole)
+    a, peer_a = late_probe(kept, A)
+    b, peer_b = late_probe(kept, B)
+    c, peer_c = late_probe(kept, C)  # full: closed at once
+    with peer_a, peer_b, peer_c:
+        assert kept.late == 2 and c.held.conn.closed
+        assert not kept.give_back(C, kept.logged_in(C, Conn("c")))
+        kept.retain({A: 10})  # B no longer probed by this poller
+        assert kept.late == 1 and b.held.conn.closed and not a.held.conn.closed
+        clock.now = 10
+        kept.retain({A: 10})  # past its age
+        assert kept.late == 0 and a.held.conn.closed
+        d, peer_d = late_probe(kept, A)
+        with peer_d:
+            kept.close()
+            assert kept.late == 0 and d.held.conn.closed
