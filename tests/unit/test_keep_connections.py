@@ -89,9 +89,12 @@ def test_the_reach_check_fits_in_what_a_timed_out_query_leaves(interval: float) 
 class Conn:
     name: str
     closed: bool = False
+    _sock: Any = None  # a late probe's connection reads the rest of its reply from it
 
     def close(self) -> None:
         self.closed = True
+        if self._sock is not None:
+            self._sock.close()
 
 
 def whole() -> float:
@@ -252,25 +255,13 @@ def test_a_read_takes_what_has_arrived_and_never_waits_for_more() -> None:
         assert _recv(ours, 4096) == b""  # the server closed the connection
 
 
-@dataclass
-class SocketConn:
-    """What a late probe's connection needs: its socket."""
-
-    _sock: Any
-    closed: bool = False
-
-    def close(self) -> None:
-        self.closed = True
-        self._sock.close()
-
-
 REPLY = packets(result([column("one")], [row(b"1")]))
 
 
 def late_probe(kept: KeptConnections, node: NodeId) -> tuple[_Flight, Any]:
     """A probe of ``node`` sent on a socket pair that timed out; the server's end."""
     ours, peer = gevent.socket.socketpair()
-    held = kept.logged_in(node, SocketConn(ours))
+    held = kept.logged_in(node, Conn(str(node), _sock=ours))
     settings = ProbeSettings("u", "p", keep_for=10)
     flight = _Flight(node, held, settings, "", 0.0, 0.0, ReplyReader("utf8"))
     kept.set_aside(flight)
