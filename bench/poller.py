@@ -13,12 +13,17 @@ all of them), so N nodes cost N real connections, handshakes and queries per cyc
 
 Run: ``.venv/bin/python bench/poller.py`` (needs mariadbd and redis-server; about a minute).
 Target (bench/README.md): 500 nodes within a 2 s interval on one core.
+
+``--kept NODES POOLS [--cycles C]``: only kept connections, NODES nodes in POOLS pools, the
+median of C steady cycles (default 9): a steadier figure of a kept probe's cost (the rows above
+take three cycles, and the renewals a poller spreads over its first minute fall in some).
 """
 
 from gevent import monkey
 
 monkey.patch_all()
 
+import argparse  # noqa: E402
 import gc  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -78,7 +83,9 @@ def make_pools(
     return names
 
 
-def measure(store: Store, names: list[str], stop: MariaDBNode | None = None) -> dict[str, float]:
+def measure(
+    store: Store, names: list[str], stop: MariaDBNode | None = None, cycles: int = CYCLES
+) -> dict[str, float]:
     """The steady cycles' figures; ``stop`` is SIGSTOPped after the first (warm-up) cycle, so
     that kept connections to it exist when it hangs."""
     global ROUND_TRIPS
@@ -86,7 +93,7 @@ def measure(store: Store, names: list[str], stop: MariaDBNode | None = None) -> 
         store, PollerSettings("bench", PROBE, tuple(names), probe_timeout=PROBE_TIMEOUT)
     )
     walls, cpus, trips = [], [], []
-    for cycle in range(CYCLES + 1):
+    for cycle in range(cycles + 1):
         if cycle == 1 and stop is not None:
             stop.sigstop()
         now = store.server_time()
@@ -111,6 +118,10 @@ def measure(store: Store, names: list[str], stop: MariaDBNode | None = None) -> 
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kept", type=int, nargs=2, metavar=("NODES", "POOLS"))
+    parser.add_argument("--cycles", type=int, default=9)
+    args = parser.parse_args()
     gc.set_threshold(*GC_THRESHOLDS)  # as the mpp-poller process does
     redis_server = RedisServer().start()
     cluster = MariaDBCluster(3)
@@ -120,6 +131,14 @@ def main() -> None:
             node.sql("SET GLOBAL max_connections=1000")
         store = Store.from_url(redis_server.url, "bench")
         rows = []
+        if args.kept:
+            nodes, pools = args.kept
+            names = make_pools(store, aliases(cluster, nodes), pools, "kept", keep=60)
+            rows.append(
+                (f"{nodes} nodes, {pools} pools, kept", measure(store, names, None, args.cycles))
+            )
+            print_table(rows, args.cycles)
+            return
         for nodes, pools in ((10, 1), (100, 1), (500, 1), (500, 10), (500, 50)):
             names = make_pools(store, aliases(cluster, nodes), pools, f"n{nodes}p{pools}")
             rows.append((f"{nodes} nodes, {pools} pool(s)", measure(store, names)))
@@ -132,16 +151,16 @@ def main() -> None:
         rows.append(("500 nodes, 50 pools, kept", measure(store, names)))
         names = make_pools(store, hung, 50, "kepthung", keep=60)
         rows.append(("500 nodes, 1 SIGSTOPped, kept", measure(store, names, stop=cluster.node3)))
-        print_table(rows)
+        print_table(rows, CYCLES)
     finally:
         cluster.cleanup()
         redis_server.cleanup()
 
 
-def print_table(rows: list[tuple[str, dict[str, float]]]) -> None:
+def print_table(rows: list[tuple[str, dict[str, float]]], cycles: int) -> None:
     print(
         f"\nmpp-poller cycle, interval {INTERVAL:g}s, probe timeout {PROBE_TIMEOUT:g}s, "
-        f"median of {CYCLES} cycles"
+        f"median of {cycles} cycles"
     )
     print(f"{'case':32} {'wall s':>8} {'max s':>8} {'cpu s':>8} {'redis round trips':>18}")
     for name, m in rows:
