@@ -895,7 +895,9 @@ class Poller:
         started = time.monotonic()
         flights, rest = self.connections.launch(settings) if self.at_once else ([], list(settings))
         jobs = {node: self.spawn_probe(node, timeouts[node], settings[node]) for node in rest}
-        landed, left = self.connections.land(flights)
+        landed, left = self.connections.land(
+            flights, lambda result: self.judged(result, timeouts[result.node], started)
+        )
         jobs.update({node: self.spawn_probe(node, timeouts[node], settings[node]) for node in left})
         results = {node: self.judged(r, timeouts[node], started) for node, r in landed.items()}
         gevent.joinall(list(jobs.values()))

@@ -989,6 +989,11 @@ class _Kept:
         return now - self.since >= keep_for * self.share
 
 
+def _as_is(result: ProbeResult) -> ProbeResult:
+    """A probe's result as it is: ``KeptConnections.land``'s judge when none is given."""
+    return result
+
+
 class KeptConnections:
     """The connections a poller keeps to its nodes between rounds: at most one per node,
     taken out while a probe uses it (so never shared), closed once its login is older than its
@@ -1122,16 +1127,20 @@ class KeptConnections:
             else:
                 _close(flight.held.conn)
 
-    def land(self, flights: Sequence[_Flight]) -> tuple[dict[NodeId, ProbeResult], list[NodeId]]:
+    def land(
+        self, flights: Sequence[_Flight], judge: Callable[[ProbeResult], ProbeResult] = _as_is
+    ) -> tuple[dict[NodeId, ProbeResult], list[NodeId]]:
         """The verdicts of the probes ``launch`` sent, their replies read as they arrive (one
         event-loop watcher each, no greenlet each), each within its read timeout; and the
         nodes left to ``probe`` one each: a server error or a value the reader leaves to
         PyMySQL (their connection, kept, then asks one statement at a time), a connection the
-        server closed or a garbled reply (``probe`` logs in again). Never raises: should
-        anything go wrong here, every node of ``flights`` is left to ``probe``, on a new
-        login."""
+        server closed or a garbled reply (``probe`` logs in again). A probe that timed out is
+        first given to ``judge`` (the poller's: an abstention when the poller's own lost time
+        explains the timeout); only one it leaves a timeout asks whether the node can be
+        reached at all. Never raises: should anything go wrong here, every node of
+        ``flights`` is left to ``probe``, on a new login."""
         try:
-            return self._land(flights)
+            return self._land(flights, judge)
         except Exception as exc:  # a bug must cost these probes' connections, not the round
             for flight in flights:
                 log_unexpected(flight.node, exc)
@@ -1142,7 +1151,9 @@ class KeptConnections:
                 _close(flight.held.conn)
             return {}, [flight.node for flight in flights]
 
-    def _land(self, flights: Sequence[_Flight]) -> tuple[dict[NodeId, ProbeResult], list[NodeId]]:
+    def _land(
+        self, flights: Sequence[_Flight], judge: Callable[[ProbeResult], ProbeResult]
+    ) -> tuple[dict[NodeId, ProbeResult], list[NodeId]]:
         _await(flights)
         results: dict[NodeId, ProbeResult] = {}
         rest: list[NodeId] = []
@@ -1155,13 +1166,17 @@ class KeptConnections:
                 rest.append(flight.node)
             else:
                 results[flight.node] = flight.result(verdict)
-        # Timed out: as on a probe's own connection, whether the node can be reached at all.
+        for flight in late:
+            self.set_aside(flight)
+            results[flight.node] = judge(flight.result(_timed_out_verdict(flight, False)))
+        # A timeout that stands: as on a probe's own connection, whether the node can be
+        # reached at all (a TCP connect: not asked of a node the poller abstains on).
+        late = [f for f in late if not results[f.node].observation.is_abstained]
         reach = [gevent.spawn(_timed_out_verdict, f) for f in late]
         gevent.joinall(reach)
         for flight, job in zip(late, reach, strict=True):
-            self.set_aside(flight)
-            verdict = job.value if job.successful() else _timed_out_verdict(flight, False)
-            results[flight.node] = flight.result(verdict)
+            if job.successful():
+                results[flight.node] = flight.result(job.value)
         return results, rest
 
     def set_aside(self, flight: _Flight) -> None:

@@ -14,11 +14,12 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 
 from mpp_agent import probe
-from mpp_agent.model import NodeId, Outcome
+from mpp_agent.model import NodeId, Observation, Outcome
 from mpp_agent.probe import (
     KeptConnections,
     ProbeResult,
@@ -452,12 +453,10 @@ def test_a_reply_that_came_too_late_costs_no_login(
 ) -> None:
     node = mariadb_cluster.node3
     ident, jobs = node_id(node), {node_id(node): KEPT}
-    assert all_at_once(kept, jobs)[ident].observation.is_healthy
-    sessions = monitor_sessions(node)
-    node.sigstop()
+    others = monitor_sessions(node)
     try:
-        flights, _ = kept.launch(jobs)
-        landed, _ = kept.land(flights)
+        flights, landed = frozen_round(kept, node)
+        session = flights[0].held.conn.thread_id()  # the server's id of the kept connection
         assert "timed out" in (landed[ident].observation.message or "")
         assert (len(kept), kept.late) == (0, 1)  # waiting for the rest of its reply
         if thawed:
@@ -470,15 +469,62 @@ def test_a_reply_that_came_too_late_costs_no_login(
     if not thawed:  # nothing came: the connection is closed, the node logged in to again
         assert (flights, rest) == ([], [ident])
         assert kept.probe(ident, KEPT).observation.is_healthy
-        assert monitor_sessions(node) != sessions
+        # A new login in its place (the server ends the old session once it sees it closed).
+        wait_until(lambda: session not in monitor_sessions(node), 5, "the old session ends")
+        assert len(monitor_sessions(node)) == len(others) + 1
         return
     # The late reply was read and left aside: the same connection answers this round's probe.
     assert rest == [] and len(flights) == 1
     landed, left = kept.land(flights)
     assert left == [] and landed[ident].observation.is_healthy
-    assert monitor_sessions(node) == sessions
+    assert monitor_sessions(node) == sorted([*others, session])  # that login's, no other
+
+
+def frozen_round(
+    kept: KeptConnections,
+    node: MariaDBNode,
+    judge: Callable[[ProbeResult], ProbeResult] = probe._as_is,
+) -> tuple[list[probe._Flight], dict[NodeId, ProbeResult]]:
+    """A probe of ``node`` that logs in, then one on its kept connection sent once the node is
+    SIGSTOPped (the caller resumes it): that round's flights and results."""
+    jobs = {node_id(node): KEPT}
+    assert all_at_once(kept, jobs)[node_id(node)].observation.is_healthy
+    node.sigstop()
+    flights, _ = kept.launch(jobs)
+    landed, _ = kept.land(flights, judge)
+    return flights, landed
 
 
 def _readable(flight: probe._Flight) -> bool:
     readable, _, _ = select.select([flight.held.conn._sock], [], [], 0)
     return bool(readable)
+
+
+def _connections(node: MariaDBNode) -> int:
+    """The connections the server has taken (this query's own among them)."""
+    return int(node.sql("SHOW GLOBAL STATUS LIKE 'Connections'")[0][1])
+
+
+@pytest.mark.parametrize("voided", [False, True], ids=["timeout-stands", "poller-abstains"])
+def test_a_timeout_the_poller_abstains_on_asks_nothing_more_of_the_node(
+    mariadb_cluster: MariaDBCluster, kept: KeptConnections, voided: bool
+) -> None:
+    # A poller that finds a timeout its own fault abstains: whether the node can be reached
+    # (a TCP connect) would change nothing, and under overload it is one more connection.
+    node = mariadb_cluster.node2
+    abstain = Observation.abstain("this poller is overloaded")
+
+    def judge(result: ProbeResult) -> ProbeResult:
+        return replace(result, observation=abstain) if voided else result
+
+    before = _connections(node)
+    try:
+        _, landed = frozen_round(kept, node, judge)
+    finally:
+        node.sigcont()
+    observation = landed[node_id(node)].observation
+    assert observation == abstain if voided else "timed out" in (observation.message or "")
+    time.sleep(0.5)  # a TCP connect made while it was stopped is accepted by now
+    # Taken since: the login, this count's own query, the reach check's connect unless the
+    # poller abstained.
+    assert _connections(node) == before + (2 if voided else 3)
