@@ -195,28 +195,28 @@ def row_of(payload: bytes, columns: tuple[_Column, ...], encoding: str) -> tuple
     left out. The hot loop of a probe's reply: ``_string`` and the typing are inlined for the
     common cases."""
     values: list[Any] = []
+    append = values.append
     at, end = 0, len(payload)
     column = None
     try:
         for column in columns:
-            first, kind = payload[at], column.kind
-            if first == _NULL:
-                if kind != "skip":
-                    values.append(None)
-                at += 1
-                continue
-            if first < _NULL:
+            kind, first = column.kind, payload[at]
+            if first < _NULL:  # the common case: a length below 251 in one byte
                 length, at = first, at + 1
+            elif first == _NULL:
+                at += 1
+                if kind != "skip":
+                    append(None)
+                continue
             else:
                 length, at = _integer(payload, at)
-            raw = payload[at : at + length] if kind != "skip" else b""
-            at += length
+            start, at = at, at + length
             if at > end:
                 raise ProtocolError(f"column {column.name} overruns its row")
-            if kind != "skip":
-                values.append(
-                    raw.decode(encoding) if kind == "text" else int(raw) if kind == "int" else raw
-                )
+            if kind == "skip":
+                continue
+            raw = payload[start:at]
+            append(raw.decode(encoding) if kind == "text" else int(raw) if kind == "int" else raw)
     except IndexError:
         raise ProtocolError(f"a row ends before its column {_name(column)}") from None
     except (ValueError, LookupError) as exc:  # not an integer, not in the encoding
