@@ -35,12 +35,12 @@ import redis.connection  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mpp_agent.config import PoolConfig  # noqa: E402
-from mpp_agent.model import NodeId, NodeType  # noqa: E402
+from mpp_agent.model import NodeId  # noqa: E402
 from mpp_agent.poller import Poller, PollerSettings  # noqa: E402
 from mpp_agent.poller_main import GC_THRESHOLDS  # noqa: E402
 from mpp_agent.probe import ProbeSettings  # noqa: E402
 from mpp_agent.store import Store  # noqa: E402
+from tests.daemons import create_pools  # noqa: E402
 from tests.servers import (  # noqa: E402
     MariaDBCluster,
     MariaDBNode,
@@ -71,16 +71,9 @@ redis.connection.Connection.send_packed_command = counting_send  # type: ignore[
 def make_pools(
     store: Store, nodes: list[NodeId], pools: int, tag: str, keep: float = 0.0
 ) -> list[str]:
-    names = []
+    """``pools`` pools sharing ``nodes`` evenly (a remainder left out), named ``<tag>-<i>``."""
     size = len(nodes) // pools
-    for p in range(pools):
-        members = nodes[p * size : (p + 1) * size]
-        kinds = [NodeType.PRIMARY] + [NodeType.SECONDARY] * (len(members) - 1)
-        name = f"{tag}-{p}"
-        members_kinds = tuple(zip(members, kinds, strict=True))
-        store.create_pool(PoolConfig(name, members_kinds, 4, INTERVAL, keep_connections=keep))
-        names.append(name)
-    return names
+    return create_pools(store, nodes[: size * pools], size, tag + "-{}", keep_connections=keep)
 
 
 def measure(

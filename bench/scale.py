@@ -45,18 +45,17 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # The pollers are started by their console script: this interpreter's first.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
-from mpp_agent.config import PoolConfig
-from mpp_agent.model import NodeId, NodeState, NodeType, PoolState, State
+from mpp_agent.model import NodeState, PoolState
 from mpp_agent.rounds import round_of
 from mpp_agent.store import Store
-from tests.daemons import PollerProcess
+from tests.daemons import PollerProcess, create_pools, pools_steady
 from tests.servers import (
     MariaDBCluster,
     RedisClusterServers,
@@ -107,18 +106,6 @@ class Case:
     connections: float  # per interval the servers took (their Connections counter)
     aborted: float  # of those, the ones that never logged in (Aborted_connects)
     redis_cpu: float  # seconds per interval, every Redis master together
-
-
-def create_pools(store: Store, nodes: Sequence[NodeId], keep: float) -> list[str]:
-    names = []
-    for p in range(len(nodes) // POOL_SIZE):
-        members = nodes[p * POOL_SIZE : (p + 1) * POOL_SIZE]
-        kinds = [NodeType.PRIMARY] + [NodeType.SECONDARY] * (POOL_SIZE - 1)
-        name = f"s{p:04d}"
-        config = PoolConfig(name, tuple(zip(members, kinds, strict=True)), 4, INTERVAL)
-        store.create_pool(replace(config, observers=K, keep_connections=keep))
-        names.append(name)
-    return names
 
 
 class Redis:
@@ -180,13 +167,6 @@ def pollers_running(url: str, count: int) -> Iterator[list[PollerProcess]]:
             proc.cleanup()
 
 
-def is_steady(store: Store, names: Sequence[str]) -> bool:
-    pools = store.load_pools(names)
-    return len(pools) == len(names) and all(
-        p.nodes[0].state is State.ACTIVE and all(n.r == 0 for n in p.nodes) for p in pools
-    )
-
-
 def connections(cluster: MariaDBCluster) -> tuple[int, int]:
     """The connections both servers have taken so far (each counts this one too), and of
     those the ones that never logged in (a TCP connect only, a login cut or refused)."""
@@ -228,9 +208,11 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         # every pool until they have seen the others' heartbeats (never 0 observers), and that
         # burst of probes would fail nodes on this small machine before the window.
         time.sleep(2 * INTERVAL)
-        names = create_pools(store, aliases(cluster, nodes), keep)
+        names = create_pools(
+            store, aliases(cluster, nodes), POOL_SIZE, "s{:04d}", observers=K, keep_connections=keep
+        )
         try:
-            wait_until(lambda: is_steady(store, names), 90, "every pool steady", interval=0.5)
+            wait_until(lambda: pools_steady(store, names), 90, "every pool steady", interval=0.5)
             steady = True
         except TimeoutError:  # measured anyway: the figures say what did not fit
             steady = False

@@ -37,7 +37,7 @@ the reply ``unsupported``: the caller asks again through PyMySQL's own path.
 A reader may be told to keep ``only`` some columns of a result set (by the result set's place
 in the reply): the others are stepped over, neither decoded nor typed (their type does not
 matter then), and left out of the result set's names and rows. ``SHOW SLAVE STATUS`` has some
-60 columns, of which a probe reads 20.
+60 columns, of which a probe reads 15.
 
 Guarantees: bytes past the reply's last packet are a ``ProtocolError`` (the connection would
 be out of step: a server sends nothing it was not asked for). Whatever does not follow the

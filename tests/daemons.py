@@ -12,11 +12,13 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from mpp_agent.model import PoolState
+from mpp_agent.config import PoolConfig
+from mpp_agent.model import NodeId, NodeType, PoolState, State
 from mpp_agent.store import Store
 from tests.servers import MONITOR_PASSWORD, MONITOR_USER, short_tempdir, spawn, terminate
 
@@ -131,3 +133,27 @@ def row(pool: PoolState, index: int) -> tuple[int | None, str, str, str | None]:
     """A node as MPP's scenarios write it: R / STATUS / STATE / message."""
     n = pool.nodes[index]
     return (n.requests, n.status.value, n.state.value, n.message)
+
+
+def create_pools(
+    store: Store, nodes: Sequence[NodeId], size: int, name: str, **settings: Any
+) -> list[str]:
+    """Pools of ``size`` of ``nodes`` each, in order (the first of each PRIMARY, the others
+    SECONDARY; nodes past the last whole pool left out), named ``name.format(index)``, with
+    M = 4, a 2 s interval and the other ``settings`` (``PoolConfig``'s fields); their names."""
+    names = []
+    for p in range(len(nodes) // size):
+        members = nodes[p * size : (p + 1) * size]
+        kinds = [NodeType.PRIMARY] + [NodeType.SECONDARY] * (size - 1)
+        config = PoolConfig(name.format(p), tuple(zip(members, kinds, strict=True)), 4, 2.0)
+        store.create_pool(replace(config, **settings))
+        names.append(config.name)
+    return names
+
+
+def pools_steady(store: Store, names: Sequence[str]) -> bool:
+    """Whether every pool of ``names`` exists, its first node ACTIVE and no node failing."""
+    pools = store.load_pools(names)
+    return len(pools) == len(names) and all(
+        p.nodes[0].state is State.ACTIVE and all(n.r == 0 for n in p.nodes) for p in pools
+    )

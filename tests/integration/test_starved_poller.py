@@ -16,11 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from mpp_agent.config import PoolConfig
-from mpp_agent.model import NodeType, State
 from mpp_agent.poller import RunQueue
 from mpp_agent.store import Store
-from tests.daemons import PollerProcess
+from tests.daemons import PollerProcess, create_pools, pools_steady
 from tests.servers import (
     MONITOR_PASSWORD,
     MONITOR_USER,
@@ -113,35 +111,17 @@ def wide_cluster() -> Iterator[MariaDBCluster]:
         cluster.cleanup()
 
 
-def create_pools(store: Store, cluster: MariaDBCluster) -> list[str]:
-    nodes = aliases(cluster, 4 * POOLS)
-    names = []
-    for p in range(POOLS):
-        members = nodes[4 * p : 4 * p + 4]
-        kinds = [NodeType.PRIMARY] + [NodeType.SECONDARY] * 3
-        names.append(f"st{p:02d}")
-        store.create_pool(PoolConfig(names[-1], tuple(zip(members, kinds, strict=True)), 4, 2.0))
-    return names
-
-
-def is_steady(store: Store, names: list[str]) -> bool:
-    return all(
-        p.nodes[0].state is State.ACTIVE and all(n.r == 0 for n in p.nodes)
-        for p in store.load_pools(names)
-    )
-
-
 def test_a_poller_starved_of_cpu_abstains_instead_of_failing_healthy_nodes(
     redis_url: str, wide_cluster: MariaDBCluster
 ) -> None:
     store = Store.from_url(redis_url, NAMESPACE)
-    names = create_pools(store, wide_cluster)
+    names = create_pools(store, aliases(wide_cluster, 4 * POOLS), 4, "st{:02d}")
     poller = PollerProcess(redis_url, "p-starved", namespace=NAMESPACE, probe_options=[]).start()
     cpu = max(os.sched_getaffinity(0))
     hog: subprocess.Popen[bytes] | None = None
     try:
         assert poller.proc is not None
-        wait_until(lambda: is_steady(store, names), 30, "every pool steady", interval=0.2)
+        wait_until(lambda: pools_steady(store, names), 30, "every pool steady", interval=0.2)
         pin(poller.proc.pid, cpu)
         hog = start_hog(cpu)
         start = {p.name: p.last_round for p in store.load_pools(names)}
@@ -158,7 +138,7 @@ def test_a_poller_starved_of_cpu_abstains_instead_of_failing_healthy_nodes(
         hog.kill()
         hog.wait()
         hog = None
-        wait_until(lambda: is_steady(store, names), 30, "every pool steady again", interval=0.2)
+        wait_until(lambda: pools_steady(store, names), 30, "every pool steady again", interval=0.2)
         events = [e for name in names for _, e in store.last_events(name, 200)]
     finally:
         if hog is not None:
