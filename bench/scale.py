@@ -5,7 +5,10 @@ as in bench/poller.py), so N nodes cost N real connections, handshakes and queri
 Pools have 4 nodes each (one PRIMARY, three SECONDARY), interval 2 s, ``--observers 2``, and
 ``--keep-connections`` 0 (a login per probe) or 60 (probes on kept connections). Each
 case starts the pollers as real processes (the ``mpp-poller`` console script), creates the pools
-once the pollers have seen each other, waits until every pool is steady, then measures over a
+once the pollers have seen each other, waits until every pool is steady and then until the
+warm-up is over (every node judged by every observer of its pool in the last round: with kept
+connections, every node has its connection; at most ``--warm-up-limit`` seconds after the
+pools' creation, 300 by default, and how long it took is printed), then measures over a
 window of 5 intervals (with kept connections, a whole keep_connections period, so that every
 connection is renewed in it):
 
@@ -26,12 +29,12 @@ connection is renewed in it):
 * Redis: commands per second (``total_commands_processed``, summed over the masters) and memory
   per pool (``used_memory`` with the pools in place, less before they were created).
 
-Run: ``.venv/bin/python bench/scale.py`` (needs mariadbd, redis-server and redis-cli; about 40
-minutes for the whole matrix); ``--nodes 1000 --pollers 1 2 --redis single --keep-connections
-60`` for a part of it.
+Run: ``.venv/bin/python bench/scale.py`` (needs mariadbd, redis-server and redis-cli; 40-70
+minutes for the whole matrix, depending on the warm-ups); ``--nodes 1000 --pollers 1 2 --redis
+single --keep-connections 60`` for a part of it.
 Goal (bench/README.md): per-poller probe work falls as K/N (within 15 %), and 4,000 nodes at a
 2 s interval fit 4 pollers with every round committed. Exits 1 if a case missed a round, never
-got steady, or ended with a failed node.
+got steady or through its warm-up, or ended with a failed node.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ K = 2
 POOL_SIZE = 4
 WINDOW_ROUNDS = 5  # at least; with kept connections, a whole keep_connections period
 STORIES = 3  # failed nodes whose events are printed
+WARM_UP_LIMIT = 300.0  # seconds after the pools' creation the window waits for the warm-up
 USER, PASSWORD = "bench", "benchpass"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -95,6 +99,8 @@ class Case:
     unhealthy: int  # nodes with R > 0 or failed at the end
     failed: int  # of those, the failed ones
     steady: bool  # every pool reached ACTIVE with R = 0 before the window
+    warm_up: float | None  # seconds from the pools' creation until every node was judged by
+    # every observer (with kept connections: every connection open), None if not by the limit
     why: str  # the most common message of the unhealthy nodes
     kinds: str  # the unhealthy nodes by state and R, most common first
     stories: list[str]  # how each failed node came to fail: its pool's events
@@ -199,7 +205,30 @@ def window_rounds(keep: float) -> int:
     return max(WINDOW_ROUNDS, math.ceil(keep / INTERVAL) + 1)
 
 
-def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep: float) -> Case:
+def all_judged(store: Store, names: Sequence[str]) -> bool:
+    """Whether every node of the pools was judged by every observer of the last round: no
+    monitor note (with kept connections, no node still waiting for its first login)."""
+    return not any(n.monitor_note for p in store.load_pools(names) for n in p.nodes)
+
+
+def warmed_up(store: Store, names: Sequence[str], created: float, limit: float) -> float | None:
+    """Seconds from ``created`` until ``all_judged`` held, None if not within ``limit``."""
+    left = limit - (time.monotonic() - created)
+    try:
+        wait_until(lambda: all_judged(store, names), max(0.0, left), "warm-up", interval=1.0)
+    except TimeoutError:  # measured anyway, in the warm-up: said so
+        return None
+    return time.monotonic() - created
+
+
+def measure(
+    redis: Redis,
+    cluster: MariaDBCluster,
+    nodes: int,
+    count: int,
+    keep: float,
+    warm_up_limit: float = WARM_UP_LIMIT,
+) -> Case:
     redis.flush()
     store = Store.from_url(redis.url, "bench")
     base_memory = redis.info_sum("used_memory", "memory")
@@ -211,11 +240,13 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         names = create_pools(
             store, aliases(cluster, nodes), POOL_SIZE, "s{:04d}", observers=K, keep_connections=keep
         )
+        created = time.monotonic()
         try:
             wait_until(lambda: pools_steady(store, names), 90, "every pool steady", interval=0.5)
             steady = True
         except TimeoutError:  # measured anyway: the figures say what did not fit
             steady = False
+        warm_up = warmed_up(store, names, created, warm_up_limit) if steady else None
         time.sleep(3 * INTERVAL)  # assignments settled: every poller has seen the others
         now = store.server_time()
         time.sleep(INTERVAL - (now % INTERVAL) + 0.1)  # just after a round start
@@ -287,6 +318,7 @@ def measure(redis: Redis, cluster: MariaDBCluster, nodes: int, count: int, keep:
         len(troubled),
         sum(n.state.is_failed for n in troubled),
         steady,
+        warm_up,
         why[0][0][:120] if why else "",
         ", ".join(f"{k} x{v}" for k, v in kinds.most_common(4)),
         stories[:STORIES],
@@ -331,6 +363,10 @@ def print_case(case: Case) -> None:
         f"Redis {case.redis_cpu:.2f}"
         f"{'' if case.steady else '; NOT steady before the window'}; K/N share {ideal:.0f} nodes"
     )
+    if case.warm_up is None:
+        print("  warm-up: some node was still not judged by every observer when the window began")
+    else:
+        print(f"  warm-up: every node judged by every observer {case.warm_up:.0f}s after creation")
     if case.why:
         print(f"  most common failure: {case.why}")
     if case.kinds:
@@ -360,6 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=["pool-of-threads", "one-thread-per-connection"],
         default="pool-of-threads",
     )
+    parser.add_argument("--warm-up-limit", type=float, default=WARM_UP_LIMIT)
     args = parser.parse_args(argv)
     print(f"MariaDB thread handling: {args.mariadb_threads}")
     cluster = prepare_mariadb(args.mariadb_threads)
@@ -371,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for keep in args.keep_connections:
                     for nodes in args.nodes:
                         for count in args.pollers:
-                            case = measure(redis, cluster, nodes, count, keep)
+                            case = measure(redis, cluster, nodes, count, keep, args.warm_up_limit)
                             print_case(case)
                             cases.append(case)
             finally:
@@ -379,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         cluster.cleanup()
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} CPUs")
-    return 0 if all(c.missed == 0 and c.failed == 0 and c.steady for c in cases) else 1
+    fit = (c.missed == 0 and c.failed == 0 and c.steady and c.warm_up is not None for c in cases)
+    return 0 if all(fit) else 1
 
 
 if __name__ == "__main__":
