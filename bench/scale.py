@@ -46,7 +46,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,10 +205,15 @@ def window_rounds(keep: float) -> int:
     return max(WINDOW_ROUNDS, math.ceil(keep / INTERVAL) + 1)
 
 
+def monitor_notes(pools: Iterable[PoolState]) -> list[str]:
+    """The monitor notes of the pools' nodes: why some observer could not judge a node in
+    the last round (with kept connections, mostly a node still waiting for its first login)."""
+    return [n.monitor_note for p in pools for n in p.nodes if n.monitor_note]
+
+
 def all_judged(store: Store, names: Sequence[str]) -> bool:
-    """Whether every node of the pools was judged by every observer of the last round: no
-    monitor note (with kept connections, no node still waiting for its first login)."""
-    return not any(n.monitor_note for p in store.load_pools(names) for n in p.nodes)
+    """Whether every node of the pools was judged by every observer of the last round."""
+    return not monitor_notes(store.load_pools(names))
 
 
 def warmed_up(store: Store, names: Sequence[str], created: float, limit: float) -> float | None:
@@ -296,7 +301,7 @@ def measure(
     troubled = [n for p in after.values() for n in p.nodes if n.r > 0 or n.state.is_failed]
     why = Counter(n.message or "" for n in troubled).most_common(1)
     kinds = Counter(f"{n.state.value} R={n.r}" for n in troubled)
-    notes = [n.monitor_note for p in after.values() for n in p.nodes if n.monitor_note]
+    notes = monitor_notes(after.values())
     per_poller = [
         PollerFigures(
             pid,
