@@ -623,6 +623,48 @@ class _ProbeConnection(pymysql.connections.Connection):  # type: ignore[misc]
             packet_type = _column_description
         return super()._read_packet(packet_type)
 
+    def connect(self, sock: Any = None) -> None:
+        """A node named by its address is connected to without a name lookup: PyMySQL's own
+        connect asks gevent's resolver, which hands even a numeric host to a thread of its
+        pool and back, a wait and a wake-up more on every login of a busy poller."""
+        if sock is None and not self.unix_socket:
+            sock = _connect_numeric(self.host, self.port, self.connect_timeout)
+        super().connect(sock)
+
+
+def _connect_numeric(host: str, port: int, timeout: float | None) -> socket.socket | None:
+    """A TCP socket connected to ``host`` when it is an IPv4 or IPv6 address (None for a
+    name, which PyMySQL resolves), set up as PyMySQL sets up its own. A failure to connect is
+    PyMySQL's own error for it, so that it reads and counts as any other."""
+    family = _address_family(host)
+    if family is None:
+        return None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    except OSError as exc:
+        sock.close()
+        error = pymysql.err.OperationalError(
+            CR.CR_CONN_HOST_ERROR, f"Can't connect to MySQL server on {host!r} ({exc})"
+        )
+        error.original_exception = exc
+        raise error from None
+    return sock
+
+
+def _address_family(host: str) -> int | None:
+    """AF_INET or AF_INET6 for a numeric address, None for a name."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return family
+    return None
+
 
 _DESCRIPTIONS: dict[tuple[bytes, str], Any] = {}
 _MAX_DESCRIPTIONS = 10_000  # a few hundred per server version; bounded all the same

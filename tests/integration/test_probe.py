@@ -51,6 +51,26 @@ def test_healthy_node(mariadb_cluster: MariaDBCluster) -> None:
         assert 0 < result.latency < 1.0
 
 
+def test_a_node_named_by_its_address_logs_in_without_a_name_lookup(
+    mariadb_cluster: MariaDBCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No resolver is asked for 127.0.0.1 (gevent's would hand it to a thread and back); a
+    node named by a host name still is looked up, and a lookup that fails says so."""
+
+    def no_lookup(*args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "lookups refused by the test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_lookup)
+    node = mariadb_cluster.node1
+    by_address = probe(node)
+    assert by_address.observation.is_healthy, by_address.observation.message
+    by_name = probe_node(NodeId("localhost", node.port), SETTINGS)
+    assert by_name.observation.outcome is Outcome.CONNECT
+    assert "lookups refused by the test" in by_name.observation.message
+    monkeypatch.undo()
+    assert probe_node(NodeId("localhost", node.port), SETTINGS).observation.is_healthy
+
+
 def test_a_login_asks_its_statements_in_one_round_trip(mariadb_cluster: MariaDBCluster) -> None:
     """The server's general log: after the login, one query carries the probe's statements
     (Threads_connected with them), not one query each."""

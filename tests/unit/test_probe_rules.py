@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pymysql
@@ -460,3 +461,21 @@ def test_unreachable_only_when_the_connect_never_reached_the_server(
     exc: BaseException, unreachable: bool
 ) -> None:
     assert is_unreachable(exc) is unreachable
+
+
+@pytest.mark.parametrize(
+    ("host", "family"),
+    [
+        ("127.0.0.1", "AF_INET"),
+        ("10.1.2.3", "AF_INET"),
+        ("::1", "AF_INET6"),
+        ("fd00::12", "AF_INET6"),
+        ("localhost", None),
+        ("db-1.example.com", None),
+        ("127.1", None),  # inet_aton would take it; a name lookup decides what it means
+        ("", None),
+    ],
+)
+def test_only_a_numeric_address_skips_the_name_lookup(host: str, family: str | None) -> None:
+    expected = None if family is None else getattr(socket, family)
+    assert probe._address_family(host) == expected
