@@ -58,6 +58,7 @@ from mpp_agent.model import (
     connect_prefix,
     evolve,
 )
+from mpp_agent.pacing import paced
 from mpp_agent.poller_metrics import PollerMetrics
 from mpp_agent.probe import (
     Checkpoint,
@@ -894,7 +895,7 @@ class Poller:
         }
         started = time.monotonic()
         flights, rest = self.connections.launch(settings) if self.at_once else ([], list(settings))
-        jobs = {node: self.spawn_probe(node, timeouts[node], settings[node]) for node in rest}
+        jobs = {n: self.spawn_probe(n, timeouts[n], settings[n]) for n in paced(rest)}
         landed, left = self.connections.land(
             flights, lambda result: self.judged(result, timeouts[result.node], started)
         )
@@ -1054,7 +1055,8 @@ class Poller:
                 break
             ticks, retry = self.tick_rounds(todo, report, last_try=attempt == COMMIT_RETRIES - 1)
             # Every tick's compare-and-set in one round trip; each stands or falls on its own.
-            outcomes = self.store.commit_many([t.commit for t in ticks]) if ticks else []
+            commits = [t.commit for t in ticks]
+            outcomes = self.store.commit_many(commits, each=paced) if ticks else []
             failure = None
             for ticked, outcome in zip(ticks, outcomes, strict=True):
                 name, round_ = ticked.name, ticked.round
@@ -1084,7 +1086,8 @@ class Poller:
         """The rounds read and ticked, ready to commit, and those to read again (the pool
         looked rolled back); the ones not to tick are in ``report.skipped``."""
         ticks, retry = [], []
-        for (name, round_), (pool, reports) in zip(todo, self.store.load_round(todo), strict=True):
+        loaded = zip(todo, self.store.load_round(todo), strict=True)
+        for (name, round_), (pool, reports) in paced(loaded):
             try:
                 if isinstance(pool, BadKey):  # logged once by the store
                     raise pool

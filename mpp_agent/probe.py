@@ -72,6 +72,7 @@ from pymysql.protocol import FieldDescriptorPacket, MysqlPacket
 
 from mpp_agent import mysql_reply
 from mpp_agent.model import NodeId, Observation, Outcome, Replication
+from mpp_agent.pacing import paced
 from mpp_agent.positions import missing
 from mpp_agent.timeouts import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 
@@ -1145,7 +1146,7 @@ class KeptConnections:
         self.catch_up(jobs)
         flights: list[_Flight] = []
         rest: list[NodeId] = []
-        for node, settings in jobs.items():
+        for node, settings in paced(jobs.items()):
             kept = self._kept.get(node)
             if kept is None or not kept.at_once or not settings.password:
                 rest.append(node)
@@ -1200,7 +1201,7 @@ class KeptConnections:
         results: dict[NodeId, ProbeResult] = {}
         rest: list[NodeId] = []
         late = [f for f in flights if f.timed_out]
-        for flight in flights:
+        for flight in paced(flights):
             if flight.timed_out:
                 continue
             verdict = self.verdict_of(flight)
@@ -1389,7 +1390,7 @@ def _await(flights: Sequence[_Flight]) -> None:
         nonlocal waiting
         wake.clear()
         batch, ready[:] = list(ready), []
-        for flight in batch:
+        for flight in paced(batch):
             if flight.read():
                 waiting -= 1
             else:

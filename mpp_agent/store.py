@@ -1015,12 +1015,17 @@ class Store:
             raise result
         return result
 
-    def commit_many(self, commits: Sequence[Commit]) -> list[CommitResult | Exception]:
+    def commit_many(
+        self,
+        commits: Sequence[Commit],
+        each: Callable[[Iterable[Commit]], Iterable[Commit]] = iter,
+    ) -> list[CommitResult | Exception]:
         """Each ``commit``, all in one round trip (per shard on a Cluster), each atomic on its
         own, and confirmed by a Redis replica in that round trip where the master has one. Per
         commit its result, or in its place the error that stopped it: UnknownPool, BadKey, or
-        the Redis error (the other commits stand)."""
-        docs = [pool_to_doc(c.after).encode() for c in commits]  # sent as is, kept to compare
+        the Redis error (the other commits stand). ``each``: how the commits are walked to
+        encode their documents (a poller's lets its event loop run in a long batch)."""
+        docs = [pool_to_doc(c.after).encode() for c in each(commits)]  # sent as is, kept to compare
         calls = [
             (self.commit_keys(c.before.name), self.commit_args(c, doc))
             for c, doc in zip(commits, docs, strict=True)
