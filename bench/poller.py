@@ -120,8 +120,6 @@ def main() -> None:
     cluster = MariaDBCluster(3)
     try:
         start_aliased(cluster, cluster.nodes, "bench", "benchpass")
-        for node in cluster.nodes:
-            node.sql("SET GLOBAL max_connections=1000")
         store = Store.from_url(redis_server.url, "bench")
         rows = []
         if args.kept:

@@ -331,7 +331,7 @@ class LazyCluster:
 
     def get_encoder(self) -> Any:
         """What a Script hashes its source with, without connecting (bytes, as the client)."""
-        return Encoder("utf-8", "strict", False)  # type: ignore[no-untyped-call]
+        return Encoder("utf-8", "strict", False)  # type: ignore[no-untyped-call, unused-ignore]
 
     def register_script(self, script: str) -> Any:
         return redis.commands.core.Script(self, script)  # type: ignore[arg-type]
@@ -397,12 +397,12 @@ def connect_sentinel(url: str, password: str | None) -> redis.Redis:
         raise StoreError(f"Bad Sentinel URL {shown}: the database {path[1]!r} is not a number")
     db = int(path[1]) if len(path) > 1 else 0
     secret = unquote(userinfo.partition(":")[2]) if ":" in userinfo else password
-    sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         sentinels,
         socket_timeout=SOCKET_TIMEOUT,
         sentinel_kwargs={"password": secret, "socket_timeout": SOCKET_TIMEOUT},
     )
-    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
         path[0], db=db, password=secret, socket_timeout=SOCKET_TIMEOUT, retry=one_retry()
     )
     return client
@@ -422,7 +422,7 @@ def connect_cluster(url: str, password: str | None) -> LazyCluster:
     if not hosts_part or path.strip("/") not in ("", "0") or "#" in url:
         raise StoreError(f"Bad Redis Cluster URL {shown}: {usage}")
     nodes = [
-        redis.cluster.ClusterNode(*address(item, shown))  # type: ignore[no-untyped-call]
+        redis.cluster.ClusterNode(*address(item, shown))  # type: ignore[no-untyped-call, unused-ignore]
         for item in hosts_part.split(",")
     ]
     tls = scheme == "rediss+cluster"
@@ -457,8 +457,16 @@ def address(item: str, shown: str) -> tuple[str, int]:
 
 def is_redis_down(exc: Exception) -> bool:
     """Worth retrying: Redis (or its Sentinel master) is not reachable right now, as opposed to
-    refusing us (a wrong password, no such database, not a Redis server)."""
-    return isinstance(exc, REDIS_DOWN_ERRORS) and not isinstance(exc, redis.AuthenticationError)
+    refusing us (a wrong password, no such database, not a Redis server, a plain Redis named
+    as a Sentinel: redis-py >= 8.2 reports that as no master found, a ConnectionError)."""
+    if isinstance(exc, redis.AuthenticationError) or is_not_a_sentinel(exc):
+        return False
+    return isinstance(exc, REDIS_DOWN_ERRORS)
+
+
+def is_not_a_sentinel(exc: Exception) -> bool:
+    """A server named as a Sentinel answered that it knows no SENTINEL command."""
+    return "unknown command 'SENTINEL'" in str(exc)
 
 
 def redis_problem(exc: Exception, url: str) -> str:
@@ -479,7 +487,7 @@ def redis_problem(exc: Exception, url: str) -> str:
             f"Redis at {shown} has no such database ({text}): use a db number the server has "
             "(0-15 unless its 'databases' setting says more)"
         )
-    if "unknown command 'SENTINEL'" in text:
+    if is_not_a_sentinel(exc):
         return (
             f"{shown} names a plain Redis where Sentinels were expected: use redis:// for it, "
             "or the Sentinels' addresses"
