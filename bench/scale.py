@@ -28,6 +28,11 @@ connection is renewed in it):
   seconds per interval (what the pollers cost Redis);
 * Redis: commands per second (``total_commands_processed``, summed over the masters) and memory
   per pool (``used_memory`` with the pools in place, less before they were created).
+* outside logins: a fresh login and ``SELECT 1`` to each MariaDB server every 0.25 s from the
+  bench, not a poller (median, 99th percentile, max, how many took longer than the pools'
+  probe bound): the two servers stand for thousands of nodes and meet every probe of a round
+  at its start, and a login from outside slower than the probe bound says that a node failed
+  on login timeouts then was failed by its server's slowness, not by a poller.
 
 Run: ``.venv/bin/python bench/scale.py`` (needs mariadbd, redis-server and redis-cli; 40-70
 minutes for the whole matrix, depending on the warm-ups); ``--nodes 1000 --pollers 1 2 --redis
@@ -44,6 +49,7 @@ import math
 import os
 import statistics
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -55,9 +61,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # The pollers are started by their console script: this interpreter's first.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
+import pymysql
+
 from mpp_agent.model import NodeState, PoolState
 from mpp_agent.rounds import round_of
 from mpp_agent.store import Store
+from mpp_agent.timeouts import DEFAULT_PROBE_TIMEOUT, limits
+from mpp_agent.timeouts import fit as fit_timeouts
 from tests.daemons import PollerProcess, create_pools, pools_steady
 from tests.servers import (
     MariaDBCluster,
@@ -112,6 +122,7 @@ class Case:
     connections: float  # per interval the servers took (their Connections counter)
     aborted: float  # of those, the ones that never logged in (Aborted_connects)
     redis_cpu: float  # seconds per interval, every Redis master together
+    outside: str  # the outside logins to the MariaDB servers in the window (OutsideLogins)
 
 
 class Redis:
@@ -226,6 +237,70 @@ def warmed_up(store: Store, names: Sequence[str], created: float, limit: float) 
     return time.monotonic() - created
 
 
+# The probe bound of the bench's pools: a fresh login slower than this is a timeout to a poller.
+PROBE_BOUND = fit_timeouts(INTERVAL, limits(probe=DEFAULT_PROBE_TIMEOUT)).probe
+OUTSIDE_EVERY = 0.25  # seconds between two outside logins to each server
+OUTSIDE_ALIAS = "127.0.250.{}"  # beyond every fleet's aliases: no node of the pools
+
+
+class OutsideLogins:
+    """A fresh login and ``SELECT 1`` to each MariaDB server every ``OUTSIDE_EVERY`` seconds,
+    from a thread of the bench, not a poller: how long a client that is not the monitor waits
+    for the servers. The two servers stand for thousands of nodes, so each meets every probe of
+    a round at its start; when a login from outside takes longer than the probe bound too, a
+    node that failed on login timeouts then was failed by its server's slowness (a topology of
+    this bench: a real node takes two probes a round), not by a poller short of CPU."""
+
+    def __init__(self, cluster: MariaDBCluster) -> None:
+        self.ports = [cluster.node1.port, cluster.node2.port]
+        self.seconds: list[float] = []  # a login that failed counts as its whole wait
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> OutsideLogins:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(OUTSIDE_EVERY):
+            for i, port in enumerate(self.ports):
+                self.seconds.append(self._login(OUTSIDE_ALIAS.format(i + 1), port))
+
+    def _login(self, host: str, port: int) -> float:
+        start = time.monotonic()
+        try:
+            conn = pymysql.connect(
+                host=host,
+                port=port,
+                user=USER,
+                password=PASSWORD,
+                connect_timeout=10,
+                read_timeout=10,
+            )
+            conn.query("SELECT 1")
+            conn.close()
+        except pymysql.MySQLError:
+            self.failures += 1
+        return time.monotonic() - start
+
+    def summary(self) -> str:
+        if not self.seconds:
+            return "none made"
+        ranked = sorted(self.seconds)
+        over = sum(s > PROBE_BOUND for s in ranked)
+        return (
+            f"median {statistics.median(ranked):.3f} s, 99th percentile "
+            f"{ranked[int(0.99 * (len(ranked) - 1))]:.3f} s, max {ranked[-1]:.3f} s; "
+            f"{over} of {len(ranked)} over the probe bound ({PROBE_BOUND:g} s), "
+            f"{self.failures} failed"
+        )
+
+
 def measure(
     redis: Redis,
     cluster: MariaDBCluster,
@@ -265,21 +340,23 @@ def measure(
         cycles: dict[str, list[float]] = {p.poller_id: [] for p in procs}
         ended: dict[str, set[float]] = {p.poller_id: set() for p in procs}  # cycles' end times
         observed: dict[str, set[str]] = {}
-        while time.monotonic() - t0 < window_rounds(keep) * INTERVAL:
-            for info in store.pollers():
-                if info.poller_id in cycles and info.info:
-                    cycles[info.poller_id].append(float(info.info.get("cycle_seconds", 0)))
-                    observed[info.poller_id] = set(info.info.get("pools", []))
-                    at = float(info.info.get("last_cycle_at", 0))
-                    if at > start:
-                        ended[info.poller_id].add(at)
-            time.sleep(INTERVAL / 2)
+        with OutsideLogins(cluster) as outside:
+            while time.monotonic() - t0 < window_rounds(keep) * INTERVAL:
+                for info in store.pollers():
+                    if info.poller_id in cycles and info.info:
+                        cycles[info.poller_id].append(float(info.info.get("cycle_seconds", 0)))
+                        observed[info.poller_id] = set(info.info.get("pools", []))
+                        at = float(info.info.get("last_cycle_at", 0))
+                        if at > start:
+                            ended[info.poller_id].add(at)
+                time.sleep(INTERVAL / 2)
         elapsed = time.monotonic() - t0
         commands = redis.info_sum("total_commands_processed", "stats") - commands0
         cpu = {p.poller_id: cpu_seconds(p.proc.pid) - cpu0[p.poller_id] for p in procs if p.proc}
         servers = sum(cpu_seconds(node.pid) for node in (cluster.node1, cluster.node2)) - servers0
         total, aborted = connections(cluster)
-        taken = total - taken0[0] - 2  # the second count's own, one per server
+        # Less the second count's own (one per server) and the outside logins.
+        taken = total - taken0[0] - 2 - len(outside.seconds)
         aborted -= taken0[1]
         redis_cpu = redis.cpu() - redis0
         time.sleep(INTERVAL)  # the window's last round committed
@@ -335,6 +412,7 @@ def measure(
         taken / intervals,
         aborted / intervals,
         redis_cpu / intervals,
+        outside.summary(),
     )
 
 
@@ -378,6 +456,7 @@ def print_case(case: Case) -> None:
         print(f"  unhealthy by state: {case.kinds}")
     for text in case.stories:
         print(text)
+    print(f"  outside logins to the MariaDB servers: {case.outside}")
     if case.noted:
         print(f"  nodes not judged by every observer in the last round: {case.noted} ({case.note})")
     print(
