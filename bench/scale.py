@@ -66,11 +66,12 @@ import pymysql
 from mpp_agent.model import NodeState, PoolState
 from mpp_agent.rounds import round_of
 from mpp_agent.store import Store
-from mpp_agent.timeouts import DEFAULT_PROBE_TIMEOUT, limits
 from mpp_agent.timeouts import fit as fit_timeouts
+from mpp_agent.timeouts import limits
 from tests.daemons import PollerProcess, create_pools, pools_steady
 from tests.servers import (
     MariaDBCluster,
+    MariaDBNode,
     RedisClusterServers,
     RedisServer,
     aliases,
@@ -238,9 +239,8 @@ def warmed_up(store: Store, names: Sequence[str], created: float, limit: float) 
 
 
 # The probe bound of the bench's pools: a fresh login slower than this is a timeout to a poller.
-PROBE_BOUND = fit_timeouts(INTERVAL, limits(probe=DEFAULT_PROBE_TIMEOUT)).probe
+PROBE_BOUND = fit_timeouts(INTERVAL, limits()).probe
 OUTSIDE_EVERY = 0.25  # seconds between two outside logins to each server
-OUTSIDE_ALIAS = "127.0.250.{}"  # beyond every fleet's aliases: no node of the pools
 
 
 class OutsideLogins:
@@ -252,7 +252,7 @@ class OutsideLogins:
     this bench: a real node takes two probes a round), not by a poller short of CPU."""
 
     def __init__(self, cluster: MariaDBCluster) -> None:
-        self.ports = [cluster.node1.port, cluster.node2.port]
+        self.servers = [cluster.node1, cluster.node2]
         self.seconds: list[float] = []  # a login that failed counts as its whole wait
         self.failures = 0
         self._stop = threading.Event()
@@ -268,20 +268,13 @@ class OutsideLogins:
 
     def _run(self) -> None:
         while not self._stop.wait(OUTSIDE_EVERY):
-            for i, port in enumerate(self.ports):
-                self.seconds.append(self._login(OUTSIDE_ALIAS.format(i + 1), port))
+            for server in self.servers:
+                self.seconds.append(self._login(server))
 
-    def _login(self, host: str, port: int) -> float:
+    def _login(self, server: MariaDBNode) -> float:
         start = time.monotonic()
         try:
-            conn = pymysql.connect(
-                host=host,
-                port=port,
-                user=USER,
-                password=PASSWORD,
-                connect_timeout=10,
-                read_timeout=10,
-            )
+            conn = server.connect_tcp(USER, PASSWORD, connect_timeout=10, read_timeout=10)
             conn.query("SELECT 1")
             conn.close()
         except pymysql.MySQLError:
