@@ -12,7 +12,7 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m mypy --strict --explicit-package-bases scripts/demo.py bench/failover.py bench/push.py bench/monitor_faults.py bench/switchover.py bench/scale.py bench/poller.py bench/agent.py scripts/ack_writer.py
+	$(PY) -m mypy --strict --explicit-package-bases scripts/demo.py bench/failover.py bench/push.py bench/monitor_faults.py bench/switchover.py bench/scale.py bench/poller.py bench/login.py bench/agent.py scripts/ack_writer.py
 
 # Tests run in parallel, one worker per core (pytest-xdist); each worker starts its own servers
 # on free ports, and a module's tests stay on one worker so module fixtures are shared. Tests

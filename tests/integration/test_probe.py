@@ -73,7 +73,8 @@ def test_a_node_named_by_its_address_logs_in_without_a_name_lookup(
 
 def test_a_login_asks_its_statements_in_one_round_trip(mariadb_cluster: MariaDBCluster) -> None:
     """The server's general log: after the login, one query carries the probe's statements
-    (Threads_connected with them), not one query each."""
+    (Threads_connected with them), not one query each, and PyMySQL's SET NAMES in front of
+    them rather than in a round trip of its own."""
     node = mariadb_cluster.node3
     node.sql("TRUNCATE mysql.general_log; SET GLOBAL log_output='TABLE'; SET GLOBAL general_log=ON")
     try:
@@ -89,11 +90,11 @@ def test_a_login_asks_its_statements_in_one_round_trip(mariadb_cluster: MariaDBC
             f"AND user_host LIKE '{MONITOR_USER}[%' ORDER BY event_time"
         )
     ]
-    (query,) = [q for q in queries if not q.startswith("SET NAMES")]
+    (query,) = queries
     statements = query.split(";")
-    assert statements[:2] == ["SHOW TABLES", "SHOW SLAVE STATUS"]
-    assert statements[2].startswith("SELECT @@global.read_only")
-    assert statements[3:] == ["SHOW GLOBAL STATUS LIKE 'Threads_connected'"]
+    assert statements[:3] == ["SET NAMES utf8mb4", "SHOW TABLES", "SHOW SLAVE STATUS"]
+    assert statements[3].startswith("SELECT @@global.read_only")
+    assert statements[4:] == ["SHOW GLOBAL STATUS LIKE 'Threads_connected'"]
 
 
 def test_read_only_is_a_metric_not_an_error(mariadb_cluster: MariaDBCluster) -> None:

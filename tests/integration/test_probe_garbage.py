@@ -71,6 +71,21 @@ def test_garbage_in_the_login_is_a_failing_observation() -> None:
     assert "Bad handshake, not a MySQL server? (struct.error" in result.observation.message
 
 
+def test_a_refused_set_names_fails_the_login_in_pymysql_s_words() -> None:
+    """The login's SET NAMES goes in front of the probe's statements; a server that refuses it
+    is logged in to again, PyMySQL's own SET NAMES words the refusal, and the node fails."""
+    code = (1115).to_bytes(2, "little")
+    refusal = packet(1, b"\xff" + code + b"#42000Unknown character set: 'utf8mb4'")
+    with fake_mysql(replies={b"SET NAMES": refusal}) as server:
+        result = probe_node(NodeId("127.0.0.1", server.port), SETTINGS)
+        logins = server.connections
+    assert result.observation.outcome is Outcome.CONNECT
+    assert result.observation.message == (
+        f"Could not connect to mysql host 127.0.0.1:{server.port}: Unknown character set: 'utf8mb4'"
+    )
+    assert logins == 2
+
+
 @pytest.fixture
 def garbage_servers() -> Iterator[tuple[FakeMySQL, FakeMySQL]]:
     with (
