@@ -27,7 +27,7 @@ clock, no logging.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Container, Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -162,6 +162,10 @@ class FencingCounter:
 
     def add(self, pool: str, node: NodeId | str, action: FenceAction) -> None:
         self._counts[(pool, str(node), action.value)] += 1
+
+    def forget_pools(self, present: Container[str]) -> None:
+        """Only the counts of the pools ``present`` kept (the others were removed)."""
+        self._counts = Counter({k: v for k, v in self._counts.items() if k[0] in present})
 
     def samples(self) -> dict[tuple[str, str, str], int]:
         """Every (pool, node, action) counted so far, with its count."""

@@ -686,6 +686,7 @@ class Poller:
         poller that has seen a newer state never ticks from a rolled-back one without writing
         above it, whether or not it was the one that committed it (``rolled_back``)."""
         names = list(dict.fromkeys(self.settings.pools)) or self.store.pool_names()
+        self.forget_removed(names)
         if everything or self.settings.is_pinned:
             whole: set[str] = set(names)
         else:  # a pool this poller cannot serve needs no more than its head (its interval)
@@ -698,6 +699,23 @@ class Poller:
             if head.name not in pools:
                 self.note_version(head)
         return heads, pools
+
+    def forget_removed(self, names: Sequence[str]) -> None:
+        """What this poller holds of the pools not in ``names`` (removed from the pool index)
+        dropped, their metrics too: a poller that runs for months must not keep every pool it
+        ever saw. The newest version seen of each (``versions``, a few bytes a pool) is kept,
+        so that a pool of that name that comes back with an older state is still never ticked
+        from it."""
+        present = set(names)
+        # Every pool this poller read or probed is in seen or handled: nothing else to drop.
+        if not (self.seen.keys() - present or self.handled.keys() - present):
+            return
+        for held_by in (self.seen, self.handled, self.assigned, self.degraded):
+            for name in held_by.keys() - present:
+                del held_by[name]
+        self.observing &= present
+        self.store.forget_written(present)
+        self.metrics.forget_pools(present)
 
     def read_whole(
         self, chosen: Sequence[PoolHead], pools: dict[str, PoolState]

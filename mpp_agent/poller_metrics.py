@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from typing import Any
 
 from mpp_agent import __version__
@@ -122,6 +122,17 @@ class PollerMetrics:
         # A pool no longer polled takes its gauges with it.
         kept = set(pools)
         self.abstaining = {k: v for k, v in self.abstaining.items() if k[0] in kept}
+
+    def forget_pools(self, present: Container[str]) -> None:
+        """The series of the pools not ``present`` (removed from the pool index) dropped, their
+        counters too: a pool removed takes its series with it (one that moves to another
+        poller keeps its counters here)."""
+        self.committed = Counter({k: v for k, v in self.committed.items() if k in present})
+        self.conflicts = Counter({k: v for k, v in self.conflicts.items() if k in present})
+        self.abstentions = Counter({k: v for k, v in self.abstentions.items() if k[0] in present})
+        self.latency = {k: v for k, v in self.latency.items() if k[0] in present}
+        self.abstaining = {k: v for k, v in self.abstaining.items() if k[0] in present}
+        self.fencing.forget_pools(present)
 
     def cycle_failed(self, why: str) -> None:
         self.cycle_errors += 1

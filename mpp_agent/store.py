@@ -1071,6 +1071,11 @@ class Store:
         pool = evolve(commit.after, version=version, last_round=commit.round_)
         self._written[name] = (b"%d" % version, b"%d" % commit.round_, doc, pool)
 
+    def forget_written(self, keep: Container[str]) -> None:
+        """Only the pools in ``keep`` stay ``written`` (the others were removed)."""
+        for name in [n for n in self._written if n not in keep]:
+            del self._written[name]
+
     def written(self, name: str, raw: Mapping[bytes, bytes]) -> PoolState | None:
         """The state this store committed last of pool ``name``, if the raw pool hash ``raw``
         holds exactly it (the same version, round and document bytes); else None (decode)."""

@@ -214,3 +214,36 @@ def test_a_pool_named_twice_to_a_pinned_poller_is_polled_once(store: Store) -> N
     report = poller.cycle(force=True)
     assert [h.name for h in report.pools] == ["p1"]
     assert list(report.committed) == ["p1"] and not report.skipped, report.sentence()
+
+
+def test_a_poller_forgets_a_removed_pool_but_not_the_newest_version_it_saw(
+    store: Store,
+) -> None:
+    for name in ("kept", "removed"):
+        create(store, name, observers=1)
+    poller = Poller(store, SETTINGS, probe=healthy)
+    poller.heartbeat(CycleReport(), 0.0)
+    poller.cycle()
+    next_round(store)
+    assert sorted(poller.cycle().committed) == ["kept", "removed"]
+    committed = store.client.hgetall(store.keys.pool("removed"))
+    assert store.written("removed", committed) is not None  # its own commit, held
+    seen = poller.versions["removed"]
+    store.remove_pool("removed")
+
+    next_round(store)
+    assert list(poller.cycle().committed) == ["kept"]
+    for held in (poller.seen, poller.handled, poller.assigned, poller.observing):
+        assert "removed" not in held and "kept" in held
+    assert store.written("removed", committed) is None
+    assert "removed" not in poller.metrics.committed and "kept" in poller.metrics.committed
+    assert {pool for pool, _ in poller.metrics.latency} == {"kept"}
+    assert poller.versions["removed"] == seen  # a rolled-back copy must still lose to it
+
+    # Created again under the same name (a new incarnation): polled from its first version.
+    create(store, "removed", observers=1)
+    next_round(store)
+    poller.cycle()
+    next_round(store)
+    assert sorted(poller.cycle().committed) == ["kept", "removed"]
+    assert store.load_pool("removed").incarnation != seen.incarnation

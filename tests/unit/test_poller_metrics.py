@@ -63,3 +63,19 @@ def test_healthz_follows_the_cycles() -> None:
     clock.now += 30
     assert m.health() == (False, "no cycle completed for 30s")
     assert m.http("/other", "")[0].startswith("404")
+
+
+def test_a_removed_pool_takes_its_series_with_it() -> None:
+    fencing = FencingCounter()
+    m = PollerMetrics("p-a", fencing=fencing)
+    db1 = NodeId("db1")
+    for pool in ("kept", "gone"):
+        m.recorded([(pool, 1, {db1: Observation.abstain("denied")}, {})], {db1: 0.01})
+        m.round_committed(pool)
+        m.commit_conflict(pool)
+        fencing.add(pool, db1, FenceAction.FENCE)
+    m.forget_pools({"kept"})
+    lines = [line for line in m.metrics_text().splitlines() if not line.startswith("#")]
+    assert any('pool="kept"' in line for line in lines)
+    assert not [line for line in lines if 'pool="gone"' in line]
+    assert 'mpp_poller_rounds_committed_total{pool="kept"} 1' in lines
