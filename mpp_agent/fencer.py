@@ -18,7 +18,7 @@ when it ends, and listed under ``fencing`` in the poller's heartbeat (``mpp-admi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 
 import gevent
 
@@ -175,6 +175,12 @@ class Fencer:
         for why, names in grouped({k: why for k, why in before.items() if k not in after}):
             log.warning("fencing %s works again (was: %s)", ", ".join(names), why)
         self.problems = {k: v for k, v in self.problems.items() if k[0] != pool} | after
+
+    def forget_pools(self, present: Container[str]) -> None:
+        """Only the problems and counts of the pools ``present`` kept (the others were
+        removed: ``mpp-admin pollers`` must not go on listing them)."""
+        self.problems = {k: v for k, v in self.problems.items() if k[0] in present}
+        self.counter.forget_pools(present)
 
     def heartbeat(self) -> dict[str, str]:
         """What ``mpp-admin pollers`` lists under ``fencing``: ``pool[/node]`` -> the problem."""

@@ -685,8 +685,12 @@ class Poller:
         before, and of every pool the newest version seen (``versions``, heads included): a
         poller that has seen a newer state never ticks from a rolled-back one without writing
         above it, whether or not it was the one that committed it (``rolled_back``)."""
-        names = list(dict.fromkeys(self.settings.pools)) or self.store.pool_names()
-        self.forget_removed(names)
+        if self.settings.pools:
+            names = list(dict.fromkeys(self.settings.pools))
+        else:
+            names, whole_index = self.store.pool_index()
+            if whole_index:  # else a pool missing from it may still be there
+                self.forget_removed(names)
         if everything or self.settings.is_pinned:
             whole: set[str] = set(names)
         else:  # a pool this poller cannot serve needs no more than its head (its interval)
@@ -714,8 +718,9 @@ class Poller:
             for name in held_by.keys() - present:
                 del held_by[name]
         self.observing &= present
-        self.store.forget_written(present)
+        self.store.forget_pools(present)
         self.metrics.forget_pools(present)
+        self.fencer.forget_pools(present)
 
     def read_whole(
         self, chosen: Sequence[PoolHead], pools: dict[str, PoolState]

@@ -126,13 +126,12 @@ class PollerMetrics:
     def forget_pools(self, present: Container[str]) -> None:
         """The series of the pools not ``present`` (removed from the pool index) dropped, their
         counters too: a pool removed takes its series with it (one that moves to another
-        poller keeps its counters here)."""
+        poller keeps its counters here). The fencing counts are the fencer's to drop."""
         self.committed = Counter({k: v for k, v in self.committed.items() if k in present})
         self.conflicts = Counter({k: v for k, v in self.conflicts.items() if k in present})
         self.abstentions = Counter({k: v for k, v in self.abstentions.items() if k[0] in present})
         self.latency = {k: v for k, v in self.latency.items() if k[0] in present}
         self.abstaining = {k: v for k, v in self.abstaining.items() if k[0] in present}
-        self.fencing.forget_pools(present)
 
     def cycle_failed(self, why: str) -> None:
         self.cycle_errors += 1

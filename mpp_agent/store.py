@@ -705,10 +705,15 @@ class Store:
     def pool_names(self) -> list[str]:
         """Every pool's name. BadKey if the index is unusable; on a Redis Cluster a bucket of
         the wrong type is logged once and its pools are left out (``read_pools`` returns it)."""
+        return self.pool_index()[0]
+
+    def pool_index(self) -> tuple[list[str], bool]:
+        """``pool_names``, and whether they are every pool's (False: a Cluster bucket could
+        not be read, and pools that exist may be missing from them)."""
         names, unusable = self.read_index()
         for problem in unusable:
             self.problems.bad(problem)
-        return names
+        return names, not unusable
 
     def read_index(self) -> tuple[list[str], list[BadKey]]:
         """The names in the pool index, and the Cluster buckets that cannot be read (BadKey
@@ -1071,10 +1076,12 @@ class Store:
         pool = evolve(commit.after, version=version, last_round=commit.round_)
         self._written[name] = (b"%d" % version, b"%d" % commit.round_, doc, pool)
 
-    def forget_written(self, keep: Container[str]) -> None:
-        """Only the pools in ``keep`` stay ``written`` (the others were removed)."""
-        for name in [n for n in self._written if n not in keep]:
-            del self._written[name]
+    def forget_pools(self, keep: Container[str]) -> None:
+        """What this store holds of the pools not in ``keep`` (removed) dropped: their last
+        commit (``written``) and last report recorded."""
+        for held in (self._written, self._recorded):
+            for name in [n for n in held if n not in keep]:
+                del held[name]
 
     def written(self, name: str, raw: Mapping[bytes, bytes]) -> PoolState | None:
         """The state this store committed last of pool ``name``, if the raw pool hash ``raw``

@@ -11,7 +11,7 @@ import pytest
 
 from mpp_agent.codec import pool_from_doc
 from mpp_agent.config import apply_config, config_of, parse_failoverpool
-from mpp_agent.model import Observation, PoolHead, PoolState
+from mpp_agent.model import Fence, Observation, PoolHead, PoolState
 from mpp_agent.poller import CycleReport, Poller, PollerSettings
 from mpp_agent.probe import NodeMetrics, ProbeResult, ProbeSettings
 from mpp_agent.rounds import assign, round_of
@@ -219,15 +219,23 @@ def test_a_pool_named_twice_to_a_pinned_poller_is_polled_once(store: Store) -> N
 def test_a_poller_forgets_a_removed_pool_but_not_the_newest_version_it_saw(
     store: Store,
 ) -> None:
-    for name in ("kept", "removed"):
-        create(store, name, observers=1)
+    create(store, "kept", observers=1)
+    # fence=read_only, and this poller has no fencing account: a problem it reports.
+    text = "name:removed;primary:10.0.0.1;secondary:10.0.0.2"
+    store.create_pool(
+        replace(parse_failoverpool(text, interval=INTERVAL), observers=1, fence=Fence.READ_ONLY)
+    )
     poller = Poller(store, SETTINGS, probe=healthy)
     poller.heartbeat(CycleReport(), 0.0)
     poller.cycle()
     next_round(store)
-    assert sorted(poller.cycle().committed) == ["kept", "removed"]
+    report = poller.cycle()
+    assert sorted(report.committed) == ["kept", "removed"]
     committed = store.client.hgetall(store.keys.pool("removed"))
     assert store.written("removed", committed) is not None  # its own commit, held
+    round_ = report.rounds["removed"]
+    assert store.recorded_report("removed", round_) is not None  # its own report, held
+    assert "removed" in poller.fencer.heartbeat()
     seen = poller.versions["removed"]
     store.remove_pool("removed")
 
@@ -236,6 +244,8 @@ def test_a_poller_forgets_a_removed_pool_but_not_the_newest_version_it_saw(
     for held in (poller.seen, poller.handled, poller.assigned, poller.observing):
         assert "removed" not in held and "kept" in held
     assert store.written("removed", committed) is None
+    assert store.recorded_report("removed", round_) is None
+    assert "removed" not in poller.fencer.heartbeat()
     assert "removed" not in poller.metrics.committed and "kept" in poller.metrics.committed
     assert {pool for pool, _ in poller.metrics.latency} == {"kept"}
     assert poller.versions["removed"] == seen  # a rolled-back copy must still lose to it

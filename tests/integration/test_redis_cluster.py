@@ -353,6 +353,35 @@ def test_a_wrong_typed_bucket_or_directory_is_a_bad_key(cluster_url: str) -> Non
     assert not store.client.exists(store.keys.pool("newcomer"))
 
 
+def test_a_poller_forgets_no_pool_while_a_bucket_cannot_be_read(cluster_url: str) -> None:
+    """Removed pools are forgotten; pools left out of the index because their bucket cannot
+    be read are not removed, and the poller keeps what it holds of them."""
+    store = Store.from_url(cluster_url)
+    for name in INDEXED[:6]:
+        admin_create(cluster_url, name)
+    poller = Poller(
+        Store.from_url(cluster_url), PollerSettings("p", ProbeSettings("m", "x")), healthy
+    )
+    poller.store.index_refresh = 0.0  # the index read whole every cycle
+    assert sorted(poller.cycle(force=True).committed) == INDEXED[:6]
+    victim = INDEXED[0]
+    bucket = store.keys.pool_bucket(store.keys.bucket_tag(victim))
+    share = sorted(n for n in INDEXED[:6] if same_bucket(store, n, victim))
+    store.client.delete(bucket)
+    store.client.set(bucket, "not a set")
+    try:
+        poller.cycle(force=True)
+        assert set(share) <= poller.seen.keys() & poller.handled.keys()
+        assert set(share) <= set(poller.metrics.committed)
+    finally:
+        store.client.delete(bucket)
+        store.client.sadd(bucket, *share)
+    admin_remove(cluster_url, victim)
+    poller.cycle(force=True)
+    assert victim not in poller.seen and victim not in poller.metrics.committed
+    assert set(INDEXED[:6]) - {victim} <= poller.seen.keys()
+
+
 # ----------------------------------------------------------------- one clock per pool
 
 DEFAULT_SKEW = 40.0  # what the skewed poller gets wrong about the default clock...
