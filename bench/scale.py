@@ -28,11 +28,14 @@ connection is renewed in it):
   seconds per interval (what the pollers cost Redis);
 * Redis: commands per second (``total_commands_processed``, summed over the masters) and memory
   per pool (``used_memory`` with the pools in place, less before they were created).
-* outside logins: a fresh login and ``SELECT 1`` to each MariaDB server every 0.25 s from the
-  bench, not a poller (median, 99th percentile, max, how many took longer than the pools'
-  probe bound): the two servers stand for thousands of nodes and meet every probe of a round
-  at its start, and a login from outside slower than the probe bound says that a node failed
-  on login timeouts then was failed by its server's slowness, not by a poller.
+* outside probes, from the bench, not a poller, with the probe's own bounds, from the pools'
+  creation on: a fresh login and ``SELECT 1`` to each MariaDB server every 0.25 s, and a
+  ``SELECT 1`` on a connection kept to each every 0.1 s of a round's first half (over the
+  window: median, 99th percentile, max, how many timed out as a probe would; for each failed
+  node, those of its server in the rounds that failed it): the two servers stand for
+  thousands of nodes and meet every probe of a round at its start, and outside probes that
+  timed out too say that a node failed on timeouts then was failed by its server's slowness,
+  not by a poller.
 
 Run: ``.venv/bin/python bench/scale.py`` (needs mariadbd, redis-server and redis-cli; 40-70
 minutes for the whole matrix, depending on the warm-ups); ``--nodes 1000 --pollers 1 2 --redis
@@ -56,6 +59,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # The pollers are started by their console script: this interpreter's first.
@@ -64,7 +68,7 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 import pymysql
 
 from mpp_agent.model import NodeState, PoolState
-from mpp_agent.rounds import round_of
+from mpp_agent.rounds import round_of, round_start
 from mpp_agent.store import Store
 from mpp_agent.timeouts import fit as fit_timeouts
 from mpp_agent.timeouts import limits
@@ -123,7 +127,7 @@ class Case:
     connections: float  # per interval the servers took (their Connections counter)
     aborted: float  # of those, the ones that never logged in (Aborted_connects)
     redis_cpu: float  # seconds per interval, every Redis master together
-    outside: str  # the outside logins to the MariaDB servers in the window (OutsideLogins)
+    outside: str  # the outside probes of the MariaDB servers in the window (OutsideProbes)
 
 
 class Redis:
@@ -202,14 +206,28 @@ def connections(cluster: MariaDBCluster) -> tuple[int, int]:
     )
 
 
-def story(store: Store, pool: PoolState, node: NodeState) -> str:
-    """The last events of ``pool`` about ``node``, one per line: how a node came to fail."""
-    lines = [
-        f"    {event_id} {event}"
+def story(store: Store, pool: PoolState, node: NodeState, outside: OutsideProbes) -> str:
+    """The last events of ``pool`` about ``node``, one per line: how a node came to fail, and
+    how long logins from outside took on its server in the rounds that failed it."""
+    events = [
+        (event_id, event)
         for event_id, event in store.last_events(pool.name, 200)
         if event.get("node") == str(node.node)
     ]
-    return "\n".join([f"  {node.node} of pool {pool.name} failed:", *lines[-12:]])
+    failed_in = [
+        e["round"]
+        for _, e in events
+        if e.get("to_state") == "FAILED_OFFLINE" and e.get("from_state") != "FAILED_OFFLINE"
+    ]
+    head = f"  {node.node} of pool {pool.name} failed"
+    if failed_in and isinstance(failed_in[-1], int):
+        # The rounds of its last max_requests probes, which failed it.
+        last = failed_in[-1]
+        first = last - pool.max_requests + 1
+        head += f" in round {last}; " + outside.during(
+            node.node.port, round_start(first, INTERVAL), round_start(last + 1, INTERVAL)
+        )
+    return "\n".join([f"{head}:", *(f"    {i} {e}" for i, e in events[-12:])])
 
 
 def window_rounds(keep: float) -> int:
@@ -238,60 +256,138 @@ def warmed_up(store: Store, names: Sequence[str], created: float, limit: float) 
     return time.monotonic() - created
 
 
-# The probe bound of the bench's pools: a fresh login slower than this is a timeout to a poller.
+# The bounds of the bench's pools' probes: a fresh login that waits longer than SOCKET_BOUND
+# for one socket operation, or takes longer than PROBE_BOUND in all, is a timeout to a poller.
 PROBE_BOUND = fit_timeouts(INTERVAL, limits()).probe
+SOCKET_BOUND = fit_timeouts(INTERVAL, limits()).read
+AS_A_PROBE = (
+    f"timed out as a probe would ({SOCKET_BOUND:g} s a socket wait, {PROBE_BOUND:g} s in all)"
+)
 OUTSIDE_EVERY = 0.25  # seconds between two outside logins to each server
+# Seconds after a round's start that outside kept queries are sent: through the first half of
+# the round, when the pollers' probes meet the servers.
+KEPT_AT = (0.005, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+# (what: "login", "kept", or "connect" (a kept connection made); started, wall clock; the
+# server's port; seconds, a failed one its whole wait; whether it ended within the probe's
+# bounds)
+Outside = tuple[str, float, int, float, bool]
 
 
-class OutsideLogins:
-    """A fresh login and ``SELECT 1`` to each MariaDB server every ``OUTSIDE_EVERY`` seconds,
-    from a thread of the bench, not a poller: how long a client that is not the monitor waits
-    for the servers. The two servers stand for thousands of nodes, so each meets every probe of
-    a round at its start; when a login from outside takes longer than the probe bound too, a
-    node that failed on login timeouts then was failed by its server's slowness (a topology of
-    this bench: a real node takes two probes a round), not by a poller short of CPU."""
+class OutsideProbes:
+    """From a thread of the bench, not a poller: a fresh login and ``SELECT 1`` to each MariaDB
+    server every ``OUTSIDE_EVERY`` seconds, and on a connection kept to each a ``SELECT 1`` at
+    each of ``KEPT_AT`` in every round, when the pollers send theirs; both with the probe's own
+    bounds (a kept query that timed out: its connection made again, not measured). How
+    long a client that is not the monitor waits for the servers: the two servers stand for
+    thousands of nodes, so each meets every probe of a round at its start. When those time out
+    too, a node that failed on timeouts then was failed by its server's slowness (a topology
+    of this bench: a real node takes two probes a round), not by a poller short of CPU. Made
+    from the pools' creation on (a node may fail in the warm-up); ``summary`` is of the window,
+    from ``mark`` to ``window``."""
 
     def __init__(self, cluster: MariaDBCluster) -> None:
         self.servers = [cluster.node1, cluster.node2]
-        self.seconds: list[float] = []  # a login that failed counts as its whole wait
-        self.failures = 0
+        self.made: list[Outside] = []
+        self._from = 0
+        self._window: list[Outside] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._threads = [threading.Thread(target=self._logins, daemon=True)] + [
+            threading.Thread(target=self._kept, args=(server,), daemon=True)
+            for server in self.servers
+        ]
 
-    def __enter__(self) -> OutsideLogins:
-        self._thread.start()
+    def __enter__(self) -> OutsideProbes:
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
-    def _run(self) -> None:
+    def _connect(self, server: MariaDBNode) -> Any:
+        return server.connect_tcp(
+            USER, PASSWORD, connect_timeout=SOCKET_BOUND, read_timeout=SOCKET_BOUND
+        )
+
+    def _logins(self) -> None:
         while not self._stop.wait(OUTSIDE_EVERY):
             for server in self.servers:
-                self.seconds.append(self._login(server))
+                started, start, ok = time.time(), time.monotonic(), True
+                try:
+                    conn = self._connect(server)
+                    conn.query("SELECT 1")
+                    conn.close()
+                except pymysql.MySQLError:
+                    ok = False
+                self._add("login", started, server.port, time.monotonic() - start, ok)
 
-    def _login(self, server: MariaDBNode) -> float:
-        start = time.monotonic()
-        try:
-            conn = server.connect_tcp(USER, PASSWORD, connect_timeout=10, read_timeout=10)
-            conn.query("SELECT 1")
-            conn.close()
-        except pymysql.MySQLError:
-            self.failures += 1
-        return time.monotonic() - start
+    def _kept(self, server: MariaDBNode) -> None:
+        conn = None
+        while True:
+            if self._stop.wait(max(0.0, self._next_kept() - time.time())):
+                break
+            if conn is None:  # not measured: the round's query is
+                self.made.append(("connect", time.time(), server.port, 0.0, True))
+                try:
+                    conn = self._connect(server)
+                except pymysql.MySQLError:
+                    continue
+            started, start, ok = time.time(), time.monotonic(), True
+            try:
+                conn.query("SELECT 1")
+            except pymysql.MySQLError:
+                ok, conn = False, None
+            self._add("kept", started, server.port, time.monotonic() - start, ok)
+
+    @staticmethod
+    def _next_kept() -> float:
+        """When the next outside kept query is due (wall clock): the next of ``KEPT_AT``."""
+        now = time.time()
+        start = round_start(round_of(now, INTERVAL), INTERVAL)
+        due = [start + at for at in KEPT_AT if start + at > now]
+        return due[0] if due else round_start(round_of(now, INTERVAL) + 1, INTERVAL) + KEPT_AT[0]
+
+    def _add(self, what: str, started: float, port: int, seconds: float, ok: bool) -> None:
+        self.made.append((what, started, port, seconds, ok and seconds <= PROBE_BOUND))
+
+    def mark(self) -> None:
+        """The window starts."""
+        self._from = len(self.made)
+
+    def window(self) -> int:
+        """The window ends: how many connections the outside probes made in it (each one a
+        server took: the logins, and the kept connections made again after a timeout)."""
+        self._window = self.made[self._from :]
+        return sum(what in ("login", "connect") for what, *_ in self._window)
+
+    def during(self, port: int, start: float, end: float) -> str:
+        """What the probes of the server on ``port`` started from ``start`` to ``end`` (wall
+        clock, the local Redis's too) took, against the probe's bounds."""
+        made = [m for m in self.made if m[2] == port and start <= m[1] < end]
+        if not made:
+            return "no outside probe of its server measured then"
+        return f"outside probes of its server in those rounds: {self._tally(made)}"
 
     def summary(self) -> str:
-        if not self.seconds:
-            return "none made"
-        ranked = sorted(self.seconds)
-        over = sum(s > PROBE_BOUND for s in ranked)
-        return (
-            f"median {statistics.median(ranked):.3f} s, 99th percentile "
-            f"{ranked[int(0.99 * (len(ranked) - 1))]:.3f} s, max {ranked[-1]:.3f} s; "
-            f"{over} of {len(ranked)} over the probe bound ({PROBE_BOUND:g} s), "
-            f"{self.failures} failed"
-        )
+        return self._tally(self._window) if self._window else "none made"
+
+    @staticmethod
+    def _tally(made: Sequence[Outside]) -> str:
+        parts = []
+        for what, name in (("login", "logins"), ("kept", "kept queries in a round's first half")):
+            ranked = sorted(seconds for kind, _, _, seconds, _ in made if kind == what)
+            if not ranked:
+                continue
+            late = sum(not ok for kind, *_, ok in made if kind == what)
+            parts.append(
+                f"{name} median {statistics.median(ranked):.3f} s, 99th percentile "
+                f"{ranked[int(0.99 * (len(ranked) - 1))]:.3f} s, max {ranked[-1]:.3f} s, "
+                f"{late} of {len(ranked)} {AS_A_PROBE}"
+            )
+        return "; ".join(parts)
 
 
 def measure(
@@ -305,7 +401,7 @@ def measure(
     redis.flush()
     store = Store.from_url(redis.url, "bench")
     base_memory = redis.info_sum("used_memory", "memory")
-    with pollers_running(redis.url, count) as procs:
+    with pollers_running(redis.url, count) as procs, OutsideProbes(cluster) as outside:
         # Pools only once the pollers know each other: pollers started together each observe
         # every pool until they have seen the others' heartbeats (never 0 observers), and that
         # burst of probes would fail nodes on this small machine before the window.
@@ -328,35 +424,38 @@ def measure(
         commands0 = redis.info_sum("total_commands_processed", "stats")
         servers0 = sum(cpu_seconds(node.pid) for node in (cluster.node1, cluster.node2))
         taken0 = connections(cluster)
+        outside.mark()
         redis0 = redis.cpu()
         t0, start = time.monotonic(), store.server_time()
         cycles: dict[str, list[float]] = {p.poller_id: [] for p in procs}
         ended: dict[str, set[float]] = {p.poller_id: set() for p in procs}  # cycles' end times
         observed: dict[str, set[str]] = {}
-        with OutsideLogins(cluster) as outside:
-            while time.monotonic() - t0 < window_rounds(keep) * INTERVAL:
-                for info in store.pollers():
-                    if info.poller_id in cycles and info.info:
-                        cycles[info.poller_id].append(float(info.info.get("cycle_seconds", 0)))
-                        observed[info.poller_id] = set(info.info.get("pools", []))
-                        at = float(info.info.get("last_cycle_at", 0))
-                        if at > start:
-                            ended[info.poller_id].add(at)
-                time.sleep(INTERVAL / 2)
+        while time.monotonic() - t0 < window_rounds(keep) * INTERVAL:
+            for info in store.pollers():
+                if info.poller_id in cycles and info.info:
+                    cycles[info.poller_id].append(float(info.info.get("cycle_seconds", 0)))
+                    observed[info.poller_id] = set(info.info.get("pools", []))
+                    at = float(info.info.get("last_cycle_at", 0))
+                    if at > start:
+                        ended[info.poller_id].add(at)
+            time.sleep(INTERVAL / 2)
         elapsed = time.monotonic() - t0
+        outside_logins = outside.window()
         commands = redis.info_sum("total_commands_processed", "stats") - commands0
         cpu = {p.poller_id: cpu_seconds(p.proc.pid) - cpu0[p.poller_id] for p in procs if p.proc}
         servers = sum(cpu_seconds(node.pid) for node in (cluster.node1, cluster.node2)) - servers0
         total, aborted = connections(cluster)
-        # Less the second count's own (one per server) and the outside logins.
-        taken = total - taken0[0] - 2 - len(outside.seconds)
+        # Less the second count's own (one per server) and the outside probes' connections.
+        taken = total - taken0[0] - 2 - outside_logins
         aborted -= taken0[1]
         redis_cpu = redis.cpu() - redis0
         time.sleep(INTERVAL)  # the window's last round committed
         after = {p.name: p for p in store.load_pools(names)}
         last = round_of(store.server_time(), INTERVAL) - 1
         memory = redis.info_sum("used_memory", "memory") - base_memory
-    stories = [story(store, p, n) for p in after.values() for n in p.nodes if n.state.is_failed]
+    stories = [
+        story(store, p, n, outside) for p in after.values() for n in p.nodes if n.state.is_failed
+    ]
     for name in names:
         store.remove_pool(name)
     intervals = elapsed / INTERVAL
@@ -449,7 +548,7 @@ def print_case(case: Case) -> None:
         print(f"  unhealthy by state: {case.kinds}")
     for text in case.stories:
         print(text)
-    print(f"  outside logins to the MariaDB servers: {case.outside}")
+    print(f"  outside probes of the MariaDB servers: {case.outside}")
     if case.noted:
         print(f"  nodes not judged by every observer in the last round: {case.noted} ({case.note})")
     print(
