@@ -313,24 +313,26 @@ def test_ticks_and_admin_changes_racing_lose_nothing(store, mariadb_cluster, pol
     start = store.load_pool("p1")
     for t in threads:
         t.start()
-    activations = 0
+    activations, refused = 0, ""
     for _ in range(3):
         # recover the ACTIVE primary: it re-enters UNKNOWN -> STANDBY, and activate-primary
-        # is tried until it lands in the round where the primary is STANDBY.
+        # is tried until it lands in the round where the primary is STANDBY (and has caught
+        # up: with 50 ms probe timeouts on a loaded machine that can take some rounds).
         store.admin("p1", lambda p: recover_node(p, primary))
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
                 store.admin("p1", lambda p: activate_primary(p, store.server_time()))
                 activations += 1
                 break
-            except AdminRefused:
+            except AdminRefused as exc:
+                refused = str(exc)
                 time.sleep(0.01)
     threads[1].join(60)
     stop.set()
     threads[0].join(10)
     assert not errors
-    assert activations == 3
+    assert activations == 3, f"activate-primary refused for 15 s: {refused}"
     end = store.load_pool("p1")
     events = [e for _, e in store.events("p1", count=100_000)]
     assert [e["message"] for e in events if e["kind"] == "override"] == reasons
