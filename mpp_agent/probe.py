@@ -640,7 +640,7 @@ class _ProbeConnection(pymysql.connections.Connection):  # type: ignore[misc]
             super().set_character_set(charset, collation)
             return
         self._names_deferred = False  # only the login's own is held back
-        self._names_pending = names_statement(charset, collation)
+        self._names_pending = _names_statement(charset, collation)
         self.charset, self.collation = charset, collation
         self.encoding = pymysql.charset.charset_by_name(charset).encoding
 
@@ -651,10 +651,8 @@ class _ProbeConnection(pymysql.connections.Connection):  # type: ignore[misc]
         return pending
 
     def query(self, sql: Any, unbuffered: bool = False) -> int:
-        pending = self.take_names()
-        if pending is not None:
-            self._execute_command(COMMAND.COM_QUERY, pending)
-            self._read_packet()
+        if self.take_names() is not None:  # PyMySQL's own, as its connect would have sent it
+            super().set_character_set(self.charset, self.collation)
         return int(super().query(sql, unbuffered))
 
     def _read_packet(self, packet_type: Any = MysqlPacket) -> Any:
@@ -899,7 +897,7 @@ def _reply(conn: Any, sql: str, only: tuple[frozenset[str] | None, ...] = ()) ->
     return _read_reply(conn, sql, only)
 
 
-def names_statement(charset: str, collation: str | None) -> str:
+def _names_statement(charset: str, collation: str | None) -> str:
     """The ``SET NAMES`` PyMySQL sends after a login."""
     return f"SET NAMES {charset} COLLATE {collation}" if collation else f"SET NAMES {charset}"
 
