@@ -59,7 +59,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # The pollers are started by their console script: this interpreter's first.
@@ -208,7 +208,7 @@ def connections(cluster: MariaDBCluster) -> tuple[int, int]:
 
 def story(store: Store, pool: PoolState, node: NodeState, outside: OutsideProbes) -> str:
     """The last events of ``pool`` about ``node``, one per line: how a node came to fail, and
-    how long logins from outside took on its server in the rounds that failed it."""
+    how the outside probes of its server fared in the rounds that failed it."""
     events = [
         (event_id, event)
         for event_id, event in store.last_events(pool.name, 200)
@@ -258,8 +258,8 @@ def warmed_up(store: Store, names: Sequence[str], created: float, limit: float) 
 
 # The bounds of the bench's pools' probes: a fresh login that waits longer than SOCKET_BOUND
 # for one socket operation, or takes longer than PROBE_BOUND in all, is a timeout to a poller.
-PROBE_BOUND = fit_timeouts(INTERVAL, limits()).probe
-SOCKET_BOUND = fit_timeouts(INTERVAL, limits()).read
+BENCH_TIMEOUTS = fit_timeouts(INTERVAL, limits())
+PROBE_BOUND, SOCKET_BOUND = BENCH_TIMEOUTS.probe, BENCH_TIMEOUTS.read
 AS_A_PROBE = (
     f"timed out as a probe would ({SOCKET_BOUND:g} s a socket wait, {PROBE_BOUND:g} s in all)"
 )
@@ -268,10 +268,15 @@ OUTSIDE_EVERY = 0.25  # seconds between two outside logins to each server
 # the round, when the pollers' probes meet the servers.
 KEPT_AT = (0.005, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
-# (what: "login", "kept", or "connect" (a kept connection made); started, wall clock; the
-# server's port; seconds, a failed one its whole wait; whether it ended within the probe's
-# bounds)
-Outside = tuple[str, float, int, float, bool]
+
+class Outside(NamedTuple):
+    """One outside probe, or a kept connection made (``what`` "connect", not measured)."""
+
+    what: str  # "login", "kept" or "connect"
+    started: float  # wall clock
+    port: int  # the server's
+    seconds: float  # a failed one: its whole wait
+    ok: bool  # it ended within the probe's bounds
 
 
 class OutsideProbes:
@@ -330,7 +335,7 @@ class OutsideProbes:
             if self._stop.wait(max(0.0, self._next_kept() - time.time())):
                 break
             if conn is None:  # not measured: the round's query is
-                self.made.append(("connect", time.time(), server.port, 0.0, True))
+                self._add("connect", time.time(), server.port, 0.0, True)
                 try:
                     conn = self._connect(server)
                 except pymysql.MySQLError:
@@ -351,7 +356,7 @@ class OutsideProbes:
         return due[0] if due else round_start(round_of(now, INTERVAL) + 1, INTERVAL) + KEPT_AT[0]
 
     def _add(self, what: str, started: float, port: int, seconds: float, ok: bool) -> None:
-        self.made.append((what, started, port, seconds, ok and seconds <= PROBE_BOUND))
+        self.made.append(Outside(what, started, port, seconds, ok and seconds <= PROBE_BOUND))
 
     def mark(self) -> None:
         """The window starts."""
@@ -361,12 +366,12 @@ class OutsideProbes:
         """The window ends: how many connections the outside probes made in it (each one a
         server took: the logins, and the kept connections made again after a timeout)."""
         self._window = self.made[self._from :]
-        return sum(what in ("login", "connect") for what, *_ in self._window)
+        return sum(m.what in ("login", "connect") for m in self._window)
 
     def during(self, port: int, start: float, end: float) -> str:
         """What the probes of the server on ``port`` started from ``start`` to ``end`` (wall
         clock, the local Redis's too) took, against the probe's bounds."""
-        made = [m for m in self.made if m[2] == port and start <= m[1] < end]
+        made = [m for m in self.made if m.port == port and start <= m.started < end]
         if not made:
             return "no outside probe of its server measured then"
         return f"outside probes of its server in those rounds: {self._tally(made)}"
@@ -378,10 +383,10 @@ class OutsideProbes:
     def _tally(made: Sequence[Outside]) -> str:
         parts = []
         for what, name in (("login", "logins"), ("kept", "kept queries in a round's first half")):
-            ranked = sorted(seconds for kind, _, _, seconds, _ in made if kind == what)
+            ranked = sorted(m.seconds for m in made if m.what == what)
             if not ranked:
                 continue
-            late = sum(not ok for kind, *_, ok in made if kind == what)
+            late = sum(not m.ok for m in made if m.what == what)
             parts.append(
                 f"{name} median {statistics.median(ranked):.3f} s, 99th percentile "
                 f"{ranked[int(0.99 * (len(ranked) - 1))]:.3f} s, max {ranked[-1]:.3f} s, "
@@ -440,13 +445,13 @@ def measure(
                         ended[info.poller_id].add(at)
             time.sleep(INTERVAL / 2)
         elapsed = time.monotonic() - t0
-        outside_logins = outside.window()
+        outside_connections = outside.window()
         commands = redis.info_sum("total_commands_processed", "stats") - commands0
         cpu = {p.poller_id: cpu_seconds(p.proc.pid) - cpu0[p.poller_id] for p in procs if p.proc}
         servers = sum(cpu_seconds(node.pid) for node in (cluster.node1, cluster.node2)) - servers0
         total, aborted = connections(cluster)
         # Less the second count's own (one per server) and the outside probes' connections.
-        taken = total - taken0[0] - 2 - outside_logins
+        taken = total - taken0[0] - 2 - outside_connections
         aborted -= taken0[1]
         redis_cpu = redis.cpu() - redis0
         time.sleep(INTERVAL)  # the window's last round committed
