@@ -48,6 +48,7 @@ got steady or through its warm-up, or ended with a failed node.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import statistics
@@ -128,6 +129,9 @@ class Case:
     aborted: float  # of those, the ones that never logged in (Aborted_connects)
     redis_cpu: float  # seconds per interval, every Redis master together
     outside: str  # the outside probes of the MariaDB servers in the window (OutsideProbes)
+    uncommitted: list[tuple[int, int]]  # (round of the window, pools not committed by
+    # SAMPLE_AT into it), where some were (RoundSampler)
+    log: list[str]  # where rounds were missed: the pollers' log lines of the window that tell
 
 
 class Redis:
@@ -395,6 +399,80 @@ class OutsideProbes:
         return "; ".join(parts)
 
 
+SAMPLE_AT = 1.9  # seconds into a round: its commit has landed by then unless it is late
+LOG_LINES = 4  # lines of each poller's log printed for a case that missed rounds
+
+
+class RoundSampler:
+    """From a thread of the bench: every pool's version (its head, one ``HMGET`` a pool)
+    ``SAMPLE_AT`` seconds into each round of the window. A pool whose version did not move
+    from one round's reading to the next was not committed in that round (the bench changes
+    no pool meanwhile), so a missed round says when it was missed and by how many pools: all
+    of them at once, something held up every poller or Redis; a few, those pools' observers
+    ran late."""
+
+    def __init__(self, url: str, names: Sequence[str]) -> None:
+        self.store = Store.from_url(url, "bench")
+        self.names = names
+        self.readings: list[tuple[int, dict[str, int]]] = []  # (round, version of each pool)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> RoundSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def commands(self) -> int:
+        """The Redis commands the readings took (not the pollers')."""
+        return len(self.readings) * len(self.names)
+
+    def _run(self) -> None:
+        while True:
+            now = time.time()
+            at = round_start(round_of(now, INTERVAL), INTERVAL) + SAMPLE_AT
+            at += INTERVAL if at <= now else 0.0
+            if self._stop.wait(at - now):
+                return
+            heads, _ = self.store.read_heads(self.names, ())
+            self.readings.append((round_of(at, INTERVAL), {h.name: h.version for h in heads}))
+
+    def uncommitted(self) -> list[tuple[int, int]]:
+        """(round, pools not committed by ``SAMPLE_AT`` into it) for each round read right
+        after the one before, where some pool was not; rounds counted from the first one
+        read."""
+        out = []
+        first = self.readings[0][0] if self.readings else 0
+        for (before, was), (round_, now) in itertools.pairwise(self.readings):
+            if round_ == before + 1:
+                still = sum(1 for name, v in now.items() if was.get(name) == v)
+                if still:
+                    out.append((round_ - first, still))
+        return out
+
+
+def log_excerpt(procs: Sequence[PollerProcess], offsets: dict[str, int]) -> list[str]:
+    """Each poller's first ``LOG_LINES`` lines at WARNING or above, or saying a round was late
+    or committed at its deadline, written since ``offsets`` (each log's size at the window's
+    start)."""
+    out = []
+    for proc in procs:
+        with proc.log.open("rb") as log:
+            log.seek(offsets.get(proc.poller_id, 0))
+            text = log.read().decode(errors="replace")
+        wanted = [
+            line[:240]
+            for line in text.splitlines()
+            if " WARNING " in line or " ERROR " in line or "late: " in line or "deadline" in line
+        ]
+        out += [f"    {proc.poller_id}: {line}" for line in wanted[:LOG_LINES]]
+    return out
+
+
 def measure(
     redis: Redis,
     cluster: MariaDBCluster,
@@ -426,6 +504,8 @@ def measure(
         time.sleep(INTERVAL - (now % INTERVAL) + 0.1)  # just after a round start
         before = {p.name: p for p in store.load_pools(names)}
         cpu0 = {p.poller_id: cpu_seconds(p.proc.pid) for p in procs if p.proc}
+        logs0 = {p.poller_id: p.log.stat().st_size for p in procs if p.log.exists()}
+        sampler = RoundSampler(redis.url, names).start()
         commands0 = redis.info_sum("total_commands_processed", "stats")
         servers0 = sum(cpu_seconds(node.pid) for node in (cluster.node1, cluster.node2))
         taken0 = connections(cluster)
@@ -447,6 +527,7 @@ def measure(
         elapsed = time.monotonic() - t0
         outside_connections = outside.window()
         commands = redis.info_sum("total_commands_processed", "stats") - commands0
+        commands -= sampler.commands
         cpu = {p.poller_id: cpu_seconds(p.proc.pid) - cpu0[p.poller_id] for p in procs if p.proc}
         servers = sum(cpu_seconds(node.pid) for node in (cluster.node1, cluster.node2)) - servers0
         total, aborted = connections(cluster)
@@ -457,6 +538,8 @@ def measure(
         time.sleep(INTERVAL)  # the window's last round committed
         after = {p.name: p for p in store.load_pools(names)}
         last = round_of(store.server_time(), INTERVAL) - 1
+        sampler.stop()
+        excerpt = log_excerpt(procs, logs0)
         memory = redis.info_sum("used_memory", "memory") - base_memory
     stories = [
         story(store, p, n, outside) for p in after.values() for n in p.nodes if n.state.is_failed
@@ -510,6 +593,8 @@ def measure(
         aborted / intervals,
         redis_cpu / intervals,
         outside.summary(),
+        sampler.uncommitted(),
+        excerpt if missed or sampler.uncommitted() else [],
     )
 
 
@@ -556,6 +641,13 @@ def print_case(case: Case) -> None:
     print(f"  outside probes of the MariaDB servers: {case.outside}")
     if case.noted:
         print(f"  nodes not judged by every observer in the last round: {case.noted} ({case.note})")
+    if case.uncommitted:
+        rounds = ", ".join(f"round {r}: {n}" for r, n in case.uncommitted)
+        print(f"  pools not committed {SAMPLE_AT:g} s into a round of the window: {rounds}")
+    if case.log:
+        print("  the pollers' log in the window (warnings, late rounds, deadline commits):")
+        for line in case.log:
+            print(line)
     print(
         f"  {'poller':10} {'nodes/interval':>15} {'cpu s/interval':>15} {'cycle wall s':>13}"
         f" {'cpu s/cycle':>12}"
