@@ -321,6 +321,17 @@ def lateness(pool: PoolState, round_: int, now: float) -> str | None:
     return f"round {round_} probed {late:.3g}s after it started (deadline {limit:g}s)"
 
 
+def passed_text(first: int, last: int) -> str:
+    """Why rounds ``first`` to ``last`` of a pool were not probed by this poller."""
+    which, whose = (
+        (f"round {first}", "its") if first == last else (f"rounds {first}-{last}", "their")
+    )
+    return (
+        f"{which} not probed: this poller's previous cycle ran past {whose} deadline "
+        "(short of CPU, or held up)"
+    )
+
+
 def describe_pool(pool: PoolState) -> str:
     """One clause of the cycle's log sentence, in MPP's POLL CYCLE terms."""
     active = ", ".join(f"{n.node} ({n.type})" for n in pool.nodes if n.state is State.ACTIVE)
@@ -530,6 +541,8 @@ class CycleReport:
     read: list[PoolState] = field(default_factory=list)  # those read in full (observed)
     unserved: dict[str, str] = field(default_factory=dict)  # pool -> why it is not polled
     late: dict[str, str] = field(default_factory=dict)  # pool -> why its round is late
+    passed: dict[str, tuple[int, int]] = field(default_factory=dict)  # pool -> the first and
+    # last of the rounds that passed since this poller's previous cycle, none probed by it
     changed: list[str] = field(default_factory=list)  # pools whose tick made a transition
     abstaining: int = 0  # nodes (per pool) this poller abstains on after this cycle
     due: list[str] = field(default_factory=list)  # pools whose new round started (observed or not)
@@ -539,7 +552,7 @@ class CycleReport:
     def is_notable(self) -> bool:
         """Whether the cycle's sentence is worth an INFO line (else DEBUG: quiet steady state)."""
         quiet_skip = all(why.endswith(ALREADY_COMMITTED) for why in self.skipped.values())
-        return bool(self.changed or self.late or self.news or not quiet_skip)
+        return bool(self.changed or self.late or self.passed or self.news or not quiet_skip)
 
     def sentence(self) -> str:
         """The cycle in one line, whatever the number of pools: the pools committed (those
@@ -551,6 +564,7 @@ class CycleReport:
         waiting = {name: "waiting for the other pollers" for name in self.deferred}
         parts += grouped(waiting) + grouped(self.skipped)
         parts += grouped({name: f"late: {why}" for name, why in self.late.items()})
+        parts += grouped({name: passed_text(*rounds) for name, rounds in self.passed.items()})
         parts += grouped({name: f"not served: {why}" for name, why in self.unserved.items()})
         if self.abstaining:
             parts.append(f"abstaining on {self.abstaining} node(s)")
@@ -613,6 +627,7 @@ class Poller:
         self.at_once = probe is None
         self.probe_settings: dict[tuple[Timeouts, float], ProbeSettings] = {}
         self.handled: dict[str, int] = {}  # pool -> last round this poller probed
+        self.last_cycle_at: float | None = None  # local wall time of the last cycle's start
         self.offset = 0.0  # Redis time minus local wall clock
         self.offsets: dict[str, float] = {}  # pool -> its shard's Redis time minus local clock
         self.started_at = time.time()
@@ -756,6 +771,24 @@ class Poller:
         # "!=" rather than ">": a pool whose interval changed has re-numbered its rounds.
         return [p for p in pools if self.round_at(p, at) != self.handled.get(p.name, -1)]
 
+    def passed_rounds(
+        self, pools: Sequence[PoolState], previous: float | None, at: float
+    ) -> dict[str, tuple[int, int]]:
+        """The rounds of ``pools`` that started and passed between this poller's previous
+        cycle (at ``previous``, where it had handled the round then running) and this one, at
+        ``at``: none of them probed by this poller (``rounds.next_probe_in`` lets a round whose
+        deadline passed go). A pool whose rounds were numbered otherwise then (its interval
+        changed) or that this poller did not handle then has none."""
+        if previous is None:
+            return {}
+        passed = {}
+        for pool in pools:
+            before = self.handled.get(pool.name)
+            now = self.round_at(pool, at)
+            if before is not None and before == self.round_at(pool, previous) and now > before + 1:
+                passed[pool.name] = (before + 1, now - 1)
+        return passed
+
     def round_at(self, pool: PoolHead | PoolState, at: float) -> int:
         return round_of(self.pool_now(pool.name, at), pool.interval)
 
@@ -767,6 +800,7 @@ class Poller:
         heads, pools = self.load_pools(everything=force)
         now = self.sync_clocks(heads)
         at = time.time()
+        previous, self.last_cycle_at = self.last_cycle_at, at
         report.pools, report.read = heads, list(pools.values())
         served = self.serve(heads, report)
         self.cadence = heartbeat_cadence(p.interval for p in served)
@@ -776,6 +810,8 @@ class Poller:
         report.due = [p.name for p in started]
         chosen, expected = self.observed(started, now, force)
         due = self.read_whole(chosen, pools) if chosen else []
+        report.passed = self.passed_rounds(due, previous, at)
+        self.metrics.rounds_passed(report.passed)
         for head in started:
             self.handled[head.name] = self.round_at(head, at)
         if not due:

@@ -10,6 +10,10 @@ over the pollers for a pool's (``sum by (pool)``).
 metric                                          type       meaning
 ==============================================  =========  ======================================
 ``mpp_poller_rounds_committed_total{pool}``     counter    rounds this poller ticked and committed
+``mpp_poller_rounds_passed_total{pool}``        counter    rounds of a pool it observes that it
+                                                           never probed: its previous cycle ran
+                                                           past their deadline (short of CPU, or
+                                                           held up)
 ``mpp_poller_commit_conflicts_total{pool}``     counter    commits refused because the pool's
                                                            version moved (a race lost to another
                                                            writer; retried at once)
@@ -73,6 +77,7 @@ class PollerMetrics:
         self.clock = clock
         self.committed: Counter[str] = Counter()
         self.conflicts: Counter[str] = Counter()
+        self.passed: Counter[str] = Counter()
         self.abstentions: Counter[PoolNode] = Counter()
         self.abstaining: dict[PoolNode, int] = {}
         self.latency: dict[PoolNode, Histogram] = {}
@@ -90,6 +95,11 @@ class PollerMetrics:
 
     def round_committed(self, pool: str) -> None:
         self.committed[pool] += 1
+
+    def rounds_passed(self, passed: Mapping[str, tuple[int, int]]) -> None:
+        """Rounds (first and last of each pool) this poller let pass without probing them."""
+        for pool, (first, last) in passed.items():
+            self.passed[pool] += last - first + 1
 
     def commit_conflict(self, pool: str) -> None:
         """A commit refused because the pool's version moved (another writer was first)."""
@@ -129,6 +139,7 @@ class PollerMetrics:
         poller keeps its counters here). The fencing counts are the fencer's to drop."""
         self.committed = Counter({k: v for k, v in self.committed.items() if k in present})
         self.conflicts = Counter({k: v for k, v in self.conflicts.items() if k in present})
+        self.passed = Counter({k: v for k, v in self.passed.items() if k in present})
         self.abstentions = Counter({k: v for k, v in self.abstentions.items() if k[0] in present})
         self.latency = {k: v for k, v in self.latency.items() if k[0] in present}
         self.abstaining = {k: v for k, v in self.abstaining.items() if k[0] in present}
@@ -162,6 +173,8 @@ class PollerMetrics:
         labelled: list[tuple[str, str, str, tuple[str, ...], Mapping[Any, int]]] = [
             ("rounds_committed_total", "counter", "Rounds this poller committed.", ("pool",),
              self.committed),
+            ("rounds_passed_total", "counter", "Rounds of a pool this poller observes that it "
+             "never probed (its previous cycle ran past their deadline).", ("pool",), self.passed),
             ("commit_conflicts_total", "counter", "Commits refused because the pool's version "
              "moved (a race lost to another writer).", ("pool",), self.conflicts),
             ("abstentions_total", "counter", "Observations recorded as abstentions (this "

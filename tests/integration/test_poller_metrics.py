@@ -3,12 +3,15 @@
 The counters must move with what the pollers really do: every round a lone poller commits is
 one more ``mpp_poller_rounds_committed_total`` (and one more pool version in Redis), every probe
 one more latency sample, a poller with a wrong password counts abstentions, and an admin writer
-racing the poller makes it lose version races (``mpp_poller_commit_conflicts_total``).
+racing the poller makes it lose version races (``mpp_poller_commit_conflicts_total``), and a
+poller held up past rounds' deadlines counts and says the rounds it never probed.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -166,6 +169,34 @@ def test_commit_races_lost_to_an_admin_writer_are_counted(
     committed = value(port, "mpp_poller_rounds_committed_total", pool="m1")
     watch_ticks(store, "m1", lambda seen: len(seen) >= 3, 10)
     assert value(port, "mpp_poller_rounds_committed_total", pool="m1") > committed
+
+
+def test_rounds_a_held_up_poller_never_probed_are_counted_and_said(
+    store: Store, mariadb_cluster: MariaDBCluster, pollers: list[PollerProcess], redis_url: str
+) -> None:
+    make_pool(store, mariadb_cluster)
+    proc, port = start(pollers, redis_url, "pm-held")
+    watch_ticks(store, "m1", lambda seen: len(seen) >= 2, 15)
+    assert proc.proc is not None
+    before, counted = (
+        store.load_pool("m1"),
+        value(port, "mpp_poller_rounds_passed_total", pool="m1"),
+    )
+    os.kill(proc.proc.pid, signal.SIGSTOP)  # the poller's host froze for 4 intervals
+    try:
+        time.sleep(4 * INTERVAL)
+    finally:
+        os.kill(proc.proc.pid, signal.SIGCONT)
+    watch_ticks(store, "m1", lambda seen: len(seen) >= 2, 10)
+    after = store.load_pool("m1")
+    # The lone poller committed every round it probed: the pool's rounds without a commit are
+    # the rounds it never probed, and at least the 3 that started and passed while it was held.
+    missed = (after.last_round - before.last_round) - (after.version - before.version)
+    passed = value(port, "mpp_poller_rounds_passed_total", pool="m1") - counted
+    assert 3 <= passed <= missed, (passed, missed)
+    said = [line for line in proc.output().splitlines() if " not probed: " in line]
+    assert said and " INFO " in said[0], proc.output()[-2000:]
+    assert "this poller's previous cycle ran past their deadline" in said[0]
 
 
 def test_healthz_says_when_cycles_fail(

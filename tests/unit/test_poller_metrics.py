@@ -73,6 +73,7 @@ def test_a_removed_pool_takes_its_series_with_it() -> None:
         m.recorded([(pool, 1, {db1: Observation.abstain("denied")}, {})], {db1: 0.01})
         m.round_committed(pool)
         m.commit_conflict(pool)
+        m.rounds_passed({pool: (7, 9)})
         fencing.add(pool, db1, FenceAction.FENCE)
     m.forget_pools({"kept"})
     fencing.forget_pools({"kept"})  # the fencer's, dropped by it
@@ -80,3 +81,4 @@ def test_a_removed_pool_takes_its_series_with_it() -> None:
     assert any('pool="kept"' in line for line in lines)
     assert not [line for line in lines if 'pool="gone"' in line]
     assert 'mpp_poller_rounds_committed_total{pool="kept"} 1' in lines
+    assert 'mpp_poller_rounds_passed_total{pool="kept"} 3' in lines  # rounds 7, 8 and 9

@@ -142,6 +142,7 @@ def test_lateness_is_past_the_deadline(now: float, late: bool) -> None:
         pytest.param(CycleReport(skipped={"p1": "round 5 has no observations"}), True, id="skip"),
         pytest.param(CycleReport(changed=["p1"]), True, id="transition"),
         pytest.param(CycleReport(late={"p1": "late"}), True, id="late"),
+        pytest.param(CycleReport(passed={"p1": (5, 6)}), True, id="rounds-not-probed"),
         pytest.param(CycleReport(news=True), True, id="abstention-or-unserved-change"),
         pytest.param(CycleReport(abstaining=3), False, id="abstaining-goes-on"),
     ],
@@ -179,6 +180,7 @@ def test_a_cycle_of_a_thousand_pools_is_one_short_line() -> None:
         deferred=[p.name for p in pools[300:600]],
         skipped={p.name: "round 7 already committed" for p in pools[600:]},
         late={p.name: "round 7 probed 1.44s after it started (deadline 1s)" for p in pools},
+        passed={p.name: (5, 6) for p in pools[:10]} | {"s0010": (6, 6)},
     )
     line = report.sentence()
     assert len(line) < 1500, line
@@ -188,6 +190,11 @@ def test_a_cycle_of_a_thousand_pools_is_one_short_line() -> None:
     assert "s0300, s0301, s0302, s0303, s0304 and 295 more waiting for the other pollers" in line
     assert "s0600, s0601, s0602, s0603, s0604 and 395 more round 7 already committed" in line
     assert "s0000, s0001, s0002, s0003, s0004 and 995 more late: round 7 probed 1.44s" in line
+    assert (
+        "s0000, s0001, s0002, s0003, s0004 and 5 more rounds 5-6 not probed: this poller's "
+        "previous cycle ran past their deadline (short of CPU, or held up)"
+    ) in line
+    assert "s0010 round 6 not probed: this poller's previous cycle ran past its deadline" in line
     small = CycleReport(committed={"p1": pool()}, deferred=["p2"], skipped={"p3": "was removed"})
     assert small.sentence() == (
         "probed in 0.000s; committed p1 status OK, ACTIVE: NONE; p2 waiting for the other "
