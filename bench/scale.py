@@ -36,6 +36,9 @@ connection is renewed in it):
   thousands of nodes and meet every probe of a round at its start, and outside probes that
   timed out too say that a node failed on timeouts then was failed by its server's slowness,
   not by a poller.
+* when rounds were missed: which rounds of the window, and how many of them (one reading of
+  every pool's version and last round 1.9 s into each round), and the pollers' warnings and
+  rounds they did not probe in the window; and, each round, the pools not yet committed then.
 
 Run: ``.venv/bin/python bench/scale.py`` (needs mariadbd, redis-server and redis-cli; 40-70
 minutes for the whole matrix, depending on the warm-ups); ``--nodes 1000 --pollers 1 2 --redis
@@ -129,8 +132,8 @@ class Case:
     aborted: float  # of those, the ones that never logged in (Aborted_connects)
     redis_cpu: float  # seconds per interval, every Redis master together
     outside: str  # the outside probes of the MariaDB servers in the window (OutsideProbes)
-    uncommitted: list[tuple[int, int]]  # (round of the window, pools not committed by
-    # SAMPLE_AT into it), where some were (RoundSampler)
+    missed_when: list[tuple[int, int]]  # (round of the window, rounds missed), RoundSampler's
+    late: list[tuple[int, int]]  # (round of the window, pools not committed SAMPLE_AT into it)
     log: list[str]  # where rounds were missed: the pollers' log lines of the window that tell
 
 
@@ -404,17 +407,20 @@ LOG_LINES = 4  # lines of each poller's log printed for a case that missed round
 
 
 class RoundSampler:
-    """From a thread of the bench: every pool's version (its head, one ``HMGET`` a pool)
-    ``SAMPLE_AT`` seconds into each round of the window. A pool whose version did not move
-    from one round's reading to the next was not committed in that round (the bench changes
-    no pool meanwhile), so a missed round says when it was missed and by how many pools: all
-    of them at once, something held up every poller or Redis; a few, those pools' observers
-    ran late."""
+    """From a thread of the bench: every pool's version and last committed round (one
+    ``HMGET`` a pool) ``SAMPLE_AT`` seconds into each round of the window. Between two
+    readings a pool's last round moved by the rounds that passed and its version by the
+    commits (the bench changes no pool meanwhile): the difference is the rounds it missed
+    then. So a missed round says when it was missed and by how many pools (all at once:
+    something held up every poller or Redis; a few: those pools' observers ran late), and a
+    pool whose last round is not the one running at a reading was committed late, if at
+    all."""
 
     def __init__(self, url: str, names: Sequence[str]) -> None:
         self.store = Store.from_url(url, "bench")
         self.names = names
-        self.readings: list[tuple[int, dict[str, int]]] = []  # (round, version of each pool)
+        # (round, each pool's (version, last committed round)) at each reading
+        self.readings: list[tuple[int, dict[str, tuple[int, int]]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -438,26 +444,51 @@ class RoundSampler:
             at += INTERVAL if at <= now else 0.0
             if self._stop.wait(at - now):
                 return
-            heads, _ = self.store.read_heads(self.names, ())
-            self.readings.append((round_of(at, INTERVAL), {h.name: h.version for h in heads}))
+            pipe = self.store.client.pipeline(transaction=False)
+            for name in self.names:
+                pipe.hmget(self.store.keys.pool(name), "version", "round")
+            read = {
+                name: (int(version), int(round_))
+                for name, (version, round_) in zip(self.names, pipe.execute(), strict=True)
+            }
+            self.readings.append((round_of(at, INTERVAL), read))
 
-    def uncommitted(self) -> list[tuple[int, int]]:
-        """(round, pools not committed by ``SAMPLE_AT`` into it) for each round read right
-        after the one before, where some pool was not; rounds counted from the first one
-        read."""
+    def _first(self) -> int:
+        return self.readings[0][0] if self.readings else 0
+
+    def missed(self) -> list[tuple[int, int]]:
+        """(round of the window, rounds missed since the reading before, over all pools), where
+        any were."""
         out = []
-        first = self.readings[0][0] if self.readings else 0
-        for (before, was), (round_, now) in itertools.pairwise(self.readings):
-            if round_ == before + 1:
-                still = sum(1 for name, v in now.items() if was.get(name) == v)
-                if still:
-                    out.append((round_ - first, still))
+        for (_, was), (round_, now) in itertools.pairwise(self.readings):
+            lost = sum(
+                (now[n][1] - was[n][1]) - (now[n][0] - was[n][0]) for n in now.keys() & was.keys()
+            )
+            if lost:
+                out.append((round_ - self._first(), lost))
+        return out
+
+    def late(self) -> list[tuple[int, int]]:
+        """(round of the window, pools whose last committed round was not that one
+        ``SAMPLE_AT`` into it), where any were."""
+        out = []
+        for round_, read in self.readings:
+            behind = sum(1 for _, last in read.values() if last < round_)
+            if behind:
+                out.append((round_ - self._first(), behind))
         return out
 
 
+def told(line: str) -> str:
+    """A log line, or of a cycle's line its time and the clauses of the rounds not probed."""
+    clauses = line.split("; ")
+    passed = [clause for clause in clauses if " not probed: " in clause]
+    return f"{line[:23]} ... {'; '.join(passed)}" if " INFO " in line and passed else line
+
+
 def log_excerpt(procs: Sequence[PollerProcess], offsets: dict[str, int]) -> list[str]:
-    """Each poller's first ``LOG_LINES`` lines at WARNING or above, or saying a round was late
-    or committed at its deadline, written since ``offsets`` (each log's size at the window's
+    """Each poller's first ``LOG_LINES`` lines at WARNING or above, or saying rounds passed
+    that it did not probe, written since ``offsets`` (each log's size at the window's
     start)."""
     out = []
     for proc in procs:
@@ -465,9 +496,9 @@ def log_excerpt(procs: Sequence[PollerProcess], offsets: dict[str, int]) -> list
             log.seek(offsets.get(proc.poller_id, 0))
             text = log.read().decode(errors="replace")
         wanted = [
-            line[:240]
+            told(line)[:240]
             for line in text.splitlines()
-            if " WARNING " in line or " ERROR " in line or "late: " in line or "deadline" in line
+            if " WARNING " in line or " ERROR " in line or " not probed: " in line
         ]
         out += [f"    {proc.poller_id}: {line}" for line in wanted[:LOG_LINES]]
     return out
@@ -593,8 +624,9 @@ def measure(
         aborted / intervals,
         redis_cpu / intervals,
         outside.summary(),
-        sampler.uncommitted(),
-        excerpt if missed or sampler.uncommitted() else [],
+        sampler.missed(),
+        sampler.late(),
+        excerpt if missed else [],
     )
 
 
@@ -641,11 +673,17 @@ def print_case(case: Case) -> None:
     print(f"  outside probes of the MariaDB servers: {case.outside}")
     if case.noted:
         print(f"  nodes not judged by every observer in the last round: {case.noted} ({case.note})")
-    if case.uncommitted:
-        rounds = ", ".join(f"round {r}: {n}" for r, n in case.uncommitted)
-        print(f"  pools not committed {SAMPLE_AT:g} s into a round of the window: {rounds}")
+    if case.missed_when:
+        rounds = ", ".join(f"round {r}: {n}" for r, n in case.missed_when)
+        print(
+            f"  rounds missed, by the window's round (from 0) of the reading that found them: "
+            f"{rounds}"
+        )
+    if case.late:
+        rounds = ", ".join(f"round {r}: {n}" for r, n in case.late)
+        print(f"  pools whose round was not committed {SAMPLE_AT:g} s into it: {rounds}")
     if case.log:
-        print("  the pollers' log in the window (warnings, late rounds, deadline commits):")
+        print("  the pollers' log in the window (warnings, rounds not probed):")
         for line in case.log:
             print(line)
     print(
