@@ -36,6 +36,8 @@ connection is renewed in it):
   thousands of nodes and meet every probe of a round at its start, and outside probes that
   timed out too say that a node failed on timeouts then was failed by its server's slowness,
   not by a poller.
+* the machine's idle CPU seconds per interval (of 2 x its CPUs), and those its hypervisor
+  gave to other VMs (steal): whether the machine had room left, and whether it was slowed;
 * when rounds were missed: which rounds of the window, and how many of them (one reading of
   every pool's version and last round 1.9 s into each round), and the pollers' warnings and
   rounds they did not probe in the window; and, each round, the pools not yet committed then.
@@ -95,6 +97,7 @@ STORIES = 3  # failed nodes whose events are printed
 WARM_UP_LIMIT = 300.0  # seconds after the pools' creation the window waits for the warm-up
 USER, PASSWORD = "bench", "benchpass"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CPUS = os.cpu_count() or 1
 
 
 @dataclass
@@ -131,6 +134,8 @@ class Case:
     connections: float  # per interval the servers took (their Connections counter)
     aborted: float  # of those, the ones that never logged in (Aborted_connects)
     redis_cpu: float  # seconds per interval, every Redis master together
+    idle: float  # the machine's idle CPU seconds per interval, all its CPUs together
+    steal: float  # CPU seconds per interval its hypervisor gave to others (a VM's steal time)
     outside: str  # the outside probes of the MariaDB servers in the window (OutsideProbes)
     missed_when: list[tuple[int, int]]  # (round of the window, rounds missed), RoundSampler's
     late: list[tuple[int, int]]  # (round of the window, pools not committed SAMPLE_AT into it)
@@ -178,6 +183,14 @@ class Redis:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_cpu() -> tuple[float, float]:
+    """The machine's idle and stolen CPU seconds so far, all CPUs together (``/proc/stat``:
+    idle with iowait; steal, the time a hypervisor gave this VM's CPUs to others)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle, steal = fields[3] + fields[4], fields[7] if len(fields) > 7 else 0
+    return idle / CLOCK_TICKS, steal / CLOCK_TICKS
 
 
 @contextmanager
@@ -542,6 +555,7 @@ def measure(
         taken0 = connections(cluster)
         outside.mark()
         redis0 = redis.cpu()
+        machine0 = machine_cpu()
         t0, start = time.monotonic(), store.server_time()
         cycles: dict[str, list[float]] = {p.poller_id: [] for p in procs}
         ended: dict[str, set[float]] = {p.poller_id: set() for p in procs}  # cycles' end times
@@ -566,6 +580,7 @@ def measure(
         taken = total - taken0[0] - 2 - outside_connections
         aborted -= taken0[1]
         redis_cpu = redis.cpu() - redis0
+        idle, steal = (b - a for a, b in zip(machine0, machine_cpu(), strict=True))
         time.sleep(INTERVAL)  # the window's last round committed
         after = {p.name: p for p in store.load_pools(names)}
         last = round_of(store.server_time(), INTERVAL) - 1
@@ -623,6 +638,8 @@ def measure(
         taken / intervals,
         aborted / intervals,
         redis_cpu / intervals,
+        idle / intervals,
+        steal / intervals,
         outside.summary(),
         sampler.missed(),
         sampler.late(),
@@ -659,6 +676,10 @@ def print_case(case: Case) -> None:
         f"({case.aborted:,.0f} never logged in), "
         f"Redis {case.redis_cpu:.2f}"
         f"{'' if case.steady else '; NOT steady before the window'}; K/N share {ideal:.0f} nodes"
+    )
+    print(
+        f"  the machine: {case.idle:.2f} CPU s idle per interval of {INTERVAL * CPUS:g}, "
+        f"{case.steal:.2f} stolen by its hypervisor"
     )
     if case.warm_up is None:
         print("  warm-up: some node was still not judged by every observer when the window began")
