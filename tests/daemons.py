@@ -106,9 +106,12 @@ def watch_ticks(
     until: Callable[[list[PoolState]], bool],
     timeout: float,
     poll: float = 0.02,
+    then: Callable[[], object] | None = None,
 ) -> list[PoolState]:
     """Every distinct committed round of ``pool`` (one snapshot per round) until ``until``
-    holds over the list or ``timeout`` passes (then AssertionError with what was seen)."""
+    holds over the list or ``timeout`` passes (then AssertionError with what was seen);
+    ``then`` is called once the first snapshot is taken (a poller started by it cannot tick
+    before the watch has begun)."""
     seen: list[PoolState] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -117,6 +120,9 @@ def watch_ticks(
             seen.append(state)
             if until(seen):
                 return seen
+        if then is not None:
+            then()
+            then = None
         time.sleep(poll)
     raise AssertionError(f"condition not reached in {timeout}s; ticks seen: {describe(seen)}")
 

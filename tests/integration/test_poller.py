@@ -66,8 +66,13 @@ def wait_steady(store: Store, timeout: float = 15) -> list[PoolState]:
 
 def test_bootstrap_to_active_standby_in_two_ticks(store, mariadb_cluster, pollers, redis_url):
     make_pool(store, mariadb_cluster)
-    start_poller(pollers, redis_url, "p-a")
-    ticks = watch_ticks(store, "p1", lambda seen: len(seen) >= 4, 15)[1:]  # [0]: as created
+    ticks = watch_ticks(
+        store,
+        "p1",
+        lambda seen: len(seen) >= 4,
+        15,
+        then=lambda: start_poller(pollers, redis_url, "p-a"),
+    )[1:]  # [0]: as created, read before the poller started
     first, second = ticks[0], ticks[1]
     assert [row(first, i) for i in range(3)] == [(0, "OK", "STANDBY", None)] * 3, describe(ticks)
     assert row(second, 0) == (1, "OK_WARN", "ACTIVE", "PRIMARY instatement to ACTIVE complete.")
