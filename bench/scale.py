@@ -78,7 +78,7 @@ from mpp_agent.rounds import round_of, round_start
 from mpp_agent.store import Store
 from mpp_agent.timeouts import fit as fit_timeouts
 from mpp_agent.timeouts import limits
-from tests.daemons import PollerProcess, create_pools, pools_steady
+from tests.daemons import PollerProcess, create_pools, pools_steady, rounds_missed
 from tests.servers import (
     MariaDBCluster,
     MariaDBNode,
@@ -419,6 +419,13 @@ SAMPLE_AT = 1.9  # seconds into a round: its commit has landed by then unless it
 LOG_LINES = 4  # lines of each poller's log printed for a case that missed rounds
 
 
+class Reading(NamedTuple):
+    """A pool as ``RoundSampler`` read it."""
+
+    version: int
+    last_round: int
+
+
 class RoundSampler:
     """From a thread of the bench: every pool's version and last committed round (one
     ``HMGET`` a pool) ``SAMPLE_AT`` seconds into each round of the window. Between two
@@ -432,8 +439,8 @@ class RoundSampler:
     def __init__(self, url: str, names: Sequence[str]) -> None:
         self.store = Store.from_url(url, "bench")
         self.names = names
-        # (round, each pool's (version, last committed round)) at each reading
-        self.readings: list[tuple[int, dict[str, tuple[int, int]]]] = []
+        # (round, each pool's version and last committed round) at each reading
+        self.readings: list[tuple[int, dict[str, Reading]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -461,7 +468,7 @@ class RoundSampler:
             for name in self.names:
                 pipe.hmget(self.store.keys.pool(name), "version", "round")
             read = {
-                name: (int(version), int(round_))
+                name: Reading(int(version), int(round_))
                 for name, (version, round_) in zip(self.names, pipe.execute(), strict=True)
             }
             self.readings.append((round_of(at, INTERVAL), read))
@@ -474,9 +481,7 @@ class RoundSampler:
         any were."""
         out = []
         for (_, was), (round_, now) in itertools.pairwise(self.readings):
-            lost = sum(
-                (now[n][1] - was[n][1]) - (now[n][0] - was[n][0]) for n in now.keys() & was.keys()
-            )
+            lost = sum(rounds_missed(was[n], now[n]) for n in now.keys() & was.keys())
             if lost:
                 out.append((round_ - self._first(), lost))
         return out
@@ -486,7 +491,7 @@ class RoundSampler:
         ``SAMPLE_AT`` into it), where any were."""
         out = []
         for round_, read in self.readings:
-            behind = sum(1 for _, last in read.values() if last < round_)
+            behind = sum(1 for r in read.values() if r.last_round < round_)
             if behind:
                 out.append((round_ - self._first(), behind))
         return out
@@ -596,10 +601,7 @@ def measure(
     committed = sum(after[n].version - before[n].version for n in names)
     # A round is missed when the pool's last round jumped over it or has not reached it.
     missed = sum(
-        (after[n].last_round - before[n].last_round)
-        - (after[n].version - before[n].version)
-        + max(0, last - after[n].last_round)
-        for n in names
+        rounds_missed(before[n], after[n]) + max(0, last - after[n].last_round) for n in names
     )
     troubled = [n for p in after.values() for n in p.nodes if n.r > 0 or n.state.is_failed]
     why = Counter(n.message or "" for n in troubled).most_common(1)

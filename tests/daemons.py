@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mpp_agent.config import PoolConfig
 from mpp_agent.model import NodeId, NodeType, PoolState, State
@@ -155,6 +155,23 @@ def create_pools(
         store.create_pool(replace(config, **settings))
         names.append(config.name)
     return names
+
+
+class Committed(Protocol):
+    """What a reading of a pool says of its commits: its version and last committed round."""
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def last_round(self) -> int: ...
+
+
+def rounds_missed(before: Committed, after: Committed) -> int:
+    """The rounds of a pool that passed from ``before`` to ``after`` without a commit: its last
+    round moved by the rounds that passed, its version by the commits (nothing else writing
+    the pool meanwhile)."""
+    return (after.last_round - before.last_round) - (after.version - before.version)
 
 
 def pools_steady(store: Store, names: Sequence[str]) -> bool:
